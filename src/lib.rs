@@ -1,0 +1,3 @@
+//! mailpolicyd
+#![forbid(unsafe_code)]
+pub mod policy;
