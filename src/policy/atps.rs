@@ -268,7 +268,12 @@ mod tests {
     #[test]
     fn table() {
         // (section, record, Ok(d) | Err(code))
-        let cases: &[(&str, &str, Result<Option<&str>, &str>)] = &[
+        type Case = (
+            &'static str,
+            &'static str,
+            Result<Option<&'static str>, &'static str>,
+        );
+        let cases: &[Case] = &[
             ("6541 §4.3 minimal", "v=ATPS1", Ok(None)),
             (
                 "6541 §4.3 with d",

@@ -858,9 +858,13 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
         if rec.rua.is_empty() {
             return Err(Rejected::new(problem, diags));
         }
+        let what = match &problem {
+            DmarcError::PolicyInvalid { tag, value } => format!("{tag}={value:?} is invalid"),
+            _ => "p= is missing".to_owned(),
+        };
         diags.warn(
             code::POLICY_FALLBACK,
-            format!("{problem}; the record has a valid rua= so it is treated as p=none"),
+            format!("{what} but the record has a valid rua=, so it is treated as p=none (RFC 7489 §6.6.3, RFC 9989 §4.10.1)"),
         );
     }
 

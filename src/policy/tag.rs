@@ -44,9 +44,7 @@ impl<'a> Iterator for Lexer<'a> {
         if segment.is_empty() {
             // Only the segment after the last ';' may be empty (a trailing ';', or an
             // empty record); any other empty segment is reported.
-            if tail.is_none() {
-                return None;
-            }
+            tail?;
             return Some(Item::Empty);
         }
         let Some(eq) = segment.find('=') else {

@@ -315,7 +315,12 @@ mod tests {
     fn table() {
         let sha512 = "ab".repeat(64);
         // (section, text, Ok((usable, codes)) | Err(code))
-        let cases: Vec<(&str, String, Result<(bool, &[&str]), &str>)> = vec![
+        type Case = (
+            &'static str,
+            String,
+            Result<(bool, &'static [&'static str]), &'static str>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "7672 §3.1.1 DANE-EE SPKI SHA-256",
                 format!("3 1 1 {SHA256}"),

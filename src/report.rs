@@ -1,0 +1,202 @@
+//! What `mailpolicyd parse` prints: one JSON object per record, the operator's lint output.
+//!
+//! Valid records print `{"kind", "valid": true, <the policy's fields>, "canonical",
+//! "diagnostics"}`; invalid ones `{"kind", "valid": false, "error": {code, message},
+//! "diagnostics"}`. Field names are snake_case and stable.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::orgdomain::{self, SuffixList};
+use crate::policy::{self, Diagnostics, ErrorCode, ParseResult};
+
+/// The record kinds `parse` understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `_dmarc` TXT.
+    Dmarc,
+    /// SPF TXT.
+    Spf,
+    /// DKIM key TXT.
+    Dkim,
+    /// ATPS TXT.
+    Atps,
+    /// TLSA presentation text.
+    Tlsa,
+}
+
+impl Kind {
+    /// The name used on the command line and in the JSON `kind` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Dmarc => "dmarc",
+            Kind::Spf => "spf",
+            Kind::Dkim => "dkim",
+            Kind::Atps => "atps",
+            Kind::Tlsa => "tlsa",
+        }
+    }
+}
+
+/// A rendered report and whether the record was valid (the exit status).
+#[derive(Debug)]
+pub struct Report {
+    /// The JSON object to print.
+    pub json: Value,
+    /// Whether the record is usable.
+    pub valid: bool,
+}
+
+fn render<T: Serialize, E: ErrorCode + Serialize>(
+    kind: Kind,
+    result: ParseResult<T, E>,
+    extra: impl FnOnce(&T) -> Vec<(&'static str, Value)>,
+) -> Report {
+    let mut obj = Map::new();
+    obj.insert("kind".into(), json!(kind.as_str()));
+    let (valid, diagnostics) = match result {
+        Ok(parsed) => {
+            obj.insert("valid".into(), json!(true));
+            if let Ok(Value::Object(fields)) = serde_json::to_value(&parsed.policy) {
+                obj.extend(fields);
+            }
+            for (name, value) in extra(&parsed.policy) {
+                obj.insert(name.into(), value);
+            }
+            (true, parsed.diagnostics)
+        }
+        Err(rejected) => {
+            obj.insert("valid".into(), json!(false));
+            obj.insert(
+                "error".into(),
+                json!({"code": rejected.error.code(), "message": rejected.error.to_string()}),
+            );
+            (false, rejected.diagnostics)
+        }
+    };
+    obj.insert("diagnostics".into(), diagnostics_json(&diagnostics));
+    Report {
+        json: Value::Object(obj),
+        valid,
+    }
+}
+
+fn diagnostics_json(d: &Diagnostics) -> Value {
+    serde_json::to_value(d).unwrap_or(Value::Array(Vec::new()))
+}
+
+/// Parses `text` as a `kind` record and renders the report.
+pub fn parse_record(kind: Kind, text: &str) -> Report {
+    match kind {
+        Kind::Dmarc => render(kind, policy::dmarc::parse(text), |p| {
+            vec![("canonical", json!(p.to_string()))]
+        }),
+        Kind::Spf => render(kind, policy::spf::parse(text), |p| {
+            vec![("canonical", json!(p.to_string()))]
+        }),
+        Kind::Dkim => render(kind, policy::dkim::parse(text), |k| {
+            vec![("usable_for_email", json!(k.usable_for_email()))]
+        }),
+        Kind::Atps => render(kind, policy::atps::parse(text), |_| Vec::new()),
+        Kind::Tlsa => render(kind, policy::tlsa::parse(text), |t| {
+            vec![
+                ("canonical", json!(t.to_string())),
+                ("dane_smtp_usable", json!(t.dane_smtp_usable())),
+            ]
+        }),
+    }
+}
+
+/// The `parse orgdomain` report: the PSL organizational domain and the RFC 9989 tree-walk
+/// query names. Valid when the PSL gives an organizational domain.
+pub fn org_domain(list: &SuffixList, domain: &str) -> Report {
+    let org = list.org_domain(domain);
+    let walk: Vec<String> = orgdomain::tree_walk(domain)
+        .iter()
+        .map(|d| orgdomain::dmarc_name(d))
+        .collect();
+    Report {
+        valid: org.is_some(),
+        json: json!({
+            "kind": "orgdomain",
+            "domain": domain,
+            "org_domain": org,
+            "tree_walk_queries": walk,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dmarc_report_fields() {
+        let r = parse_record(Kind::Dmarc, "v=DMARC1; p=reject; rua=mailto:a@example.com");
+        assert!(r.valid);
+        for f in [
+            "v",
+            "p",
+            "sp",
+            "np",
+            "adkim",
+            "aspf",
+            "pct",
+            "rua",
+            "ruf",
+            "fo",
+            "rf",
+            "ri",
+            "psd",
+            "t",
+            "fp",
+            "frua",
+            "fruf",
+            "defaulted",
+            "diagnostics",
+        ] {
+            assert!(r.json.get(f).is_some(), "missing {f}: {}", r.json);
+        }
+        assert_eq!(r.json["sp"], "reject");
+        assert!(
+            r.json["defaulted"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == "sp")
+        );
+    }
+
+    #[test]
+    fn invalid_report_has_error() {
+        let r = parse_record(Kind::Dmarc, "v=DMARC1; p=rej");
+        assert!(!r.valid);
+        assert_eq!(r.json["error"]["code"], "dmarc.p.invalid");
+        assert!(
+            r.json["diagnostics"]
+                .as_array()
+                .is_some_and(|d| !d.is_empty())
+        );
+    }
+
+    #[test]
+    fn tlsa_and_dkim_flags() {
+        let r = parse_record(Kind::Tlsa, "1 1 1 00");
+        assert_eq!(r.json["dane_smtp_usable"], false);
+        let r = parse_record(Kind::Dkim, "v=DKIM1; p=");
+        assert_eq!(r.json["usable_for_email"], false);
+        assert_eq!(r.json["revoked"], true);
+    }
+
+    #[test]
+    fn org_domain_report() {
+        let r = org_domain(&SuffixList::builtin(), "a.mail.example.co.uk");
+        assert!(r.valid);
+        assert_eq!(r.json["org_domain"], "example.co.uk");
+        assert_eq!(
+            r.json["tree_walk_queries"][0],
+            "_dmarc.a.mail.example.co.uk"
+        );
+        assert!(!org_domain(&SuffixList::builtin(), "co.uk").valid);
+    }
+}
