@@ -397,8 +397,8 @@ fn decode_key(
     Ok(())
 }
 
-const OID_RSA: &str = "1.2.840.113549.1.1.1";
-const OID_ED25519: &str = "1.3.101.112";
+const OID_RSA: spki::ObjectIdentifier = spki::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const OID_ED25519: spki::ObjectIdentifier = spki::ObjectIdentifier::new_unwrap("1.3.101.112");
 
 fn rsa_key_info(key: &mut DkimKey, diags: &mut Diagnostics) {
     let modulus_bits = |der: &[u8]| {
@@ -410,7 +410,7 @@ fn rsa_key_info(key: &mut DkimKey, diags: &mut Diagnostics) {
     };
     match spki::SubjectPublicKeyInfoRef::from_der(&key.p) {
         Ok(info) => {
-            let oid = info.algorithm.oid.to_string();
+            let oid = info.algorithm.oid;
             if oid != OID_RSA {
                 let what = if oid == OID_ED25519 {
                     "an Ed25519 key"
@@ -455,7 +455,7 @@ fn ed25519_key_info(key: &mut DkimKey, diags: &mut Diagnostics) {
         return;
     }
     if let Ok(info) = spki::SubjectPublicKeyInfoRef::from_der(&key.p)
-        && info.algorithm.oid.to_string() == OID_ED25519
+        && info.algorithm.oid == OID_ED25519
         && let Some(raw) = info.subject_public_key.as_bytes().filter(|r| r.len() == 32)
     {
         diags.warn(code::KEY_ED25519_SPKI, "p= wraps the Ed25519 key in SubjectPublicKeyInfo; RFC 8463 §4.2 publishes the raw 32 bytes");

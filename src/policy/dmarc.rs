@@ -262,8 +262,26 @@ const TAGS: [&str; 17] = [
 ];
 
 fn tag_bit(name: &str) -> Option<u32> {
-    TAGS.iter().position(|t| *t == name).map(|i| 1 << i)
+    tag_index(name).map(|i| 1 << i)
 }
+
+/// The index in [`TAGS`] of a tag name, ignoring ASCII case. Dispatches on length first: this
+/// runs once per tag of every record parsed.
+fn tag_index(name: &str) -> Option<usize> {
+    let candidates: &[usize] = match name.len() {
+        1 => &[0, 12, 16],
+        2 => &[1, 2, 8, 9, 10, 13],
+        3 => &[5, 6, 7, 11],
+        4 => &[4, 14, 15],
+        5 => &[3],
+        _ => return None,
+    };
+    candidates.iter().copied().find(|&i| TAGS[i].eq_ignore_ascii_case(name))
+}
+
+/// Bits of the tags whose absence is recorded directly (`p`, `sp`, `np` are decided with the
+/// p=none fallback, and `v` is always present).
+const PLAIN_TAGS_MASK: u32 = ((1 << 16) - 1) & !0b111;
 
 impl Defaulted {
     /// Whether `tag` holds its default.
@@ -478,8 +496,9 @@ fn parse_uri_list(tag: &'static str, value: &str, diags: &mut Diagnostics) -> Ve
     let mut out = Vec::new();
     for raw in value.split(',') {
         let raw = raw.trim_matches(is_wsp);
-        let (uri, size) = match raw.rsplit_once('!') {
-            Some((u, s)) => (u, Some(s)),
+        // '!' must be percent-encoded inside a URI, so the first one starts the size suffix.
+        let (uri, size) = match raw.bytes().position(|b| b == b'!') {
+            Some(i) => (&raw[..i], Some(&raw[i + 1..])),
             None => (raw, None),
         };
         if !is_uri(uri) {
@@ -522,9 +541,10 @@ fn parse_uri_list(tag: &'static str, value: &str, diags: &mut Diagnostics) -> Ve
 /// RFC 3986 `scheme ":" hier-part`, with the RFC 7489 rule that `,` and `!` must be encoded,
 /// and for `mailto:` an address with a local part and a domain.
 fn is_uri(s: &str) -> bool {
-    let Some((scheme, rest)) = s.split_once(':') else {
+    let Some(colon) = s.bytes().position(|b| b == b':') else {
         return false;
     };
+    let (scheme, rest) = (&s[..colon], &s[colon + 1..]);
     let mut sb = scheme.bytes();
     let scheme_ok = sb.next().is_some_and(|b| b.is_ascii_alphabetic())
         && sb.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
@@ -536,10 +556,14 @@ fn is_uri(s: &str) -> bool {
         return false;
     }
     if scheme.eq_ignore_ascii_case("mailto") {
-        let addr = rest.split('?').next().unwrap_or("");
-        return addr
-            .rsplit_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && super::is_domain_name(domain));
+        let addr = match rest.bytes().position(|b| b == b'?') {
+            Some(i) => &rest[..i],
+            None => rest,
+        };
+        return match addr.bytes().rposition(|b| b == b'@') {
+            Some(at) => at > 0 && super::is_domain_name(&addr[at + 1..]),
+            None => false,
+        };
     }
     true
 }
@@ -626,14 +650,15 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                 continue;
             }
         };
-        let Some(canon) = TAGS.iter().copied().find(|t| t.eq_ignore_ascii_case(name)) else {
+        let Some(index) = tag_index(name) else {
             diags.info(code::TAG_UNKNOWN, format!("unknown tag {name}= ignored"));
             continue;
         };
+        let canon = TAGS[index];
         if canon != name {
             diags.info(code::TAG_CASE, format!("tag name {name}= read as {canon}="));
         }
-        let bit = tag_bit(canon).unwrap_or(0);
+        let bit = 1u32 << index;
         if seen & bit != 0 {
             diags.warn(
                 code::TAG_DUPLICATE,
@@ -886,13 +911,7 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
         _ => rec.sp,
     };
     defaulted.set("np", !matches!(np, Slot::Valid(_)));
-    for t in TAGS {
-        if matches!(t, "p" | "sp" | "np" | "v") {
-            continue;
-        }
-        let absent = seen & tag_bit(t).unwrap_or(0) == 0;
-        defaulted.set(t, absent);
-    }
+    defaulted.0 |= !seen & PLAIN_TAGS_MASK;
     rec.defaulted = defaulted;
     Ok(Parsed {
         policy: rec,

@@ -330,14 +330,26 @@ pub(crate) fn is_fws(c: char) -> bool {
 /// octets in all, an optional trailing dot.
 pub fn is_domain_name(s: &str) -> bool {
     let s = s.strip_suffix('.').unwrap_or(s);
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+    if s.is_empty() || s.len() > 253 {
+        return false;
+    }
+    let mut label = 0usize;
+    for b in s.bytes() {
+        if b == b'.' {
+            if label == 0 {
+                return false;
+            }
+            label = 0;
+        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            label += 1;
+            if label > 63 {
+                return false;
+            }
+        } else {
+            return false;
+        }
+    }
+    label > 0
 }
 
 #[cfg(test)]

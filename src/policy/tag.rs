@@ -35,21 +35,34 @@ impl<'a> Iterator for Lexer<'a> {
 
     fn next(&mut self) -> Option<Item<'a>> {
         let rest = self.rest?;
-        let (segment, tail) = match rest.find(';') {
-            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
-            None => (rest, None),
-        };
+        // One pass finds both the segment's end and its first '='.
+        let bytes = rest.as_bytes();
+        let mut end = bytes.len();
+        let mut first_eq = None;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b';' {
+                end = i;
+                break;
+            }
+            if b == b'=' && first_eq.is_none() {
+                first_eq = Some(i);
+            }
+        }
+        let tail = (end < bytes.len()).then(|| &rest[end + 1..]);
         self.rest = tail;
-        let segment = segment.trim_matches(is_fws);
+        let raw = &rest[..end];
+        let segment = raw.trim_matches(is_fws);
         if segment.is_empty() {
             // Only the segment after the last ';' may be empty (a trailing ';', or an
             // empty record); any other empty segment is reported.
             tail?;
             return Some(Item::Empty);
         }
-        let Some(eq) = segment.find('=') else {
+        let Some(eq) = first_eq else {
             return Some(Item::NoEquals(segment));
         };
+        // Re-base the '=' position from `raw` onto the trimmed segment.
+        let eq = eq - (raw.len() - raw.trim_start_matches(is_fws).len());
         let name = segment[..eq].trim_end_matches(is_fws);
         let value = segment[eq + 1..].trim_start_matches(is_fws);
         let mut bytes = name.bytes();
