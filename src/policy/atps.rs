@@ -299,6 +299,7 @@ mod tests {
                 Err(code::TAG_DUPLICATE),
             ),
         ];
+        println!("atps table: {} cases", cases.len());
         for (section, input, want) in cases {
             match (parse(input), want) {
                 (Ok(p), Ok(d)) => assert_eq!(p.policy.d.as_deref(), *d, "[{section}]"),

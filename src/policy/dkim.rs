@@ -660,6 +660,11 @@ mod tests {
                 (got, _) => failures.push(format!("[{section}] unexpected {got:?}")),
             }
         }
+        println!(
+            "dkim table: {} cases, {} failed",
+            cases.len(),
+            failures.len()
+        );
         assert!(
             failures.is_empty(),
             "{} failures:\n{}",

@@ -276,7 +276,10 @@ fn tag_index(name: &str) -> Option<usize> {
         5 => &[3],
         _ => return None,
     };
-    candidates.iter().copied().find(|&i| TAGS[i].eq_ignore_ascii_case(name))
+    candidates
+        .iter()
+        .copied()
+        .find(|&i| TAGS[i].eq_ignore_ascii_case(name))
 }
 
 /// Bits of the tags whose absence is recorded directly (`p`, `sp`, `np` are decided with the

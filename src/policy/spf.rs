@@ -21,10 +21,7 @@ pub mod code {
     pub const MULTIPLE: &str = "spf.record.multiple";
     pub const SYNTAX: &str = "spf.syntax";
     pub const UNKNOWN_MECHANISM: &str = "spf.mechanism.unknown";
-    pub const BAD_DOMAIN_SPEC: &str = "spf.domain_spec.invalid";
     pub const BAD_MACRO: &str = "spf.macro.invalid";
-    pub const BAD_IP: &str = "spf.ip.invalid";
-    pub const BAD_CIDR: &str = "spf.cidr.invalid";
     pub const DUPLICATE_MODIFIER: &str = "spf.modifier.duplicate";
     pub const TOO_MANY_LOOKUPS: &str = "spf.lookups.too_many";
     pub const PTR_USED: &str = "spf.ptr.discouraged";

@@ -389,6 +389,7 @@ mod tests {
             ("6698 §2.2 not hex", "3 1 1 xyz0".to_owned(), Err(code::HEX)),
             ("6698 §2.2 odd hex", "3 1 1 abc".to_owned(), Err(code::HEX)),
         ];
+        println!("tlsa table: {} cases", cases.len());
         for (section, input, want) in &cases {
             match (parse(input), want) {
                 (Ok(p), Ok((usable, codes))) => {

@@ -353,6 +353,11 @@ fn table() {
             (got, _) => failures.push(format!("[{section}] {input:?}: unexpected {got:?}")),
         }
     }
+    println!(
+        "dmarc table: {} passed, {} failed",
+        CASES.len() - failures.len(),
+        failures.len()
+    );
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
