@@ -23,3 +23,4 @@
 pub mod orgdomain;
 pub mod policy;
 pub mod report;
+pub mod resolve;

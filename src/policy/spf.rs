@@ -162,7 +162,7 @@ impl MacroString {
             if let Some(c) = text.chars().find(|c| !is_literal(*c)) {
                 return Err(SpfError::Macro {
                     text: text.to_owned(),
-                    reason: bad_char_reason(c),
+                    reason: bad_char_reason(c).into(),
                 });
             }
             return Ok(MacroString {
@@ -172,7 +172,7 @@ impl MacroString {
         }
         let bad = |reason: &'static str| SpfError::Macro {
             text: text.to_owned(),
-            reason,
+            reason: reason.into(),
         };
         let mut pieces = Vec::new();
         let mut lit = String::new();
@@ -571,7 +571,7 @@ pub enum SpfError {
         /// The macro-string.
         text: String,
         /// What is wrong.
-        reason: &'static str,
+        reason: Cow<'static, str>,
     },
     /// `redirect=` or `exp=` given twice (RFC 7208 §6).
     DuplicateModifier {

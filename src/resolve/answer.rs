@@ -1,0 +1,254 @@
+//! What the cache holds: one answer per (question kind, name), with the record already parsed
+//! by `policy`, so a hit costs no parsing.
+
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::RecordType;
+use serde::{Deserialize, Serialize};
+
+use super::upstream::{DnssecStatus, RawAnswer, Records};
+use crate::policy::{self, ParseResult, Parsed};
+
+/// The kinds of question the resolver answers and caches separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// DMARC record at `_dmarc.<domain>` (TXT).
+    Dmarc,
+    /// SPF record of a domain (TXT).
+    Spf,
+    /// DKIM key at `<selector>._domainkey.<domain>` (TXT).
+    DkimKey,
+    /// ATPS record at `<label>._atps.<signer>` (TXT).
+    Atps,
+    /// TLSA records at `_<port>._tcp.<host>`, DNSSEC-validated.
+    Tlsa,
+    /// Whether a domain exists (A query; NXDOMAIN means it does not, RFC 9989 §3.2.13).
+    Exists,
+    /// Raw TXT (SPF explanations).
+    Txt,
+    /// A records.
+    A,
+    /// AAAA records.
+    Aaaa,
+    /// MX records.
+    Mx,
+    /// PTR records.
+    Ptr,
+}
+
+/// Every kind, in a fixed order (metrics index by it).
+pub const KINDS: [Kind; 11] = [
+    Kind::Dmarc,
+    Kind::Spf,
+    Kind::DkimKey,
+    Kind::Atps,
+    Kind::Tlsa,
+    Kind::Exists,
+    Kind::Txt,
+    Kind::A,
+    Kind::Aaaa,
+    Kind::Mx,
+    Kind::Ptr,
+];
+
+impl Kind {
+    /// The DNS type asked for.
+    pub fn record_type(self) -> RecordType {
+        match self {
+            Kind::Dmarc | Kind::Spf | Kind::DkimKey | Kind::Atps | Kind::Txt => RecordType::TXT,
+            Kind::Tlsa => RecordType::TLSA,
+            Kind::Exists | Kind::A => RecordType::A,
+            Kind::Aaaa => RecordType::AAAA,
+            Kind::Mx => RecordType::MX,
+            Kind::Ptr => RecordType::PTR,
+        }
+    }
+
+    /// A stable lower-case label (metrics, logs).
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Dmarc => "dmarc",
+            Kind::Spf => "spf",
+            Kind::DkimKey => "dkim",
+            Kind::Atps => "atps",
+            Kind::Tlsa => "tlsa",
+            Kind::Exists => "exists",
+            Kind::Txt => "txt",
+            Kind::A => "a",
+            Kind::Aaaa => "aaaa",
+            Kind::Mx => "mx",
+            Kind::Ptr => "ptr",
+        }
+    }
+
+    /// Index into [`KINDS`].
+    pub fn index(self) -> usize {
+        KINDS.iter().position(|k| *k == self).unwrap_or(0)
+    }
+
+    /// The domain a question is about, without the kind's fixed prefix labels
+    /// (`_dmarc.`, `<sel>._domainkey.`, `_25._tcp.`, `<label>._atps.`).
+    pub fn subject(self, name: &str) -> &str {
+        let after = |marker: &str| {
+            name.find(marker)
+                .map_or(name, |i| &name[i + marker.len()..])
+        };
+        match self {
+            Kind::Dmarc => name.strip_prefix("_dmarc.").unwrap_or(name),
+            Kind::DkimKey => after("._domainkey."),
+            Kind::Atps => after("._atps."),
+            Kind::Tlsa => after("._tcp."),
+            _ => name,
+        }
+    }
+}
+
+/// An answer's response code, reduced to what is cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rcode {
+    /// Records, or NODATA.
+    NoError,
+    /// The name does not exist.
+    NxDomain,
+    /// DNSSEC validation failed (the answer is cached briefly, with no data).
+    ServFail,
+}
+
+/// The parsed content of an answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Data {
+    /// NXDOMAIN, NODATA, or a bogus answer: no records.
+    None,
+    /// TXT records were there; `None` means none of them is a DMARC record.
+    Dmarc(Option<ParseResult<policy::dmarc::DmarcRecord, policy::dmarc::DmarcError>>),
+    /// The SPF record, if any TXT record is one.
+    Spf(Option<ParseResult<policy::spf::SpfRecord, policy::spf::SpfError>>),
+    /// The DKIM key record, if any.
+    DkimKey(Option<ParseResult<policy::dkim::DkimKey, policy::dkim::DkimError>>),
+    /// The ATPS record, if any.
+    Atps(Option<ParseResult<policy::atps::AtpsRecord, policy::atps::AtpsError>>),
+    /// TLSA records.
+    Tlsa(Vec<Parsed<policy::tlsa::Tlsa>>),
+    /// Joined TXT strings.
+    Txt(Vec<String>),
+    /// Addresses (A, AAAA; for `Exists` the A records).
+    Addrs(Vec<IpAddr>),
+    /// MX (preference, exchange).
+    Mx(Vec<(u16, String)>),
+    /// PTR targets.
+    Names(Vec<String>),
+}
+
+/// One cached answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The question kind.
+    pub kind: Kind,
+    /// The name asked for (lower-case, no trailing dot).
+    pub name: String,
+    /// Where the records were found (after CNAMEs), if any.
+    pub found_at: Option<String>,
+    /// Response code.
+    pub rcode: Rcode,
+    /// Raw TTL from the answer (or the RFC 2308 negative TTL).
+    pub ttl: u32,
+    /// DNSSEC status.
+    pub dnssec: DnssecStatus,
+    /// The parsed data.
+    pub data: Data,
+    /// A hash of the raw record data, equal for byte-identical answers (wildcard watch).
+    pub fingerprint: u64,
+}
+
+impl Answer {
+    /// Parses a raw upstream answer for `kind` at `name`.
+    pub fn from_raw(kind: Kind, name: &str, raw: RawAnswer) -> Answer {
+        let fingerprint = fingerprint(&raw.records);
+        let rcode = match raw.rcode {
+            ResponseCode::NXDomain => Rcode::NxDomain,
+            ResponseCode::ServFail => Rcode::ServFail,
+            _ => Rcode::NoError,
+        };
+        let txt = |r: &Records| match r {
+            Records::Txt(t) => t.clone(),
+            _ => Vec::new(),
+        };
+        let data = match (&raw.records, kind) {
+            (Records::None, _) => Data::None,
+            (r, Kind::Dmarc) => {
+                Data::Dmarc(policy::dmarc::from_txt(txt(r).iter().map(String::as_str)))
+            }
+            (r, Kind::Spf) => Data::Spf(policy::spf::from_txt(txt(r).iter().map(String::as_str))),
+            (r, Kind::DkimKey) => {
+                Data::DkimKey(policy::dkim::from_txt(txt(r).iter().map(String::as_str)))
+            }
+            (r, Kind::Atps) => {
+                Data::Atps(policy::atps::from_txt(txt(r).iter().map(String::as_str)))
+            }
+            (Records::Tlsa(t), _) => Data::Tlsa(t.iter().map(policy::tlsa::from_rdata).collect()),
+            (Records::Txt(t), _) => Data::Txt(t.clone()),
+            (Records::Addrs(a), _) => Data::Addrs(a.clone()),
+            (Records::Mx(m), _) => Data::Mx(m.clone()),
+            (Records::Names(n), _) => Data::Names(n.clone()),
+        };
+        Answer {
+            kind,
+            name: name.to_owned(),
+            found_at: raw.found_at,
+            rcode,
+            ttl: raw.ttl,
+            dnssec: raw.dnssec,
+            data,
+            fingerprint,
+        }
+    }
+
+    /// A negative answer synthesized from an ancestor's NXDOMAIN (RFC 8020).
+    pub fn nxdomain(kind: Kind, name: &str, ttl: u32) -> Answer {
+        Answer {
+            kind,
+            name: name.to_owned(),
+            found_at: None,
+            rcode: Rcode::NxDomain,
+            ttl,
+            dnssec: DnssecStatus::Indeterminate,
+            data: Data::None,
+            fingerprint: 0,
+        }
+    }
+
+    /// Whether the answer has records (not NXDOMAIN/NODATA/bogus).
+    pub fn is_positive(&self) -> bool {
+        !matches!(self.data, Data::None)
+    }
+
+    /// Approximate memory held by this answer, for the byte-bounded cache.
+    pub fn weight(&self) -> u32 {
+        let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
+        let data = match &self.data {
+            Data::None => 0,
+            Data::Txt(t) | Data::Names(t) => strings(t),
+            Data::Addrs(a) => a.len() * 17,
+            Data::Mx(m) => m.iter().map(|(_, s)| s.len() + 32).sum(),
+            Data::Tlsa(t) => t.iter().map(|p| p.policy.data.len() + 64).sum(),
+            // Parsed records: their serialized size is a fair estimate of their heap use.
+            other => postcard::to_stdvec(other).map_or(512, |v| v.len()) * 2,
+        };
+        let total = std::mem::size_of::<Answer>()
+            + self.name.len()
+            + self.found_at.as_ref().map_or(0, String::len)
+            + data;
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+}
+
+fn fingerprint(r: &Records) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    r.hash(&mut h);
+    h.finish()
+}

@@ -1,0 +1,311 @@
+//! The answer cache: moka, keyed by (question kind, normalized name), bounded by bytes, each
+//! entry expiring by its own TTL; concurrent misses coalesced into one upstream query; the
+//! freshness decisions (fresh, prefetch, stale, gone) made against a `now` passed in, so they
+//! are tested without sleeping.
+//!
+//! moka evicts an entry only once its TTL *and* the serve-stale window (RFC 8767) have passed in
+//! real time; until then the logical clock decides how the entry may be used.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+
+use super::ResolveError;
+use super::answer::{Answer, Kind};
+
+/// Cache policy (defaults per `../shared/DESIGN.md`).
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// Byte bound over all entries.
+    pub max_bytes: u64,
+    /// Positive TTL clamp.
+    pub positive_ttl: (Duration, Duration),
+    /// Negative TTL clamp.
+    pub negative_ttl: (Duration, Duration),
+    /// A hit with less than this fraction of its TTL left triggers one background refresh.
+    pub prefetch_fraction: f64,
+    /// How long past expiry an entry may still be served when upstream fails.
+    pub stale_window: Duration,
+    /// A stale entry's refresh is attempted at most this often.
+    pub stale_retry: Duration,
+    /// How long a client waits for a refresh before the stale answer is served.
+    pub client_timeout: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_bytes: 256 << 20,
+            positive_ttl: (Duration::from_secs(30), Duration::from_secs(86_400)),
+            negative_ttl: (Duration::from_secs(30), Duration::from_secs(3_600)),
+            prefetch_fraction: 0.10,
+            stale_window: Duration::from_secs(86_400),
+            stale_retry: Duration::from_secs(30),
+            client_timeout: Duration::from_millis(400),
+        }
+    }
+}
+
+/// A cache key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// The question kind.
+    pub kind: Kind,
+    /// The normalized name.
+    pub name: Arc<str>,
+}
+
+/// How an entry got into the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A client's miss (or a stale refresh).
+    Fetched,
+    /// A background prefetch.
+    Prefetched,
+    /// Loaded from a snapshot.
+    Restored,
+}
+
+/// One cached answer and its timing.
+#[derive(Debug)]
+pub struct Entry {
+    /// The answer.
+    pub answer: Arc<Answer>,
+    /// Logical time it was stored.
+    pub stored_at: Instant,
+    /// Effective (clamped) TTL.
+    pub ttl: Duration,
+    /// How it got here.
+    pub origin: Origin,
+    prefetch_claimed: AtomicBool,
+    last_refresh: Mutex<Option<Instant>>,
+}
+
+impl Entry {
+    /// A new entry for `answer` stored at `now`, its TTL clamped per `cfg`.
+    pub fn new(answer: Arc<Answer>, now: Instant, origin: Origin, cfg: &CacheConfig) -> Entry {
+        let (lo, hi) = if answer.is_positive() {
+            cfg.positive_ttl
+        } else {
+            cfg.negative_ttl
+        };
+        let ttl = Duration::from_secs(u64::from(answer.ttl)).clamp(lo, hi);
+        Entry {
+            answer,
+            stored_at: now,
+            ttl,
+            origin,
+            prefetch_claimed: AtomicBool::new(false),
+            last_refresh: Mutex::new(None),
+        }
+    }
+
+    /// When the entry stops being fresh.
+    pub fn expires_at(&self) -> Instant {
+        self.stored_at + self.ttl
+    }
+
+    /// Seconds of freshness left at `now` (0 once expired).
+    pub fn remaining_secs(&self, now: Instant) -> u32 {
+        u32::try_from(self.expires_at().saturating_duration_since(now).as_secs())
+            .unwrap_or(u32::MAX)
+    }
+
+    /// Claims the one prefetch this entry may trigger.
+    pub fn claim_prefetch(&self) -> bool {
+        !self.prefetch_claimed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Records a refresh attempt at `now` unless one was made less than `every` ago; returns
+    /// whether the caller may go upstream.
+    pub fn begin_refresh(&self, now: Instant, every: Duration) -> bool {
+        let mut last = self.last_refresh.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now.saturating_duration_since(t) < every) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+/// What the cache can do for a key at `now`.
+pub enum State {
+    /// Fresh; `prefetch` says the remaining TTL is under the prefetch fraction.
+    Fresh {
+        /// The entry.
+        entry: Arc<Entry>,
+        /// Whether to refresh it in the background.
+        prefetch: bool,
+    },
+    /// Expired but inside the stale window.
+    Stale(Arc<Entry>),
+    /// Nothing usable.
+    Absent,
+}
+
+type Inflight = Shared<BoxFuture<'static, Result<Arc<Entry>, ResolveError>>>;
+
+struct Inner {
+    store: moka::future::Cache<Key, Arc<Entry>>,
+    inflight: Mutex<HashMap<Key, Inflight>>,
+    cfg: CacheConfig,
+}
+
+/// The cache (cheap to clone).
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct EntryExpiry {
+    stale_window: Duration,
+}
+
+impl moka::Expiry<Key, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _k: &Key,
+        v: &Arc<Entry>,
+        _at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(v.ttl + self.stale_window)
+    }
+    fn expire_after_update(
+        &self,
+        _k: &Key,
+        v: &Arc<Entry>,
+        _at: std::time::Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.ttl + self.stale_window)
+    }
+}
+
+impl Cache {
+    /// An empty cache.
+    pub fn new(cfg: CacheConfig) -> Cache {
+        let store = moka::future::Cache::builder()
+            .max_capacity(cfg.max_bytes)
+            .weigher(|k: &Key, v: &Arc<Entry>| {
+                v.answer.weight().saturating_add(k.name.len() as u32 + 64)
+            })
+            .expire_after(EntryExpiry {
+                stale_window: cfg.stale_window,
+            })
+            .build();
+        Cache {
+            inner: Arc::new(Inner {
+                store,
+                inflight: Mutex::new(HashMap::new()),
+                cfg,
+            }),
+        }
+    }
+
+    /// The policy in force.
+    pub fn config(&self) -> &CacheConfig {
+        &self.inner.cfg
+    }
+
+    /// Classifies the entry for `key` at `now`.
+    pub async fn state(&self, key: &Key, now: Instant) -> State {
+        let Some(entry) = self.inner.store.get(key).await else {
+            return State::Absent;
+        };
+        let cfg = &self.inner.cfg;
+        let expires = entry.expires_at();
+        if now < expires {
+            let left = expires - now;
+            let prefetch = left.as_secs_f64() < entry.ttl.as_secs_f64() * cfg.prefetch_fraction;
+            State::Fresh { entry, prefetch }
+        } else if now < expires + cfg.stale_window {
+            State::Stale(entry)
+        } else {
+            State::Absent
+        }
+    }
+
+    /// Stores an entry.
+    pub async fn insert(&self, key: Key, entry: Arc<Entry>) {
+        self.inner.store.insert(key, entry).await;
+    }
+
+    /// Runs `fetch` for `key` unless a fetch for it is already in flight, in which case the
+    /// caller waits for that one (the flag says so). The fetch runs as its own task: it
+    /// completes and fills the cache even if every waiter gives up (a client timeout).
+    /// `start` may refuse to start a fetch (rate limit); then nothing is put in flight.
+    pub async fn fetch_coalesced<F>(
+        &self,
+        key: &Key,
+        start: F,
+    ) -> (Result<Arc<Entry>, ResolveError>, bool)
+    where
+        F: FnOnce() -> Result<BoxFuture<'static, Result<Arc<Entry>, ResolveError>>, ResolveError>,
+    {
+        let (shared, coalesced) = {
+            let mut map = self
+                .inner
+                .inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = map.get(key) {
+                (f.clone(), true)
+            } else {
+                let fetch = match start() {
+                    Ok(f) => f,
+                    Err(e) => return (Err(e), false),
+                };
+                let inner = self.inner.clone();
+                let task_key = key.clone();
+                let task = tokio::spawn(async move {
+                    let result = fetch.await;
+                    if let Ok(entry) = &result {
+                        inner.store.insert(task_key.clone(), entry.clone()).await;
+                    }
+                    // Taking the lock orders this after the insertion into the map below.
+                    inner
+                        .inflight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&task_key);
+                    result
+                });
+                let shared = async move {
+                    task.await
+                        .unwrap_or(Err(ResolveError::Internal("fetch task failed".into())))
+                }
+                .boxed()
+                .shared();
+                map.insert(key.clone(), shared.clone());
+                (shared, false)
+            }
+        };
+        (shared.await, coalesced)
+    }
+
+    /// Entries and weighted bytes (moka's counts, approximate until its housekeeping runs).
+    pub fn usage(&self) -> (u64, u64) {
+        (
+            self.inner.store.entry_count(),
+            self.inner.store.weighted_size(),
+        )
+    }
+
+    /// Runs moka's pending housekeeping (so `usage` is exact).
+    pub async fn sync(&self) {
+        self.inner.store.run_pending_tasks().await;
+    }
+
+    /// Every entry, for snapshots.
+    pub fn entries(&self) -> Vec<(Key, Arc<Entry>)> {
+        self.inner
+            .store
+            .iter()
+            .map(|(k, v)| ((*k).clone(), v))
+            .collect()
+    }
+}

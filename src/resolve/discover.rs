@@ -1,0 +1,280 @@
+//! DMARC policy discovery: RFC 7489 §6.6.3 (the author domain, then the PSL organizational
+//! domain) and RFC 9989 §4.10 (the DNS tree walk: at most eight queries, stopping at a record
+//! with `psd=y` or `psd=n`).
+//!
+//! Every name is asked through the cache, so the org-level lookups of all subdomains of one
+//! organization share one cached, coalesced entry: a thousand subdomains without their own
+//! record cost a thousand `_dmarc.<sub>` queries and one `_dmarc.<org>` query.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Answer, Data, Kind, Rcode, ResolveError, Resolver, Source};
+use crate::orgdomain::{self, dmarc_name};
+use crate::policy::Parsed;
+use crate::policy::dmarc::{Disposition, DmarcRecord, Psd};
+
+/// How the organizational domain is found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryMode {
+    /// RFC 7489: the Public Suffix List.
+    Psl,
+    /// RFC 9989: the DNS tree walk (the default).
+    #[serde(rename = "treewalk")]
+    TreeWalk,
+    /// The tree walk, cross-checked against the PSL in the notes.
+    Both,
+}
+
+/// Where the applied record was found, and so why it applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FoundAt {
+    /// At the author domain itself: `p` applies.
+    AuthorDomain,
+    /// At the organizational domain: `sp` or `np` applies to the subdomain.
+    OrganizationalDomain,
+    /// At a public suffix domain (`psd=y`, RFC 9989).
+    PublicSuffixDomain,
+}
+
+/// Which policy tag governs the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyTag {
+    /// `p`: the author domain's own record.
+    P,
+    /// `sp`: an existing subdomain.
+    Sp,
+    /// `np`: a non-existent subdomain (NXDOMAIN for the author domain, RFC 9989 §3.2.13).
+    Np,
+}
+
+/// The outcome of discovery for one author domain.
+#[derive(Clone, Debug)]
+pub struct DmarcDiscovery {
+    /// The author domain, normalized.
+    pub domain: String,
+    /// The answer holding the applied record, if one applies.
+    pub answer: Option<Arc<Answer>>,
+    /// The domain whose `_dmarc` record applies.
+    pub found_at: Option<String>,
+    /// Why it applies.
+    pub reason: Option<FoundAt>,
+    /// The organizational domain, where discovery determined it.
+    pub org_domain: Option<String>,
+    /// The tag that governs, and its disposition.
+    pub applied: Option<(PolicyTag, Disposition)>,
+    /// Whether the author domain exists (asked only when `sp`/`np` must be chosen).
+    pub domain_exists: Option<bool>,
+    /// Each `_dmarc` name asked, in order, with where its answer came from.
+    pub queries: Vec<(String, Source)>,
+    /// Human notes: discarded invalid records, PSL/tree-walk disagreements.
+    pub notes: Vec<String>,
+}
+
+impl DmarcDiscovery {
+    /// The applied record.
+    pub fn record(&self) -> Option<&Parsed<DmarcRecord>> {
+        self.answer.as_deref().and_then(valid_record)
+    }
+
+    /// The least fresh source among the answers used (stale beats miss beats hit).
+    pub fn source(&self) -> Source {
+        let rank = |s: &Source| match s {
+            Source::Stale => 0,
+            Source::Wildcard => 1,
+            Source::Miss => 2,
+            Source::Prefetched => 3,
+            Source::Hit => 4,
+        };
+        self.queries
+            .iter()
+            .map(|(_, s)| *s)
+            .min_by_key(rank)
+            .unwrap_or(Source::Hit)
+    }
+}
+
+/// The record of an answer when it is a valid DMARC policy record.
+fn valid_record(a: &Answer) -> Option<&Parsed<DmarcRecord>> {
+    match &a.data {
+        Data::Dmarc(Some(Ok(p))) => Some(p),
+        _ => None,
+    }
+}
+
+impl Resolver {
+    /// Discovers the DMARC policy that applies to mail from `domain`.
+    pub async fn dmarc(&self, domain: &str, now: Instant) -> Result<DmarcDiscovery, ResolveError> {
+        let domain = super::normalize_name(domain)?.to_string();
+        let mut d = DmarcDiscovery {
+            domain: domain.clone(),
+            answer: None,
+            found_at: None,
+            reason: None,
+            org_domain: None,
+            applied: None,
+            domain_exists: None,
+            queries: Vec::new(),
+            notes: Vec::new(),
+        };
+        match self.config().discovery {
+            DiscoveryMode::Psl => self.discover_psl(&mut d, now).await?,
+            DiscoveryMode::TreeWalk => self.discover_treewalk(&mut d, now).await?,
+            DiscoveryMode::Both => {
+                self.discover_treewalk(&mut d, now).await?;
+                let psl = self.config().suffix_list.org_domain(&domain);
+                if d.reason == Some(FoundAt::OrganizationalDomain) && d.org_domain != psl {
+                    d.notes.push(format!(
+                        "tree walk found the organizational domain {:?}, the Public Suffix List says {:?}",
+                        d.org_domain.as_deref().unwrap_or("-"),
+                        psl.as_deref().unwrap_or("-")
+                    ));
+                }
+                if d.org_domain.is_none() {
+                    d.org_domain = psl;
+                }
+            }
+        }
+        self.choose_tag(&mut d, now).await?;
+        Ok(d)
+    }
+
+    /// Asks `_dmarc.<name>` and records the step; returns the answer.
+    async fn ask(
+        &self,
+        d: &mut DmarcDiscovery,
+        name: &str,
+        now: Instant,
+    ) -> Result<Arc<Answer>, ResolveError> {
+        let qname = dmarc_name(name);
+        let l = self.lookup(Kind::Dmarc, &qname, now).await?;
+        if let Data::Dmarc(Some(Err(rejected))) = &l.answer.data {
+            d.notes
+                .push(format!("{qname}: record discarded: {}", rejected.error));
+        }
+        d.queries.push((qname, l.source));
+        Ok(l.answer)
+    }
+
+    async fn discover_psl(&self, d: &mut DmarcDiscovery, now: Instant) -> Result<(), ResolveError> {
+        let domain = d.domain.clone();
+        let first = self.ask(d, &domain, now).await?;
+        let org = self.config().suffix_list.org_domain(&domain);
+        d.org_domain = org.clone();
+        if valid_record(&first).is_some() {
+            d.answer = Some(first);
+            d.found_at = Some(domain);
+            d.reason = Some(FoundAt::AuthorDomain);
+            return Ok(());
+        }
+        let Some(org) = org.filter(|o| *o != domain) else {
+            return Ok(());
+        };
+        let second = self.ask(d, &org, now).await?;
+        if valid_record(&second).is_some() {
+            d.answer = Some(second);
+            d.found_at = Some(org);
+            d.reason = Some(FoundAt::OrganizationalDomain);
+        }
+        Ok(())
+    }
+
+    async fn discover_treewalk(
+        &self,
+        d: &mut DmarcDiscovery,
+        now: Instant,
+    ) -> Result<(), ResolveError> {
+        let walk = orgdomain::tree_walk(&d.domain);
+        let mut found: Vec<(String, Arc<Answer>, Psd)> = Vec::new();
+        for (i, name) in walk.iter().enumerate() {
+            let answer = self.ask(d, name, now).await?;
+            let Some(rec) = valid_record(&answer) else {
+                continue;
+            };
+            let psd = rec.policy.psd;
+            if i == 0 {
+                // RFC 9989 §4.10.1: the author domain's own record applies.
+                if psd != Psd::Unknown {
+                    d.org_domain = Some(name.clone());
+                }
+                d.answer = Some(answer);
+                d.found_at = Some(name.clone());
+                d.reason = Some(FoundAt::AuthorDomain);
+                return Ok(());
+            }
+            found.push((name.clone(), answer, psd));
+            if psd != Psd::Unknown {
+                break;
+            }
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        let pairs: Vec<(&str, Psd)> = found.iter().map(|(n, _, p)| (n.as_str(), *p)).collect();
+        let org = orgdomain::select_org_domain(&d.domain, &pairs);
+        d.org_domain = Some(org.clone());
+        if let Some((name, answer, _)) = found.iter().find(|(n, _, _)| *n == org) {
+            d.answer = Some(answer.clone());
+            d.found_at = Some(name.clone());
+            d.reason = Some(FoundAt::OrganizationalDomain);
+        } else if let Some((name, answer, _)) = found.iter().find(|(_, _, p)| *p == Psd::Yes) {
+            d.answer = Some(answer.clone());
+            d.found_at = Some(name.clone());
+            d.reason = Some(FoundAt::PublicSuffixDomain);
+        }
+        Ok(())
+    }
+
+    /// `p` for the author domain's own record; otherwise `sp` or `np` by whether the author
+    /// domain exists (RFC 9989 §4.10.1, §3.2.13: NXDOMAIN for the domain itself).
+    async fn choose_tag(&self, d: &mut DmarcDiscovery, now: Instant) -> Result<(), ResolveError> {
+        let Some(rec) = d.record().map(|r| r.policy.clone()) else {
+            return Ok(());
+        };
+        if d.reason == Some(FoundAt::AuthorDomain) {
+            d.applied = Some((PolicyTag::P, rec.p));
+            return Ok(());
+        }
+        let exists = self
+            .lookup(Kind::Exists, &d.domain, now)
+            .await?
+            .answer
+            .rcode
+            != Rcode::NxDomain;
+        d.domain_exists = Some(exists);
+        d.applied = Some(if exists {
+            (PolicyTag::Sp, rec.sp)
+        } else {
+            (PolicyTag::Np, rec.np)
+        });
+        Ok(())
+    }
+
+    /// The RFC 9989 §4.10.2 organizational domain of `domain` by a full tree walk (used for
+    /// identifier alignment).
+    pub async fn org_domain_treewalk(
+        &self,
+        domain: &str,
+        now: Instant,
+    ) -> Result<String, ResolveError> {
+        let domain = super::normalize_name(domain)?.to_string();
+        let mut found: Vec<(String, Psd)> = Vec::new();
+        for name in orgdomain::tree_walk(&domain) {
+            let l = self.lookup(Kind::Dmarc, &dmarc_name(&name), now).await?;
+            if let Some(rec) = valid_record(&l.answer) {
+                let psd = rec.policy.psd;
+                found.push((name, psd));
+                if psd != Psd::Unknown {
+                    break;
+                }
+            }
+        }
+        let pairs: Vec<(&str, Psd)> = found.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+        Ok(orgdomain::select_org_domain(&domain, &pairs))
+    }
+}

@@ -1,0 +1,478 @@
+//! The engine that keeps per-message DNS load down: one method per question, answered from a
+//! cache of parsed policies. Knows nothing of sockets.
+//!
+//! A question goes: normalize the name → cache ([`cache`]): fresh (maybe prefetch in the
+//! background), stale (refresh within the client timeout, else serve stale, RFC 8767), or
+//! absent → RFC 8020 NXDOMAIN cut → wildcard mark ([`limit`]) → rate limit per organizational
+//! domain → one coalesced upstream query ([`upstream`]) → parse (`policy`) → cache.
+
+pub mod answer;
+pub mod cache;
+pub mod discover;
+pub mod limit;
+pub mod stats;
+pub mod upstream;
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+
+pub use self::answer::{Answer, Data, Kind, Rcode};
+pub use self::cache::{CacheConfig, Origin};
+pub use self::discover::{DiscoveryMode, DmarcDiscovery};
+pub use self::limit::LimitConfig;
+pub use self::stats::StatsSnapshot;
+pub use self::upstream::{DnssecStatus, UpstreamConfig};
+
+use self::cache::{Cache, Entry, Key, State};
+use self::limit::{Limiter, Observed, WildcardWatch};
+use self::stats::Stats;
+use self::upstream::Upstream;
+use crate::orgdomain::SuffixList;
+use crate::policy::atps::{self, AtpsHash};
+
+/// Why a question got no answer. Each is temporary (try again later: SPF/DMARC `temperror`)
+/// or permanent (`permerror`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// Upstream did not answer in time.
+    #[error("upstream timed out")]
+    Timeout,
+    /// Upstream answered SERVFAIL.
+    #[error("upstream answered SERVFAIL")]
+    ServFail,
+    /// Upstream answered REFUSED.
+    #[error("upstream answered REFUSED")]
+    Refused,
+    /// Another response code.
+    #[error("upstream answered {0}")]
+    Rcode(Arc<str>),
+    /// A network or protocol failure talking to upstream.
+    #[error("upstream failure: {0}")]
+    Network(Arc<str>),
+    /// The organization's upstream budget is spent and nothing is cached.
+    #[error("rate limited: the organization's upstream query budget is spent")]
+    RateLimited,
+    /// The name cannot be asked for.
+    #[error("invalid name: {0}")]
+    InvalidName(Arc<str>),
+    /// The resolver could not be set up.
+    #[error("configuration: {0}")]
+    Config(Arc<str>),
+    /// A bug: a background task failed.
+    #[error("internal error: {0}")]
+    Internal(Arc<str>),
+}
+
+impl ResolveError {
+    /// Whether trying again later may succeed (`temperror` rather than `permerror`).
+    pub fn is_temporary(&self) -> bool {
+        !matches!(self, ResolveError::InvalidName(_) | ResolveError::Config(_))
+    }
+
+    /// A stable label for metrics and the wire protocol.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ResolveError::Timeout => "timeout",
+            ResolveError::ServFail => "servfail",
+            ResolveError::Refused => "refused",
+            ResolveError::Rcode(_) => "rcode",
+            ResolveError::Network(_) => "network",
+            ResolveError::RateLimited => "rate_limited",
+            ResolveError::InvalidName(_) => "invalid_name",
+            ResolveError::Config(_) => "config",
+            ResolveError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Where an answer came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// From the cache, fresh.
+    Hit,
+    /// From upstream, just now.
+    Miss,
+    /// Expired, served because upstream failed or was too slow (RFC 8767).
+    Stale,
+    /// From the cache, refreshed in the background by a prefetch.
+    Prefetched,
+    /// Synthesized from the sample of an organization marked wildcard.
+    Wildcard,
+}
+
+/// An answer with its provenance.
+#[derive(Clone, Debug)]
+pub struct Lookup {
+    /// The cached answer.
+    pub answer: Arc<Answer>,
+    /// Where it came from.
+    pub source: Source,
+    /// Seconds of freshness left (0 when stale).
+    pub ttl_remaining: u32,
+}
+
+/// Everything the resolver needs to know.
+#[derive(Clone)]
+pub struct ResolverConfig {
+    /// Upstream servers and timeouts.
+    pub upstream: UpstreamConfig,
+    /// Cache policy.
+    pub cache: CacheConfig,
+    /// Abuse controls.
+    pub limits: LimitConfig,
+    /// How DMARC policies are discovered.
+    pub discovery: DiscoveryMode,
+    /// RFC 8020: answer names under a known-NXDOMAIN name negatively without a query.
+    pub nxdomain_cut: bool,
+    /// The Public Suffix List (organizational domains, limiter keys).
+    pub suffix_list: Arc<SuffixList>,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        ResolverConfig {
+            upstream: UpstreamConfig::default(),
+            cache: CacheConfig::default(),
+            limits: LimitConfig::default(),
+            discovery: DiscoveryMode::TreeWalk,
+            nxdomain_cut: false,
+            suffix_list: Arc::new(SuffixList::builtin()),
+        }
+    }
+}
+
+struct Inner {
+    upstream: Upstream,
+    cache: Cache,
+    limiter: Limiter,
+    wildcard: WildcardWatch,
+    nx: moka::sync::Cache<Arc<str>, Instant>,
+    stats: Stats,
+    cfg: ResolverConfig,
+}
+
+/// The resolver (cheap to clone; all clones share one cache).
+#[derive(Clone)]
+pub struct Resolver {
+    inner: Arc<Inner>,
+}
+
+/// Lower-cases, strips one trailing dot, and checks RFC 1035 lengths (labels 1..=63 octets,
+/// name ≤ 253). The serving layer does IDNA before this.
+pub fn normalize_name(name: &str) -> Result<Arc<str>, ResolveError> {
+    let n = name.strip_suffix('.').unwrap_or(name);
+    let bad = |why: &str| ResolveError::InvalidName(format!("{name:?}: {why}").into());
+    if n.is_empty() {
+        return Err(bad("empty"));
+    }
+    if n.len() > 253 {
+        return Err(bad("longer than 253 octets"));
+    }
+    for label in n.split('.') {
+        if label.is_empty() {
+            return Err(bad("empty label"));
+        }
+        if label.len() > 63 {
+            return Err(bad("label longer than 63 octets"));
+        }
+        if !label.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(bad("not ASCII (use A-labels)"));
+        }
+    }
+    Ok(Arc::from(n.to_ascii_lowercase()))
+}
+
+impl Resolver {
+    /// Builds the resolver. Must be called inside a tokio runtime: it starts the limiter's
+    /// housekeeping task, which ends when the last clone of the resolver is dropped.
+    pub fn new(cfg: ResolverConfig) -> Result<Resolver, ResolveError> {
+        let inner = Arc::new(Inner {
+            upstream: Upstream::new(&cfg.upstream)?,
+            cache: Cache::new(cfg.cache.clone()),
+            limiter: Limiter::new(&cfg.limits),
+            wildcard: WildcardWatch::new(&cfg.limits),
+            nx: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(cfg.cache.negative_ttl.1)
+                .build(),
+            stats: Stats::default(),
+            cfg,
+        });
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(inner) => inner.limiter.retain_recent(),
+                    None => break,
+                }
+            }
+        });
+        Ok(Resolver { inner })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ResolverConfig {
+        &self.inner.cfg
+    }
+
+    /// The counters, with cache usage.
+    pub async fn stats(&self) -> StatsSnapshot {
+        self.inner.cache.sync().await;
+        let (entries, bytes) = self.inner.cache.usage();
+        self.inner.stats.snapshot(entries, bytes)
+    }
+
+    /// The organizational domain (PSL) used to key the limiter and the wildcard watch; a name
+    /// that is itself a public suffix keys by itself.
+    pub fn org_of(&self, name: &str) -> String {
+        self.inner
+            .cfg
+            .suffix_list
+            .org_domain(name)
+            .unwrap_or_else(|| name.to_owned())
+    }
+
+    /// Answers one question of `kind` about `name` at logical time `now`.
+    pub async fn lookup(
+        &self,
+        kind: Kind,
+        name: &str,
+        now: Instant,
+    ) -> Result<Lookup, ResolveError> {
+        let name = normalize_name(name)?;
+        let key = Key { kind, name };
+        let inner = &self.inner;
+        match inner.cache.state(&key, now).await {
+            State::Fresh { entry, prefetch } => {
+                if prefetch && entry.claim_prefetch() {
+                    inner.stats.prefetch();
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let _ = this.fetch(key, now, Origin::Prefetched).await;
+                    });
+                }
+                inner.stats.hit(kind);
+                let source = if entry.origin == Origin::Prefetched {
+                    Source::Prefetched
+                } else {
+                    Source::Hit
+                };
+                Ok(Lookup {
+                    answer: entry.answer.clone(),
+                    source,
+                    ttl_remaining: entry.remaining_secs(now),
+                })
+            }
+            State::Stale(entry) => {
+                let stale = || {
+                    inner.stats.stale();
+                    Ok(Lookup {
+                        answer: entry.answer.clone(),
+                        source: Source::Stale,
+                        ttl_remaining: 0,
+                    })
+                };
+                if !entry.begin_refresh(now, inner.cfg.cache.stale_retry) {
+                    return stale();
+                }
+                match tokio::time::timeout(
+                    inner.cfg.cache.client_timeout,
+                    self.fetch(key, now, Origin::Fetched),
+                )
+                .await
+                {
+                    Ok(Ok(fresh)) => {
+                        inner.stats.miss(kind);
+                        Ok(Lookup {
+                            answer: fresh.answer.clone(),
+                            source: Source::Miss,
+                            ttl_remaining: fresh.remaining_secs(now),
+                        })
+                    }
+                    _ => stale(),
+                }
+            }
+            State::Absent => self.miss(key, now).await,
+        }
+    }
+
+    async fn miss(&self, key: Key, now: Instant) -> Result<Lookup, ResolveError> {
+        let inner = &self.inner;
+        if inner.cfg.nxdomain_cut
+            && let Some(ttl) = self.nx_ancestor(&key.name, now)
+        {
+            inner.stats.nxdomain_cut();
+            let answer = Arc::new(Answer::nxdomain(key.kind, &key.name, ttl));
+            return Ok(Lookup {
+                answer,
+                source: Source::Hit,
+                ttl_remaining: ttl,
+            });
+        }
+        let subject = key.kind.subject(&key.name);
+        let org = self.org_of(subject);
+        if subject != org
+            && let Some(sample) = inner.wildcard.synthesize(&org, key.kind, now)
+        {
+            inner.stats.wildcard_synthesized();
+            let ttl_remaining = sample.ttl;
+            return Ok(Lookup {
+                answer: sample,
+                source: Source::Wildcard,
+                ttl_remaining,
+            });
+        }
+        let kind = key.kind;
+        let entry = self.fetch(key, now, Origin::Fetched).await?;
+        inner.stats.miss(kind);
+        Ok(Lookup {
+            answer: entry.answer.clone(),
+            source: Source::Miss,
+            ttl_remaining: entry.remaining_secs(now),
+        })
+    }
+
+    /// The TTL left on an NXDOMAIN cached for a proper ancestor of `name`, if any.
+    fn nx_ancestor(&self, name: &str, now: Instant) -> Option<u32> {
+        let mut rest = name;
+        while let Some(i) = rest.find('.') {
+            rest = &rest[i + 1..];
+            if let Some(until) = self.inner.nx.get(rest)
+                && now < until
+            {
+                return u32::try_from((until - now).as_secs()).ok();
+            }
+        }
+        None
+    }
+
+    /// One coalesced upstream query for `key`, within the organization's budget.
+    async fn fetch(
+        &self,
+        key: Key,
+        now: Instant,
+        origin: Origin,
+    ) -> Result<Arc<Entry>, ResolveError> {
+        let this = self.clone();
+        let org = self.org_of(key.kind.subject(&key.name));
+        let task_key = key.clone();
+        let (result, coalesced) = self
+            .inner
+            .cache
+            .fetch_coalesced(&key, move || {
+                if !this.inner.limiter.allow(&org) {
+                    return Err(ResolveError::RateLimited);
+                }
+                Ok(async move { this.query_upstream(task_key, org, now, origin).await }.boxed())
+            })
+            .await;
+        if coalesced {
+            self.inner.stats.coalesced();
+        }
+        if matches!(result, Err(ResolveError::RateLimited)) {
+            self.inner.stats.rate_limited();
+        }
+        result
+    }
+
+    async fn query_upstream(
+        &self,
+        key: Key,
+        org: String,
+        now: Instant,
+        origin: Origin,
+    ) -> Result<Arc<Entry>, ResolveError> {
+        let inner = &self.inner;
+        let validate = key.kind == Kind::Tlsa;
+        let started = Instant::now();
+        let raw = match inner
+            .upstream
+            .query(&key.name, key.kind.record_type(), validate)
+            .await
+        {
+            Ok(raw) => raw,
+            Err(e) => {
+                inner.stats.upstream(e.label(), started.elapsed());
+                return Err(e);
+            }
+        };
+        let outcome = match (raw.dnssec, raw.rcode) {
+            (DnssecStatus::Bogus, _) => "bogus",
+            (_, hickory_resolver::proto::op::ResponseCode::NXDomain) => "nxdomain",
+            _ => "noerror",
+        };
+        inner.stats.upstream(outcome, raw.elapsed);
+        let answer = Arc::new(Answer::from_raw(key.kind, &key.name, raw));
+        let entry = Arc::new(Entry::new(answer.clone(), now, origin, &inner.cfg.cache));
+        if answer.rcode == Rcode::NxDomain {
+            inner.nx.insert(key.name.clone(), entry.expires_at());
+        }
+        let subject = key.kind.subject(&key.name);
+        if answer.is_positive()
+            && subject != org
+            && inner
+                .wildcard
+                .observe(&org, key.kind, subject, &answer, now)
+                == Observed::Marked
+        {
+            inner.stats.wildcard_marked();
+            tracing::warn!(org = %org, kind = key.kind.label(), "organization marked wildcard: subdomains answered from a sample");
+        }
+        Ok(entry)
+    }
+
+    /// The SPF record of `domain`.
+    pub async fn spf(&self, domain: &str, now: Instant) -> Result<Lookup, ResolveError> {
+        self.lookup(Kind::Spf, domain, now).await
+    }
+
+    /// The DKIM key at `<selector>._domainkey.<domain>`.
+    pub async fn dkim_key(
+        &self,
+        selector: &str,
+        domain: &str,
+        now: Instant,
+    ) -> Result<Lookup, ResolveError> {
+        self.lookup(
+            Kind::DkimKey,
+            &format!("{selector}._domainkey.{domain}"),
+            now,
+        )
+        .await
+    }
+
+    /// The ATPS record authorizing `signer` to sign for `author` (RFC 6541), trying the padded
+    /// base32 label first, then the unpadded one.
+    pub async fn atps(
+        &self,
+        signer: &str,
+        author: &str,
+        hash: AtpsHash,
+        now: Instant,
+    ) -> Result<Lookup, ResolveError> {
+        let names = atps::query_names(signer, author, hash)
+            .map_err(|e| ResolveError::InvalidName(e.to_string().into()))?;
+        let mut last = None;
+        for name in names {
+            let l = self.lookup(Kind::Atps, &name, now).await?;
+            if matches!(&l.answer.data, Data::Atps(Some(_))) {
+                return Ok(l);
+            }
+            last = Some(l);
+        }
+        last.ok_or_else(|| ResolveError::InvalidName("no ATPS query name".into()))
+    }
+
+    /// The TLSA records at `_<port>._tcp.<host>`, DNSSEC-validated; usable for DANE only when
+    /// the answer's status is `secure` (RFC 7672 §2.2).
+    pub async fn tlsa(&self, host: &str, port: u16, now: Instant) -> Result<Lookup, ResolveError> {
+        self.lookup(Kind::Tlsa, &format!("_{port}._tcp.{host}"), now)
+            .await
+    }
+}

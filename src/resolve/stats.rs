@@ -1,0 +1,165 @@
+//! Counters kept by the resolver, so the admin endpoint only reads them.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::answer::{KINDS, Kind};
+
+/// Upper bounds (seconds) of the upstream latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Upstream outcomes counted separately.
+pub const UPSTREAM_OUTCOMES: [&str; 7] = [
+    "noerror", "nxdomain", "servfail", "refused", "timeout", "bogus", "other",
+];
+
+/// Live counters.
+#[derive(Default)]
+pub struct Stats {
+    hits: [AtomicU64; KINDS.len()],
+    misses: [AtomicU64; KINDS.len()],
+    prefetches: AtomicU64,
+    stale_served: AtomicU64,
+    coalesced: AtomicU64,
+    rate_limited: AtomicU64,
+    wildcard_marked: AtomicU64,
+    wildcard_synthesized: AtomicU64,
+    nxdomain_cut: AtomicU64,
+    upstream: [AtomicU64; UPSTREAM_OUTCOMES.len()],
+    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    latency_sum_us: AtomicU64,
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    /// Cache hits per kind (label, count), stale and wildcard answers excluded.
+    pub hits: Vec<(String, u64)>,
+    /// Misses per kind (answers that needed upstream).
+    pub misses: Vec<(String, u64)>,
+    /// Background prefetches started.
+    pub prefetches: u64,
+    /// Stale answers served.
+    pub stale_served: u64,
+    /// Requests that joined an in-flight query instead of making one.
+    pub coalesced: u64,
+    /// Requests refused by the per-organization limiter (with nothing cached to serve).
+    pub rate_limited: u64,
+    /// Organizations marked wildcard.
+    pub wildcard_marked: u64,
+    /// Answers synthesized from a wildcard sample.
+    pub wildcard_synthesized: u64,
+    /// Negative answers synthesized from an ancestor's NXDOMAIN (RFC 8020).
+    pub nxdomain_cut: u64,
+    /// Upstream queries by outcome (label, count).
+    pub upstream: Vec<(String, u64)>,
+    /// Upstream latency histogram: cumulative counts per bucket bound, then +Inf.
+    pub upstream_latency_buckets: Vec<(f64, u64)>,
+    /// Sum of upstream latencies in seconds.
+    pub upstream_latency_sum: f64,
+    /// Cache entries.
+    pub cache_entries: u64,
+    /// Cache weighted bytes.
+    pub cache_bytes: u64,
+}
+
+impl StatsSnapshot {
+    /// Total upstream queries.
+    pub fn upstream_total(&self) -> u64 {
+        self.upstream.iter().map(|(_, n)| n).sum()
+    }
+}
+
+impl Stats {
+    pub(crate) fn hit(&self, k: Kind) {
+        self.hits[k.index()].fetch_add(1, Relaxed);
+    }
+    pub(crate) fn miss(&self, k: Kind) {
+        self.misses[k.index()].fetch_add(1, Relaxed);
+    }
+    pub(crate) fn prefetch(&self) {
+        self.prefetches.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn stale(&self) {
+        self.stale_served.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn coalesced(&self) {
+        self.coalesced.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn wildcard_marked(&self) {
+        self.wildcard_marked.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn wildcard_synthesized(&self) {
+        self.wildcard_synthesized.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn nxdomain_cut(&self) {
+        self.nxdomain_cut.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one upstream query with its outcome label and latency.
+    pub(crate) fn upstream(&self, outcome: &str, latency: Duration) {
+        let i = UPSTREAM_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(UPSTREAM_OUTCOMES.len() - 1);
+        self.upstream[i].fetch_add(1, Relaxed);
+        let secs = latency.as_secs_f64();
+        let b = LATENCY_BUCKETS
+            .iter()
+            .position(|&ub| secs <= ub)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency[b].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(
+            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
+    }
+
+    /// Copies the counters.
+    pub fn snapshot(&self, cache_entries: u64, cache_bytes: u64) -> StatsSnapshot {
+        let per_kind = |a: &[AtomicU64; KINDS.len()]| {
+            KINDS
+                .iter()
+                .map(|k| (k.label().to_owned(), a[k.index()].load(Relaxed)))
+                .collect()
+        };
+        let mut cumulative = 0;
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .enumerate()
+            .map(|(i, &ub)| {
+                cumulative += self.latency[i].load(Relaxed);
+                (ub, cumulative)
+            })
+            .collect();
+        cumulative += self.latency[LATENCY_BUCKETS.len()].load(Relaxed);
+        buckets.push((f64::INFINITY, cumulative));
+        StatsSnapshot {
+            hits: per_kind(&self.hits),
+            misses: per_kind(&self.misses),
+            prefetches: self.prefetches.load(Relaxed),
+            stale_served: self.stale_served.load(Relaxed),
+            coalesced: self.coalesced.load(Relaxed),
+            rate_limited: self.rate_limited.load(Relaxed),
+            wildcard_marked: self.wildcard_marked.load(Relaxed),
+            wildcard_synthesized: self.wildcard_synthesized.load(Relaxed),
+            nxdomain_cut: self.nxdomain_cut.load(Relaxed),
+            upstream: UPSTREAM_OUTCOMES
+                .iter()
+                .zip(&self.upstream)
+                .map(|(o, n)| ((*o).to_owned(), n.load(Relaxed)))
+                .collect(),
+            upstream_latency_buckets: buckets,
+            upstream_latency_sum: self.latency_sum_us.load(Relaxed) as f64 / 1e6,
+            cache_entries,
+            cache_bytes,
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The one place that talks to DNS: hickory-resolver 0.26 with its own cache turned off
+//! (`cache_size = 0`, ours is the cache), UDP with TCP fallback on truncation, and a second,
+//! validating instance for the questions that need DNSSEC (TLSA, RFC 7672 §2.2).
+//!
+//! An answer is reduced to what the cache needs: the records' data (TXT strings already joined
+//! per record, never parsed here), the raw TTL, the rcode, the name the records were found at
+//! after CNAMEs, and the DNSSEC status. NXDOMAIN and NODATA are answers, not errors, with the
+//! RFC 2308 §5 negative TTL: min(SOA TTL, SOA MINIMUM).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::domain::Label;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::{Resolver, TokioResolver};
+use serde::{Deserialize, Serialize};
+
+use super::ResolveError;
+use crate::policy::join_txt;
+
+/// Where and how to ask.
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    /// Recursive resolvers to ask; empty means the ones in `/etc/resolv.conf`.
+    pub servers: Vec<SocketAddr>,
+    /// Per-attempt timeout.
+    pub timeout: Duration,
+    /// Attempts per query (hickory's `attempts`).
+    pub attempts: usize,
+    /// DNSSEC trust anchors for the validating resolver; `None` means the root's.
+    pub trust_anchors: Option<Arc<TrustAnchors>>,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("servers", &self.servers)
+            .field("timeout", &self.timeout)
+            .field("attempts", &self.attempts)
+            .field(
+                "trust_anchors",
+                &self.trust_anchors.as_ref().map(|_| "custom"),
+            )
+            .finish()
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            servers: Vec::new(),
+            timeout: Duration::from_secs(2),
+            attempts: 2,
+            trust_anchors: None,
+        }
+    }
+}
+
+/// DNSSEC status of an answer (RFC 4035 §4.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnssecStatus {
+    /// Validated from a trust anchor.
+    Secure,
+    /// Provably unsigned.
+    Insecure,
+    /// Validation failed: never to be used as secure.
+    Bogus,
+    /// Not validated (validation off for this question), or undecidable.
+    Indeterminate,
+}
+
+/// The record data of an answer, by type. TXT records are joined per record but not parsed.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Records {
+    /// No records: NXDOMAIN or NODATA (see the rcode).
+    None,
+    /// One joined string per TXT record.
+    Txt(Vec<String>),
+    /// TLSA records.
+    Tlsa(Vec<hickory_resolver::proto::rr::rdata::TLSA>),
+    /// A or AAAA addresses.
+    Addrs(Vec<IpAddr>),
+    /// MX exchanges with preferences.
+    Mx(Vec<(u16, String)>),
+    /// PTR targets.
+    Names(Vec<String>),
+}
+
+/// What one upstream query returned.
+#[derive(Clone, Debug)]
+pub struct RawAnswer {
+    /// The owner name of the records (after CNAMEs), lower-case without the final dot.
+    pub found_at: Option<String>,
+    /// `NoError` or `NXDomain` (errors are [`ResolveError`]s).
+    pub rcode: ResponseCode,
+    /// Raw TTL: the smallest record TTL, or the RFC 2308 negative TTL.
+    pub ttl: u32,
+    /// DNSSEC status.
+    pub dnssec: DnssecStatus,
+    /// The data.
+    pub records: Records,
+    /// How long the query took.
+    pub elapsed: Duration,
+}
+
+/// The hickory resolvers.
+pub struct Upstream {
+    plain: TokioResolver,
+    validating: TokioResolver,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Upstream")
+    }
+}
+
+fn build(cfg: &UpstreamConfig, validate: bool) -> Result<TokioResolver, ResolveError> {
+    let (config, mut opts) = if cfg.servers.is_empty() {
+        hickory_resolver::system_conf::read_system_conf()
+            .map_err(|e| ResolveError::Config(format!("reading /etc/resolv.conf: {e}").into()))?
+    } else {
+        let servers = cfg
+            .servers
+            .iter()
+            .map(|s| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = s.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = s.port();
+                NameServerConfig::new(s.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        (
+            ResolverConfig::from_parts(None, vec![], servers),
+            ResolverOpts::default(),
+        )
+    };
+    opts.cache_size = 0;
+    opts.timeout = cfg.timeout;
+    opts.attempts = cfg.attempts;
+    opts.validate = validate;
+    opts.ndots = 0;
+    opts.try_tcp_on_error = true;
+    opts.preserve_intermediates = true;
+    let mut builder =
+        Resolver::builder_with_config(config, TokioRuntimeProvider::default()).with_options(opts);
+    if validate && let Some(ta) = &cfg.trust_anchors {
+        builder = builder.with_trust_anchor(ta.clone());
+    }
+    builder
+        .build()
+        .map_err(|e| ResolveError::Config(format!("building the resolver: {e}").into()))
+}
+
+impl Upstream {
+    /// Builds the plain and the validating resolver.
+    pub fn new(cfg: &UpstreamConfig) -> Result<Self, ResolveError> {
+        Ok(Upstream {
+            plain: build(cfg, false)?,
+            validating: build(cfg, true)?,
+        })
+    }
+
+    /// Asks for `name` (absolute, no trailing dot needed) of type `rtype`.
+    pub async fn query(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        validate: bool,
+    ) -> Result<RawAnswer, ResolveError> {
+        // Raw labels, not host-name parsing: labels such as padded base32 ATPS labels
+        // ("...====") are valid DNS but not valid host names, and would be refused.
+        let labels = name
+            .split('.')
+            .filter(|l| !l.is_empty())
+            .map(|l| Label::from_raw_bytes(l.as_bytes()));
+        let mut qname = labels
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(Name::from_labels)
+            .map_err(|e| ResolveError::InvalidName(format!("{name:?}: {e}").into()))?;
+        qname.set_fqdn(true);
+        let started = Instant::now();
+        let resolver = if validate {
+            &self.validating
+        } else {
+            &self.plain
+        };
+        let result = resolver.lookup(qname, rtype).await;
+        let elapsed = started.elapsed();
+        let lookup = match result {
+            Ok(l) => l,
+            Err(e) => return negative_or_error(e, validate, elapsed),
+        };
+        let mut ttl = u32::MAX;
+        let mut found_at = None;
+        let mut proof = None::<Proof>;
+        let mut txt = Vec::new();
+        let mut tlsa = Vec::new();
+        let mut addrs = Vec::new();
+        let mut mx = Vec::new();
+        let mut names = Vec::new();
+        for r in lookup.answers() {
+            if r.record_type() != rtype {
+                continue; // CNAMEs and RRSIGs
+            }
+            ttl = ttl.min(r.ttl);
+            found_at.get_or_insert_with(|| lower_name(&r.name.to_ascii()));
+            // The weakest proof among the RRset's records is the RRset's.
+            proof = Some(match proof {
+                None => r.proof,
+                Some(p) => weaker(p, r.proof),
+            });
+            match &r.data {
+                RData::TXT(t) => txt.push(join_txt(&t.txt_data)),
+                RData::TLSA(t) => tlsa.push(t.clone()),
+                RData::A(a) => addrs.push(IpAddr::V4(a.0)),
+                RData::AAAA(a) => addrs.push(IpAddr::V6(a.0)),
+                RData::MX(m) => mx.push((m.preference, lower_name(&m.exchange.to_ascii()))),
+                RData::PTR(p) => names.push(lower_name(&p.0.to_ascii())),
+                _ => {}
+            }
+        }
+        let records = match rtype {
+            RecordType::TXT => Records::Txt(txt),
+            RecordType::TLSA => Records::Tlsa(tlsa),
+            RecordType::A | RecordType::AAAA => Records::Addrs(addrs),
+            RecordType::MX => Records::Mx(mx),
+            RecordType::PTR => Records::Names(names),
+            _ => Records::None,
+        };
+        let dnssec = if validate {
+            proof.map_or(DnssecStatus::Indeterminate, status)
+        } else {
+            DnssecStatus::Indeterminate
+        };
+        Ok(RawAnswer {
+            found_at,
+            rcode: ResponseCode::NoError,
+            ttl: if ttl == u32::MAX { 0 } else { ttl },
+            dnssec,
+            records,
+            elapsed,
+        })
+    }
+}
+
+fn lower_name(s: &str) -> String {
+    s.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn status(p: Proof) -> DnssecStatus {
+    match p {
+        Proof::Secure => DnssecStatus::Secure,
+        Proof::Insecure => DnssecStatus::Insecure,
+        Proof::Bogus => DnssecStatus::Bogus,
+        Proof::Indeterminate => DnssecStatus::Indeterminate,
+    }
+}
+
+fn weaker(a: Proof, b: Proof) -> Proof {
+    let rank = |p: Proof| match p {
+        Proof::Bogus => 0,
+        Proof::Indeterminate => 1,
+        Proof::Insecure => 2,
+        Proof::Secure => 3,
+    };
+    if rank(a) <= rank(b) { a } else { b }
+}
+
+/// Maps hickory's errors: negative answers become answers; the rest are classed.
+fn negative_or_error(
+    e: NetError,
+    validate: bool,
+    elapsed: Duration,
+) -> Result<RawAnswer, ResolveError> {
+    match e {
+        NetError::Dns(DnsError::NoRecordsFound(nr)) => {
+            // RFC 2308 §5: the negative TTL is min(SOA TTL, SOA MINIMUM).
+            let soa_ttl = nr.soa.as_ref().map(|soa| soa.ttl.min(soa.data.minimum));
+            let ttl = soa_ttl.or(nr.negative_ttl).unwrap_or(0);
+            let dnssec = if !validate {
+                DnssecStatus::Indeterminate
+            } else {
+                nr.soa
+                    .as_ref()
+                    .map_or(DnssecStatus::Indeterminate, |soa| status(soa.proof))
+            };
+            let rcode = if nr.response_code == ResponseCode::NXDomain {
+                ResponseCode::NXDomain
+            } else {
+                ResponseCode::NoError
+            };
+            Ok(RawAnswer {
+                found_at: None,
+                rcode,
+                ttl,
+                dnssec,
+                records: Records::None,
+                elapsed,
+            })
+        }
+        NetError::Dns(DnsError::DnssecBogus) => Ok(RawAnswer {
+            found_at: None,
+            rcode: ResponseCode::ServFail,
+            ttl: 0,
+            dnssec: DnssecStatus::Bogus,
+            records: Records::None,
+            elapsed,
+        }),
+        NetError::Dns(DnsError::ResponseCode(code)) => Err(match code {
+            ResponseCode::ServFail => ResolveError::ServFail,
+            ResponseCode::Refused => ResolveError::Refused,
+            other => ResolveError::Rcode(other.to_string().into()),
+        }),
+        NetError::Timeout => Err(ResolveError::Timeout),
+        other => Err(ResolveError::Network(other.to_string().into())),
+    }
+}

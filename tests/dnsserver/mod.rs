@@ -1,0 +1,259 @@
+//! A real authoritative DNS server for tests: hickory-server with in-memory zones on
+//! 127.0.0.1, UDP and TCP, behind a thin request handler that logs every query (so tests assert
+//! exact upstream query counts), can drop queries (an upstream that stopped answering), and
+//! lets a test replace a zone while serving.
+// Shared by several test crates; each uses a subset.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_server::Server;
+use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
+use hickory_server::proto::op::{Header, HeaderCounts, Metadata};
+use hickory_server::proto::rr::rdata::{NS, SOA, TXT};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
+use tokio::sync::RwLock;
+
+/// Builds one in-memory zone.
+pub struct Zone {
+    origin: Name,
+    handler: InMemoryZoneHandler<TokioRuntimeProvider>,
+    serial: u32,
+}
+
+impl Zone {
+    /// A zone with an SOA (negative TTL `neg_ttl`, SOA record TTL 3600) and an apex NS.
+    pub fn new(origin: &str, neg_ttl: u32) -> Zone {
+        let origin = Name::from_str(origin).unwrap();
+        let mut handler = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
+            origin.clone(),
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+            None,
+        );
+        let ns = Name::from_str("ns.invalid.").unwrap();
+        let soa = SOA::new(
+            ns.clone(),
+            Name::from_str("hostmaster.invalid.").unwrap(),
+            1,
+            3600,
+            600,
+            86400,
+            neg_ttl,
+        );
+        handler.upsert_mut(Record::from_rdata(origin.clone(), 3600, RData::SOA(soa)), 1);
+        handler.upsert_mut(
+            Record::from_rdata(origin.clone(), 3600, RData::NS(NS(ns))),
+            1,
+        );
+        Zone {
+            origin,
+            handler,
+            serial: 1,
+        }
+    }
+
+    fn name(&self, name: &str) -> Name {
+        if name.ends_with('.') {
+            Name::from_str(name).unwrap()
+        } else if name == "@" {
+            self.origin.clone()
+        } else {
+            Name::from_str(&format!("{name}.{}", self.origin)).unwrap()
+        }
+    }
+
+    /// Adds a TXT record made of `strings` (a name relative to the origin, `@`, or absolute).
+    pub fn txt(mut self, name: &str, ttl: u32, strings: &[&str]) -> Zone {
+        let n = self.name(name);
+        let rdata = RData::TXT(TXT::new(strings.iter().map(|s| s.to_string()).collect()));
+        self.serial += 1;
+        self.handler
+            .upsert_mut(Record::from_rdata(n, ttl, rdata), self.serial);
+        self
+    }
+
+    /// Adds any record.
+    pub fn record(mut self, name: &str, ttl: u32, rdata: RData) -> Zone {
+        let n = self.name(name);
+        self.serial += 1;
+        self.handler
+            .upsert_mut(Record::from_rdata(n, ttl, rdata), self.serial);
+        self
+    }
+
+    /// The origin.
+    pub fn origin(&self) -> &Name {
+        &self.origin
+    }
+
+    /// The built zone handler (for tests that sign it first).
+    pub fn into_handler(self) -> InMemoryZoneHandler<TokioRuntimeProvider> {
+        self.handler
+    }
+}
+
+/// Requests as the server saw them.
+#[derive(Clone, Default)]
+pub struct QueryLog(Arc<Mutex<Vec<(String, RecordType)>>>);
+
+impl QueryLog {
+    /// All (name, type) pairs, names lower-case without the final dot.
+    pub fn all(&self) -> Vec<(String, RecordType)> {
+        self.0.lock().unwrap().clone()
+    }
+    /// How many queries there were in all.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+    /// How many queries for exactly `name`.
+    pub fn count(&self, name: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(n, _)| n == name)
+            .count()
+    }
+    /// How many queries whose name satisfies `f`.
+    pub fn count_where(&self, f: impl Fn(&str) -> bool) -> usize {
+        self.0.lock().unwrap().iter().filter(|(n, _)| f(n)).count()
+    }
+    /// Forgets what was logged.
+    pub fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+struct Handler {
+    catalog: Arc<RwLock<Catalog>>,
+    log: QueryLog,
+    down: Arc<AtomicBool>,
+    silent: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let query = request.queries.queries().first().map(|q| {
+            let name = q
+                .name()
+                .to_string()
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            (name, q.query_type())
+        });
+        if let Some((name, rtype)) = &query {
+            self.log.0.lock().unwrap().push((name.clone(), *rtype));
+        }
+        let drop_it = self.down.load(Ordering::SeqCst)
+            || query
+                .as_ref()
+                .is_some_and(|(n, _)| self.silent.lock().unwrap().iter().any(|s| s == n));
+        if drop_it {
+            // No answer at all: the client times out, as with a dead or filtered upstream.
+            let metadata = Metadata::response_from_request(&request.metadata);
+            return ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            });
+        }
+        let catalog = self.catalog.read().await;
+        catalog
+            .handle_request::<R, T>(request, response_handle)
+            .await
+    }
+}
+
+/// A running server.
+pub struct TestDns {
+    /// Where it listens (UDP and TCP).
+    pub addr: SocketAddr,
+    /// What it was asked.
+    pub log: QueryLog,
+    catalog: Arc<RwLock<Catalog>>,
+    down: Arc<AtomicBool>,
+    silent: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestDns {
+    /// Serves `zones` on 127.0.0.1 (an ephemeral port, UDP and TCP).
+    pub async fn start(zones: Vec<Zone>) -> TestDns {
+        Self::start_handlers(
+            zones
+                .into_iter()
+                .map(|z| {
+                    (
+                        z.origin.clone(),
+                        Arc::new(z.handler) as Arc<dyn ZoneHandler>,
+                    )
+                })
+                .collect(),
+        )
+        .await
+    }
+
+    /// Serves prepared zone handlers (e.g. signed ones).
+    pub async fn start_handlers(zones: Vec<(Name, Arc<dyn ZoneHandler>)>) -> TestDns {
+        let mut catalog = Catalog::new();
+        for (origin, handler) in zones {
+            catalog.upsert(LowerName::new(&origin), vec![handler]);
+        }
+        let catalog = Arc::new(RwLock::new(catalog));
+        let log = QueryLog::default();
+        let down = Arc::new(AtomicBool::new(false));
+        let silent = Arc::new(Mutex::new(Vec::new()));
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let handler = Handler {
+            catalog: catalog.clone(),
+            log: log.clone(),
+            down: down.clone(),
+            silent: silent.clone(),
+        };
+        let mut server = Server::new(handler);
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(5), 4096);
+        tokio::spawn(async move {
+            let _ = server.block_until_done().await;
+        });
+        TestDns {
+            addr,
+            log,
+            catalog,
+            down,
+            silent,
+        }
+    }
+
+    /// Replaces (or adds) a zone while serving.
+    pub async fn replace_zone(&self, zone: Zone) {
+        let origin = LowerName::new(&zone.origin);
+        self.catalog
+            .write()
+            .await
+            .upsert(origin, vec![Arc::new(zone.handler)]);
+    }
+
+    /// Stops (true) or resumes (false) answering anything.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Never answers queries for `name` (lower-case, no final dot).
+    pub fn silence(&self, name: &str) {
+        self.silent.lock().unwrap().push(name.to_owned());
+    }
+}

@@ -1,0 +1,773 @@
+//! The resolver core against a real authoritative server on loopback (hickory-server, in
+//! process), counting the queries that server saw: caching, coalescing, TTLs, prefetch,
+//! serve-stale, DMARC discovery and its collapse, the RFC 9989 tree walk, abuse controls,
+//! truncation and DNSSEC.
+
+mod dnsserver;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dnsserver::{TestDns, Zone};
+use mailpolicyd::policy::dmarc::Disposition;
+use mailpolicyd::resolve::discover::{FoundAt, PolicyTag};
+use mailpolicyd::resolve::{
+    Data, DiscoveryMode, Kind, Rcode, ResolveError, Resolver, ResolverConfig, Source,
+};
+
+fn config(dns: &TestDns) -> ResolverConfig {
+    let mut cfg = ResolverConfig::default();
+    cfg.upstream.servers = vec![dns.addr];
+    cfg.upstream.timeout = Duration::from_millis(500);
+    cfg.upstream.attempts = 1;
+    cfg
+}
+
+fn resolver(dns: &TestDns) -> Resolver {
+    Resolver::new(config(dns)).unwrap()
+}
+
+fn spf_text(l: &mailpolicyd::resolve::Lookup) -> String {
+    match &l.answer.data {
+        Data::Spf(Some(Ok(p))) => p.policy.to_string(),
+        other => panic!("not an SPF record: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn repeated_question_makes_one_query() {
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "@",
+        3600,
+        &["v=spf1 -all"],
+    )])
+    .await;
+    let r = resolver(&dns);
+    let now = Instant::now();
+    let first = r.spf("example.test", now).await.unwrap();
+    assert_eq!(first.source, Source::Miss);
+    for _ in 0..10 {
+        let again = r.spf("EXAMPLE.test.", now).await.unwrap();
+        assert_eq!(again.source, Source::Hit);
+        assert_eq!(spf_text(&again), "v=spf1 -all");
+    }
+    assert_eq!(dns.log.count("example.test"), 1);
+    let s = r.stats().await;
+    assert_eq!(s.upstream_total(), 1);
+    assert_eq!(s.hits.iter().find(|(k, _)| k == "spf").unwrap().1, 10);
+}
+
+#[tokio::test]
+async fn concurrent_identical_questions_make_one_query() {
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "@",
+        3600,
+        &["v=spf1 -all"],
+    )])
+    .await;
+    let r = resolver(&dns);
+    let now = Instant::now();
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move { r.spf("example.test", now).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(spf_text(&t.await.unwrap().unwrap()), "v=spf1 -all");
+    }
+    assert_eq!(
+        dns.log.count("example.test"),
+        1,
+        "100 concurrent questions, one upstream query"
+    );
+}
+
+#[tokio::test]
+async fn ttl_expiry_refetches() {
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "@",
+        60,
+        &["v=spf1 -all"],
+    )])
+    .await;
+    let r = resolver(&dns);
+    let t0 = Instant::now();
+    assert_eq!(r.spf("example.test", t0).await.unwrap().ttl_remaining, 60);
+    assert_eq!(
+        r.spf("example.test", t0 + Duration::from_secs(59))
+            .await
+            .unwrap()
+            .source,
+        Source::Hit
+    );
+    assert_eq!(dns.log.count("example.test"), 1);
+    let after = r
+        .spf("example.test", t0 + Duration::from_secs(61))
+        .await
+        .unwrap();
+    assert_eq!(after.source, Source::Miss);
+    assert_eq!(dns.log.count("example.test"), 2);
+}
+
+#[tokio::test]
+async fn ttls_are_clamped() {
+    // A 5-second TTL is held for the 30-second minimum.
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "@",
+        5,
+        &["v=spf1 -all"],
+    )])
+    .await;
+    let r = resolver(&dns);
+    let t0 = Instant::now();
+    r.spf("example.test", t0).await.unwrap();
+    assert_eq!(
+        r.spf("example.test", t0 + Duration::from_secs(29))
+            .await
+            .unwrap()
+            .source,
+        Source::Hit
+    );
+    assert_eq!(dns.log.count("example.test"), 1);
+}
+
+#[tokio::test]
+async fn prefetch_refreshes_in_the_background_once() {
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "@",
+        100,
+        &["v=spf1 -all"],
+    )])
+    .await;
+    let r = resolver(&dns);
+    let t0 = Instant::now();
+    r.spf("example.test", t0).await.unwrap();
+    // The record changes upstream.
+    dns.replace_zone(Zone::new("example.test.", 300).txt("@", 100, &["v=spf1 ip4:192.0.2.1 -all"]))
+        .await;
+    // 85 s in: 15 % left, no prefetch.
+    assert_eq!(
+        r.spf("example.test", t0 + Duration::from_secs(85))
+            .await
+            .unwrap()
+            .source,
+        Source::Hit
+    );
+    assert_eq!(dns.log.count("example.test"), 1);
+    // 95 s in: 5 % left. Answered at once from the old entry; one refresh starts.
+    let hit = r
+        .spf("example.test", t0 + Duration::from_secs(95))
+        .await
+        .unwrap();
+    assert_eq!(hit.source, Source::Hit);
+    assert_eq!(spf_text(&hit), "v=spf1 -all");
+    for _ in 0..5 {
+        r.spf("example.test", t0 + Duration::from_secs(95))
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while dns.log.count("example.test") < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Let the prefetch's insertion land.
+    let mut next = r
+        .spf("example.test", t0 + Duration::from_secs(96))
+        .await
+        .unwrap();
+    while next.source != Source::Prefetched && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        next = r
+            .spf("example.test", t0 + Duration::from_secs(96))
+            .await
+            .unwrap();
+    }
+    assert_eq!(next.source, Source::Prefetched);
+    assert_eq!(spf_text(&next), "v=spf1 ip4:192.0.2.1 -all");
+    assert_eq!(
+        dns.log.count("example.test"),
+        2,
+        "one prefetch, however many hits"
+    );
+    assert_eq!(r.stats().await.prefetches, 1);
+}
+
+#[tokio::test]
+async fn negative_answers_are_cached_for_the_soa_ttl() {
+    // SOA MINIMUM 120, SOA TTL 3600: RFC 2308 negative TTL = 120.
+    let dns = TestDns::start(vec![Zone::new("example.test.", 120)]).await;
+    let r = resolver(&dns);
+    let t0 = Instant::now();
+    let nx = r.spf("nope.example.test", t0).await.unwrap();
+    assert_eq!(nx.answer.rcode, Rcode::NxDomain);
+    assert_eq!(nx.ttl_remaining, 120);
+    let nodata = r.spf("example.test", t0).await.unwrap();
+    assert_eq!(nodata.answer.rcode, Rcode::NoError);
+    assert!(matches!(nodata.answer.data, Data::None));
+    assert_eq!(
+        r.spf("nope.example.test", t0 + Duration::from_secs(119))
+            .await
+            .unwrap()
+            .source,
+        Source::Hit
+    );
+    assert_eq!(dns.log.count("nope.example.test"), 1);
+    assert_eq!(
+        r.spf("nope.example.test", t0 + Duration::from_secs(121))
+            .await
+            .unwrap()
+            .source,
+        Source::Miss
+    );
+    assert_eq!(dns.log.count("nope.example.test"), 2);
+}
+
+#[tokio::test]
+async fn stale_answers_for_the_whole_window_when_upstream_stops() {
+    let mut zone = Zone::new("example.test.", 300);
+    for i in 0..20 {
+        zone = zone.txt(&format!("d{i}"), 300, &["v=spf1 -all"]);
+    }
+    let dns = TestDns::start(vec![zone]).await;
+    let mut cfg = config(&dns);
+    cfg.upstream.timeout = Duration::from_millis(100);
+    let r = Resolver::new(cfg).unwrap();
+    let t0 = Instant::now();
+    for i in 0..20 {
+        r.spf(&format!("d{i}.example.test"), t0).await.unwrap();
+    }
+    dns.set_down(true);
+    let mut failures = 0;
+    for hours in [1u64, 6, 12, 23] {
+        let now = t0 + Duration::from_secs(300 + hours * 3600);
+        for i in 0..20 {
+            match r.spf(&format!("d{i}.example.test"), now).await {
+                Ok(l) => {
+                    assert_eq!(l.source, Source::Stale);
+                    assert_eq!(spf_text(&l), "v=spf1 -all");
+                }
+                Err(_) => failures += 1,
+            }
+        }
+    }
+    assert_eq!(
+        failures, 0,
+        "cached names answered stale throughout the window"
+    );
+    // One refresh attempt per name per 30 s: asking again at once adds no upstream query.
+    let before = dns.log.len();
+    let now = t0 + Duration::from_secs(300 + 23 * 3600);
+    r.spf("d0.example.test", now + Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(dns.log.len(), before);
+    // Past the one-day window the entry is gone: the failure shows.
+    let gone = r
+        .spf(
+            "d0.example.test",
+            t0 + Duration::from_secs(300 + 86_400 + 60),
+        )
+        .await;
+    assert!(matches!(gone, Err(ResolveError::Timeout)), "{gone:?}");
+    assert!(r.stats().await.stale_served >= 80);
+}
+
+#[tokio::test]
+async fn a_slow_refresh_serves_stale_within_the_client_timeout() {
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "@",
+        60,
+        &["v=spf1 -all"],
+    )])
+    .await;
+    let mut cfg = config(&dns);
+    cfg.upstream.timeout = Duration::from_secs(3);
+    cfg.cache.client_timeout = Duration::from_millis(100);
+    let r = Resolver::new(cfg).unwrap();
+    let t0 = Instant::now();
+    r.spf("example.test", t0).await.unwrap();
+    dns.set_down(true);
+    let started = Instant::now();
+    let l = r
+        .spf("example.test", t0 + Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(l.source, Source::Stale);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered after the 100 ms client timeout, not the 3 s upstream one"
+    );
+}
+
+fn org_zone() -> Vec<Zone> {
+    vec![
+        Zone::new("test.", 300),
+        Zone::new("example.test.", 300).txt("_dmarc", 3600, &["v=DMARC1; p=reject; sp=quarantine"]),
+    ]
+}
+
+async fn thousand_subdomains(mode: DiscoveryMode) {
+    let dns = TestDns::start(org_zone()).await;
+    let mut cfg = config(&dns);
+    cfg.discovery = mode;
+    cfg.limits.per_second = 100_000;
+    cfg.limits.burst = 100_000;
+    let r = Resolver::new(cfg).unwrap();
+    let now = Instant::now();
+    for pass in 0..2 {
+        let before = dns.log.count_where(|n| n.starts_with("_dmarc."));
+        // 100 questions in flight at a time: enough to race on the org-level entry.
+        for chunk in 0..10 {
+            let tasks: Vec<_> = (0..100)
+                .map(|i| {
+                    let r = r.clone();
+                    let name = format!("s{}.example.test", chunk * 100 + i);
+                    tokio::spawn(async move { r.dmarc(&name, now).await })
+                })
+                .collect();
+            for t in tasks {
+                let d = t.await.unwrap().unwrap();
+                assert_eq!(d.found_at.as_deref(), Some("example.test"));
+                assert_eq!(d.reason, Some(FoundAt::OrganizationalDomain));
+            }
+        }
+        let after = dns.log.count_where(|n| n.starts_with("_dmarc."));
+        if pass == 0 {
+            assert_eq!(
+                dns.log.count("_dmarc.example.test"),
+                1,
+                "{mode:?}: exactly one org-level query"
+            );
+            assert_eq!(
+                dns.log
+                    .count_where(|n| n.starts_with("_dmarc.s") && n.ends_with(".example.test")),
+                1000
+            );
+        } else {
+            assert_eq!(after, before, "{mode:?}: the second pass makes no query");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_subdomains_one_org_query_psl() {
+    thousand_subdomains(DiscoveryMode::Psl).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_subdomains_one_org_query_treewalk() {
+    thousand_subdomains(DiscoveryMode::TreeWalk).await;
+}
+
+fn dmarc_queries(dns: &TestDns) -> Vec<String> {
+    dns.log
+        .all()
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("_dmarc."))
+        .collect()
+}
+
+#[tokio::test]
+async fn rfc9989_4_10_eight_query_walk() {
+    // §4.10: a.b.c.d.e.f.g.h.i.j.mail.example.com takes exactly these eight queries.
+    let dns = TestDns::start(vec![
+        Zone::new("com.", 300),
+        Zone::new("example.com.", 300).txt("_dmarc", 3600, &["v=DMARC1; p=reject"]),
+    ])
+    .await;
+    let r = resolver(&dns);
+    let d = r
+        .dmarc("a.b.c.d.e.f.g.h.i.j.mail.example.com", Instant::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        dmarc_queries(&dns),
+        [
+            "_dmarc.a.b.c.d.e.f.g.h.i.j.mail.example.com",
+            "_dmarc.g.h.i.j.mail.example.com",
+            "_dmarc.h.i.j.mail.example.com",
+            "_dmarc.i.j.mail.example.com",
+            "_dmarc.j.mail.example.com",
+            "_dmarc.mail.example.com",
+            "_dmarc.example.com",
+            "_dmarc.com",
+        ]
+    );
+    assert_eq!(d.found_at.as_deref(), Some("example.com"));
+    assert_eq!(d.org_domain.as_deref(), Some("example.com"));
+}
+
+#[tokio::test]
+async fn rfc9989_b4_1_and_b4_2_org_domains() {
+    let dns = TestDns::start(vec![
+        Zone::new("com.", 300),
+        Zone::new("example.com.", 300)
+            .txt("_dmarc", 3600, &["v=DMARC1; p=reject"])
+            .txt("_dmarc.signing", 3600, &["v=DMARC1; p=none"]),
+    ])
+    .await;
+    let r = resolver(&dns);
+    let now = Instant::now();
+    // B.4.1: the author domain's own record applies; the DKIM identifier's org domain.
+    let d = r.dmarc("example.com", now).await.unwrap();
+    assert_eq!(
+        (d.reason, d.applied),
+        (
+            Some(FoundAt::AuthorDomain),
+            Some((PolicyTag::P, Disposition::Reject))
+        )
+    );
+    // A fresh resolver, so every name of the walk is asked, as the RFC lists them.
+    let r = resolver(&dns);
+    dns.log.clear();
+    assert_eq!(
+        r.org_domain_treewalk("signing.example.com", now)
+            .await
+            .unwrap(),
+        "example.com"
+    );
+    assert_eq!(
+        dmarc_queries(&dns),
+        [
+            "_dmarc.signing.example.com",
+            "_dmarc.example.com",
+            "_dmarc.com"
+        ]
+    );
+    assert_eq!(
+        r.org_domain_treewalk("example.com", now).await.unwrap(),
+        "example.com"
+    );
+    // B.4.2: the deep author domain skips to seven labels; example.com is the policy domain.
+    dns.log.clear();
+    let d = r
+        .dmarc("a.b.c.d.e.f.g.h.i.j.k.example.com", now)
+        .await
+        .unwrap();
+    assert_eq!(
+        dmarc_queries(&dns),
+        [
+            "_dmarc.a.b.c.d.e.f.g.h.i.j.k.example.com",
+            "_dmarc.g.h.i.j.k.example.com",
+            "_dmarc.h.i.j.k.example.com",
+            "_dmarc.i.j.k.example.com",
+            "_dmarc.j.k.example.com",
+            "_dmarc.k.example.com",
+        ],
+        "example.com and com answers are already cached"
+    );
+    assert_eq!(d.found_at.as_deref(), Some("example.com"));
+    assert_eq!(d.reason, Some(FoundAt::OrganizationalDomain));
+}
+
+#[tokio::test]
+async fn rfc9989_b4_3_psd_record() {
+    let dns = TestDns::start(vec![
+        Zone::new("example.", 300),
+        Zone::new("bank.example.", 300)
+            .txt(
+                "_dmarc",
+                3600,
+                &["v=DMARC1; p=reject; psd=y; np=reject; sp=quarantine"],
+            )
+            .txt("_dmarc.giant", 3600, &["v=DMARC1; p=none"])
+            .record("mail.mega", 300, mailpolicyd_a()),
+    ])
+    .await;
+    let r = resolver(&dns);
+    let now = Instant::now();
+    assert_eq!(
+        r.org_domain_treewalk("giant.bank.example", now)
+            .await
+            .unwrap(),
+        "giant.bank.example"
+    );
+    dns.log.clear();
+    assert_eq!(
+        r.org_domain_treewalk("mail.giant.bank.example", now)
+            .await
+            .unwrap(),
+        "giant.bank.example"
+    );
+    assert_eq!(
+        dmarc_queries(&dns),
+        ["_dmarc.mail.giant.bank.example"],
+        "the rest is cached; the walk stopped at psd=y"
+    );
+    dns.log.clear();
+    assert_eq!(
+        r.org_domain_treewalk("mail.mega.bank.example", now)
+            .await
+            .unwrap(),
+        "mega.bank.example"
+    );
+    assert_eq!(
+        dmarc_queries(&dns),
+        ["_dmarc.mail.mega.bank.example", "_dmarc.mega.bank.example"]
+    );
+    // Policy for an author under the PSD with no org record: the PSD record, sp (it exists).
+    let d = r.dmarc("mail.mega.bank.example", now).await.unwrap();
+    assert_eq!(d.reason, Some(FoundAt::PublicSuffixDomain));
+    assert_eq!(d.found_at.as_deref(), Some("bank.example"));
+    assert_eq!(d.org_domain.as_deref(), Some("mega.bank.example"));
+    assert_eq!(d.applied, Some((PolicyTag::Sp, Disposition::Quarantine)));
+    // A non-existent domain under it: np.
+    let d = r.dmarc("ghost.mega.bank.example", now).await.unwrap();
+    assert_eq!(d.domain_exists, Some(false));
+    assert_eq!(d.applied, Some((PolicyTag::Np, Disposition::Reject)));
+}
+
+fn mailpolicyd_a() -> hickory_server::proto::rr::RData {
+    hickory_server::proto::rr::RData::A(hickory_server::proto::rr::rdata::A(
+        "192.0.2.1".parse().unwrap(),
+    ))
+}
+
+#[tokio::test]
+async fn rfc9989_psd_n_stops_the_walk() {
+    let dns = TestDns::start(vec![
+        Zone::new("com.", 300),
+        Zone::new("example.com.", 300)
+            .txt("_dmarc", 3600, &["v=DMARC1; p=none"])
+            .txt("_dmarc.mail", 3600, &["v=DMARC1; p=reject; psd=n"]),
+    ])
+    .await;
+    let r = resolver(&dns);
+    let d = r.dmarc("a.mail.example.com", Instant::now()).await.unwrap();
+    assert_eq!(
+        dmarc_queries(&dns),
+        ["_dmarc.a.mail.example.com", "_dmarc.mail.example.com"]
+    );
+    assert_eq!(d.org_domain.as_deref(), Some("mail.example.com"));
+    assert_eq!(d.found_at.as_deref(), Some("mail.example.com"));
+}
+
+#[tokio::test]
+async fn psl_mode_and_both_mode() {
+    let dns = TestDns::start(vec![
+        Zone::new("com.", 300),
+        Zone::new("example.com.", 300)
+            .txt("_dmarc", 3600, &["v=DMARC1; p=reject"])
+            .txt("_dmarc.mail", 3600, &["v=DMARC1; p=quarantine; psd=n"]),
+    ])
+    .await;
+    let mut cfg = config(&dns);
+    cfg.discovery = DiscoveryMode::Psl;
+    let r = Resolver::new(cfg.clone()).unwrap();
+    let d = r.dmarc("a.mail.example.com", Instant::now()).await.unwrap();
+    assert_eq!(
+        dmarc_queries(&dns),
+        ["_dmarc.a.mail.example.com", "_dmarc.example.com"]
+    );
+    assert_eq!(d.found_at.as_deref(), Some("example.com"));
+    cfg.discovery = DiscoveryMode::Both;
+    let r = Resolver::new(cfg).unwrap();
+    let d = r.dmarc("a.mail.example.com", Instant::now()).await.unwrap();
+    assert_eq!(d.found_at.as_deref(), Some("mail.example.com"));
+    assert!(
+        d.notes.iter().any(|n| n.contains("Public Suffix List")),
+        "{:?}",
+        d.notes
+    );
+}
+
+#[tokio::test]
+async fn invalid_record_is_discarded_with_a_note() {
+    let dns = TestDns::start(vec![
+        Zone::new("test.", 300),
+        Zone::new("example.test.", 300)
+            .txt("_dmarc", 3600, &["v=DMARC1; p=reject"])
+            .txt("_dmarc.sub", 3600, &["v=DMARC1; p=rej"]),
+    ])
+    .await;
+    let r = resolver(&dns);
+    let d = r.dmarc("sub.example.test", Instant::now()).await.unwrap();
+    assert_eq!(d.found_at.as_deref(), Some("example.test"));
+    assert!(d.notes.iter().any(|n| n.contains("rej")));
+}
+
+#[tokio::test]
+async fn nxdomain_cut_answers_below_a_known_nxdomain() {
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300)]).await;
+    let mut cfg = config(&dns);
+    cfg.nxdomain_cut = true;
+    let r = Resolver::new(cfg).unwrap();
+    let now = Instant::now();
+    assert_eq!(
+        r.lookup(Kind::Exists, "gone.example.test", now)
+            .await
+            .unwrap()
+            .answer
+            .rcode,
+        Rcode::NxDomain
+    );
+    let below = r
+        .lookup(Kind::Dmarc, "_dmarc.x.gone.example.test", now)
+        .await
+        .unwrap();
+    assert_eq!(below.answer.rcode, Rcode::NxDomain);
+    assert_eq!(
+        dns.log.len(),
+        1,
+        "the name under the NXDOMAIN was not asked"
+    );
+    assert_eq!(r.stats().await.nxdomain_cut, 1);
+}
+
+#[tokio::test]
+async fn other_questions() {
+    let key = include_str!("data/dkim/rsa2048.spki.b64");
+    let dkim = format!("v=DKIM1; k=rsa; p={key}");
+    let parts: Vec<&str> = dkim
+        .as_bytes()
+        .chunks(255)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    let atps_label = mailpolicyd::policy::atps::label(
+        "author.test",
+        mailpolicyd::policy::atps::AtpsHash::Sha256,
+        false,
+    );
+    let dns = TestDns::start(vec![
+        Zone::new("signer.test.", 300)
+            .txt("s1._domainkey", 3600, &parts)
+            .txt(
+                &format!("{atps_label}._atps"),
+                3600,
+                &["v=ATPS1; d=signer.test"],
+            ),
+    ])
+    .await;
+    let r = resolver(&dns);
+    let now = Instant::now();
+    let k = r.dkim_key("s1", "signer.test", now).await.unwrap();
+    match &k.answer.data {
+        Data::DkimKey(Some(Ok(p))) => assert_eq!(p.policy.key_bits, Some(2048)),
+        other => panic!("{other:?}"),
+    }
+    // Only the unpadded label is published: the padded one is tried first, then this.
+    let a = r
+        .atps(
+            "signer.test",
+            "author.test",
+            mailpolicyd::policy::atps::AtpsHash::Sha256,
+            now,
+        )
+        .await
+        .unwrap();
+    match &a.answer.data {
+        Data::Atps(Some(Ok(p))) => assert_eq!(p.policy.d.as_deref(), Some("signer.test")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(dns.log.count_where(|n| n.contains("._atps.")), 2);
+}
+
+#[tokio::test]
+async fn invalid_names_are_refused_without_a_query() {
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300)]).await;
+    let r = resolver(&dns);
+    let now = Instant::now();
+    for bad in [
+        "",
+        "a..b",
+        &format!("{}.test", "x".repeat(64)),
+        &format!("{}.test", "a.".repeat(130)),
+    ] {
+        assert!(
+            matches!(r.spf(bad, now).await, Err(ResolveError::InvalidName(_))),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(dns.log.len(), 0);
+}
+
+#[tokio::test]
+async fn truncated_udp_answer_falls_back_to_tcp() {
+    // A TXT record of ~2,000 bytes: over the 1,232-byte EDNS payload, so UDP is truncated.
+    let big: Vec<String> = (0..8).map(|i| format!("{i}{}", "k".repeat(250))).collect();
+    let parts: Vec<&str> = big.iter().map(String::as_str).collect();
+    let dns = TestDns::start(vec![
+        Zone::new("example.test.", 300).txt("big", 3600, &parts),
+    ])
+    .await;
+    let r = resolver(&dns);
+    let l = r
+        .lookup(Kind::Txt, "big.example.test", Instant::now())
+        .await
+        .unwrap();
+    match &l.answer.data {
+        Data::Txt(t) => assert_eq!(t[0], big.concat()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        dns.log.count("big.example.test"),
+        2,
+        "one truncated UDP query, one TCP retry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_flood_is_bounded() {
+    let dns = TestDns::start(vec![
+        Zone::new("wild.test.", 300).txt("*", 3600, &["v=spf1 -all"]),
+        Zone::new("other.test.", 300).txt("@", 3600, &["v=spf1 a -all"]),
+    ])
+    .await;
+    let r = resolver(&dns);
+    let started = Instant::now();
+    let now = Instant::now();
+    let mut sources = std::collections::HashMap::new();
+    for i in 0..10_000u32 {
+        let name = format!("r{:08x}.wild.test", i.wrapping_mul(2_654_435_761));
+        match r.spf(&name, now).await {
+            Ok(l) => *sources.entry(format!("{:?}", l.source)).or_insert(0) += 1,
+            Err(e) => *sources.entry(e.label().to_owned()).or_insert(0) += 1,
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let upstream = dns.log.count_where(|n| n.ends_with("wild.test"));
+    // The bound: the limiter's burst (100) plus its rate (50/s) over the run; in fact the
+    // wildcard mark after 100 identical subdomains stops upstream queries earlier.
+    let bound = 100 + (50.0 * elapsed).ceil() as usize;
+    println!(
+        "wildcard flood: {upstream} upstream queries in {elapsed:.2}s (bound {bound}); {sources:?}"
+    );
+    assert!(upstream <= bound, "{upstream} > {bound}");
+    assert!(
+        upstream <= 101,
+        "marked wildcard after 100 names: {upstream}"
+    );
+    let s = r.stats().await;
+    assert_eq!(s.wildcard_marked, 1);
+    assert!(s.wildcard_synthesized >= 9_899, "{s:?}");
+    // Another organization is unaffected.
+    let other = r.spf("other.test", now).await.unwrap();
+    assert_eq!(other.source, Source::Miss);
+    assert_eq!(spf_text(&other), "v=spf1 a -all");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_refuses_at_once_when_nothing_is_cached() {
+    let dns = TestDns::start(vec![Zone::new("varied.test.", 300)]).await;
+    let mut cfg = config(&dns);
+    cfg.limits.per_second = 1;
+    cfg.limits.burst = 5;
+    let r = Resolver::new(cfg).unwrap();
+    let now = Instant::now();
+    let mut limited = 0;
+    for i in 0..20 {
+        if let Err(ResolveError::RateLimited) = r.spf(&format!("n{i}.varied.test"), now).await {
+            limited += 1;
+        }
+    }
+    assert!(
+        dns.log.len() <= 6,
+        "{} upstream queries for a budget of 5 (+1/s)",
+        dns.log.len()
+    );
+    assert!(limited >= 14);
+    assert_eq!(r.stats().await.rate_limited, limited);
+    let _ = Arc::new(());
+}
