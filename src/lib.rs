@@ -4,20 +4,28 @@
 //! # Layout
 //!
 //! ```text
-//!  operator ──argv──▶ main.rs ──▶ report      (the `parse` command: records → JSON)
-//!                                   │
-//!                                   ▼
-//!                 policy::{dmarc, spf, dkim, atps, tlsa}   pure parsers: text in,
-//!                 (policy::tag: the shared tag=value lexer)  typed policy + diagnostics out
-//!                                   ▲
-//!                 orgdomain          │ (Psd)
-//!                 (PSL org domain, RFC 9989 tree-walk names and org-domain selection)
+//!  operator ──argv──▶ main.rs ──▶ report            (`parse`: records → JSON, no DNS)
+//!
+//!                     resolve::Resolver              the engine: one method per question
+//!        ┌──────────────┬─────┴────────┬───────────────────┐
+//!        ▼              ▼              ▼                   ▼
+//!  resolve::discover  resolve::limit  resolve::stats     orgdomain
+//!  (DMARC: PSL,       (governor per   (counters the      (PSL org domain,
+//!   tree walk, both)   org, wildcard   admin endpoint     RFC 9989 walk names
+//!        │             watch)          will read)         and selection)
+//!        ▼
+//!  resolve::cache   moka: TTL and negative entries, prefetch, serve-stale, coalescing
+//!        ▼
+//!  resolve::answer  upstream answer → parsed policy (calls `policy`)
+//!        ▼
+//!  resolve::upstream  hickory-resolver (cache off; DNSSEC-validating twin for TLSA)
+//!
+//!  policy::{dmarc, spf, dkim, atps, tlsa}  pure parsers (policy::tag: the tag=value lexer)
 //! ```
 //!
 //! Data flows one way: `policy` imports nothing from the rest of the crate and does no I/O;
-//! `orgdomain` is pure too and only borrows `policy::dmarc::Psd`; `report` renders both for the
-//! command line. The resolver, cache and socket server of `../shared/DESIGN.md` build on these
-//! and are described in `ARCHITECTURE.md` as they land.
+//! `orgdomain` is pure too; `resolve` knows nothing of sockets; only `resolve::upstream` talks
+//! to DNS, and it never parses record text (`resolve::answer` hands it to `policy`).
 #![forbid(unsafe_code)]
 
 pub mod orgdomain;

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_server::Server;
+use hickory_server::dnssec::NxProofKind;
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata};
 use hickory_server::proto::rr::rdata::{NS, SOA, TXT};
@@ -31,12 +32,21 @@ pub struct Zone {
 impl Zone {
     /// A zone with an SOA (negative TTL `neg_ttl`, SOA record TTL 3600) and an apex NS.
     pub fn new(origin: &str, neg_ttl: u32) -> Zone {
+        Self::with_nx_proof(origin, neg_ttl, None)
+    }
+
+    /// A zone that can be signed: denial of existence by NSEC.
+    pub fn signable(origin: &str, neg_ttl: u32) -> Zone {
+        Self::with_nx_proof(origin, neg_ttl, Some(NxProofKind::Nsec))
+    }
+
+    fn with_nx_proof(origin: &str, neg_ttl: u32, nx: Option<NxProofKind>) -> Zone {
         let origin = Name::from_str(origin).unwrap();
         let mut handler = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
             origin.clone(),
             ZoneType::Primary,
             AxfrPolicy::Deny,
-            None,
+            nx,
         );
         let ns = Name::from_str("ns.invalid.").unwrap();
         let soa = SOA::new(

@@ -1,0 +1,113 @@
+//! DNSSEC status of TLSA answers (RFC 7672 §2.2: DANE needs a secure answer): a zone signed
+//! in-process by hickory-server and validated against a trust anchor for that zone gives
+//! `secure`; the same zone with a record changed after signing gives `bogus`, never `secure`.
+
+mod dnsserver;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dnsserver::{TestDns, Zone};
+use hickory_server::proto::dnssec::crypto::Ed25519SigningKey;
+use hickory_server::proto::dnssec::rdata::DNSKEY;
+use hickory_server::proto::dnssec::{DnssecSigner, PublicKeyBuf, SigningKey, TrustAnchors};
+use hickory_server::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector, TLSA};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
+use hickory_server::zone_handler::ZoneHandler;
+use mailpolicyd::resolve::{Data, DnssecStatus, Rcode, Resolver, ResolverConfig};
+
+const DIGEST: [u8; 32] = [0xab; 32];
+
+fn tlsa(digest: [u8; 32]) -> RData {
+    RData::TLSA(TLSA::new(
+        CertUsage::DaneEe,
+        Selector::Spki,
+        Matching::Sha256,
+        digest.to_vec(),
+    ))
+}
+
+/// Serves signed.test., signed with a fresh Ed25519 key; `tamper` changes the TLSA record
+/// after signing (its old RRSIG stays, so it no longer verifies).
+async fn signed_zone(tamper: bool) -> (TestDns, PublicKeyBuf) {
+    let zone = Zone::signable("signed.test.", 300).record("_25._tcp.mx", 3600, tlsa(DIGEST));
+    let origin = zone.origin().clone();
+    let mut handler = zone.into_handler();
+    let key = Ed25519SigningKey::from_pkcs8(&Ed25519SigningKey::generate_pkcs8().unwrap()).unwrap();
+    let public = key.to_public_key().unwrap();
+    let signer = DnssecSigner::new(
+        DNSKEY::from_key(&public),
+        Box::new(key),
+        origin.clone(),
+        Duration::from_secs(7 * 86_400),
+    );
+    handler.add_zone_signing_key_mut(signer).unwrap();
+    handler.secure_zone_mut().unwrap();
+    if tamper {
+        let name = Name::from_ascii("_25._tcp.mx.signed.test.").unwrap();
+        let set = handler
+            .records_get_mut()
+            .get_mut(&RrKey::new(LowerName::new(&name), RecordType::TLSA))
+            .unwrap();
+        Arc::make_mut(set).set_records(vec![Record::from_rdata(name, 3600, tlsa([0xcd; 32]))]);
+    }
+    let dns =
+        TestDns::start_handlers(vec![(origin, Arc::new(handler) as Arc<dyn ZoneHandler>)]).await;
+    (dns, public)
+}
+
+fn resolver(dns: &TestDns, anchor: &PublicKeyBuf) -> Resolver {
+    let mut ta = TrustAnchors::empty();
+    ta.insert_with_name(
+        anchor,
+        LowerName::new(&Name::from_ascii("signed.test.").unwrap()),
+    );
+    let mut cfg = ResolverConfig::default();
+    cfg.upstream.servers = vec![dns.addr];
+    cfg.upstream.timeout = Duration::from_secs(2);
+    cfg.upstream.trust_anchors = Some(Arc::new(ta));
+    Resolver::new(cfg).unwrap()
+}
+
+#[tokio::test]
+async fn signed_tlsa_is_secure() {
+    let (dns, key) = signed_zone(false).await;
+    let r = resolver(&dns, &key);
+    let l = r.tlsa("mx.signed.test", 25, Instant::now()).await.unwrap();
+    assert_eq!(l.answer.dnssec, DnssecStatus::Secure);
+    match &l.answer.data {
+        Data::Tlsa(t) => {
+            assert_eq!(t.len(), 1);
+            assert!(t[0].policy.dane_smtp_usable());
+            assert_eq!(t[0].policy.data, DIGEST);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A secure "no TLSA here": NODATA at a name whose parent exists.
+    let none = r.tlsa("signed.test", 25, Instant::now()).await.unwrap();
+    assert!(matches!(none.answer.data, Data::None));
+    assert_ne!(none.answer.dnssec, DnssecStatus::Bogus);
+}
+
+#[tokio::test]
+async fn tampered_tlsa_is_bogus_never_secure() {
+    let (dns, key) = signed_zone(true).await;
+    let r = resolver(&dns, &key);
+    let l = r.tlsa("mx.signed.test", 25, Instant::now()).await.unwrap();
+    assert_eq!(l.answer.dnssec, DnssecStatus::Bogus);
+    assert_eq!(l.answer.rcode, Rcode::ServFail);
+    assert!(
+        matches!(l.answer.data, Data::None),
+        "no record of a bogus answer is handed out"
+    );
+}
+
+#[tokio::test]
+async fn wrong_trust_anchor_is_bogus() {
+    let (dns, _) = signed_zone(false).await;
+    let other =
+        Ed25519SigningKey::from_pkcs8(&Ed25519SigningKey::generate_pkcs8().unwrap()).unwrap();
+    let r = resolver(&dns, &other.to_public_key().unwrap());
+    let l = r.tlsa("mx.signed.test", 25, Instant::now()).await.unwrap();
+    assert_eq!(l.answer.dnssec, DnssecStatus::Bogus);
+}
