@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use dnsserver::{TestDns, Zone};
 use mailpolicyd::policy::dmarc::Disposition;
+use mailpolicyd::resolve::Found;
 use mailpolicyd::resolve::discover::{FoundAt, PolicyTag};
 use mailpolicyd::resolve::{
     Data, DiscoveryMode, Kind, Rcode, ResolveError, Resolver, ResolverConfig, Source,
@@ -29,7 +30,7 @@ fn resolver(dns: &TestDns) -> Resolver {
 
 fn spf_text(l: &mailpolicyd::resolve::Lookup) -> String {
     match &l.answer.data {
-        Data::Spf(Some(Ok(p))) => p.policy.to_string(),
+        Data::Spf(Found::Valid(p)) => p.policy.to_string(),
         other => panic!("not an SPF record: {other:?}"),
     }
 }
@@ -644,7 +645,7 @@ async fn other_questions() {
     let now = Instant::now();
     let k = r.dkim_key("s1", "signer.test", now).await.unwrap();
     match &k.answer.data {
-        Data::DkimKey(Some(Ok(p))) => assert_eq!(p.policy.key_bits, Some(2048)),
+        Data::DkimKey(Found::Valid(p)) => assert_eq!(p.policy.key_bits, Some(2048)),
         other => panic!("{other:?}"),
     }
     // Only the unpadded label is published: the padded one is tried first, then this.
@@ -658,7 +659,7 @@ async fn other_questions() {
         .await
         .unwrap();
     match &a.answer.data {
-        Data::Atps(Some(Ok(p))) => assert_eq!(p.policy.d.as_deref(), Some("signer.test")),
+        Data::Atps(Found::Valid(p)) => assert_eq!(p.policy.d.as_deref(), Some("signer.test")),
         other => panic!("{other:?}"),
     }
     assert_eq!(dns.log.count_where(|n| n.contains("._atps.")), 2);

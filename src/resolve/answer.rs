@@ -9,7 +9,7 @@ use hickory_resolver::proto::rr::RecordType;
 use serde::{Deserialize, Serialize};
 
 use super::upstream::{DnssecStatus, RawAnswer, Records};
-use crate::policy::{self, ParseResult, Parsed};
+use crate::policy::{self, ParseResult, Parsed, Rejected};
 
 /// The kinds of question the resolver answers and caches separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -118,20 +118,52 @@ pub enum Rcode {
     ServFail,
 }
 
+/// What a name's TXT records held for one record kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Found<T, E> {
+    /// TXT records, but none of this kind: the name publishes no such policy.
+    Absent,
+    /// One record, parsed.
+    Valid(Parsed<T>),
+    /// A record (or several) that cannot be used, with why.
+    Invalid(Rejected<E>),
+}
+
+impl<T, E> Found<T, E> {
+    /// The parsed record when valid.
+    pub fn valid(&self) -> Option<&Parsed<T>> {
+        match self {
+            Found::Valid(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+impl<T, E> From<Option<ParseResult<T, E>>> for Found<T, E> {
+    fn from(r: Option<ParseResult<T, E>>) -> Self {
+        match r {
+            None => Found::Absent,
+            Some(Ok(p)) => Found::Valid(p),
+            Some(Err(e)) => Found::Invalid(e),
+        }
+    }
+}
+
 /// The parsed content of an answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Data {
     /// NXDOMAIN, NODATA, or a bogus answer: no records.
     None,
-    /// TXT records were there; `None` means none of them is a DMARC record.
-    Dmarc(Option<ParseResult<policy::dmarc::DmarcRecord, policy::dmarc::DmarcError>>),
+    /// The DMARC record, if any TXT record is one.
+    Dmarc(Found<policy::dmarc::DmarcRecord, policy::dmarc::DmarcError>),
     /// The SPF record, if any TXT record is one.
-    Spf(Option<ParseResult<policy::spf::SpfRecord, policy::spf::SpfError>>),
+    Spf(Found<policy::spf::SpfRecord, policy::spf::SpfError>),
     /// The DKIM key record, if any.
-    DkimKey(Option<ParseResult<policy::dkim::DkimKey, policy::dkim::DkimError>>),
+    DkimKey(Found<policy::dkim::DkimKey, policy::dkim::DkimError>),
     /// The ATPS record, if any.
-    Atps(Option<ParseResult<policy::atps::AtpsRecord, policy::atps::AtpsError>>),
+    Atps(Found<policy::atps::AtpsRecord, policy::atps::AtpsError>),
     /// TLSA records.
     Tlsa(Vec<Parsed<policy::tlsa::Tlsa>>),
     /// Joined TXT strings.
@@ -181,14 +213,16 @@ impl Answer {
         let data = match (&raw.records, kind) {
             (Records::None, _) => Data::None,
             (r, Kind::Dmarc) => {
-                Data::Dmarc(policy::dmarc::from_txt(txt(r).iter().map(String::as_str)))
+                Data::Dmarc(policy::dmarc::from_txt(txt(r).iter().map(String::as_str)).into())
             }
-            (r, Kind::Spf) => Data::Spf(policy::spf::from_txt(txt(r).iter().map(String::as_str))),
+            (r, Kind::Spf) => {
+                Data::Spf(policy::spf::from_txt(txt(r).iter().map(String::as_str)).into())
+            }
             (r, Kind::DkimKey) => {
-                Data::DkimKey(policy::dkim::from_txt(txt(r).iter().map(String::as_str)))
+                Data::DkimKey(policy::dkim::from_txt(txt(r).iter().map(String::as_str)).into())
             }
             (r, Kind::Atps) => {
-                Data::Atps(policy::atps::from_txt(txt(r).iter().map(String::as_str)))
+                Data::Atps(policy::atps::from_txt(txt(r).iter().map(String::as_str)).into())
             }
             (Records::Tlsa(t), _) => Data::Tlsa(t.iter().map(policy::tlsa::from_rdata).collect()),
             (Records::Txt(t), _) => Data::Txt(t.clone()),

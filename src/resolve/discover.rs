@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::answer::Found;
 use super::{Answer, Data, Kind, Rcode, ResolveError, Resolver, Source};
 use crate::orgdomain::{self, dmarc_name};
 use crate::policy::Parsed;
@@ -102,7 +103,7 @@ impl DmarcDiscovery {
 /// The record of an answer when it is a valid DMARC policy record.
 fn valid_record(a: &Answer) -> Option<&Parsed<DmarcRecord>> {
     match &a.data {
-        Data::Dmarc(Some(Ok(p))) => Some(p),
+        Data::Dmarc(found) => found.valid(),
         _ => None,
     }
 }
@@ -153,7 +154,7 @@ impl Resolver {
     ) -> Result<Arc<Answer>, ResolveError> {
         let qname = dmarc_name(name);
         let l = self.lookup(Kind::Dmarc, &qname, now).await?;
-        if let Data::Dmarc(Some(Err(rejected))) = &l.answer.data {
+        if let Data::Dmarc(Found::Invalid(rejected)) = &l.answer.data {
             d.notes
                 .push(format!("{qname}: record discarded: {}", rejected.error));
         }

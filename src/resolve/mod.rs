@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
-pub use self::answer::{Answer, Data, Kind, Rcode};
+pub use self::answer::{Answer, Data, Found, Kind, Rcode};
 pub use self::cache::{CacheConfig, Origin};
 pub use self::discover::{DiscoveryMode, DmarcDiscovery};
 pub use self::limit::LimitConfig;
@@ -461,7 +461,10 @@ impl Resolver {
         let mut last = None;
         for name in names {
             let l = self.lookup(Kind::Atps, &name, now).await?;
-            if matches!(&l.answer.data, Data::Atps(Some(_))) {
+            if matches!(
+                &l.answer.data,
+                Data::Atps(Found::Valid(_) | Found::Invalid(_))
+            ) {
                 return Ok(l);
             }
             last = Some(l);
