@@ -30,5 +30,9 @@
 
 pub mod orgdomain;
 pub mod policy;
+pub mod client;
+pub mod config;
+pub mod proto;
 pub mod report;
 pub mod resolve;
+pub mod serve;

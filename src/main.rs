@@ -1,11 +1,20 @@
-//! The `mailpolicyd` command. Thin by design: parse arguments, call the library, map the
-//! outcome to an exit code (0 valid, 1 invalid, 2 usage error).
+//! The `mailpolicyd` command. Thin by design: parse arguments, load configuration, call the
+//! library, map the outcome to an exit code (0 ok, 1 invalid record or error answer, 2 usage
+//! error, 64 bad configuration, 69 daemon unreachable, 70 daemon failure).
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use mailpolicyd::client::{BlockingClient, ClientError};
+use mailpolicyd::config::{self, Flags};
 use mailpolicyd::orgdomain::SuffixList;
+use mailpolicyd::policy::atps::AtpsHash;
+use mailpolicyd::proto::{Op, Reply};
 use mailpolicyd::report::{self, Kind};
+use mailpolicyd::resolve::Data;
 
 /// A caching sidecar that answers mail filters' DMARC, SPF, DKIM, ATPS and TLSA questions.
 #[derive(Parser)]
@@ -17,12 +26,87 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon (with no configuration file: an embedded default).
+    Serve(ServeArgs),
+    /// Ask a running daemon.
+    Query {
+        #[command(flatten)]
+        conn: ConnArgs,
+        #[command(subcommand)]
+        what: QueryWhat,
+    },
+    /// A running daemon's counters.
+    Stats {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Configuration helpers.
+    Config {
+        /// Print the default configuration file, commented.
+        #[arg(long)]
+        print_default: bool,
+    },
     /// Parse a record given on the command line (no daemon, no DNS) and print its policy and
     /// diagnostics as JSON. Exit 0 valid, 1 invalid, 2 usage error.
     Parse {
         #[command(subcommand)]
         what: ParseWhat,
     },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// A TOML configuration file (see `config --print-default`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Unix socket path.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<String>,
+    /// Upstream resolver IP:PORT (repeatable); default: /etc/resolv.conf.
+    #[arg(long, value_name = "IP:PORT")]
+    upstream: Vec<String>,
+    /// Admin HTTP address (/live, /ready, /metrics); "" turns it off.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+    /// Serve DNS (TXT, TLSA) on this loopback address, e.g. 127.0.0.1:5300.
+    #[arg(long, value_name = "ADDR")]
+    dns_listen: Option<String>,
+    /// Cache snapshot file (written on shutdown, loaded on start).
+    #[arg(long, value_name = "PATH")]
+    snapshot: Option<String>,
+    /// Log format: human or json.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+#[derive(Args)]
+struct ConnArgs {
+    /// The daemon's socket (default: as `serve` would choose).
+    #[arg(long, value_name = "PATH", global = true)]
+    socket: Option<PathBuf>,
+    /// Print the answer as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum QueryWhat {
+    /// The DMARC policy that applies to mail from DOMAIN.
+    Dmarc { domain: String },
+    /// The SPF record of DOMAIN.
+    Spf { domain: String },
+    /// The DKIM key SELECTOR._domainkey.DOMAIN.
+    Dkim { selector: String, domain: String },
+    /// The ATPS record authorizing SIGNER for AUTHOR.
+    Atps {
+        signer: String,
+        author: String,
+        /// The signature's atpsh= (sha256, sha1, none).
+        #[arg(long, default_value = "sha256")]
+        hash: String,
+    },
+    /// TLSA records of an MX host.
+    Tlsa { host: String, port: Option<u16> },
 }
 
 #[derive(Subcommand)]
@@ -42,46 +126,294 @@ enum ParseWhat {
         domain: String,
         /// A public_suffix_list.dat to use instead of the compiled-in list.
         #[arg(long, value_name = "FILE")]
-        psl: Option<std::path::PathBuf>,
+        psl: Option<PathBuf>,
     },
+}
+
+fn env() -> BTreeMap<String, String> {
+    std::env::vars().filter(|(k, _)| k.starts_with("MAILPOLICYD_") || k == "XDG_RUNTIME_DIR").collect()
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Parse { what } => {
-            let report = match what {
-                ParseWhat::Dmarc { record } => report::parse_record(Kind::Dmarc, &record),
-                ParseWhat::Spf { record } => report::parse_record(Kind::Spf, &record),
-                ParseWhat::Dkim { record } => report::parse_record(Kind::Dkim, &record),
-                ParseWhat::Atps { record } => report::parse_record(Kind::Atps, &record),
-                ParseWhat::Tlsa { record } => report::parse_record(Kind::Tlsa, &record),
-                ParseWhat::Orgdomain { domain, psl } => {
-                    let list = match psl {
-                        None => SuffixList::builtin(),
-                        Some(path) => match std::fs::read_to_string(&path)
-                            .map_err(|e| e.to_string())
-                            .and_then(|t| SuffixList::parse(&t).map_err(|e| e.to_string()))
-                        {
-                            Ok(l) => l,
-                            Err(e) => {
-                                eprintln!("mailpolicyd: --psl {}: {e}", path.display());
-                                return ExitCode::from(2);
-                            }
-                        },
-                    };
-                    report::org_domain(&list, &domain)
-                }
-            };
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report.json).unwrap_or_default()
-            );
-            if report.valid {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
+        Command::Serve(args) => serve(args),
+        Command::Query { conn, what } => query(conn, what),
+        Command::Stats { conn } => query_stats(conn),
+        Command::Config { print_default } => {
+            if !print_default {
+                eprintln!("mailpolicyd config: nothing to do (try --print-default)");
+                return ExitCode::from(2);
             }
+            print!("{}", config::default_file());
+            ExitCode::SUCCESS
+        }
+        Command::Parse { what } => parse(what),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let file = match &args.config {
+        None => None,
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("mailpolicyd: --config {}: {e}", p.display());
+                return ExitCode::from(64);
+            }
+        },
+    };
+    let flags = Flags {
+        socket: args.socket,
+        upstream: args.upstream,
+        admin: args.admin,
+        dns_listen: args.dns_listen,
+        snapshot: args.snapshot,
+        log_format: args.log_format,
+    };
+    let cfg = match config::load(file.as_deref(), &env(), &flags) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("mailpolicyd: bad setting: {p}");
+            }
+            eprintln!("mailpolicyd: {} problem(s) in the configuration; not starting", problems.len());
+            return ExitCode::from(64);
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if cfg.log_json {
+        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mailpolicyd: cannot start the runtime: {e}");
+            return ExitCode::from(70);
+        }
+    };
+    let result = rt.block_on(async {
+        let shutdown = mailpolicyd::serve::daemon::signals();
+        mailpolicyd::serve::daemon::run(cfg, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "mailpolicyd stopped");
+            ExitCode::from(70)
         }
     }
+}
+
+fn socket_path(conn: &ConnArgs) -> PathBuf {
+    if let Some(p) = &conn.socket {
+        return p.clone();
+    }
+    if let Ok(p) = std::env::var("MAILPOLICYD_SOCKET")
+        && !p.is_empty()
+    {
+        return PathBuf::from(p);
+    }
+    config::default_socket_path(std::env::var("XDG_RUNTIME_DIR").ok().as_deref()).0
+}
+
+fn connect(conn: &ConnArgs) -> Result<BlockingClient, ExitCode> {
+    let path = socket_path(conn);
+    BlockingClient::connect(&path, Duration::from_secs(10)).map_err(|e| {
+        eprintln!("mailpolicyd: cannot reach the daemon at {}: {e}", path.display());
+        ExitCode::from(69)
+    })
+}
+
+fn print_reply(conn: &ConnArgs, what: &str, reply: &Reply) {
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(reply).unwrap_or_default());
+        return;
+    }
+    match reply {
+        Reply::Policy(p) => {
+            let a = &p.answer;
+            println!("{what} {}: {}", a.name, describe(&a.data));
+            println!(
+                "  found at {}, rcode {:?}, ttl {}s, source {:?}, dnssec {:?}",
+                a.found_at.as_deref().unwrap_or("-"),
+                a.rcode,
+                p.ttl,
+                p.source,
+                a.dnssec
+            );
+            for d in diagnostics(&a.data) {
+                println!("  {d}");
+            }
+        }
+        Reply::Dmarc(d) => {
+            match (&d.found_at, &d.record) {
+                (Some(at), Some(rec)) => {
+                    println!("dmarc {}: {}", d.domain, describe(&rec.answer.data));
+                    println!("  found at _dmarc.{at} ({:?}), source {:?}", d.reason, d.source);
+                    if let Some((tag, disp)) = &d.applied {
+                        println!("  applies: {tag:?} = {disp}");
+                    }
+                    for diag in diagnostics(&rec.answer.data) {
+                        println!("  {diag}");
+                    }
+                }
+                _ => println!("dmarc {}: no DMARC policy", d.domain),
+            }
+            if let Some(org) = &d.org_domain {
+                println!("  organizational domain: {org}");
+            }
+            for n in &d.notes {
+                println!("  note: {n}");
+            }
+        }
+        Reply::Stats(s) => {
+            println!("upstream queries: {}", s.upstream_total());
+            for (k, n) in &s.hits {
+                let m = s.misses.iter().find(|(k2, _)| k2 == k).map_or(0, |(_, m)| *m);
+                if n + m > 0 {
+                    println!("  {k}: {n} hits, {m} misses");
+                }
+            }
+            println!(
+                "prefetches {}, stale served {}, coalesced {}, rate limited {}, wildcard marked {} / synthesized {}",
+                s.prefetches, s.stale_served, s.coalesced, s.rate_limited, s.wildcard_marked, s.wildcard_synthesized
+            );
+            println!("cache: {} entries, {} bytes", s.cache_entries, s.cache_bytes);
+        }
+        other => println!("{other:?}"),
+    }
+}
+
+fn describe(d: &Data) -> String {
+    use mailpolicyd::resolve::Found;
+    fn found<T: std::fmt::Display, E: std::fmt::Display>(f: &Found<T, E>) -> String {
+        match f {
+            Found::Absent => "no record".to_owned(),
+            Found::Valid(p) => p.policy.to_string(),
+            Found::Invalid(r) => format!("invalid: {}", r.error),
+        }
+    }
+    match d {
+        Data::None => "no records".to_owned(),
+        Data::Dmarc(f) => found(f),
+        Data::Spf(f) => found(f),
+        Data::DkimKey(Found::Valid(p)) => format!(
+            "{} key, {} bits{}",
+            p.policy.k,
+            p.policy.key_bits.map_or("?".to_owned(), |b| b.to_string()),
+            if p.policy.revoked { " (revoked)" } else { "" }
+        ),
+        Data::DkimKey(Found::Invalid(r)) => format!("invalid: {}", r.error),
+        Data::DkimKey(Found::Absent) => "no key record".to_owned(),
+        Data::Atps(Found::Valid(p)) => format!("authorized{}", p.policy.d.as_ref().map(|d| format!(" (d={d})")).unwrap_or_default()),
+        Data::Atps(Found::Invalid(r)) => format!("invalid: {}", r.error),
+        Data::Atps(Found::Absent) => "no ATPS record".to_owned(),
+        Data::Tlsa(t) => t.iter().map(|p| p.policy.to_string()).collect::<Vec<_>>().join("; "),
+        other => format!("{other:?}"),
+    }
+}
+
+fn diagnostics(d: &Data) -> Vec<String> {
+    use mailpolicyd::resolve::Found;
+    fn diags<T, E>(f: &Found<T, E>) -> Vec<String> {
+        match f {
+            Found::Valid(p) => p.diagnostics.as_slice().iter().map(ToString::to_string).collect(),
+            Found::Invalid(r) => r.diagnostics.as_slice().iter().map(ToString::to_string).collect(),
+            Found::Absent => Vec::new(),
+        }
+    }
+    match d {
+        Data::Dmarc(f) => diags(f),
+        Data::Spf(f) => diags(f),
+        Data::DkimKey(f) => diags(f),
+        Data::Atps(f) => diags(f),
+        Data::Tlsa(t) => t.iter().flat_map(|p| p.diagnostics.as_slice().iter().map(ToString::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn query(conn: ConnArgs, what: QueryWhat) -> ExitCode {
+    let (label, op) = match what {
+        QueryWhat::Dmarc { domain } => ("dmarc", Op::Dmarc { domain }),
+        QueryWhat::Spf { domain } => ("spf", Op::Spf { domain }),
+        QueryWhat::Dkim { selector, domain } => ("dkim", Op::DkimKey { selector, domain }),
+        QueryWhat::Atps { signer, author, hash } => {
+            let Some(hash) = AtpsHash::from_token(&hash) else {
+                eprintln!("mailpolicyd: --hash must be sha256, sha1 or none");
+                return ExitCode::from(2);
+            };
+            ("atps", Op::Atps { signer, author, hash })
+        }
+        QueryWhat::Tlsa { host, port } => ("tlsa", Op::Tlsa { host, port }),
+    };
+    let mut client = match connect(&conn) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(op) {
+        Ok(reply) => {
+            print_reply(&conn, label, &reply);
+            ExitCode::SUCCESS
+        }
+        Err(ClientError::Server(e)) => {
+            if conn.json {
+                println!("{}", serde_json::json!({"error": e}));
+            } else {
+                eprintln!("mailpolicyd: {e}");
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("mailpolicyd: {e}");
+            ExitCode::from(69)
+        }
+    }
+}
+
+fn query_stats(conn: ConnArgs) -> ExitCode {
+    let mut client = match connect(&conn) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match client.call(Op::Stats) {
+        Ok(reply) => {
+            print_reply(&conn, "stats", &reply);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mailpolicyd: {e}");
+            ExitCode::from(69)
+        }
+    }
+}
+
+fn parse(what: ParseWhat) -> ExitCode {
+    let report = match what {
+        ParseWhat::Dmarc { record } => report::parse_record(Kind::Dmarc, &record),
+        ParseWhat::Spf { record } => report::parse_record(Kind::Spf, &record),
+        ParseWhat::Dkim { record } => report::parse_record(Kind::Dkim, &record),
+        ParseWhat::Atps { record } => report::parse_record(Kind::Atps, &record),
+        ParseWhat::Tlsa { record } => report::parse_record(Kind::Tlsa, &record),
+        ParseWhat::Orgdomain { domain, psl } => {
+            let list = match psl {
+                None => SuffixList::builtin(),
+                Some(path) => match std::fs::read_to_string(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| SuffixList::parse(&t).map_err(|e| e.to_string()))
+                {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("mailpolicyd: --psl {}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            report::org_domain(&list, &domain)
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&report.json).unwrap_or_default());
+    if report.valid { ExitCode::SUCCESS } else { ExitCode::from(1) }
 }

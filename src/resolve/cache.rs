@@ -104,6 +104,18 @@ impl Entry {
         }
     }
 
+    /// An entry loaded from a snapshot, with the TTL it has left.
+    pub fn restored(answer: Arc<Answer>, stored_at: Instant, ttl: Duration) -> Entry {
+        Entry {
+            answer,
+            stored_at,
+            ttl,
+            origin: Origin::Restored,
+            prefetch_claimed: AtomicBool::new(false),
+            last_refresh: Mutex::new(None),
+        }
+    }
+
     /// When the entry stops being fresh.
     pub fn expires_at(&self) -> Instant {
         self.stored_at + self.ttl

@@ -12,7 +12,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::answer::Found;
-use super::{Answer, Data, Kind, Rcode, ResolveError, Resolver, Source};
+use super::{Answer, Data, Kind, Lookup, Rcode, ResolveError, Resolver, Source};
 use crate::orgdomain::{self, dmarc_name};
 use crate::policy::Parsed;
 use crate::policy::dmarc::{Disposition, DmarcRecord, Psd};
@@ -61,6 +61,8 @@ pub struct DmarcDiscovery {
     pub domain: String,
     /// The answer holding the applied record, if one applies.
     pub answer: Option<Arc<Answer>>,
+    /// Where that answer came from and its remaining TTL.
+    pub answer_source: Option<(Source, u32)>,
     /// The domain whose `_dmarc` record applies.
     pub found_at: Option<String>,
     /// Why it applies.
@@ -115,6 +117,7 @@ impl Resolver {
         let mut d = DmarcDiscovery {
             domain: domain.clone(),
             answer: None,
+            answer_source: None,
             found_at: None,
             reason: None,
             org_domain: None,
@@ -146,20 +149,22 @@ impl Resolver {
     }
 
     /// Asks `_dmarc.<name>` and records the step; returns the answer.
-    async fn ask(
-        &self,
-        d: &mut DmarcDiscovery,
-        name: &str,
-        now: Instant,
-    ) -> Result<Arc<Answer>, ResolveError> {
+    /// Asks `_dmarc.<name>` and records the step.
+    async fn ask(&self, d: &mut DmarcDiscovery, name: &str, now: Instant) -> Result<Lookup, ResolveError> {
         let qname = dmarc_name(name);
         let l = self.lookup(Kind::Dmarc, &qname, now).await?;
         if let Data::Dmarc(Found::Invalid(rejected)) = &l.answer.data {
-            d.notes
-                .push(format!("{qname}: record discarded: {}", rejected.error));
+            d.notes.push(format!("{qname}: record discarded: {}", rejected.error));
         }
         d.queries.push((qname, l.source));
-        Ok(l.answer)
+        Ok(l)
+    }
+
+    fn apply(d: &mut DmarcDiscovery, l: &Lookup, found_at: &str, reason: FoundAt) {
+        d.answer = Some(l.answer.clone());
+        d.answer_source = Some((l.source, l.ttl_remaining));
+        d.found_at = Some(found_at.to_owned());
+        d.reason = Some(reason);
     }
 
     async fn discover_psl(&self, d: &mut DmarcDiscovery, now: Instant) -> Result<(), ResolveError> {
@@ -167,20 +172,16 @@ impl Resolver {
         let first = self.ask(d, &domain, now).await?;
         let org = self.config().suffix_list.org_domain(&domain);
         d.org_domain = org.clone();
-        if valid_record(&first).is_some() {
-            d.answer = Some(first);
-            d.found_at = Some(domain);
-            d.reason = Some(FoundAt::AuthorDomain);
+        if valid_record(&first.answer).is_some() {
+            Self::apply(d, &first, &domain, FoundAt::AuthorDomain);
             return Ok(());
         }
         let Some(org) = org.filter(|o| *o != domain) else {
             return Ok(());
         };
         let second = self.ask(d, &org, now).await?;
-        if valid_record(&second).is_some() {
-            d.answer = Some(second);
-            d.found_at = Some(org);
-            d.reason = Some(FoundAt::OrganizationalDomain);
+        if valid_record(&second.answer).is_some() {
+            Self::apply(d, &second, &org, FoundAt::OrganizationalDomain);
         }
         Ok(())
     }
@@ -191,10 +192,10 @@ impl Resolver {
         now: Instant,
     ) -> Result<(), ResolveError> {
         let walk = orgdomain::tree_walk(&d.domain);
-        let mut found: Vec<(String, Arc<Answer>, Psd)> = Vec::new();
+        let mut found: Vec<(String, Lookup, Psd)> = Vec::new();
         for (i, name) in walk.iter().enumerate() {
-            let answer = self.ask(d, name, now).await?;
-            let Some(rec) = valid_record(&answer) else {
+            let lookup = self.ask(d, name, now).await?;
+            let Some(rec) = valid_record(&lookup.answer) else {
                 continue;
             };
             let psd = rec.policy.psd;
@@ -203,12 +204,10 @@ impl Resolver {
                 if psd != Psd::Unknown {
                     d.org_domain = Some(name.clone());
                 }
-                d.answer = Some(answer);
-                d.found_at = Some(name.clone());
-                d.reason = Some(FoundAt::AuthorDomain);
+                Self::apply(d, &lookup, name, FoundAt::AuthorDomain);
                 return Ok(());
             }
-            found.push((name.clone(), answer, psd));
+            found.push((name.clone(), lookup, psd));
             if psd != Psd::Unknown {
                 break;
             }
@@ -219,14 +218,10 @@ impl Resolver {
         let pairs: Vec<(&str, Psd)> = found.iter().map(|(n, _, p)| (n.as_str(), *p)).collect();
         let org = orgdomain::select_org_domain(&d.domain, &pairs);
         d.org_domain = Some(org.clone());
-        if let Some((name, answer, _)) = found.iter().find(|(n, _, _)| *n == org) {
-            d.answer = Some(answer.clone());
-            d.found_at = Some(name.clone());
-            d.reason = Some(FoundAt::OrganizationalDomain);
-        } else if let Some((name, answer, _)) = found.iter().find(|(_, _, p)| *p == Psd::Yes) {
-            d.answer = Some(answer.clone());
-            d.found_at = Some(name.clone());
-            d.reason = Some(FoundAt::PublicSuffixDomain);
+        if let Some((name, lookup, _)) = found.iter().find(|(n, _, _)| *n == org) {
+            Self::apply(d, lookup, name, FoundAt::OrganizationalDomain);
+        } else if let Some((name, lookup, _)) = found.iter().find(|(_, _, p)| *p == Psd::Yes) {
+            Self::apply(d, lookup, name, FoundAt::PublicSuffixDomain);
         }
         Ok(())
     }

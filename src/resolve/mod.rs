@@ -10,6 +10,7 @@ pub mod answer;
 pub mod cache;
 pub mod discover;
 pub mod limit;
+pub mod snapshot;
 pub mod stats;
 pub mod upstream;
 
@@ -224,6 +225,13 @@ impl Resolver {
     /// The counters, with cache usage.
     pub async fn stats(&self) -> StatsSnapshot {
         self.inner.cache.sync().await;
+        let (entries, bytes) = self.inner.cache.usage();
+        self.inner.stats.snapshot(entries, bytes)
+    }
+
+    /// The counters without waiting for the cache's housekeeping (entry and byte counts may
+    /// lag by a few operations); for synchronous readers such as the metrics endpoint.
+    pub fn stats_now(&self) -> StatsSnapshot {
         let (entries, bytes) = self.inner.cache.usage();
         self.inner.stats.snapshot(entries, bytes)
     }

@@ -30,8 +30,8 @@ pub struct Stats {
     wildcard_synthesized: AtomicU64,
     nxdomain_cut: AtomicU64,
     upstream: [AtomicU64; UPSTREAM_OUTCOMES.len()],
-    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    latency_sum_us: AtomicU64,
+    latency: [[AtomicU64; LATENCY_BUCKETS.len() + 1]; UPSTREAM_OUTCOMES.len()],
+    latency_sum_us: [AtomicU64; UPSTREAM_OUTCOMES.len()],
 }
 
 /// A point-in-time copy of the counters.
@@ -57,10 +57,9 @@ pub struct StatsSnapshot {
     pub nxdomain_cut: u64,
     /// Upstream queries by outcome (label, count).
     pub upstream: Vec<(String, u64)>,
-    /// Upstream latency histogram: cumulative counts per bucket bound, then +Inf.
-    pub upstream_latency_buckets: Vec<(f64, u64)>,
-    /// Sum of upstream latencies in seconds.
-    pub upstream_latency_sum: f64,
+    /// Upstream latency per outcome: (outcome, per-bucket counts, not cumulative, for each
+    /// bound of [`LATENCY_BUCKETS`] then +Inf, sum of seconds).
+    pub upstream_latency: Vec<(String, Vec<(f64, u64)>, f64)>,
     /// Cache entries.
     pub cache_entries: u64,
     /// Cache weighted bytes.
@@ -115,11 +114,8 @@ impl Stats {
             .iter()
             .position(|&ub| secs <= ub)
             .unwrap_or(LATENCY_BUCKETS.len());
-        self.latency[b].fetch_add(1, Relaxed);
-        self.latency_sum_us.fetch_add(
-            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-            Relaxed,
-        );
+        self.latency[i][b].fetch_add(1, Relaxed);
+        self.latency_sum_us[i].fetch_add(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), Relaxed);
     }
 
     /// Copies the counters.
@@ -130,17 +126,20 @@ impl Stats {
                 .map(|k| (k.label().to_owned(), a[k.index()].load(Relaxed)))
                 .collect()
         };
-        let mut cumulative = 0;
-        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+        let upstream_latency = UPSTREAM_OUTCOMES
             .iter()
             .enumerate()
-            .map(|(i, &ub)| {
-                cumulative += self.latency[i].load(Relaxed);
-                (ub, cumulative)
+            .map(|(o, name)| {
+                let buckets = LATENCY_BUCKETS
+                    .iter()
+                    .copied()
+                    .chain([f64::INFINITY])
+                    .enumerate()
+                    .map(|(b, ub)| (ub, self.latency[o][b].load(Relaxed)))
+                    .collect();
+                ((*name).to_owned(), buckets, self.latency_sum_us[o].load(Relaxed) as f64 / 1e6)
             })
             .collect();
-        cumulative += self.latency[LATENCY_BUCKETS.len()].load(Relaxed);
-        buckets.push((f64::INFINITY, cumulative));
         StatsSnapshot {
             hits: per_kind(&self.hits),
             misses: per_kind(&self.misses),
@@ -156,8 +155,7 @@ impl Stats {
                 .zip(&self.upstream)
                 .map(|(o, n)| ((*o).to_owned(), n.load(Relaxed)))
                 .collect(),
-            upstream_latency_buckets: buckets,
-            upstream_latency_sum: self.latency_sum_us.load(Relaxed) as f64 / 1e6,
+            upstream_latency,
             cache_entries,
             cache_bytes,
         }

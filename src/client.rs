@@ -1,0 +1,256 @@
+//! Clients for the binary socket protocol: [`Client`] (async, one connection, many requests in
+//! flight, answers matched by id) and [`BlockingClient`] (one request at a time, for the CLI
+//! and simple filters). Both reconnect once when the daemon has restarted under them; every
+//! operation is a read, so retrying it is safe.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{Mutex, oneshot};
+
+use crate::policy::atps::AtpsHash;
+use crate::proto::{self, DmarcAnswer, Op, Outcome, PolicyAnswer, Reply, Request, Response, WireError};
+use crate::resolve::StatsSnapshot;
+
+/// What can go wrong talking to the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connecting, reading or writing failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The daemon sent something this client cannot read.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    Server(WireError),
+    /// The daemon answered with a reply of the wrong kind.
+    #[error("unexpected reply")]
+    Unexpected,
+}
+
+type Pending = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+struct Conn {
+    writer: Mutex<OwnedWriteHalf>,
+    pending: Pending,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// An async, pipelining client.
+pub struct Client {
+    path: PathBuf,
+    conn: Mutex<Option<Arc<Conn>>>,
+    next_id: AtomicU64,
+}
+
+async fn open(path: &Path) -> Result<Arc<Conn>, ClientError> {
+    let stream = UnixStream::connect(path).await?;
+    let (mut rd, wr) = stream.into_split();
+    let pending: Pending = Arc::default();
+    let p = pending.clone();
+    let reader = tokio::spawn(async move {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut chunk = vec![0u8; 64 * 1024];
+        'read: loop {
+            let n = match rd.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            let mut start = 0;
+            while buf.len() - start >= 4 {
+                let len = u32::from_be_bytes([buf[start], buf[start + 1], buf[start + 2], buf[start + 3]]) as usize;
+                if buf.len() - start - 4 < len {
+                    break;
+                }
+                let payload = &buf[start + 4..start + 4 + len];
+                start += 4 + len;
+                let Ok(resp) = postcard::from_bytes::<Response>(payload) else { break 'read };
+                let waiter = p.lock().unwrap_or_else(|e| e.into_inner()).remove(&resp.id);
+                match waiter {
+                    Some(tx) => {
+                        let _ = tx.send(resp);
+                    }
+                    // An error the server sends before closing (id 0) goes to every waiter.
+                    None if resp.id == 0 => {
+                        for (_, tx) in p.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+                            let _ = tx.send(resp.clone());
+                        }
+                    }
+                    None => {}
+                }
+            }
+            buf.drain(..start);
+        }
+        // Connection gone: wake every waiter (their senders drop).
+        p.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    });
+    Ok(Arc::new(Conn { writer: Mutex::new(wr), pending, reader }))
+}
+
+impl Client {
+    /// Connects to the daemon's socket.
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
+        let path = path.as_ref().to_owned();
+        let conn = open(&path).await?;
+        Ok(Client { path, conn: Mutex::new(Some(conn)), next_id: AtomicU64::new(1) })
+    }
+
+    async fn conn(&self, fresh: bool) -> Result<Arc<Conn>, ClientError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref()
+            && !fresh
+            && !c.reader.is_finished()
+        {
+            return Ok(c.clone());
+        }
+        let c = open(&self.path).await?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Sends one request and waits for its response; other calls may be in flight at the same
+    /// time on the same connection.
+    pub async fn call(&self, op: Op) -> Result<Reply, ClientError> {
+        match self.call_once(op.clone(), false).await {
+            Err(ClientError::Io(_)) => self.call_once(op, true).await,
+            other => other,
+        }
+    }
+
+    async fn call_once(&self, op: Op, fresh: bool) -> Result<Reply, ClientError> {
+        let conn = self.conn(fresh).await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        let mut frame = Vec::with_capacity(128);
+        proto::encode_frame(&Request { id, op }, &mut frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if let Err(e) = conn.writer.lock().await.write_all(&frame).await {
+            conn.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            return Err(e.into());
+        }
+        match rx.await {
+            Ok(resp) => into_reply(resp),
+            Err(_) => Err(ClientError::Io(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the daemon closed the connection"))),
+        }
+    }
+
+    /// The DMARC policy for mail from `domain`.
+    pub async fn dmarc(&self, domain: &str) -> Result<DmarcAnswer, ClientError> {
+        match self.call(Op::Dmarc { domain: domain.into() }).await? {
+            Reply::Dmarc(d) => Ok(d),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// The SPF record of `domain`.
+    pub async fn spf(&self, domain: &str) -> Result<PolicyAnswer, ClientError> {
+        policy(self.call(Op::Spf { domain: domain.into() }).await?)
+    }
+
+    /// A DKIM key.
+    pub async fn dkim_key(&self, selector: &str, domain: &str) -> Result<PolicyAnswer, ClientError> {
+        policy(self.call(Op::DkimKey { selector: selector.into(), domain: domain.into() }).await?)
+    }
+
+    /// An ATPS authorization.
+    pub async fn atps(&self, signer: &str, author: &str, hash: AtpsHash) -> Result<PolicyAnswer, ClientError> {
+        policy(self.call(Op::Atps { signer: signer.into(), author: author.into(), hash }).await?)
+    }
+
+    /// TLSA records of an MX host.
+    pub async fn tlsa(&self, host: &str, port: u16) -> Result<PolicyAnswer, ClientError> {
+        policy(self.call(Op::Tlsa { host: host.into(), port: Some(port) }).await?)
+    }
+
+    /// The daemon's counters.
+    pub async fn stats(&self) -> Result<StatsSnapshot, ClientError> {
+        match self.call(Op::Stats).await? {
+            Reply::Stats(s) => Ok(s),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+}
+
+fn into_reply(resp: Response) -> Result<Reply, ClientError> {
+    match resp.result {
+        Outcome::Ok(r) => Ok(r),
+        Outcome::Error(e) => Err(ClientError::Server(e)),
+    }
+}
+
+fn policy(r: Reply) -> Result<PolicyAnswer, ClientError> {
+    match r {
+        Reply::Policy(p) => Ok(p),
+        _ => Err(ClientError::Unexpected),
+    }
+}
+
+/// A blocking client: one request at a time on one connection.
+pub struct BlockingClient {
+    path: PathBuf,
+    stream: Option<std::os::unix::net::UnixStream>,
+    next_id: u64,
+    timeout: Duration,
+}
+
+impl BlockingClient {
+    /// Connects, with a read/write timeout per request.
+    pub fn connect(path: impl AsRef<Path>, timeout: Duration) -> Result<BlockingClient, ClientError> {
+        let mut c = BlockingClient { path: path.as_ref().to_owned(), stream: None, next_id: 1, timeout };
+        c.reconnect()?;
+        Ok(c)
+    }
+
+    fn reconnect(&mut self) -> Result<(), ClientError> {
+        let s = std::os::unix::net::UnixStream::connect(&self.path)?;
+        s.set_read_timeout(Some(self.timeout))?;
+        s.set_write_timeout(Some(self.timeout))?;
+        self.stream = Some(s);
+        Ok(())
+    }
+
+    /// Sends one request and reads its response.
+    pub fn call(&mut self, op: Op) -> Result<Reply, ClientError> {
+        match self.call_once(op.clone()) {
+            Err(ClientError::Io(_)) => {
+                self.reconnect()?;
+                self.call_once(op)
+            }
+            other => other,
+        }
+    }
+
+    fn call_once(&mut self, op: Op) -> Result<Reply, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let stream = self.stream.as_mut().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
+        let mut frame = Vec::with_capacity(128);
+        proto::encode_frame(&Request { id, op }, &mut frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        stream.write_all(&frame)?;
+        loop {
+            let mut len = [0u8; 4];
+            stream.read_exact(&mut len)?;
+            let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+            stream.read_exact(&mut payload)?;
+            let resp: Response = postcard::from_bytes(&payload).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            if resp.id == id || resp.id == 0 {
+                return into_reply(resp);
+            }
+        }
+    }
+}

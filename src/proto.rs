@@ -1,0 +1,351 @@
+//! The Unix-socket protocol, shared by the server, the clients, the CLI and the load test.
+//!
+//! Two framings of the same messages:
+//! - **binary** (the default): each frame is a 4-byte big-endian length, then the postcard
+//!   encoding of a [`Request`] or [`Response`];
+//! - **JSON**: a connection whose first byte is `{` speaks newline-delimited JSON of the same
+//!   types (for Python, Perl, Lua and C filters).
+//!
+//! Requests carry an `id`; responses echo it and may come back in any order, so a client can
+//! keep many requests in flight on one connection. New operations are only ever appended to
+//! [`Op`] (postcard numbers variants by position), so old clients keep working.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::atps::AtpsHash;
+use crate::policy::dmarc::Disposition;
+use crate::resolve::discover::{FoundAt, PolicyTag};
+use crate::resolve::{Answer, ResolveError, Source, StatsSnapshot};
+
+/// Protocol major version: a client announcing another major is refused.
+pub const PROTOCOL_MAJOR: u32 = 1;
+/// Protocol minor version: additions that old clients can ignore.
+pub const PROTOCOL_MINOR: u32 = 0;
+/// The largest request frame (payload bytes) a server accepts.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// A request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Chosen by the client; echoed in the response.
+    pub id: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+/// The operations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Announces the client's protocol version, `"MAJOR.MINOR"`.
+    Hello {
+        /// e.g. `"1.0"`.
+        version: String,
+    },
+    /// Liveness round trip.
+    Ping,
+    /// The resolver's counters.
+    Stats,
+    /// The DMARC policy that applies to mail from `domain` (discovery included).
+    Dmarc {
+        /// The RFC 5322.From domain.
+        domain: String,
+    },
+    /// The SPF record of `domain`.
+    Spf {
+        /// The domain.
+        domain: String,
+    },
+    /// The DKIM key at `<selector>._domainkey.<domain>`.
+    DkimKey {
+        /// The `s=` selector.
+        selector: String,
+        /// The `d=` domain.
+        domain: String,
+    },
+    /// The ATPS record authorizing `signer` for `author`.
+    Atps {
+        /// The signing domain (`d=`).
+        signer: String,
+        /// The author domain.
+        author: String,
+        /// The signature's `atpsh=`.
+        hash: AtpsHash,
+    },
+    /// TLSA records for `_<port>._tcp.<host>` (port 25 when absent).
+    Tlsa {
+        /// The MX host.
+        host: String,
+        /// The port.
+        port: Option<u16>,
+    },
+}
+
+/// The number of [`Op`] variants this build knows (binary frames with a larger variant index
+/// are answered `unknown_op` without closing the connection).
+pub const OP_COUNT: u32 = 8;
+
+impl Op {
+    /// A stable label (metrics).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Op::Hello { .. } => "hello",
+            Op::Ping => "ping",
+            Op::Stats => "stats",
+            Op::Dmarc { .. } => "dmarc",
+            Op::Spf { .. } => "spf",
+            Op::DkimKey { .. } => "dkim_key",
+            Op::Atps { .. } => "atps",
+            Op::Tlsa { .. } => "tlsa",
+        }
+    }
+}
+
+/// A response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's id (0 when the request could not be read far enough to know it).
+    pub id: u64,
+    /// The outcome.
+    pub result: Outcome,
+}
+
+/// Success or a stable error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The answer.
+    Ok(Reply),
+    /// Why there is none.
+    Error(WireError),
+}
+
+/// The successful replies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    /// To `Hello`: the server's protocol and software versions.
+    Hello {
+        /// `"MAJOR.MINOR"`.
+        version: String,
+        /// The server software, e.g. `mailpolicyd 0.1.0`.
+        server: String,
+    },
+    /// To `Ping`.
+    Pong,
+    /// To `Stats`.
+    Stats(StatsSnapshot),
+    /// To `Spf`, `DkimKey`, `Atps`, `Tlsa`.
+    Policy(PolicyAnswer),
+    /// To `Dmarc`.
+    Dmarc(DmarcAnswer),
+}
+
+/// One cached answer with its provenance.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyAnswer {
+    /// Where it came from.
+    pub source: Source,
+    /// Seconds of freshness left.
+    pub ttl: u32,
+    /// The answer: the parsed record (with its diagnostics), the name it was found at, the
+    /// rcode, the DNSSEC status.
+    pub answer: Arc<Answer>,
+}
+
+/// The DMARC policy that applies, and how it was found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DmarcAnswer {
+    /// The author domain asked about.
+    pub domain: String,
+    /// The domain whose `_dmarc` record applies, if one does.
+    pub found_at: Option<String>,
+    /// Why it applies (author domain, organizational domain, public suffix domain).
+    pub reason: Option<FoundAt>,
+    /// The organizational domain, where discovery determined it.
+    pub org_domain: Option<String>,
+    /// The tag that governs (`p`, `sp`, `np`) and its disposition.
+    pub applied: Option<(PolicyTag, Disposition)>,
+    /// Whether the author domain exists (asked only to choose `sp` or `np`).
+    pub domain_exists: Option<bool>,
+    /// The least fresh source among the answers used.
+    pub source: Source,
+    /// The answer holding the applied record.
+    pub record: Option<PolicyAnswer>,
+    /// Every `_dmarc` name asked, in order, with its source.
+    pub queries: Vec<(String, Source)>,
+    /// Discarded invalid records, PSL/tree-walk disagreements.
+    pub notes: Vec<String>,
+}
+
+/// A stable error code plus a human message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// Stable: `invalid_name`, `rate_limited`, `timeout`, `servfail`, `refused`, `upstream`,
+    /// `frame_too_large`, `bad_frame`, `bad_json`, `unknown_op`, `unsupported_version`,
+    /// `forbidden`, `shutting_down`, `internal`.
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+impl WireError {
+    /// A new error.
+    pub fn new(code: &str, message: impl Into<String>) -> WireError {
+        WireError { code: code.to_owned(), message: message.into() }
+    }
+}
+
+impl From<&ResolveError> for WireError {
+    fn from(e: &ResolveError) -> WireError {
+        let code = match e {
+            ResolveError::Timeout => "timeout",
+            ResolveError::ServFail => "servfail",
+            ResolveError::Refused => "refused",
+            ResolveError::RateLimited => "rate_limited",
+            ResolveError::InvalidName(_) => "invalid_name",
+            ResolveError::Rcode(_) | ResolveError::Network(_) => "upstream",
+            _ => "internal",
+        };
+        WireError::new(code, e.to_string())
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// Encodes a value as one binary frame (length prefix + postcard) appended to `out`.
+pub fn encode_frame<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let buf = std::mem::take(out);
+    let mut buf = postcard::to_extend(value, buf)?;
+    let len = u32::try_from(buf.len() - start - 4).map_err(|_| postcard::Error::SerializeBufferFull)?;
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    *out = buf;
+    Ok(())
+}
+
+/// Encodes a value as one JSON line appended to `out`.
+pub fn encode_json_line<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    serde_json::to_writer(&mut *out, value)?;
+    out.push(b'\n');
+    Ok(())
+}
+
+/// What the first bytes of a binary frame payload say, before decoding the op.
+pub enum Peeked {
+    /// A request this build can decode.
+    Request(Request),
+    /// The id decoded but the op is a variant this build does not know.
+    UnknownOp(u64),
+    /// Not decodable at all.
+    Garbage(String),
+}
+
+/// Decodes a binary request payload, telling an unknown operation (answerable) from garbage
+/// (which closes the connection).
+pub fn decode_request(payload: &[u8]) -> Peeked {
+    match postcard::from_bytes::<Request>(payload) {
+        Ok(r) => Peeked::Request(r),
+        Err(e) => match postcard::take_from_bytes::<u64>(payload)
+            .and_then(|(id, rest)| postcard::take_from_bytes::<u32>(rest).map(|(v, _)| (id, v)))
+        {
+            Ok((id, variant)) if variant >= OP_COUNT => Peeked::UnknownOp(id),
+            _ => Peeked::Garbage(e.to_string()),
+        },
+    }
+}
+
+/// Parses `"MAJOR.MINOR"`.
+pub fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let (a, b) = v.split_once('.').unwrap_or((v, "0"));
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+}
+
+/// Normalizes a domain name from a client: IDNA (UTS #46) to A-labels, lower case, no
+/// trailing dot; labels 1..=63 octets, the name at most 253. Names already in A-label form
+/// pass through unchanged (ASCII with `_` is kept: `_dmarc`, `_domainkey`).
+pub fn normalize_domain(input: &str) -> Result<String, WireError> {
+    let bad = |why: &str| WireError::new("invalid_name", format!("{input:?}: {why}"));
+    let trimmed = input.strip_suffix('.').unwrap_or(input);
+    if trimmed.is_empty() {
+        return Err(bad("empty name"));
+    }
+    let ascii = if trimmed.is_ascii() {
+        trimmed.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(trimmed).map_err(|_| bad("not a valid internationalized domain name"))?
+    };
+    if ascii.len() > 253 {
+        return Err(bad("longer than 253 octets"));
+    }
+    for label in ascii.split('.') {
+        if label.is_empty() {
+            return Err(bad("empty label"));
+        }
+        if label.len() > 63 {
+            return Err(bad("a label is longer than 63 octets"));
+        }
+        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(bad("characters other than letters, digits, '-' and '_'"));
+        }
+    }
+    Ok(ascii)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let req = Request { id: 7, op: Op::DkimKey { selector: "s1".into(), domain: "example.com".into() } };
+        let mut buf = Vec::new();
+        encode_frame(&req, &mut buf).unwrap();
+        let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, buf.len() - 4);
+        match decode_request(&buf[4..]) {
+            Peeked::Request(r) => assert_eq!(r, req),
+            _ => panic!(),
+        }
+        let mut line = Vec::new();
+        encode_json_line(&req, &mut line).unwrap();
+        assert_eq!(line.last(), Some(&b'\n'));
+        assert_eq!(line[0], b'{');
+        assert_eq!(serde_json::from_slice::<Request>(&line).unwrap(), req);
+    }
+
+    #[test]
+    fn unknown_op_is_told_from_garbage() {
+        // id 5, variant index 200: a newer client's operation.
+        let payload = [5u8, 200, 1];
+        assert!(matches!(decode_request(&payload), Peeked::UnknownOp(5)));
+        assert!(matches!(decode_request(&[0xff; 12]), Peeked::Garbage(_)));
+        assert!(matches!(decode_request(&[]), Peeked::Garbage(_)));
+    }
+
+    #[test]
+    fn names_are_normalized() {
+        assert_eq!(normalize_domain("Example.COM.").unwrap(), "example.com");
+        assert_eq!(normalize_domain("bücher.example").unwrap(), "xn--bcher-kva.example");
+        assert_eq!(normalize_domain("_dmarc.example.com").unwrap(), "_dmarc.example.com");
+        for bad in ["", "a..b", &format!("{}.com", "a".repeat(64)), &"a.".repeat(150), "exa mple.com"] {
+            assert_eq!(normalize_domain(bad).unwrap_err().code, "invalid_name", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("1.0"), Some((1, 0)));
+        assert_eq!(parse_version("2"), Some((2, 0)));
+        assert_eq!(parse_version("x"), None);
+    }
+}

@@ -1,0 +1,183 @@
+//! The admin endpoint: HTTP on loopback with `/live`, `/ready` (only once the socket is bound
+//! and the snapshot loaded) and `/metrics` in the Prometheus text format, names in the CoreDNS
+//! and unbound_exporter style. Encoded with prometheus-client; the resolver's counters are read
+//! at scrape time by a collector, so serving a request costs one atomic add per counter.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use super::Service;
+use crate::resolve::Resolver;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Request metrics, updated on every request.
+pub struct Metrics {
+    requests: Family<Labels, Counter>,
+    duration: Histogram,
+    connections: AtomicI64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Family::default(),
+            // 1 µs .. ~4 s.
+            duration: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
+            connections: AtomicI64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one answered request.
+    pub fn request(&self, op: &'static str, result: &str, took: Duration) {
+        self.requests.get_or_create(&vec![("op", op.to_owned()), ("result", result.to_owned())]).inc();
+        self.duration.observe(took.as_secs_f64());
+    }
+    pub(crate) fn connection_opened(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads the resolver's counters (and the open connections) at scrape time.
+#[derive(Debug)]
+struct ResolverCollector(ResolverHandle, i64);
+
+struct ResolverHandle(Resolver);
+
+impl std::fmt::Debug for ResolverHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+struct SnapshotHistogram<'a> {
+    buckets: &'a [(f64, u64)],
+    sum: f64,
+}
+
+impl EncodeMetric for SnapshotHistogram<'_> {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+        let count = self.buckets.iter().map(|(_, n)| n).sum();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(self.sum, count, self.buckets, None)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl prometheus_client::collector::Collector for ResolverCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.0.stats_now();
+        let g = ConstGauge::new(self.1);
+        g.encode(enc.encode_descriptor("connections", "Open socket connections.", None, g.metric_type())?)?;
+        let counter = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64| -> Result<(), std::fmt::Error> {
+            let c = ConstCounter::new(v);
+            c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
+        };
+        {
+            let mut fam = enc.encode_descriptor("cache_hits", "Answers served fresh from the cache.", None, MetricType::Counter)?;
+            for (kind, n) in &s.hits {
+                ConstCounter::new(*n).encode(fam.encode_family(&[("kind", kind.as_str())])?)?;
+            }
+        }
+        {
+            let mut fam = enc.encode_descriptor("cache_requests", "Questions asked of the cache (hits and misses).", None, MetricType::Counter)?;
+            for ((kind, h), (_, m)) in s.hits.iter().zip(&s.misses) {
+                ConstCounter::new(h + m).encode(fam.encode_family(&[("kind", kind.as_str())])?)?;
+            }
+        }
+        {
+            let g = ConstGauge::new(s.cache_entries as i64);
+            g.encode(enc.encode_descriptor("cache_entries", "Entries in the cache.", None, g.metric_type())?)?;
+            let g = ConstGauge::new(s.cache_bytes as i64);
+            g.encode(enc.encode_descriptor("cache_bytes", "Weighted bytes held by the cache.", None, g.metric_type())?)?;
+        }
+        counter(&mut enc, "prefetch", "Background prefetches started.", s.prefetches)?;
+        counter(&mut enc, "served_stale", "Stale answers served (RFC 8767).", s.stale_served)?;
+        counter(&mut enc, "coalesced", "Questions that joined an in-flight upstream query.", s.coalesced)?;
+        counter(&mut enc, "rate_limited", "Questions refused by the per-organization limiter.", s.rate_limited)?;
+        counter(&mut enc, "wildcard_marked", "Organizations marked wildcard.", s.wildcard_marked)?;
+        counter(&mut enc, "wildcard_synthesized", "Answers synthesized from a wildcard sample.", s.wildcard_synthesized)?;
+        counter(&mut enc, "nxdomain_cut", "Answers synthesized below a cached NXDOMAIN (RFC 8020).", s.nxdomain_cut)?;
+        {
+            let mut fam = enc.encode_descriptor(
+                "upstream_request_duration_seconds",
+                "Upstream query latency by outcome.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (rcode, buckets, sum) in &s.upstream_latency {
+                let h = SnapshotHistogram { buckets, sum: *sum };
+                h.encode(fam.encode_family(&[("rcode", rcode.as_str())])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renders `/metrics`.
+pub fn render(service: &Service) -> String {
+    let mut registry = Registry::with_prefix("mailpolicyd");
+    registry.register("requests", "Socket requests by operation and result", service.metrics.requests.clone());
+    registry.register(
+        "request_duration_seconds",
+        "Time to answer a socket request",
+        service.metrics.duration.clone(),
+    );
+    registry.register_collector(Box::new(ResolverCollector(
+        ResolverHandle(service.resolver().clone()),
+        service.metrics.connections.load(Ordering::Relaxed),
+    )));
+    let mut out = String::with_capacity(8 * 1024);
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        let _ = writeln!(out, "# encoding failed");
+    }
+    out
+}
+
+/// Serves the admin endpoint on `listener` until `shutdown`.
+pub async fn serve(listener: tokio::net::TcpListener, service: Arc<Service>, shutdown: CancellationToken) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/live", get(|| async { "ok\n" }))
+        .route(
+            "/ready",
+            get(|State(s): State<Arc<Service>>| async move {
+                if s.is_ready() { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready\n") }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(s): State<Arc<Service>>| async move {
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&s)).into_response()
+            }),
+        )
+        .with_state(service);
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+/// Binds the admin listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}

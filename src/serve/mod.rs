@@ -1,0 +1,148 @@
+//! Serving: turns socket frames (and DNS questions, and HTTP scrapes) into [`Resolver`] calls
+//! and results into frames. Knows nothing of DNS internals.
+//!
+//! - [`socket`]: the Unix-socket server (binary and JSON framings, pipelining, limits);
+//! - [`dns`]: a DNS front-end on loopback for unmodified filters;
+//! - [`admin`]: `/live`, `/ready`, `/metrics`;
+//! - [`daemon`]: the whole process: configuration → resolver → snapshot → servers → signals.
+
+pub mod admin;
+pub mod daemon;
+pub mod dns;
+pub mod socket;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::proto::{
+    self, DmarcAnswer, Op, Outcome, PROTOCOL_MAJOR, PROTOCOL_MINOR, PolicyAnswer, Reply, Request, Response, WireError,
+};
+use crate::resolve::{Lookup, Resolver};
+
+pub use self::socket::{SocketConfig, run};
+
+/// What every front-end shares: the resolver, the metrics, readiness.
+pub struct Service {
+    resolver: Resolver,
+    /// Request metrics (read by the admin endpoint).
+    pub metrics: admin::Metrics,
+    ready: AtomicBool,
+}
+
+impl Service {
+    /// A service over `resolver`.
+    pub fn new(resolver: Resolver) -> Arc<Service> {
+        Arc::new(Service { resolver, metrics: admin::Metrics::default(), ready: AtomicBool::new(false) })
+    }
+
+    /// The resolver.
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    /// Marks the service ready (socket bound, snapshot loaded).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether `/ready` should say yes.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Answers `Hello` here (so the connection can be closed on an unknown major version);
+    /// `None` for every other operation.
+    pub fn version_check(&self, req: &Request) -> Option<Response> {
+        let Op::Hello { version } = &req.op else { return None };
+        let result = match proto::parse_version(version) {
+            Some((major, _)) if major == PROTOCOL_MAJOR => Outcome::Ok(hello()),
+            _ => Outcome::Error(WireError::new(
+                "unsupported_version",
+                format!("protocol {version:?} is not supported; this server speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"),
+            )),
+        };
+        Some(Response { id: req.id, result })
+    }
+
+    /// Answers one operation.
+    pub async fn handle(&self, op: Op) -> Outcome {
+        let started = Instant::now();
+        let label = op.label();
+        let outcome = self.dispatch(op).await;
+        let result = match &outcome {
+            Outcome::Ok(_) => "ok",
+            Outcome::Error(e) => e.code.as_str(),
+        };
+        self.metrics.request(label, result, started.elapsed());
+        outcome
+    }
+
+    async fn dispatch(&self, op: Op) -> Outcome {
+        let now = Instant::now();
+        let r = &self.resolver;
+        let policy = |l: Result<Lookup, crate::resolve::ResolveError>| match l {
+            Ok(l) => Outcome::Ok(Reply::Policy(policy_answer(l))),
+            Err(e) => Outcome::Error(WireError::from(&e)),
+        };
+        match op {
+            Op::Hello { .. } => Outcome::Ok(hello()),
+            Op::Ping => Outcome::Ok(Reply::Pong),
+            Op::Stats => Outcome::Ok(Reply::Stats(r.stats().await)),
+            Op::Spf { domain } => match proto::normalize_domain(&domain) {
+                Ok(d) => policy(r.spf(&d, now).await),
+                Err(e) => Outcome::Error(e),
+            },
+            Op::DkimKey { selector, domain } => {
+                match (proto::normalize_domain(&selector), proto::normalize_domain(&domain)) {
+                    (Ok(s), Ok(d)) => policy(r.dkim_key(&s, &d, now).await),
+                    (Err(e), _) | (_, Err(e)) => Outcome::Error(e),
+                }
+            }
+            Op::Atps { signer, author, hash } => {
+                match (proto::normalize_domain(&signer), proto::normalize_domain(&author)) {
+                    (Ok(s), Ok(a)) => policy(r.atps(&s, &a, hash, now).await),
+                    (Err(e), _) | (_, Err(e)) => Outcome::Error(e),
+                }
+            }
+            Op::Tlsa { host, port } => match proto::normalize_domain(&host) {
+                Ok(h) => policy(r.tlsa(&h, port.unwrap_or(25), now).await),
+                Err(e) => Outcome::Error(e),
+            },
+            Op::Dmarc { domain } => match proto::normalize_domain(&domain) {
+                Ok(d) => match r.dmarc(&d, now).await {
+                    Ok(disc) => {
+                        let source = disc.source();
+                        Outcome::Ok(Reply::Dmarc(DmarcAnswer {
+                            record: disc.answer.clone().zip(disc.answer_source).map(|(answer, (source, ttl))| {
+                                PolicyAnswer { source, ttl, answer }
+                            }),
+                            domain: disc.domain,
+                            found_at: disc.found_at,
+                            reason: disc.reason,
+                            org_domain: disc.org_domain,
+                            applied: disc.applied,
+                            domain_exists: disc.domain_exists,
+                            source,
+                            queries: disc.queries,
+                            notes: disc.notes,
+                        }))
+                    }
+                    Err(e) => Outcome::Error(WireError::from(&e)),
+                },
+                Err(e) => Outcome::Error(e),
+            },
+        }
+    }
+}
+
+fn hello() -> Reply {
+    Reply::Hello {
+        version: format!("{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"),
+        server: format!("mailpolicyd {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+fn policy_answer(l: Lookup) -> PolicyAnswer {
+    PolicyAnswer { source: l.source, ttl: l.ttl_remaining, answer: l.answer }
+}
