@@ -16,7 +16,9 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Mutex, oneshot};
 
 use crate::policy::atps::AtpsHash;
-use crate::proto::{self, DmarcAnswer, Op, Outcome, PolicyAnswer, Reply, Request, Response, WireError};
+use crate::proto::{
+    self, DmarcAnswer, Op, Outcome, PolicyAnswer, Reply, Request, Response, WireError,
+};
 use crate::resolve::StatsSnapshot;
 
 /// What can go wrong talking to the daemon.
@@ -73,13 +75,20 @@ async fn open(path: &Path) -> Result<Arc<Conn>, ClientError> {
             buf.extend_from_slice(&chunk[..n]);
             let mut start = 0;
             while buf.len() - start >= 4 {
-                let len = u32::from_be_bytes([buf[start], buf[start + 1], buf[start + 2], buf[start + 3]]) as usize;
+                let len = u32::from_be_bytes([
+                    buf[start],
+                    buf[start + 1],
+                    buf[start + 2],
+                    buf[start + 3],
+                ]) as usize;
                 if buf.len() - start - 4 < len {
                     break;
                 }
                 let payload = &buf[start + 4..start + 4 + len];
                 start += 4 + len;
-                let Ok(resp) = postcard::from_bytes::<Response>(payload) else { break 'read };
+                let Ok(resp) = postcard::from_bytes::<Response>(payload) else {
+                    break 'read;
+                };
                 let waiter = p.lock().unwrap_or_else(|e| e.into_inner()).remove(&resp.id);
                 match waiter {
                     Some(tx) => {
@@ -99,7 +108,11 @@ async fn open(path: &Path) -> Result<Arc<Conn>, ClientError> {
         // Connection gone: wake every waiter (their senders drop).
         p.lock().unwrap_or_else(|e| e.into_inner()).clear();
     });
-    Ok(Arc::new(Conn { writer: Mutex::new(wr), pending, reader }))
+    Ok(Arc::new(Conn {
+        writer: Mutex::new(wr),
+        pending,
+        reader,
+    }))
 }
 
 impl Client {
@@ -107,7 +120,11 @@ impl Client {
     pub async fn connect(path: impl AsRef<Path>) -> Result<Client, ClientError> {
         let path = path.as_ref().to_owned();
         let conn = open(&path).await?;
-        Ok(Client { path, conn: Mutex::new(Some(conn)), next_id: AtomicU64::new(1) })
+        Ok(Client {
+            path,
+            conn: Mutex::new(Some(conn)),
+            next_id: AtomicU64::new(1),
+        })
     }
 
     async fn conn(&self, fresh: bool) -> Result<Arc<Conn>, ClientError> {
@@ -136,22 +153,37 @@ impl Client {
         let conn = self.conn(fresh).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        conn.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        conn.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
         let mut frame = Vec::with_capacity(128);
-        proto::encode_frame(&Request { id, op }, &mut frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        proto::encode_frame(&Request { id, op }, &mut frame)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         if let Err(e) = conn.writer.lock().await.write_all(&frame).await {
-            conn.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            conn.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
             return Err(e.into());
         }
         match rx.await {
             Ok(resp) => into_reply(resp),
-            Err(_) => Err(ClientError::Io(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the daemon closed the connection"))),
+            Err(_) => Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the daemon closed the connection",
+            ))),
         }
     }
 
     /// The DMARC policy for mail from `domain`.
     pub async fn dmarc(&self, domain: &str) -> Result<DmarcAnswer, ClientError> {
-        match self.call(Op::Dmarc { domain: domain.into() }).await? {
+        match self
+            .call(Op::Dmarc {
+                domain: domain.into(),
+            })
+            .await?
+        {
             Reply::Dmarc(d) => Ok(d),
             _ => Err(ClientError::Unexpected),
         }
@@ -159,22 +191,55 @@ impl Client {
 
     /// The SPF record of `domain`.
     pub async fn spf(&self, domain: &str) -> Result<PolicyAnswer, ClientError> {
-        policy(self.call(Op::Spf { domain: domain.into() }).await?)
+        policy(
+            self.call(Op::Spf {
+                domain: domain.into(),
+            })
+            .await?,
+        )
     }
 
     /// A DKIM key.
-    pub async fn dkim_key(&self, selector: &str, domain: &str) -> Result<PolicyAnswer, ClientError> {
-        policy(self.call(Op::DkimKey { selector: selector.into(), domain: domain.into() }).await?)
+    pub async fn dkim_key(
+        &self,
+        selector: &str,
+        domain: &str,
+    ) -> Result<PolicyAnswer, ClientError> {
+        policy(
+            self.call(Op::DkimKey {
+                selector: selector.into(),
+                domain: domain.into(),
+            })
+            .await?,
+        )
     }
 
     /// An ATPS authorization.
-    pub async fn atps(&self, signer: &str, author: &str, hash: AtpsHash) -> Result<PolicyAnswer, ClientError> {
-        policy(self.call(Op::Atps { signer: signer.into(), author: author.into(), hash }).await?)
+    pub async fn atps(
+        &self,
+        signer: &str,
+        author: &str,
+        hash: AtpsHash,
+    ) -> Result<PolicyAnswer, ClientError> {
+        policy(
+            self.call(Op::Atps {
+                signer: signer.into(),
+                author: author.into(),
+                hash,
+            })
+            .await?,
+        )
     }
 
     /// TLSA records of an MX host.
     pub async fn tlsa(&self, host: &str, port: u16) -> Result<PolicyAnswer, ClientError> {
-        policy(self.call(Op::Tlsa { host: host.into(), port: Some(port) }).await?)
+        policy(
+            self.call(Op::Tlsa {
+                host: host.into(),
+                port: Some(port),
+            })
+            .await?,
+        )
     }
 
     /// The daemon's counters.
@@ -210,8 +275,16 @@ pub struct BlockingClient {
 
 impl BlockingClient {
     /// Connects, with a read/write timeout per request.
-    pub fn connect(path: impl AsRef<Path>, timeout: Duration) -> Result<BlockingClient, ClientError> {
-        let mut c = BlockingClient { path: path.as_ref().to_owned(), stream: None, next_id: 1, timeout };
+    pub fn connect(
+        path: impl AsRef<Path>,
+        timeout: Duration,
+    ) -> Result<BlockingClient, ClientError> {
+        let mut c = BlockingClient {
+            path: path.as_ref().to_owned(),
+            stream: None,
+            next_id: 1,
+            timeout,
+        };
         c.reconnect()?;
         Ok(c)
     }
@@ -238,16 +311,21 @@ impl BlockingClient {
     fn call_once(&mut self, op: Op) -> Result<Reply, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        let stream = self.stream.as_mut().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
         let mut frame = Vec::with_capacity(128);
-        proto::encode_frame(&Request { id, op }, &mut frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        proto::encode_frame(&Request { id, op }, &mut frame)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         stream.write_all(&frame)?;
         loop {
             let mut len = [0u8; 4];
             stream.read_exact(&mut len)?;
             let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
             stream.read_exact(&mut payload)?;
-            let resp: Response = postcard::from_bytes(&payload).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let resp: Response =
+                postcard::from_bytes(&payload).map_err(|e| ClientError::Protocol(e.to_string()))?;
             if resp.id == id || resp.id == 0 {
                 return into_reply(resp);
             }

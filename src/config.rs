@@ -35,47 +35,269 @@ struct Setting {
     help: &'static str,
 }
 
-const fn s(section: &'static str, key: &'static str, ty: Ty, default: &'static str, help: &'static str) -> Setting {
-    Setting { section, key, ty, default, help }
+const fn s(
+    section: &'static str,
+    key: &'static str,
+    ty: Ty,
+    default: &'static str,
+    help: &'static str,
+) -> Setting {
+    Setting {
+        section,
+        key,
+        ty,
+        default,
+        help,
+    }
 }
 
 /// Every setting, in the order the default file lists them.
 const SETTINGS: &[Setting] = &[
-    s("socket", "path", Ty::Str, "\"\"", "Unix socket path. Empty: $XDG_RUNTIME_DIR/mailpolicyd.sock, else /run/mailpolicyd/mailpolicyd.sock, else a temporary directory (logged)."),
-    s("socket", "mode", Ty::Str, "\"0660\"", "Socket file mode, octal."),
-    s("socket", "max_connections", Ty::Int, "1024", "Connections served at once."),
-    s("socket", "max_inflight", Ty::Int, "256", "Requests waiting on upstream per connection before it stops reading."),
-    s("socket", "allow_uids", Ty::IntList, "[]", "Peer UIDs allowed (SO_PEERCRED); with allow_gids empty too, any peer the file mode admits."),
-    s("socket", "allow_gids", Ty::IntList, "[]", "Peer GIDs allowed."),
-    s("upstream", "servers", Ty::StrList, "[]", "Recursive resolvers, \"IP:PORT\". Empty: the nameservers of /etc/resolv.conf."),
-    s("upstream", "timeout_ms", Ty::Int, "2000", "Per-attempt upstream timeout."),
-    s("upstream", "attempts", Ty::Int, "2", "Attempts per upstream query."),
-    s("cache", "max_bytes", Ty::Int, "268435456", "Cache bound in bytes (weighted)."),
-    s("cache", "positive_min_ttl", Ty::Int, "30", "Positive TTL floor, seconds."),
-    s("cache", "positive_max_ttl", Ty::Int, "86400", "Positive TTL ceiling, seconds."),
-    s("cache", "negative_min_ttl", Ty::Int, "30", "Negative TTL floor, seconds."),
-    s("cache", "negative_max_ttl", Ty::Int, "3600", "Negative TTL ceiling, seconds."),
-    s("cache", "prefetch_percent", Ty::Int, "10", "A hit with less than this percentage of its TTL left is refreshed in the background."),
-    s("cache", "stale_window", Ty::Int, "86400", "Seconds past expiry an entry may be served when upstream fails (RFC 8767)."),
-    s("cache", "stale_retry", Ty::Int, "30", "Seconds between refresh attempts of a stale entry."),
-    s("cache", "client_timeout_ms", Ty::Int, "400", "How long a client waits for a refresh before the stale answer is served."),
-    s("dmarc", "discovery", Ty::Str, "\"treewalk\"", "Organizational domain: \"treewalk\" (RFC 9989), \"psl\" (RFC 7489) or \"both\"."),
-    s("dmarc", "nxdomain_cut", Ty::Bool, "false", "RFC 8020: answer names under a cached NXDOMAIN without asking."),
-    s("dmarc", "psl_file", Ty::Str, "\"\"", "A public_suffix_list.dat to use instead of the compiled-in list."),
-    s("limits", "per_second", Ty::Int, "50", "Upstream queries per second per organizational domain."),
-    s("limits", "burst", Ty::Int, "100", "Burst allowance per organizational domain."),
-    s("limits", "wildcard_min_names", Ty::Int, "100", "Distinct subdomains before an organization can be marked wildcard."),
-    s("limits", "wildcard_identical_percent", Ty::Int, "95", "Share of byte-identical answers that marks it."),
-    s("limits", "wildcard_window", Ty::Int, "600", "Observation window, seconds."),
-    s("limits", "wildcard_mark", Ty::Int, "3600", "How long a wildcard mark lasts, seconds."),
-    s("admin", "listen", Ty::Str, "\"127.0.0.1:9253\"", "HTTP /live, /ready, /metrics. Empty: off."),
-    s("dns", "listen", Ty::Str, "\"\"", "DNS front-end address, e.g. \"127.0.0.1:5300\". Empty: off."),
-    s("dns", "allow_non_loopback", Ty::Bool, "false", "Allow the DNS front-end on a non-loopback address (an open resolver risk)."),
-    s("dns", "forward_other_types", Ty::Bool, "false", "Answer types other than TXT and TLSA by forwarding; otherwise REFUSED."),
-    s("lifecycle", "snapshot", Ty::Str, "\"\"", "Cache snapshot file, written on shutdown and loaded on start. Empty: none."),
-    s("lifecycle", "drain_timeout", Ty::Int, "10", "Seconds to let in-flight requests finish on SIGTERM (below Kubernetes' 30 s grace)."),
-    s("log", "format", Ty::Str, "\"human\"", "\"human\" or \"json\"."),
-    s("log", "level", Ty::Str, "\"info\"", "A tracing filter, e.g. \"info\" or \"mailpolicyd=debug\"."),
+    s(
+        "socket",
+        "path",
+        Ty::Str,
+        "\"\"",
+        "Unix socket path. Empty: $XDG_RUNTIME_DIR/mailpolicyd.sock, else /run/mailpolicyd/mailpolicyd.sock, else a temporary directory (logged).",
+    ),
+    s(
+        "socket",
+        "mode",
+        Ty::Str,
+        "\"0660\"",
+        "Socket file mode, octal.",
+    ),
+    s(
+        "socket",
+        "max_connections",
+        Ty::Int,
+        "1024",
+        "Connections served at once.",
+    ),
+    s(
+        "socket",
+        "max_inflight",
+        Ty::Int,
+        "256",
+        "Requests waiting on upstream per connection before it stops reading.",
+    ),
+    s(
+        "socket",
+        "allow_uids",
+        Ty::IntList,
+        "[]",
+        "Peer UIDs allowed (SO_PEERCRED); with allow_gids empty too, any peer the file mode admits.",
+    ),
+    s(
+        "socket",
+        "allow_gids",
+        Ty::IntList,
+        "[]",
+        "Peer GIDs allowed.",
+    ),
+    s(
+        "upstream",
+        "servers",
+        Ty::StrList,
+        "[]",
+        "Recursive resolvers, \"IP:PORT\". Empty: the nameservers of /etc/resolv.conf.",
+    ),
+    s(
+        "upstream",
+        "timeout_ms",
+        Ty::Int,
+        "2000",
+        "Per-attempt upstream timeout.",
+    ),
+    s(
+        "upstream",
+        "attempts",
+        Ty::Int,
+        "2",
+        "Attempts per upstream query.",
+    ),
+    s(
+        "cache",
+        "max_bytes",
+        Ty::Int,
+        "268435456",
+        "Cache bound in bytes (weighted).",
+    ),
+    s(
+        "cache",
+        "positive_min_ttl",
+        Ty::Int,
+        "30",
+        "Positive TTL floor, seconds.",
+    ),
+    s(
+        "cache",
+        "positive_max_ttl",
+        Ty::Int,
+        "86400",
+        "Positive TTL ceiling, seconds.",
+    ),
+    s(
+        "cache",
+        "negative_min_ttl",
+        Ty::Int,
+        "30",
+        "Negative TTL floor, seconds.",
+    ),
+    s(
+        "cache",
+        "negative_max_ttl",
+        Ty::Int,
+        "3600",
+        "Negative TTL ceiling, seconds.",
+    ),
+    s(
+        "cache",
+        "prefetch_percent",
+        Ty::Int,
+        "10",
+        "A hit with less than this percentage of its TTL left is refreshed in the background.",
+    ),
+    s(
+        "cache",
+        "stale_window",
+        Ty::Int,
+        "86400",
+        "Seconds past expiry an entry may be served when upstream fails (RFC 8767).",
+    ),
+    s(
+        "cache",
+        "stale_retry",
+        Ty::Int,
+        "30",
+        "Seconds between refresh attempts of a stale entry.",
+    ),
+    s(
+        "cache",
+        "client_timeout_ms",
+        Ty::Int,
+        "400",
+        "How long a client waits for a refresh before the stale answer is served.",
+    ),
+    s(
+        "dmarc",
+        "discovery",
+        Ty::Str,
+        "\"treewalk\"",
+        "Organizational domain: \"treewalk\" (RFC 9989), \"psl\" (RFC 7489) or \"both\".",
+    ),
+    s(
+        "dmarc",
+        "nxdomain_cut",
+        Ty::Bool,
+        "false",
+        "RFC 8020: answer names under a cached NXDOMAIN without asking.",
+    ),
+    s(
+        "dmarc",
+        "psl_file",
+        Ty::Str,
+        "\"\"",
+        "A public_suffix_list.dat to use instead of the compiled-in list.",
+    ),
+    s(
+        "limits",
+        "per_second",
+        Ty::Int,
+        "50",
+        "Upstream queries per second per organizational domain.",
+    ),
+    s(
+        "limits",
+        "burst",
+        Ty::Int,
+        "100",
+        "Burst allowance per organizational domain.",
+    ),
+    s(
+        "limits",
+        "wildcard_min_names",
+        Ty::Int,
+        "100",
+        "Distinct subdomains before an organization can be marked wildcard.",
+    ),
+    s(
+        "limits",
+        "wildcard_identical_percent",
+        Ty::Int,
+        "95",
+        "Share of byte-identical answers that marks it.",
+    ),
+    s(
+        "limits",
+        "wildcard_window",
+        Ty::Int,
+        "600",
+        "Observation window, seconds.",
+    ),
+    s(
+        "limits",
+        "wildcard_mark",
+        Ty::Int,
+        "3600",
+        "How long a wildcard mark lasts, seconds.",
+    ),
+    s(
+        "admin",
+        "listen",
+        Ty::Str,
+        "\"127.0.0.1:9253\"",
+        "HTTP /live, /ready, /metrics. Empty: off.",
+    ),
+    s(
+        "dns",
+        "listen",
+        Ty::Str,
+        "\"\"",
+        "DNS front-end address, e.g. \"127.0.0.1:5300\". Empty: off.",
+    ),
+    s(
+        "dns",
+        "allow_non_loopback",
+        Ty::Bool,
+        "false",
+        "Allow the DNS front-end on a non-loopback address (an open resolver risk).",
+    ),
+    s(
+        "dns",
+        "forward_other_types",
+        Ty::Bool,
+        "false",
+        "Answer types other than TXT and TLSA by forwarding; otherwise REFUSED.",
+    ),
+    s(
+        "lifecycle",
+        "snapshot",
+        Ty::Str,
+        "\"\"",
+        "Cache snapshot file, written on shutdown and loaded on start. Empty: none.",
+    ),
+    s(
+        "lifecycle",
+        "drain_timeout",
+        Ty::Int,
+        "10",
+        "Seconds to let in-flight requests finish on SIGTERM (below Kubernetes' 30 s grace).",
+    ),
+    s(
+        "log",
+        "format",
+        Ty::Str,
+        "\"human\"",
+        "\"human\" or \"json\".",
+    ),
+    s(
+        "log",
+        "level",
+        Ty::Str,
+        "\"info\"",
+        "A tracing filter, e.g. \"info\" or \"mailpolicyd=debug\".",
+    ),
 ];
 
 /// The fully validated configuration.
@@ -125,7 +347,11 @@ pub struct Flags {
 /// `MAILPOLICYD_ADMIN`, `MAILPOLICYD_DNS_LISTEN`, `MAILPOLICYD_SNAPSHOT`,
 /// `MAILPOLICYD_LOG_FORMAT`).
 fn env_names(st: &Setting) -> Vec<String> {
-    let mut v = vec![format!("MAILPOLICYD_{}_{}", st.section.to_uppercase(), st.key.to_uppercase())];
+    let mut v = vec![format!(
+        "MAILPOLICYD_{}_{}",
+        st.section.to_uppercase(),
+        st.key.to_uppercase()
+    )];
     let short = match (st.section, st.key) {
         ("socket", "path") => Some("MAILPOLICYD_SOCKET"),
         ("upstream", "servers") => Some("MAILPOLICYD_UPSTREAM"),
@@ -152,7 +378,13 @@ pub fn default_file() -> String {
             section = st.section;
             out.push_str(&format!("\n[{section}]\n"));
         }
-        out.push_str(&format!("# {}\n# env: {}\n{} = {}\n", st.help, env_names(st).join(", "), st.key, st.default));
+        out.push_str(&format!(
+            "# {}\n# env: {}\n{} = {}\n",
+            st.help,
+            env_names(st).join(", "),
+            st.key,
+            st.default
+        ));
     }
     out
 }
@@ -161,12 +393,16 @@ type Values = BTreeMap<(&'static str, &'static str), toml::Value>;
 
 fn parse_default(st: &Setting) -> toml::Value {
     let doc: toml::Table = format!("v = {}", st.default).parse().unwrap_or_default();
-    doc.get("v").cloned().unwrap_or(toml::Value::String(String::new()))
+    doc.get("v")
+        .cloned()
+        .unwrap_or(toml::Value::String(String::new()))
 }
 
 fn type_ok(ty: Ty, v: &toml::Value) -> bool {
     match (ty, v) {
-        (Ty::Str, toml::Value::String(_)) | (Ty::Int, toml::Value::Integer(_)) | (Ty::Bool, toml::Value::Boolean(_)) => true,
+        (Ty::Str, toml::Value::String(_))
+        | (Ty::Int, toml::Value::Integer(_))
+        | (Ty::Bool, toml::Value::Boolean(_)) => true,
         (Ty::StrList, toml::Value::Array(a)) => a.iter().all(|x| x.is_str()),
         (Ty::IntList, toml::Value::Array(a)) => a.iter().all(|x| x.is_integer()),
         _ => false,
@@ -184,7 +420,11 @@ fn from_text(ty: Ty, text: &str) -> Option<toml::Value> {
             _ => None,
         },
         Ty::StrList => Some(toml::Value::Array(
-            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.to_owned())).collect(),
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
         )),
         Ty::IntList => text
             .split(',')
@@ -199,10 +439,21 @@ fn from_text(ty: Ty, text: &str) -> Option<toml::Value> {
 /// Loads the configuration. `file` is the TOML text (if a file was given), `env` the
 /// environment (a map, so tests never mutate the process environment), `runtime_dir` the
 /// value of `XDG_RUNTIME_DIR` if set. Returns every problem found.
-pub fn load(file: Option<&str>, env: &BTreeMap<String, String>, flags: &Flags) -> Result<Config, Vec<String>> {
+pub fn load(
+    file: Option<&str>,
+    env: &BTreeMap<String, String>,
+    flags: &Flags,
+) -> Result<Config, Vec<String>> {
     let mut problems = Vec::new();
-    let mut values: Values = SETTINGS.iter().map(|st| ((st.section, st.key), parse_default(st))).collect();
-    let find = |section: &str, key: &str| SETTINGS.iter().find(|s| s.section == section && s.key == key);
+    let mut values: Values = SETTINGS
+        .iter()
+        .map(|st| ((st.section, st.key), parse_default(st)))
+        .collect();
+    let find = |section: &str, key: &str| {
+        SETTINGS
+            .iter()
+            .find(|s| s.section == section && s.key == key)
+    };
 
     if let Some(text) = file {
         match text.parse::<toml::Table>() {
@@ -215,7 +466,8 @@ pub fn load(file: Option<&str>, env: &BTreeMap<String, String>, flags: &Flags) -
                     };
                     for (key, v) in body {
                         match find(section, key) {
-                            None => problems.push(format!("config file: unknown setting {section}.{key}")),
+                            None => problems
+                                .push(format!("config file: unknown setting {section}.{key}")),
                             Some(st) if !type_ok(st.ty, v) => problems.push(format!(
                                 "config file: {section}.{key} = {v} is not a {}",
                                 ty_name(st.ty)
@@ -230,7 +482,10 @@ pub fn load(file: Option<&str>, env: &BTreeMap<String, String>, flags: &Flags) -
         }
     }
     for (name, text) in env.iter().filter(|(k, _)| k.starts_with("MAILPOLICYD_")) {
-        let Some(st) = SETTINGS.iter().find(|st| env_names(st).iter().any(|n| n == name)) else {
+        let Some(st) = SETTINGS
+            .iter()
+            .find(|st| env_names(st).iter().any(|n| n == name))
+        else {
             problems.push(format!("environment: {name} is not a mailpolicyd setting"));
             continue;
         };
@@ -238,7 +493,10 @@ pub fn load(file: Option<&str>, env: &BTreeMap<String, String>, flags: &Flags) -
             Some(v) => {
                 values.insert((st.section, st.key), v);
             }
-            None => problems.push(format!("environment: {name}={text:?} is not a {}", ty_name(st.ty))),
+            None => problems.push(format!(
+                "environment: {name}={text:?} is not a {}",
+                ty_name(st.ty)
+            )),
         }
     }
     let mut flag = |section: &'static str, key: &'static str, v: toml::Value| {
@@ -248,7 +506,17 @@ pub fn load(file: Option<&str>, env: &BTreeMap<String, String>, flags: &Flags) -
         flag("socket", "path", toml::Value::String(v.clone()));
     }
     if !flags.upstream.is_empty() {
-        flag("upstream", "servers", toml::Value::Array(flags.upstream.iter().map(|s| toml::Value::String(s.clone())).collect()));
+        flag(
+            "upstream",
+            "servers",
+            toml::Value::Array(
+                flags
+                    .upstream
+                    .iter()
+                    .map(|s| toml::Value::String(s.clone()))
+                    .collect(),
+            ),
+        );
     }
     if let Some(v) = &flags.admin {
         flag("admin", "listen", toml::Value::String(v.clone()));
@@ -262,8 +530,16 @@ pub fn load(file: Option<&str>, env: &BTreeMap<String, String>, flags: &Flags) -
     if let Some(v) = &flags.log_format {
         flag("log", "format", toml::Value::String(v.clone()));
     }
-    let cfg = build(&values, env.get("XDG_RUNTIME_DIR").map(String::as_str), &mut problems);
-    if problems.is_empty() { Ok(cfg) } else { Err(problems) }
+    let cfg = build(
+        &values,
+        env.get("XDG_RUNTIME_DIR").map(String::as_str),
+        &mut problems,
+    );
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(problems)
+    }
 }
 
 fn ty_name(ty: Ty) -> &'static str {
@@ -287,7 +563,10 @@ pub fn default_socket_path(runtime_dir: Option<&str>) -> (PathBuf, Option<String
         return (run.join("mailpolicyd.sock"), None);
     }
     let tmp = std::env::temp_dir().join(format!("mailpolicyd-{}", std::process::id()));
-    let note = format!("no $XDG_RUNTIME_DIR and /run/mailpolicyd is not writable: socket in {}", tmp.display());
+    let note = format!(
+        "no $XDG_RUNTIME_DIR and /run/mailpolicyd is not writable: socket in {}",
+        tmp.display()
+    );
     (tmp.join("mailpolicyd.sock"), Some(note))
 }
 
@@ -299,11 +578,30 @@ fn writable(dir: &std::path::Path) -> bool {
 }
 
 fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> Config {
-    let str_ = |s: &str, k: &str| v.iter().find(|((a, b), _)| *a == s && *b == k).and_then(|(_, x)| x.as_str()).unwrap_or("").to_owned();
-    let int = |s: &str, k: &str| v.iter().find(|((a, b), _)| *a == s && *b == k).and_then(|(_, x)| x.as_integer()).unwrap_or(0);
-    let boolean = |s: &str, k: &str| v.iter().find(|((a, b), _)| *a == s && *b == k).and_then(|(_, x)| x.as_bool()).unwrap_or(false);
+    let str_ = |s: &str, k: &str| {
+        v.iter()
+            .find(|((a, b), _)| *a == s && *b == k)
+            .and_then(|(_, x)| x.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let int = |s: &str, k: &str| {
+        v.iter()
+            .find(|((a, b), _)| *a == s && *b == k)
+            .and_then(|(_, x)| x.as_integer())
+            .unwrap_or(0)
+    };
+    let boolean = |s: &str, k: &str| {
+        v.iter()
+            .find(|((a, b), _)| *a == s && *b == k)
+            .and_then(|(_, x)| x.as_bool())
+            .unwrap_or(false)
+    };
     let list = |s: &str, k: &str| -> Vec<toml::Value> {
-        v.iter().find(|((a, b), _)| *a == s && *b == k).and_then(|(_, x)| x.as_array().cloned()).unwrap_or_default()
+        v.iter()
+            .find(|((a, b), _)| *a == s && *b == k)
+            .and_then(|(_, x)| x.as_array().cloned())
+            .unwrap_or_default()
     };
     let mut positive = |s: &str, k: &str, min: i64| -> u64 {
         let n = int(s, k);
@@ -317,8 +615,14 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
     let timeout_ms = positive("upstream", "timeout_ms", 1);
     let attempts = positive("upstream", "attempts", 1) as usize;
     let max_bytes = positive("cache", "max_bytes", 1024);
-    let pos = (positive("cache", "positive_min_ttl", 0), positive("cache", "positive_max_ttl", 1));
-    let neg = (positive("cache", "negative_min_ttl", 0), positive("cache", "negative_max_ttl", 1));
+    let pos = (
+        positive("cache", "positive_min_ttl", 0),
+        positive("cache", "positive_max_ttl", 1),
+    );
+    let neg = (
+        positive("cache", "negative_min_ttl", 0),
+        positive("cache", "negative_max_ttl", 1),
+    );
     let prefetch = positive("cache", "prefetch_percent", 0);
     let stale_window = positive("cache", "stale_window", 0);
     let stale_retry = positive("cache", "stale_retry", 0);
@@ -331,7 +635,10 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
     let wc_mark = positive("limits", "wildcard_mark", 1);
     let drain = positive("lifecycle", "drain_timeout", 0);
     if prefetch > 100 || wc_pct > 100 {
-        problems.push("cache.prefetch_percent and limits.wildcard_identical_percent are percentages (0..100)".into());
+        problems.push(
+            "cache.prefetch_percent and limits.wildcard_identical_percent are percentages (0..100)"
+                .into(),
+        );
     }
     if pos.0 > pos.1 || neg.0 > neg.1 {
         problems.push("cache: a minimum TTL is above its maximum".into());
@@ -339,19 +646,23 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
 
     let mode_text = str_("socket", "mode");
     let mode = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8).unwrap_or_else(|_| {
-        problems.push(format!("socket.mode = {mode_text:?} is not an octal file mode"));
+        problems.push(format!(
+            "socket.mode = {mode_text:?} is not an octal file mode"
+        ));
         0o660
     });
     let ids = |k: &str, problems: &mut Vec<String>| -> Vec<u32> {
         list("socket", k)
             .iter()
-            .filter_map(|x| match x.as_integer().and_then(|n| u32::try_from(n).ok()) {
-                Some(n) => Some(n),
-                None => {
-                    problems.push(format!("socket.{k}: {x} is not a user or group id"));
-                    None
-                }
-            })
+            .filter_map(
+                |x| match x.as_integer().and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) => Some(n),
+                    None => {
+                        problems.push(format!("socket.{k}: {x} is not a user or group id"));
+                        None
+                    }
+                },
+            )
             .collect()
     };
     let allow_uids = ids("allow_uids", problems);
@@ -360,7 +671,10 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
     let mut servers = Vec::new();
     for x in list("upstream", "servers") {
         let text = x.as_str().unwrap_or_default().to_owned();
-        match text.parse::<SocketAddr>().or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53))) {
+        match text.parse::<SocketAddr>().or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        }) {
             Ok(a) => servers.push(a),
             Err(_) => problems.push(format!("upstream.servers: {text:?} is not IP:PORT")),
         }
@@ -370,7 +684,9 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
         "psl" => DiscoveryMode::Psl,
         "both" => DiscoveryMode::Both,
         other => {
-            problems.push(format!("dmarc.discovery = {other:?} is not treewalk, psl or both"));
+            problems.push(format!(
+                "dmarc.discovery = {other:?} is not treewalk, psl or both"
+            ));
             DiscoveryMode::TreeWalk
         }
     };
@@ -378,7 +694,10 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
     let suffix_list = if psl_file.is_empty() {
         SuffixList::builtin()
     } else {
-        match std::fs::read_to_string(&psl_file).map_err(|e| e.to_string()).and_then(|t| SuffixList::parse(&t).map_err(|e| e.to_string())) {
+        match std::fs::read_to_string(&psl_file)
+            .map_err(|e| e.to_string())
+            .and_then(|t| SuffixList::parse(&t).map_err(|e| e.to_string()))
+        {
             Ok(l) => l,
             Err(e) => {
                 problems.push(format!("dmarc.psl_file = {psl_file:?}: {e}"));
@@ -414,8 +733,14 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
         problems.push(format!("log.format = {log_format:?} is not human or json"));
     }
     let socket_text = str_("socket", "path");
-    let (socket, socket_note) = if socket_text.is_empty() { default_socket_path(runtime_dir) } else { (PathBuf::from(socket_text), None) };
-    let snapshot = Some(str_("lifecycle", "snapshot")).filter(|s| !s.is_empty()).map(PathBuf::from);
+    let (socket, socket_note) = if socket_text.is_empty() {
+        default_socket_path(runtime_dir)
+    } else {
+        (PathBuf::from(socket_text), None)
+    };
+    let snapshot = Some(str_("lifecycle", "snapshot"))
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
 
     Config {
         socket,
@@ -429,7 +754,12 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
             allow_gids,
         },
         resolver: ResolverConfig {
-            upstream: UpstreamConfig { servers, timeout: Duration::from_millis(timeout_ms), attempts, trust_anchors: None },
+            upstream: UpstreamConfig {
+                servers,
+                timeout: Duration::from_millis(timeout_ms),
+                attempts,
+                trust_anchors: None,
+            },
             cache: CacheConfig {
                 max_bytes,
                 positive_ttl: (Duration::from_secs(pos.0), Duration::from_secs(pos.1)),
@@ -466,14 +796,27 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn the_default_file_is_the_default() {
         let text = default_file();
-        let from_file = load(Some(&text), &env(&[("XDG_RUNTIME_DIR", "/tmp/x")]), &Flags::default()).unwrap();
-        let none = load(None, &env(&[("XDG_RUNTIME_DIR", "/tmp/x")]), &Flags::default()).unwrap();
+        let from_file = load(
+            Some(&text),
+            &env(&[("XDG_RUNTIME_DIR", "/tmp/x")]),
+            &Flags::default(),
+        )
+        .unwrap();
+        let none = load(
+            None,
+            &env(&[("XDG_RUNTIME_DIR", "/tmp/x")]),
+            &Flags::default(),
+        )
+        .unwrap();
         assert_eq!(from_file.socket, none.socket);
         assert_eq!(from_file.socket, PathBuf::from("/tmp/x/mailpolicyd.sock"));
         assert_eq!(from_file.admin, Some("127.0.0.1:9253".parse().unwrap()));
@@ -489,11 +832,24 @@ mod tests {
     #[test]
     fn precedence_file_env_flags() {
         let file = "[upstream]\nservers = [\"127.0.0.1:5301\"]\n[admin]\nlisten = \"127.0.0.1:1000\"\n[cache]\nmax_bytes = 2048\n";
-        let e = env(&[("MAILPOLICYD_ADMIN", "127.0.0.1:2000"), ("MAILPOLICYD_CACHE_MAX_BYTES", "4096")]);
-        let flags = Flags { admin: Some("127.0.0.1:3000".into()), ..Flags::default() };
+        let e = env(&[
+            ("MAILPOLICYD_ADMIN", "127.0.0.1:2000"),
+            ("MAILPOLICYD_CACHE_MAX_BYTES", "4096"),
+        ]);
+        let flags = Flags {
+            admin: Some("127.0.0.1:3000".into()),
+            ..Flags::default()
+        };
         let c = load(Some(file), &e, &flags).unwrap();
-        assert_eq!(c.resolver.upstream.servers, vec!["127.0.0.1:5301".parse().unwrap()]);
-        assert_eq!(c.admin, Some("127.0.0.1:3000".parse().unwrap()), "flag beats env beats file");
+        assert_eq!(
+            c.resolver.upstream.servers,
+            vec!["127.0.0.1:5301".parse().unwrap()]
+        );
+        assert_eq!(
+            c.admin,
+            Some("127.0.0.1:3000".parse().unwrap()),
+            "flag beats env beats file"
+        );
         assert_eq!(c.resolver.cache.max_bytes, 4096, "env beats file");
         let c = load(Some(file), &e, &Flags::default()).unwrap();
         assert_eq!(c.admin, Some("127.0.0.1:2000".parse().unwrap()));
@@ -502,11 +858,29 @@ mod tests {
     #[test]
     fn every_problem_is_listed() {
         let file = "[socket]\nmode = \"999\"\nbogus = 1\n[upstream]\nservers = [\"nope\"]\ntimeout_ms = \"fast\"\n[dmarc]\ndiscovery = \"magic\"\n";
-        let e = env(&[("MAILPOLICYD_LIMITS_BURST", "lots"), ("MAILPOLICYD_NOPE", "1")]);
-        let flags = Flags { dns_listen: Some("192.0.2.1:53".into()), ..Flags::default() };
+        let e = env(&[
+            ("MAILPOLICYD_LIMITS_BURST", "lots"),
+            ("MAILPOLICYD_NOPE", "1"),
+        ]);
+        let flags = Flags {
+            dns_listen: Some("192.0.2.1:53".into()),
+            ..Flags::default()
+        };
         let problems = load(Some(file), &e, &flags).err().unwrap();
-        for want in ["socket.mode", "socket.bogus", "\"nope\"", "timeout_ms", "magic", "MAILPOLICYD_LIMITS_BURST", "MAILPOLICYD_NOPE", "loopback"] {
-            assert!(problems.iter().any(|p| p.contains(want)), "missing {want}: {problems:#?}");
+        for want in [
+            "socket.mode",
+            "socket.bogus",
+            "\"nope\"",
+            "timeout_ms",
+            "magic",
+            "MAILPOLICYD_LIMITS_BURST",
+            "MAILPOLICYD_NOPE",
+            "loopback",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(want)),
+                "missing {want}: {problems:#?}"
+            );
         }
         assert!(problems.len() >= 8);
     }

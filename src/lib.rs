@@ -28,10 +28,10 @@
 //! to DNS, and it never parses record text (`resolve::answer` hands it to `policy`).
 #![forbid(unsafe_code)]
 
-pub mod orgdomain;
-pub mod policy;
 pub mod client;
 pub mod config;
+pub mod orgdomain;
+pub mod policy;
 pub mod proto;
 pub mod report;
 pub mod resolve;

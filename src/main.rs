@@ -131,7 +131,9 @@ enum ParseWhat {
 }
 
 fn env() -> BTreeMap<String, String> {
-    std::env::vars().filter(|(k, _)| k.starts_with("MAILPOLICYD_") || k == "XDG_RUNTIME_DIR").collect()
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("MAILPOLICYD_") || k == "XDG_RUNTIME_DIR")
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -177,17 +179,27 @@ fn serve(args: ServeArgs) -> ExitCode {
             for p in &problems {
                 eprintln!("mailpolicyd: bad setting: {p}");
             }
-            eprintln!("mailpolicyd: {} problem(s) in the configuration; not starting", problems.len());
+            eprintln!(
+                "mailpolicyd: {} problem(s) in the configuration; not starting",
+                problems.len()
+            );
             return ExitCode::from(64);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if cfg.log_json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mailpolicyd: cannot start the runtime: {e}");
@@ -222,14 +234,20 @@ fn socket_path(conn: &ConnArgs) -> PathBuf {
 fn connect(conn: &ConnArgs) -> Result<BlockingClient, ExitCode> {
     let path = socket_path(conn);
     BlockingClient::connect(&path, Duration::from_secs(10)).map_err(|e| {
-        eprintln!("mailpolicyd: cannot reach the daemon at {}: {e}", path.display());
+        eprintln!(
+            "mailpolicyd: cannot reach the daemon at {}: {e}",
+            path.display()
+        );
         ExitCode::from(69)
     })
 }
 
 fn print_reply(conn: &ConnArgs, what: &str, reply: &Reply) {
     if conn.json {
-        println!("{}", serde_json::to_string_pretty(reply).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(reply).unwrap_or_default()
+        );
         return;
     }
     match reply {
@@ -252,7 +270,10 @@ fn print_reply(conn: &ConnArgs, what: &str, reply: &Reply) {
             match (&d.found_at, &d.record) {
                 (Some(at), Some(rec)) => {
                     println!("dmarc {}: {}", d.domain, describe(&rec.answer.data));
-                    println!("  found at _dmarc.{at} ({:?}), source {:?}", d.reason, d.source);
+                    println!(
+                        "  found at _dmarc.{at} ({:?}), source {:?}",
+                        d.reason, d.source
+                    );
                     if let Some((tag, disp)) = &d.applied {
                         println!("  applies: {tag:?} = {disp}");
                     }
@@ -272,16 +293,28 @@ fn print_reply(conn: &ConnArgs, what: &str, reply: &Reply) {
         Reply::Stats(s) => {
             println!("upstream queries: {}", s.upstream_total());
             for (k, n) in &s.hits {
-                let m = s.misses.iter().find(|(k2, _)| k2 == k).map_or(0, |(_, m)| *m);
+                let m = s
+                    .misses
+                    .iter()
+                    .find(|(k2, _)| k2 == k)
+                    .map_or(0, |(_, m)| *m);
                 if n + m > 0 {
                     println!("  {k}: {n} hits, {m} misses");
                 }
             }
             println!(
                 "prefetches {}, stale served {}, coalesced {}, rate limited {}, wildcard marked {} / synthesized {}",
-                s.prefetches, s.stale_served, s.coalesced, s.rate_limited, s.wildcard_marked, s.wildcard_synthesized
+                s.prefetches,
+                s.stale_served,
+                s.coalesced,
+                s.rate_limited,
+                s.wildcard_marked,
+                s.wildcard_synthesized
             );
-            println!("cache: {} entries, {} bytes", s.cache_entries, s.cache_bytes);
+            println!(
+                "cache: {} entries, {} bytes",
+                s.cache_entries, s.cache_bytes
+            );
         }
         other => println!("{other:?}"),
     }
@@ -308,10 +341,21 @@ fn describe(d: &Data) -> String {
         ),
         Data::DkimKey(Found::Invalid(r)) => format!("invalid: {}", r.error),
         Data::DkimKey(Found::Absent) => "no key record".to_owned(),
-        Data::Atps(Found::Valid(p)) => format!("authorized{}", p.policy.d.as_ref().map(|d| format!(" (d={d})")).unwrap_or_default()),
+        Data::Atps(Found::Valid(p)) => format!(
+            "authorized{}",
+            p.policy
+                .d
+                .as_ref()
+                .map(|d| format!(" (d={d})"))
+                .unwrap_or_default()
+        ),
         Data::Atps(Found::Invalid(r)) => format!("invalid: {}", r.error),
         Data::Atps(Found::Absent) => "no ATPS record".to_owned(),
-        Data::Tlsa(t) => t.iter().map(|p| p.policy.to_string()).collect::<Vec<_>>().join("; "),
+        Data::Tlsa(t) => t
+            .iter()
+            .map(|p| p.policy.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
         other => format!("{other:?}"),
     }
 }
@@ -320,8 +364,18 @@ fn diagnostics(d: &Data) -> Vec<String> {
     use mailpolicyd::resolve::Found;
     fn diags<T, E>(f: &Found<T, E>) -> Vec<String> {
         match f {
-            Found::Valid(p) => p.diagnostics.as_slice().iter().map(ToString::to_string).collect(),
-            Found::Invalid(r) => r.diagnostics.as_slice().iter().map(ToString::to_string).collect(),
+            Found::Valid(p) => p
+                .diagnostics
+                .as_slice()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            Found::Invalid(r) => r
+                .diagnostics
+                .as_slice()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             Found::Absent => Vec::new(),
         }
     }
@@ -330,7 +384,10 @@ fn diagnostics(d: &Data) -> Vec<String> {
         Data::Spf(f) => diags(f),
         Data::DkimKey(f) => diags(f),
         Data::Atps(f) => diags(f),
-        Data::Tlsa(t) => t.iter().flat_map(|p| p.diagnostics.as_slice().iter().map(ToString::to_string)).collect(),
+        Data::Tlsa(t) => t
+            .iter()
+            .flat_map(|p| p.diagnostics.as_slice().iter().map(ToString::to_string))
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -340,12 +397,23 @@ fn query(conn: ConnArgs, what: QueryWhat) -> ExitCode {
         QueryWhat::Dmarc { domain } => ("dmarc", Op::Dmarc { domain }),
         QueryWhat::Spf { domain } => ("spf", Op::Spf { domain }),
         QueryWhat::Dkim { selector, domain } => ("dkim", Op::DkimKey { selector, domain }),
-        QueryWhat::Atps { signer, author, hash } => {
+        QueryWhat::Atps {
+            signer,
+            author,
+            hash,
+        } => {
             let Some(hash) = AtpsHash::from_token(&hash) else {
                 eprintln!("mailpolicyd: --hash must be sha256, sha1 or none");
                 return ExitCode::from(2);
             };
-            ("atps", Op::Atps { signer, author, hash })
+            (
+                "atps",
+                Op::Atps {
+                    signer,
+                    author,
+                    hash,
+                },
+            )
         }
         QueryWhat::Tlsa { host, port } => ("tlsa", Op::Tlsa { host, port }),
     };
@@ -414,6 +482,13 @@ fn parse(what: ParseWhat) -> ExitCode {
             report::org_domain(&list, &domain)
         }
     };
-    println!("{}", serde_json::to_string_pretty(&report.json).unwrap_or_default());
-    if report.valid { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report.json).unwrap_or_default()
+    );
+    if report.valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

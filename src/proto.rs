@@ -194,7 +194,10 @@ pub struct WireError {
 impl WireError {
     /// A new error.
     pub fn new(code: &str, message: impl Into<String>) -> WireError {
-        WireError { code: code.to_owned(), message: message.into() }
+        WireError {
+            code: code.to_owned(),
+            message: message.into(),
+        }
     }
 }
 
@@ -227,14 +230,18 @@ pub fn encode_frame<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), po
     out.extend_from_slice(&[0; 4]);
     let buf = std::mem::take(out);
     let mut buf = postcard::to_extend(value, buf)?;
-    let len = u32::try_from(buf.len() - start - 4).map_err(|_| postcard::Error::SerializeBufferFull)?;
+    let len =
+        u32::try_from(buf.len() - start - 4).map_err(|_| postcard::Error::SerializeBufferFull)?;
     buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
     *out = buf;
     Ok(())
 }
 
 /// Encodes a value as one JSON line appended to `out`.
-pub fn encode_json_line<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+pub fn encode_json_line<T: Serialize>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
     serde_json::to_writer(&mut *out, value)?;
     out.push(b'\n');
     Ok(())
@@ -282,7 +289,8 @@ pub fn normalize_domain(input: &str) -> Result<String, WireError> {
     let ascii = if trimmed.is_ascii() {
         trimmed.to_ascii_lowercase()
     } else {
-        idna::domain_to_ascii(trimmed).map_err(|_| bad("not a valid internationalized domain name"))?
+        idna::domain_to_ascii(trimmed)
+            .map_err(|_| bad("not a valid internationalized domain name"))?
     };
     if ascii.len() > 253 {
         return Err(bad("longer than 253 octets"));
@@ -294,7 +302,10 @@ pub fn normalize_domain(input: &str) -> Result<String, WireError> {
         if label.len() > 63 {
             return Err(bad("a label is longer than 63 octets"));
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(bad("characters other than letters, digits, '-' and '_'"));
         }
     }
@@ -307,7 +318,13 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let req = Request { id: 7, op: Op::DkimKey { selector: "s1".into(), domain: "example.com".into() } };
+        let req = Request {
+            id: 7,
+            op: Op::DkimKey {
+                selector: "s1".into(),
+                domain: "example.com".into(),
+            },
+        };
         let mut buf = Vec::new();
         encode_frame(&req, &mut buf).unwrap();
         let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
@@ -335,10 +352,26 @@ mod tests {
     #[test]
     fn names_are_normalized() {
         assert_eq!(normalize_domain("Example.COM.").unwrap(), "example.com");
-        assert_eq!(normalize_domain("bücher.example").unwrap(), "xn--bcher-kva.example");
-        assert_eq!(normalize_domain("_dmarc.example.com").unwrap(), "_dmarc.example.com");
-        for bad in ["", "a..b", &format!("{}.com", "a".repeat(64)), &"a.".repeat(150), "exa mple.com"] {
-            assert_eq!(normalize_domain(bad).unwrap_err().code, "invalid_name", "{bad:?}");
+        assert_eq!(
+            normalize_domain("bücher.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            normalize_domain("_dmarc.example.com").unwrap(),
+            "_dmarc.example.com"
+        );
+        for bad in [
+            "",
+            "a..b",
+            &format!("{}.com", "a".repeat(64)),
+            &"a.".repeat(150),
+            "exa mple.com",
+        ] {
+            assert_eq!(
+                normalize_domain(bad).unwrap_err().code,
+                "invalid_name",
+                "{bad:?}"
+            );
         }
     }
 

@@ -150,11 +150,17 @@ impl Resolver {
 
     /// Asks `_dmarc.<name>` and records the step; returns the answer.
     /// Asks `_dmarc.<name>` and records the step.
-    async fn ask(&self, d: &mut DmarcDiscovery, name: &str, now: Instant) -> Result<Lookup, ResolveError> {
+    async fn ask(
+        &self,
+        d: &mut DmarcDiscovery,
+        name: &str,
+        now: Instant,
+    ) -> Result<Lookup, ResolveError> {
         let qname = dmarc_name(name);
         let l = self.lookup(Kind::Dmarc, &qname, now).await?;
         if let Data::Dmarc(Found::Invalid(rejected)) = &l.answer.data {
-            d.notes.push(format!("{qname}: record discarded: {}", rejected.error));
+            d.notes
+                .push(format!("{qname}: record discarded: {}", rejected.error));
         }
         d.queries.push((qname, l.source));
         Ok(l)

@@ -45,7 +45,8 @@ pub enum SnapshotError {
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Resolver {
@@ -71,7 +72,8 @@ impl Resolver {
             })
             .collect();
         let count = entries.len();
-        let body = postcard::to_stdvec(&entries).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        let body =
+            postcard::to_stdvec(&entries).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || -> Result<(), SnapshotError> {
             if let Some(dir) = path.parent()
@@ -105,14 +107,16 @@ impl Resolver {
         if format != FORMAT {
             return Err(SnapshotError::Format(format));
         }
-        let entries: Vec<SnapEntry> =
-            postcard::from_bytes(&bytes[12..]).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        let entries: Vec<SnapEntry> = postcard::from_bytes(&bytes[12..])
+            .map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
         let now = Instant::now();
         let wall_ms = unix_ms(SystemTime::now());
         let cfg = self.inner.cache.config().clone();
         let mut loaded = 0;
         for e in entries {
-            let Ok(name) = normalize_name(&e.name) else { continue };
+            let Ok(name) = normalize_name(&e.name) else {
+                continue;
+            };
             let age = Duration::from_millis(wall_ms.saturating_sub(e.stored_unix_ms));
             let ttl = Duration::from_millis(e.ttl_ms);
             if age > ttl + cfg.stale_window {
@@ -121,7 +125,10 @@ impl Resolver {
             // Re-based on this process's clock: what is left of the TTL starts now (an entry
             // already expired starts its stale window now, which errs toward serving it).
             let entry = Entry::restored(Arc::new(e.answer), now, ttl.saturating_sub(age));
-            self.inner.cache.insert(Key { kind: e.kind, name }, Arc::new(entry)).await;
+            self.inner
+                .cache
+                .insert(Key { kind: e.kind, name }, Arc::new(entry))
+                .await;
             loaded += 1;
         }
         Ok(loaded)

@@ -34,6 +34,18 @@ pub struct Stats {
     latency_sum_us: [AtomicU64; UPSTREAM_OUTCOMES.len()],
 }
 
+/// Upstream latency for one outcome.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyHistogram {
+    /// The outcome label (see [`UPSTREAM_OUTCOMES`]).
+    pub outcome: String,
+    /// Per-bucket counts (not cumulative): each bound of [`LATENCY_BUCKETS`], then `f64::MAX`
+    /// standing for +Inf.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of the latencies, seconds.
+    pub sum: f64,
+}
+
 /// A point-in-time copy of the counters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatsSnapshot {
@@ -58,8 +70,8 @@ pub struct StatsSnapshot {
     /// Upstream queries by outcome (label, count).
     pub upstream: Vec<(String, u64)>,
     /// Upstream latency per outcome: (outcome, per-bucket counts, not cumulative, for each
-    /// bound of [`LATENCY_BUCKETS`] then +Inf, sum of seconds).
-    pub upstream_latency: Vec<(String, Vec<(f64, u64)>, f64)>,
+    /// bound of [`LATENCY_BUCKETS`] then `f64::MAX` for +Inf, sum of seconds).
+    pub upstream_latency: Vec<LatencyHistogram>,
     /// Cache entries.
     pub cache_entries: u64,
     /// Cache weighted bytes.
@@ -115,7 +127,10 @@ impl Stats {
             .position(|&ub| secs <= ub)
             .unwrap_or(LATENCY_BUCKETS.len());
         self.latency[i][b].fetch_add(1, Relaxed);
-        self.latency_sum_us[i].fetch_add(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), Relaxed);
+        self.latency_sum_us[i].fetch_add(
+            u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            Relaxed,
+        );
     }
 
     /// Copies the counters.
@@ -133,11 +148,15 @@ impl Stats {
                 let buckets = LATENCY_BUCKETS
                     .iter()
                     .copied()
-                    .chain([f64::INFINITY])
+                    .chain([f64::MAX])
                     .enumerate()
                     .map(|(b, ub)| (ub, self.latency[o][b].load(Relaxed)))
                     .collect();
-                ((*name).to_owned(), buckets, self.latency_sum_us[o].load(Relaxed) as f64 / 1e6)
+                LatencyHistogram {
+                    outcome: (*name).to_owned(),
+                    buckets,
+                    sum: self.latency_sum_us[o].load(Relaxed) as f64 / 1e6,
+                }
             })
             .collect();
         StatsSnapshot {

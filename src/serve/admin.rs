@@ -49,7 +49,9 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one answered request.
     pub fn request(&self, op: &'static str, result: &str, took: Duration) {
-        self.requests.get_or_create(&vec![("op", op.to_owned()), ("result", result.to_owned())]).inc();
+        self.requests
+            .get_or_create(&vec![("op", op.to_owned()), ("result", result.to_owned())])
+            .inc();
         self.duration.observe(took.as_secs_f64());
     }
     pub(crate) fn connection_opened(&self) {
@@ -78,9 +80,17 @@ struct SnapshotHistogram<'a> {
 }
 
 impl EncodeMetric for SnapshotHistogram<'_> {
-    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
         let count = self.buckets.iter().map(|(_, n)| n).sum();
-        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(self.sum, count, self.buckets, None)
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.sum,
+            count,
+            self.buckets,
+            None,
+        )
     }
     fn metric_type(&self) -> MetricType {
         MetricType::Histogram
@@ -91,36 +101,100 @@ impl prometheus_client::collector::Collector for ResolverCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.0.0.stats_now();
         let g = ConstGauge::new(self.1);
-        g.encode(enc.encode_descriptor("connections", "Open socket connections.", None, g.metric_type())?)?;
-        let counter = |enc: &mut DescriptorEncoder, name: &str, help: &str, v: u64| -> Result<(), std::fmt::Error> {
+        g.encode(enc.encode_descriptor(
+            "connections",
+            "Open socket connections.",
+            None,
+            g.metric_type(),
+        )?)?;
+        let counter = |enc: &mut DescriptorEncoder,
+                       name: &str,
+                       help: &str,
+                       v: u64|
+         -> Result<(), std::fmt::Error> {
             let c = ConstCounter::new(v);
             c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)
         };
         {
-            let mut fam = enc.encode_descriptor("cache_hits", "Answers served fresh from the cache.", None, MetricType::Counter)?;
+            let mut fam = enc.encode_descriptor(
+                "cache_hits",
+                "Answers served fresh from the cache.",
+                None,
+                MetricType::Counter,
+            )?;
             for (kind, n) in &s.hits {
                 ConstCounter::new(*n).encode(fam.encode_family(&[("kind", kind.as_str())])?)?;
             }
         }
         {
-            let mut fam = enc.encode_descriptor("cache_requests", "Questions asked of the cache (hits and misses).", None, MetricType::Counter)?;
+            let mut fam = enc.encode_descriptor(
+                "cache_requests",
+                "Questions asked of the cache (hits and misses).",
+                None,
+                MetricType::Counter,
+            )?;
             for ((kind, h), (_, m)) in s.hits.iter().zip(&s.misses) {
                 ConstCounter::new(h + m).encode(fam.encode_family(&[("kind", kind.as_str())])?)?;
             }
         }
         {
             let g = ConstGauge::new(s.cache_entries as i64);
-            g.encode(enc.encode_descriptor("cache_entries", "Entries in the cache.", None, g.metric_type())?)?;
+            g.encode(enc.encode_descriptor(
+                "cache_entries",
+                "Entries in the cache.",
+                None,
+                g.metric_type(),
+            )?)?;
             let g = ConstGauge::new(s.cache_bytes as i64);
-            g.encode(enc.encode_descriptor("cache_bytes", "Weighted bytes held by the cache.", None, g.metric_type())?)?;
+            g.encode(enc.encode_descriptor(
+                "cache_bytes",
+                "Weighted bytes held by the cache.",
+                None,
+                g.metric_type(),
+            )?)?;
         }
-        counter(&mut enc, "prefetch", "Background prefetches started.", s.prefetches)?;
-        counter(&mut enc, "served_stale", "Stale answers served (RFC 8767).", s.stale_served)?;
-        counter(&mut enc, "coalesced", "Questions that joined an in-flight upstream query.", s.coalesced)?;
-        counter(&mut enc, "rate_limited", "Questions refused by the per-organization limiter.", s.rate_limited)?;
-        counter(&mut enc, "wildcard_marked", "Organizations marked wildcard.", s.wildcard_marked)?;
-        counter(&mut enc, "wildcard_synthesized", "Answers synthesized from a wildcard sample.", s.wildcard_synthesized)?;
-        counter(&mut enc, "nxdomain_cut", "Answers synthesized below a cached NXDOMAIN (RFC 8020).", s.nxdomain_cut)?;
+        counter(
+            &mut enc,
+            "prefetch",
+            "Background prefetches started.",
+            s.prefetches,
+        )?;
+        counter(
+            &mut enc,
+            "served_stale",
+            "Stale answers served (RFC 8767).",
+            s.stale_served,
+        )?;
+        counter(
+            &mut enc,
+            "coalesced",
+            "Questions that joined an in-flight upstream query.",
+            s.coalesced,
+        )?;
+        counter(
+            &mut enc,
+            "rate_limited",
+            "Questions refused by the per-organization limiter.",
+            s.rate_limited,
+        )?;
+        counter(
+            &mut enc,
+            "wildcard_marked",
+            "Organizations marked wildcard.",
+            s.wildcard_marked,
+        )?;
+        counter(
+            &mut enc,
+            "wildcard_synthesized",
+            "Answers synthesized from a wildcard sample.",
+            s.wildcard_synthesized,
+        )?;
+        counter(
+            &mut enc,
+            "nxdomain_cut",
+            "Answers synthesized below a cached NXDOMAIN (RFC 8020).",
+            s.nxdomain_cut,
+        )?;
         {
             let mut fam = enc.encode_descriptor(
                 "upstream_request_duration_seconds",
@@ -128,9 +202,12 @@ impl prometheus_client::collector::Collector for ResolverCollector {
                 None,
                 MetricType::Histogram,
             )?;
-            for (rcode, buckets, sum) in &s.upstream_latency {
-                let h = SnapshotHistogram { buckets, sum: *sum };
-                h.encode(fam.encode_family(&[("rcode", rcode.as_str())])?)?;
+            for l in &s.upstream_latency {
+                let h = SnapshotHistogram {
+                    buckets: &l.buckets,
+                    sum: l.sum,
+                };
+                h.encode(fam.encode_family(&[("rcode", l.outcome.as_str())])?)?;
             }
         }
         Ok(())
@@ -140,7 +217,11 @@ impl prometheus_client::collector::Collector for ResolverCollector {
 /// Renders `/metrics`.
 pub fn render(service: &Service) -> String {
     let mut registry = Registry::with_prefix("mailpolicyd");
-    registry.register("requests", "Socket requests by operation and result", service.metrics.requests.clone());
+    registry.register(
+        "requests",
+        "Socket requests by operation and result",
+        service.metrics.requests.clone(),
+    );
     registry.register(
         "request_duration_seconds",
         "Time to answer a socket request",
@@ -158,23 +239,40 @@ pub fn render(service: &Service) -> String {
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown`.
-pub async fn serve(listener: tokio::net::TcpListener, service: Arc<Service>, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/live", get(|| async { "ok\n" }))
         .route(
             "/ready",
             get(|State(s): State<Arc<Service>>| async move {
-                if s.is_ready() { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready\n") }
+                if s.is_ready() {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                }
             }),
         )
         .route(
             "/metrics",
             get(|State(s): State<Arc<Service>>| async move {
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&s)).into_response()
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    render(&s),
+                )
+                    .into_response()
             }),
         )
         .with_state(service);
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }
 
 /// Binds the admin listener.

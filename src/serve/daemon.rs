@@ -38,7 +38,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     if let Some(path) = &cfg.snapshot {
         match resolver.load_snapshot(path).await {
             Ok(n) => tracing::info!(path = %path.display(), entries = n, "snapshot loaded"),
-            Err(crate::resolve::snapshot::SnapshotError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(crate::resolve::snapshot::SnapshotError::Io(e))
+                if e.kind() == std::io::ErrorKind::NotFound =>
+            {
                 tracing::info!(path = %path.display(), "no snapshot yet: starting cold")
             }
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "snapshot ignored"),
@@ -52,14 +54,24 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     let stop_others = CancellationToken::new();
     let mut background = tokio::task::JoinSet::new();
     if let Some(addr) = cfg.admin {
-        let l = admin::bind(addr).await.map_err(|source| DaemonError::Listen { what: "admin", addr, source })?;
+        let l = admin::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                what: "admin",
+                addr,
+                source,
+            })?;
         tracing::info!(admin = %addr, "admin endpoint (/live, /ready, /metrics)");
         background.spawn(admin::serve(l, service.clone(), stop_others.clone()));
     }
     if let Some(addr) = cfg.dns_listen {
         let bound = dns::serve(addr, service.clone(), cfg.dns_forward, stop_others.clone())
             .await
-            .map_err(|source| DaemonError::Listen { what: "dns", addr, source })?;
+            .map_err(|source| DaemonError::Listen {
+                what: "dns",
+                addr,
+                source,
+            })?;
         tracing::info!(dns = %bound, "DNS front-end (TXT, TLSA)");
     }
     service.set_ready(true);
@@ -83,7 +95,9 @@ pub fn signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
             return;
         };
         tokio::select! {

@@ -29,7 +29,12 @@ struct Handler {
 }
 
 /// Serves DNS on `addr` (UDP and TCP) until `shutdown`.
-pub async fn serve(addr: SocketAddr, service: Arc<Service>, forward: bool, shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    service: Arc<Service>,
+    forward: bool,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let udp = tokio::net::UdpSocket::bind(addr).await?;
     let bound = udp.local_addr()?;
     let tcp = tokio::net::TcpListener::bind(bound).await?;
@@ -46,7 +51,11 @@ pub async fn serve(addr: SocketAddr, service: Arc<Service>, forward: bool, shutd
 fn txt_rdata(joined: &str) -> RData {
     // Character-strings hold at most 255 octets; the joined record is split back into them.
     let chunks: Vec<&[u8]> = joined.as_bytes().chunks(255).collect();
-    RData::TXT(TXT::from_bytes(if chunks.is_empty() { vec![&b""[..]] } else { chunks }))
+    RData::TXT(TXT::from_bytes(if chunks.is_empty() {
+        vec![&b""[..]]
+    } else {
+        chunks
+    }))
 }
 
 fn tlsa_rdata(t: &crate::policy::tlsa::Tlsa) -> RData {
@@ -71,7 +80,12 @@ impl Handler {
             _ => return (ResponseCode::Refused, Vec::new(), false),
         };
         let text = name.to_ascii();
-        let lookup = match self.service.resolver().lookup(kind, &text, Instant::now()).await {
+        let lookup = match self
+            .service
+            .resolver()
+            .lookup(kind, &text, Instant::now())
+            .await
+        {
             Ok(l) => l,
             Err(_) => return (ResponseCode::ServFail, Vec::new(), false),
         };
@@ -94,20 +108,42 @@ impl Handler {
                 .collect(),
             Data::Mx(m) => m
                 .iter()
-                .filter_map(|(pref, host)| Name::from_ascii(format!("{host}.")).ok().map(|n| RData::MX(MX::new(*pref, n))))
+                .filter_map(|(pref, host)| {
+                    Name::from_ascii(format!("{host}."))
+                        .ok()
+                        .map(|n| RData::MX(MX::new(*pref, n)))
+                })
                 .collect(),
-            Data::Names(n) => n.iter().filter_map(|h| Name::from_ascii(format!("{h}.")).ok().map(|n| RData::PTR(PTR(n)))).collect(),
+            Data::Names(n) => n
+                .iter()
+                .filter_map(|h| {
+                    Name::from_ascii(format!("{h}."))
+                        .ok()
+                        .map(|n| RData::PTR(PTR(n)))
+                })
+                .collect(),
             _ => Vec::new(),
         };
-        let rcode = if a.rcode == Rcode::NxDomain { ResponseCode::NXDomain } else { ResponseCode::NoError };
-        let records = rdatas.into_iter().map(|rd| Record::from_rdata(owner.clone(), ttl, rd)).collect();
+        let rcode = if a.rcode == Rcode::NxDomain {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        let records = rdatas
+            .into_iter()
+            .map(|rd| Record::from_rdata(owner.clone(), ttl, rd))
+            .collect();
         (rcode, records, a.dnssec == DnssecStatus::Secure)
     }
 }
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response_handle: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
         let builder = MessageResponseBuilder::from_message_request(request);
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.recursion_available = true;
@@ -115,17 +151,29 @@ impl RequestHandler for Handler {
             let resp = builder.error_msg(&request.metadata, ResponseCode::FormErr);
             return match response_handle.send_response(resp).await {
                 Ok(info) => info,
-                Err(_) => ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() }),
+                Err(_) => ResponseInfo::from(Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                }),
             };
         };
         let name: Name = q.name().into();
         let (rcode, records, secure) = self.answer(&name, q.query_type()).await;
         metadata.response_code = rcode;
         metadata.authentic_data = secure;
-        let resp = builder.build(metadata, records.iter(), None.into_iter(), None.into_iter(), None.into_iter());
+        let resp = builder.build(
+            metadata,
+            records.iter(),
+            None::<&Record>,
+            None::<&Record>,
+            None::<&Record>,
+        );
         match response_handle.send_response(resp).await {
             Ok(info) => info,
-            Err(_) => ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() }),
+            Err(_) => ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            }),
         }
     }
 }

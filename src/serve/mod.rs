@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::proto::{
-    self, DmarcAnswer, Op, Outcome, PROTOCOL_MAJOR, PROTOCOL_MINOR, PolicyAnswer, Reply, Request, Response, WireError,
+    self, DmarcAnswer, Op, Outcome, PROTOCOL_MAJOR, PROTOCOL_MINOR, PolicyAnswer, Reply, Request,
+    Response, WireError,
 };
 use crate::resolve::{Lookup, Resolver};
 
@@ -33,7 +34,11 @@ pub struct Service {
 impl Service {
     /// A service over `resolver`.
     pub fn new(resolver: Resolver) -> Arc<Service> {
-        Arc::new(Service { resolver, metrics: admin::Metrics::default(), ready: AtomicBool::new(false) })
+        Arc::new(Service {
+            resolver,
+            metrics: admin::Metrics::default(),
+            ready: AtomicBool::new(false),
+        })
     }
 
     /// The resolver.
@@ -54,12 +59,16 @@ impl Service {
     /// Answers `Hello` here (so the connection can be closed on an unknown major version);
     /// `None` for every other operation.
     pub fn version_check(&self, req: &Request) -> Option<Response> {
-        let Op::Hello { version } = &req.op else { return None };
+        let Op::Hello { version } = &req.op else {
+            return None;
+        };
         let result = match proto::parse_version(version) {
             Some((major, _)) if major == PROTOCOL_MAJOR => Outcome::Ok(hello()),
             _ => Outcome::Error(WireError::new(
                 "unsupported_version",
-                format!("protocol {version:?} is not supported; this server speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"),
+                format!(
+                    "protocol {version:?} is not supported; this server speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"
+                ),
             )),
         };
         Some(Response { id: req.id, result })
@@ -94,13 +103,23 @@ impl Service {
                 Err(e) => Outcome::Error(e),
             },
             Op::DkimKey { selector, domain } => {
-                match (proto::normalize_domain(&selector), proto::normalize_domain(&domain)) {
+                match (
+                    proto::normalize_domain(&selector),
+                    proto::normalize_domain(&domain),
+                ) {
                     (Ok(s), Ok(d)) => policy(r.dkim_key(&s, &d, now).await),
                     (Err(e), _) | (_, Err(e)) => Outcome::Error(e),
                 }
             }
-            Op::Atps { signer, author, hash } => {
-                match (proto::normalize_domain(&signer), proto::normalize_domain(&author)) {
+            Op::Atps {
+                signer,
+                author,
+                hash,
+            } => {
+                match (
+                    proto::normalize_domain(&signer),
+                    proto::normalize_domain(&author),
+                ) {
                     (Ok(s), Ok(a)) => policy(r.atps(&s, &a, hash, now).await),
                     (Err(e), _) | (_, Err(e)) => Outcome::Error(e),
                 }
@@ -114,9 +133,13 @@ impl Service {
                     Ok(disc) => {
                         let source = disc.source();
                         Outcome::Ok(Reply::Dmarc(DmarcAnswer {
-                            record: disc.answer.clone().zip(disc.answer_source).map(|(answer, (source, ttl))| {
-                                PolicyAnswer { source, ttl, answer }
-                            }),
+                            record: disc.answer.clone().zip(disc.answer_source).map(
+                                |(answer, (source, ttl))| PolicyAnswer {
+                                    source,
+                                    ttl,
+                                    answer,
+                                },
+                            ),
                             domain: disc.domain,
                             found_at: disc.found_at,
                             reason: disc.reason,
@@ -144,5 +167,9 @@ fn hello() -> Reply {
 }
 
 fn policy_answer(l: Lookup) -> PolicyAnswer {
-    PolicyAnswer { source: l.source, ttl: l.ttl_remaining, answer: l.answer }
+    PolicyAnswer {
+        source: l.source,
+        ttl: l.ttl_remaining,
+        answer: l.answer,
+    }
 }

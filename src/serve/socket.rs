@@ -77,7 +77,10 @@ pub enum BindError {
 /// Binds the socket at `path`: a stale socket file is replaced, anything else is refused; the
 /// parent directory is created; the file mode is set.
 pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
-    let io = |source| BindError::Io { path: path.display().to_string(), source };
+    let io = |source| BindError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(BindError::NotASocket(path.display().to_string()));
@@ -96,7 +99,12 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
 
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting, lets every
 /// connection finish the requests it has read (up to the drain timeout), and returns.
-pub async fn run(listener: UnixListener, service: Arc<Service>, cfg: SocketConfig, shutdown: CancellationToken) {
+pub async fn run(
+    listener: UnixListener,
+    service: Arc<Service>,
+    cfg: SocketConfig,
+    shutdown: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let tracker = TaskTracker::new();
     let cfg = Arc::new(cfg);
@@ -128,7 +136,10 @@ pub async fn run(listener: UnixListener, service: Arc<Service>, cfg: SocketConfi
     }
     drop(listener);
     tracker.close();
-    if tokio::time::timeout(cfg.drain_timeout, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(cfg.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timeout: closing connections with requests in flight");
     }
 }
@@ -159,7 +170,10 @@ fn encode(mode: Mode, resp: &Response, out: &mut Vec<u8>) {
     if !ok {
         let fallback = Response {
             id: resp.id,
-            result: Outcome::Error(WireError::new("internal", "the response could not be encoded")),
+            result: Outcome::Error(WireError::new(
+                "internal",
+                "the response could not be encoded",
+            )),
         };
         let _ = match mode {
             Mode::Binary => proto::encode_frame(&fallback, out).map_err(|_| ()),
@@ -168,7 +182,12 @@ fn encode(mode: Mode, resp: &Response, out: &mut Vec<u8>) {
     }
 }
 
-async fn connection(stream: UnixStream, service: &Arc<Service>, cfg: &SocketConfig, shutdown: CancellationToken) -> std::io::Result<()> {
+async fn connection(
+    stream: UnixStream,
+    service: &Arc<Service>,
+    cfg: &SocketConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let allowed = peer_allowed(&stream, cfg);
     let (mut rd, wr) = stream.into_split();
     let writer: Writer = Arc::new(Mutex::new(wr));
@@ -177,9 +196,19 @@ async fn connection(stream: UnixStream, service: &Arc<Service>, cfg: &SocketConf
     if read_more(&mut rd, &mut buf, &shutdown).await? == 0 {
         return Ok(());
     }
-    let mode = if buf[0] == b'{' { Mode::Json } else { Mode::Binary };
+    let mode = if buf[0] == b'{' {
+        Mode::Json
+    } else {
+        Mode::Binary
+    };
     if !allowed {
-        let resp = Response { id: 0, result: Outcome::Error(WireError::new("forbidden", "peer credentials not in the allow-list")) };
+        let resp = Response {
+            id: 0,
+            result: Outcome::Error(WireError::new(
+                "forbidden",
+                "peer credentials not in the allow-list",
+            )),
+        };
         return close_with(&writer, mode, &resp).await;
     }
     let inflight = Arc::new(Semaphore::new(cfg.max_inflight));
@@ -200,7 +229,8 @@ async fn connection(stream: UnixStream, service: &Arc<Service>, cfg: &SocketConf
                 }
             };
             if let Some(resp) = service.version_check(&request) {
-                let fatal = matches!(&resp.result, Outcome::Error(e) if e.code == "unsupported_version");
+                let fatal =
+                    matches!(&resp.result, Outcome::Error(e) if e.code == "unsupported_version");
                 if fatal {
                     flush(&writer, &mut batch).await?;
                     return close_with(&writer, mode, &resp).await;
@@ -216,7 +246,9 @@ async fn connection(stream: UnixStream, service: &Arc<Service>, cfg: &SocketConf
                 Poll::Pending => {
                     // Wait for a slot: this is where a flooding client is slowed down.
                     flush(&writer, &mut batch).await?;
-                    let Ok(permit) = inflight.clone().acquire_owned().await else { break };
+                    let Ok(permit) = inflight.clone().acquire_owned().await else {
+                        break;
+                    };
                     let writer = writer.clone();
                     tokio::spawn(async move {
                         let result = fut.await;
@@ -230,6 +262,17 @@ async fn connection(stream: UnixStream, service: &Arc<Service>, cfg: &SocketConf
         }
         flush(&writer, &mut batch).await?;
         if read_more(&mut rd, &mut buf, &shutdown).await? == 0 {
+            if !buf.is_empty() && !shutdown.is_cancelled() {
+                let resp = err(
+                    0,
+                    "bad_frame",
+                    format!(
+                        "connection closed inside a frame ({} bytes pending)",
+                        buf.len()
+                    ),
+                );
+                let _ = close_with(&writer, mode, &resp).await;
+            }
             break;
         }
     }
@@ -243,7 +286,11 @@ fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
     fut.poll(&mut cx)
 }
 
-async fn read_more(rd: &mut tokio::net::unix::OwnedReadHalf, buf: &mut BytesMut, shutdown: &CancellationToken) -> std::io::Result<usize> {
+async fn read_more(
+    rd: &mut tokio::net::unix::OwnedReadHalf,
+    buf: &mut BytesMut,
+    shutdown: &CancellationToken,
+) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < 4096 {
         buf.reserve(16 * 1024);
     }
@@ -280,7 +327,10 @@ enum Next {
 }
 
 fn err(id: u64, code: &str, message: impl Into<String>) -> Response {
-    Response { id, result: Outcome::Error(WireError::new(code, message)) }
+    Response {
+        id,
+        result: Outcome::Error(WireError::new(code, message)),
+    }
 }
 
 fn next_request(mode: Mode, buf: &mut BytesMut) -> Next {
@@ -291,7 +341,11 @@ fn next_request(mode: Mode, buf: &mut BytesMut) -> Next {
             }
             let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
             if len > MAX_FRAME {
-                return Next::Fatal(err(0, "frame_too_large", format!("a frame of {len} bytes; the limit is {MAX_FRAME}")));
+                return Next::Fatal(err(
+                    0,
+                    "frame_too_large",
+                    format!("a frame of {len} bytes; the limit is {MAX_FRAME}"),
+                ));
             }
             if buf.len() < 4 + len {
                 return Next::Incomplete;
@@ -300,21 +354,35 @@ fn next_request(mode: Mode, buf: &mut BytesMut) -> Next {
             let payload = buf.split_to(len);
             match proto::decode_request(&payload) {
                 Peeked::Request(r) => Next::Request(r),
-                Peeked::UnknownOp(id) => Next::Answer(err(id, "unknown_op", "an operation this server does not know")),
-                Peeked::Garbage(e) => Next::Fatal(err(0, "bad_frame", format!("undecodable frame: {e}"))),
+                Peeked::UnknownOp(id) => Next::Answer(err(
+                    id,
+                    "unknown_op",
+                    "an operation this server does not know",
+                )),
+                Peeked::Garbage(e) => {
+                    Next::Fatal(err(0, "bad_frame", format!("undecodable frame: {e}")))
+                }
             }
         }
         Mode::Json => {
             let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
                 if buf.len() > MAX_FRAME {
-                    return Next::Fatal(err(0, "frame_too_large", format!("a JSON line over {MAX_FRAME} bytes")));
+                    return Next::Fatal(err(
+                        0,
+                        "frame_too_large",
+                        format!("a JSON line over {MAX_FRAME} bytes"),
+                    ));
                 }
                 return Next::Incomplete;
             };
             let line = buf.split_to(nl + 1);
             let line = &line[..nl];
             if line.len() > MAX_FRAME {
-                return Next::Fatal(err(0, "frame_too_large", format!("a JSON line over {MAX_FRAME} bytes")));
+                return Next::Fatal(err(
+                    0,
+                    "frame_too_large",
+                    format!("a JSON line over {MAX_FRAME} bytes"),
+                ));
             }
             if line.iter().all(|b| b.is_ascii_whitespace()) {
                 return Next::Answer(err(0, "bad_json", "an empty line"));
@@ -327,7 +395,11 @@ fn next_request(mode: Mode, buf: &mut BytesMut) -> Next {
                         Ok(v) => {
                             let id = v.get("id").and_then(serde_json::Value::as_u64).unwrap_or(0);
                             if v.get("op").is_some() && v.get("id").is_some() {
-                                Next::Answer(err(id, "unknown_op", format!("not an operation this server knows: {e}")))
+                                Next::Answer(err(
+                                    id,
+                                    "unknown_op",
+                                    format!("not an operation this server knows: {e}"),
+                                ))
                             } else {
                                 Next::Answer(err(id, "bad_json", format!("not a request: {e}")))
                             }

@@ -1,0 +1,116 @@
+"""A stdlib-only client for mailpolicyd's JSON socket protocol.
+
+    from mailpolicy import Client
+    with Client("/run/mailpolicyd/mailpolicyd.sock") as c:
+        answer = c.dmarc("example.com")      # the DMARC policy for mail From: example.com
+        spf = c.spf("example.com")
+        key = c.dkim_key("s1", "example.com")
+
+Each call sends one newline-delimited JSON request and returns the reply object (a dict);
+an error answer raises MailpolicyError with its stable code. The connection is reopened once
+if the daemon restarted. Thread-safety: one Client per thread.
+"""
+
+import itertools
+import json
+import socket
+
+__all__ = ["Client", "MailpolicyError"]
+
+
+class MailpolicyError(Exception):
+    """An error answer from the daemon: `code` is stable, `message` is for people."""
+
+    def __init__(self, code, message):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Client:
+    def __init__(self, path, timeout=10.0):
+        self.path = path
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._sock = None
+        self._file = None
+        self._connect()
+
+    def _connect(self):
+        self.close()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(self.timeout)
+        self._sock.connect(self.path)
+        self._file = self._sock.makefile("rwb")
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def call(self, op):
+        """Sends one operation (`"ping"` or `{"spf": {"domain": ...}}`) and returns the reply."""
+        try:
+            return self._call(op)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            self._connect()
+            return self._call(op)
+
+    def _call(self, op):
+        req_id = next(self._ids)
+        self._file.write(json.dumps({"id": req_id, "op": op}).encode() + b"\n")
+        self._file.flush()
+        while True:
+            line = self._file.readline()
+            if not line:
+                raise EOFError("the daemon closed the connection")
+            resp = json.loads(line)
+            if resp.get("id") not in (req_id, 0):
+                continue
+            result = resp["result"]
+            if "error" in result:
+                raise MailpolicyError(result["error"]["code"], result["error"]["message"])
+            return result["ok"]
+
+    def ping(self):
+        return self.call("ping")
+
+    def hello(self, version="1.0"):
+        return self.call({"hello": {"version": version}})["hello"]
+
+    def dmarc(self, domain):
+        return self.call({"dmarc": {"domain": domain}})["dmarc"]
+
+    def spf(self, domain):
+        return self.call({"spf": {"domain": domain}})["policy"]
+
+    def dkim_key(self, selector, domain):
+        return self.call({"dkim_key": {"selector": selector, "domain": domain}})["policy"]
+
+    def atps(self, signer, author, hash="sha256"):
+        return self.call({"atps": {"signer": signer, "author": author, "hash": hash}})["policy"]
+
+    def tlsa(self, host, port=25):
+        return self.call({"tlsa": {"host": host, "port": port}})["policy"]
+
+    def stats(self):
+        return self.call("stats")["stats"]
+
+
+def record(policy_answer):
+    """The parsed record of a policy answer (`spf`, `dkim_key`, `atps`), or None."""
+    data = policy_answer["answer"]["data"]
+    if not isinstance(data, dict):
+        return None
+    (kind, found), = data.items()
+    if isinstance(found, dict) and "valid" in found:
+        return found["valid"]["policy"]
+    return None

@@ -1,0 +1,818 @@
+//! The sidecar end to end, on real sockets: the socket server started in process
+//! (`serve::run(listener, ...)`) over a resolver whose upstream is a real authoritative server on
+//! loopback (hickory-server, `tests/dnsserver/`); the async client, the blocking client, the CLI
+//! (a subprocess), the Python client and DNS clients (hickory, and `dig` when installed) all get
+//! the same answers; pipelining, many connections, the bad-input suite, access control, the
+//! admin endpoint, and a warm restart of the real daemon binary.
+
+mod dnsserver;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dnsserver::{TestDns, Zone};
+use mailpolicyd::client::{BlockingClient, Client, ClientError};
+use mailpolicyd::policy::dmarc::Disposition;
+use mailpolicyd::proto::{self, Op, Outcome, Reply, Request, Response};
+use mailpolicyd::resolve::discover::PolicyTag;
+use mailpolicyd::resolve::{Data, Found, Resolver, ResolverConfig, Source};
+use mailpolicyd::serve::{self, Service, SocketConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio_util::sync::CancellationToken;
+
+const SPF: &str = "v=spf1 ip4:192.0.2.0/24 include:_spf.example.net -all";
+
+fn zones() -> Vec<Zone> {
+    let key = include_str!("data/dkim/rsa2048.spki.b64");
+    let dkim = format!("v=DKIM1; k=rsa; p={key}");
+    let parts: Vec<String> = dkim
+        .as_bytes()
+        .chunks(255)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect();
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let a = hickory_server::proto::rr::RData::A(hickory_server::proto::rr::rdata::A(
+        "192.0.2.1".parse().unwrap(),
+    ));
+    vec![
+        Zone::new("test.", 300),
+        Zone::new("example.test.", 300)
+            .txt("@", 3600, &[SPF])
+            .txt(
+                "_dmarc",
+                3600,
+                &["v=DMARC1; p=reject; sp=quarantine; rua=mailto:d@example.test"],
+            )
+            .txt("s1._domainkey", 3600, &parts)
+            .txt("xn--bcher-kva", 3600, &["v=spf1 -all"])
+            .record("sub", 3600, a),
+    ]
+}
+
+struct Daemon {
+    socket: PathBuf,
+    dns: TestDns,
+    service: Arc<Service>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_with(socket_cfg: SocketConfig) -> Daemon {
+    let dns = TestDns::start(zones()).await;
+    let mut cfg = ResolverConfig::default();
+    cfg.upstream.servers = vec![dns.addr];
+    cfg.upstream.timeout = Duration::from_millis(500);
+    cfg.limits.per_second = 100_000;
+    cfg.limits.burst = 100_000;
+    let service = Service::new(Resolver::new(cfg).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mp.sock");
+    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(serve::run(
+        listener,
+        service.clone(),
+        socket_cfg,
+        shutdown.clone(),
+    ));
+    Daemon {
+        socket,
+        dns,
+        service,
+        shutdown,
+        task,
+        _dir: dir,
+    }
+}
+
+async fn start() -> Daemon {
+    start_with(SocketConfig::default()).await
+}
+
+fn spf_json(p: &proto::PolicyAnswer) -> serde_json::Value {
+    match &p.answer.data {
+        Data::Spf(Found::Valid(r)) => serde_json::to_value(&r.policy).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_gets_the_same_answers() {
+    let d = start().await;
+    // Async client.
+    let c = Client::connect(&d.socket).await.unwrap();
+    let spf = c.spf("example.test").await.unwrap();
+    assert_eq!(spf.source, Source::Miss);
+    let want = spf_json(&spf);
+    assert_eq!(c.spf("example.test").await.unwrap().source, Source::Hit);
+    let dm = c.dmarc("sub.example.test").await.unwrap();
+    assert_eq!(dm.found_at.as_deref(), Some("example.test"));
+    assert_eq!(dm.applied, Some((PolicyTag::Sp, Disposition::Quarantine)));
+    let key = c.dkim_key("s1", "example.test").await.unwrap();
+    assert!(
+        matches!(&key.answer.data, Data::DkimKey(Found::Valid(k)) if k.policy.key_bits == Some(2048))
+    );
+
+    // Blocking client.
+    let path = d.socket.clone();
+    let blocking = tokio::task::spawn_blocking(move || {
+        let mut b = BlockingClient::connect(&path, Duration::from_secs(5)).unwrap();
+        match b
+            .call(Op::Spf {
+                domain: "EXAMPLE.test.".into(),
+            })
+            .unwrap()
+        {
+            Reply::Policy(p) => spf_json(&p),
+            other => panic!("{other:?}"),
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(blocking, want);
+
+    // The CLI, as a subprocess.
+    let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+        .args([
+            "query",
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "--json",
+            "spf",
+            "example.test",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        cli["policy"]["answer"]["data"]["spf"]["valid"]["policy"],
+        want
+    );
+    let human = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+        .args([
+            "query",
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "dmarc",
+            "sub.example.test",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("applies: Sp = quarantine"), "{text}");
+    let stats = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+        .args(["stats", "--socket", d.socket.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(stats.status.success());
+    let bad = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+        .args([
+            "query",
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "spf",
+            "a..b",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let gone = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+        .args(["stats", "--socket", "/nonexistent/mp.sock"])
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(69));
+
+    // The Python client (stdlib only), speaking JSON lines.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python/check_client.py");
+    let py = Command::new("python3")
+        .arg(&script)
+        .arg(&d.socket)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let py: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(py["spf"], want);
+    assert_eq!(py["dmarc_found_at"], "example.test");
+    assert_eq!(py["dmarc_applied"], serde_json::json!(["sp", "quarantine"]));
+    assert_eq!(py["dkim_bits"], 2048);
+    assert_eq!(py["bad_name"], "invalid_name");
+
+    // All of the above asked upstream for the SPF record once.
+    assert_eq!(d.dns.log.count("example.test"), 1);
+    d.shutdown.cancel();
+    d.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_front_end_answers_from_the_same_cache() {
+    let d = start().await;
+    let shutdown = CancellationToken::new();
+    let addr = serve::dns::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        d.service.clone(),
+        false,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    // hickory as the DNS client.
+    let mut cfg = ResolverConfig::default();
+    cfg.upstream.servers = vec![addr];
+    let via_dns = Resolver::new(cfg).unwrap();
+    let l = via_dns
+        .lookup(
+            mailpolicyd::resolve::Kind::Txt,
+            "example.test",
+            Instant::now(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(&l.answer.data, Data::Txt(t) if t == &vec![SPF.to_owned()]));
+    // A 400-byte DKIM record comes back whole (split into 255-byte strings on the wire).
+    let key = via_dns
+        .lookup(
+            mailpolicyd::resolve::Kind::DkimKey,
+            "s1._domainkey.example.test",
+            Instant::now(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&key.answer.data, Data::DkimKey(Found::Valid(k)) if k.policy.key_bits == Some(2048))
+    );
+    // NXDOMAIN passes through; other types are refused.
+    let nx = via_dns
+        .lookup(
+            mailpolicyd::resolve::Kind::Txt,
+            "nope.example.test",
+            Instant::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(nx.answer.rcode, mailpolicyd::resolve::Rcode::NxDomain);
+    let refused = via_dns
+        .lookup(
+            mailpolicyd::resolve::Kind::A,
+            "sub.example.test",
+            Instant::now(),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(mailpolicyd::resolve::ResolveError::Refused)),
+        "{refused:?}"
+    );
+    // The socket clients see the DNS front-end's fill as a hit.
+    let upstream_before = d.dns.log.count("example.test");
+    assert_eq!(upstream_before, 1);
+
+    // dig, when installed (CI installs it).
+    match Command::new("dig")
+        .args([
+            "+short",
+            "-p",
+            &addr.port().to_string(),
+            "@127.0.0.1",
+            "TXT",
+            "example.test",
+        ])
+        .output()
+    {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(text.trim(), format!("\"{SPF}\""));
+        }
+        Err(_) => {
+            assert!(
+                std::env::var_os("MAILPOLICYD_REQUIRE_TOOLS").is_none(),
+                "dig is required here"
+            );
+            println!("dig not installed: the dig half of this test was skipped");
+        }
+    }
+    assert_eq!(
+        d.dns.log.count("example.test"),
+        1,
+        "every DNS client was answered from the cache"
+    );
+    shutdown.cancel();
+    d.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelining_and_many_connections() {
+    let d = start().await;
+    // 1,000 requests written at once on one raw connection; every id answered once.
+    let mut s = UnixStream::connect(&d.socket).await.unwrap();
+    let mut frames = Vec::new();
+    for id in 1..=1000u64 {
+        let op = if id % 2 == 0 {
+            Op::Spf {
+                domain: "example.test".into(),
+            }
+        } else {
+            Op::Spf {
+                domain: format!("n{id}.example.test"),
+            }
+        };
+        proto::encode_frame(&Request { id, op }, &mut frames).unwrap();
+    }
+    s.write_all(&frames).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..1000 {
+        let resp = read_frame(&mut s).await.unwrap();
+        let Outcome::Ok(Reply::Policy(p)) = &resp.result else {
+            panic!("{resp:?}")
+        };
+        let want = if resp.id % 2 == 0 {
+            "example.test".to_owned()
+        } else {
+            format!("n{}.example.test", resp.id)
+        };
+        assert_eq!(
+            p.answer.name, want,
+            "response {} matches its request",
+            resp.id
+        );
+        assert!(seen.insert(resp.id));
+    }
+    assert_eq!(seen.len(), 1000);
+
+    // The async client: 1,000 calls in flight on its one connection.
+    let c = Arc::new(Client::connect(&d.socket).await.unwrap());
+    let calls: Vec<_> = (0..1000)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { (i, c.spf(&format!("m{i}.example.test")).await) })
+        })
+        .collect();
+    for t in calls {
+        let (i, r) = t.await.unwrap();
+        assert_eq!(r.unwrap().answer.name, format!("m{i}.example.test"));
+    }
+
+    // 64 connections at once, 50 requests each.
+    let conns: Vec<_> = (0..64)
+        .map(|_| {
+            let path = d.socket.clone();
+            tokio::spawn(async move {
+                let c = Client::connect(&path).await.unwrap();
+                for _ in 0..50 {
+                    assert_eq!(
+                        spf_json(&c.spf("example.test").await.unwrap())["dns_lookups"],
+                        1
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in conns {
+        t.await.unwrap();
+    }
+    d.shutdown.cancel();
+}
+
+async fn read_frame(s: &mut UnixStream) -> Option<Response> {
+    let mut len = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))
+        .await
+        .ok()?
+        .ok()?;
+    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut payload).await.ok()?;
+    postcard::from_bytes(&payload).ok()
+}
+
+async fn read_line(s: &mut tokio::io::BufReader<UnixStream>) -> Option<Response> {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read_line(&mut line))
+        .await
+        .ok()?
+        .ok()?;
+    if n == 0 {
+        return None;
+    }
+    serde_json::from_str(&line).ok()
+}
+
+async fn closed(s: &mut UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut b)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+fn code(r: &Response) -> &str {
+    match &r.result {
+        Outcome::Error(e) => &e.code,
+        Outcome::Ok(_) => "ok",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_closes_only_the_offending_connection() {
+    let d = start().await;
+    let bystander = Client::connect(&d.socket).await.unwrap();
+    let still_fine = || async {
+        assert!(matches!(
+            bystander.call(Op::Ping).await.unwrap(),
+            Reply::Pong
+        ))
+    };
+
+    // A frame over 64 KiB: one error, then closed.
+    let mut s = UnixStream::connect(&d.socket).await.unwrap();
+    s.write_all(&(70_000u32).to_be_bytes()).await.unwrap();
+    let r = read_frame(&mut s).await.unwrap();
+    assert_eq!(code(&r), "frame_too_large");
+    assert!(closed(&mut s).await);
+    still_fine().await;
+
+    // A truncated frame: the peer stops writing mid-frame.
+    let mut s = UnixStream::connect(&d.socket).await.unwrap();
+    s.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
+    s.shutdown().await.unwrap();
+    assert_eq!(code(&read_frame(&mut s).await.unwrap()), "bad_frame");
+    still_fine().await;
+
+    // Garbage bytes in a well-sized frame.
+    let mut s = UnixStream::connect(&d.socket).await.unwrap();
+    let mut garbage = vec![0, 0, 0, 12];
+    garbage.extend_from_slice(&[0xff; 12]);
+    s.write_all(&garbage).await.unwrap();
+    assert_eq!(code(&read_frame(&mut s).await.unwrap()), "bad_frame");
+    assert!(closed(&mut s).await);
+    still_fine().await;
+
+    // Unknown op (a newer client's): answered, connection kept.
+    let mut s = UnixStream::connect(&d.socket).await.unwrap();
+    s.write_all(&[0, 0, 0, 3, 9, 200, 1]).await.unwrap();
+    let r = read_frame(&mut s).await.unwrap();
+    assert_eq!((r.id, code(&r)), (9, "unknown_op"));
+    let mut ping = Vec::new();
+    proto::encode_frame(
+        &Request {
+            id: 10,
+            op: Op::Ping,
+        },
+        &mut ping,
+    )
+    .unwrap();
+    s.write_all(&ping).await.unwrap();
+    assert_eq!(code(&read_frame(&mut s).await.unwrap()), "ok");
+
+    // Invalid names: errors, connection kept; a U-label becomes its A-label.
+    for (id, name) in [
+        (11u64, "a..example.test".to_owned()),
+        (12, format!("{}.example.test", "x".repeat(64))),
+        (13, "a.".repeat(150)),
+    ] {
+        let mut f = Vec::new();
+        proto::encode_frame(
+            &Request {
+                id,
+                op: Op::Spf { domain: name },
+            },
+            &mut f,
+        )
+        .unwrap();
+        s.write_all(&f).await.unwrap();
+        let r = read_frame(&mut s).await.unwrap();
+        assert_eq!((r.id, code(&r)), (id, "invalid_name"));
+    }
+    let mut f = Vec::new();
+    proto::encode_frame(
+        &Request {
+            id: 14,
+            op: Op::Spf {
+                domain: "bücher.example.test".into(),
+            },
+        },
+        &mut f,
+    )
+    .unwrap();
+    s.write_all(&f).await.unwrap();
+    let r = read_frame(&mut s).await.unwrap();
+    let Outcome::Ok(Reply::Policy(p)) = r.result else {
+        panic!()
+    };
+    assert_eq!(p.answer.name, "xn--bcher-kva.example.test");
+    assert!(matches!(&p.answer.data, Data::Spf(Found::Valid(_))));
+
+    // Wrong major version: one error, then closed.
+    let mut f = Vec::new();
+    proto::encode_frame(
+        &Request {
+            id: 15,
+            op: Op::Hello {
+                version: "2.0".into(),
+            },
+        },
+        &mut f,
+    )
+    .unwrap();
+    s.write_all(&f).await.unwrap();
+    assert_eq!(
+        code(&read_frame(&mut s).await.unwrap()),
+        "unsupported_version"
+    );
+    assert!(closed(&mut s).await);
+    still_fine().await;
+
+    // JSON: bad JSON and an unknown op are answered and the connection stays; an oversized
+    // line closes it.
+    let s = UnixStream::connect(&d.socket).await.unwrap();
+    let mut s = tokio::io::BufReader::new(s);
+    s.get_mut().write_all(b"{not json}\n").await.unwrap();
+    assert_eq!(code(&read_line(&mut s).await.unwrap()), "bad_json");
+    s.get_mut()
+        .write_all(b"{\"id\": 3, \"op\": {\"teleport\": {}}}\n")
+        .await
+        .unwrap();
+    let r = read_line(&mut s).await.unwrap();
+    assert_eq!((r.id, code(&r)), (3, "unknown_op"));
+    s.get_mut()
+        .write_all(b"{\"id\": 4, \"op\": {\"spf\": {\"domain\": \"\"}}}\n")
+        .await
+        .unwrap();
+    assert_eq!(code(&read_line(&mut s).await.unwrap()), "invalid_name");
+    s.get_mut()
+        .write_all(b"{\"id\": 5, \"op\": \"ping\"}\n")
+        .await
+        .unwrap();
+    assert_eq!(code(&read_line(&mut s).await.unwrap()), "ok");
+    let mut big = b"{\"id\": 6, \"op\": \"".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 70_000));
+    s.get_mut().write_all(&big).await.unwrap();
+    assert_eq!(code(&read_line(&mut s).await.unwrap()), "frame_too_large");
+    still_fine().await;
+    d.shutdown.cancel();
+}
+
+#[tokio::test]
+async fn socket_file_mode_and_stale_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/mp.sock");
+    let l = serve::socket::bind(&path, 0o660).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o660
+    );
+    drop(l);
+    // A stale socket file is replaced.
+    let l = serve::socket::bind(&path, 0o600).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    drop(l);
+    // Anything else is refused, and left alone.
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"precious").unwrap();
+    assert!(matches!(
+        serve::socket::bind(&file, 0o660),
+        Err(serve::socket::BindError::NotASocket(_))
+    ));
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_credential_allow_list() {
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    let uid = std::fs::metadata(probe.path()).unwrap().uid();
+    let gid = std::fs::metadata(probe.path()).unwrap().gid();
+    // An allow-list that excludes this process's uid and gid.
+    let d = start_with(SocketConfig {
+        allow_uids: vec![uid.wrapping_add(1)],
+        allow_gids: vec![gid.wrapping_add(1)],
+        ..SocketConfig::default()
+    })
+    .await;
+    let c = Client::connect(&d.socket).await.unwrap();
+    match c.call(Op::Ping).await {
+        Err(ClientError::Server(e)) => assert_eq!(e.code, "forbidden"),
+        other => panic!("{other:?}"),
+    }
+    d.shutdown.cancel();
+    // One that includes it.
+    let d = start_with(SocketConfig {
+        allow_uids: vec![uid],
+        ..SocketConfig::default()
+    })
+    .await;
+    let c = Client::connect(&d.socket).await.unwrap();
+    assert!(matches!(c.call(Op::Ping).await.unwrap(), Reply::Pong));
+    d.shutdown.cancel();
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoint() {
+    let d = start().await;
+    let listener = serve::admin::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(serve::admin::serve(
+        listener,
+        d.service.clone(),
+        stop.clone(),
+    ));
+    assert_eq!(http_get(addr, "/live").await.0, 200);
+    assert_eq!(
+        http_get(addr, "/ready").await.0,
+        503,
+        "not ready until the daemon says so"
+    );
+    d.service.set_ready(true);
+    assert_eq!(http_get(addr, "/ready").await.0, 200);
+    let c = Client::connect(&d.socket).await.unwrap();
+    c.spf("example.test").await.unwrap();
+    c.spf("example.test").await.unwrap();
+    let (status, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for m in [
+        "mailpolicyd_cache_hits_total{kind=\"spf\"} 1",
+        "mailpolicyd_cache_requests_total{kind=\"spf\"} 2",
+        "mailpolicyd_cache_entries",
+        "mailpolicyd_cache_bytes",
+        "mailpolicyd_prefetch_total",
+        "mailpolicyd_served_stale_total",
+        "mailpolicyd_coalesced_total",
+        "mailpolicyd_rate_limited_total",
+        "mailpolicyd_wildcard_marked_total",
+        "mailpolicyd_upstream_request_duration_seconds_bucket{le=\"+Inf\",rcode=\"noerror\"} 1",
+        "mailpolicyd_requests_total{op=\"spf\",result=\"ok\"} 2",
+        "mailpolicyd_request_duration_seconds_count",
+    ] {
+        assert!(body.contains(m), "missing {m} in\n{body}");
+    }
+    stop.cancel();
+    d.shutdown.cancel();
+}
+
+fn daemon(socket: &Path, dns: &TestDns, snapshot: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+        .args([
+            "serve",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--upstream",
+            &dns.addr.to_string(),
+            "--admin",
+            "",
+        ])
+        .args(["--snapshot", snapshot.to_str().unwrap()])
+        .env("MAILPOLICYD_LIMITS_PER_SECOND", "100000")
+        .env("MAILPOLICYD_LIMITS_BURST", "100000")
+        .env("MAILPOLICYD_LOG_LEVEL", "warn")
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_for_socket(path: &Path) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(c) = Client::connect(path).await
+            && c.call(Op::Ping).await.is_ok()
+        {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not come up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_is_warm() {
+    let mut zone = Zone::new("warm.test.", 300);
+    for i in 0..1000 {
+        zone = zone.txt(
+            &format!("n{i}"),
+            3600,
+            &[&format!("v=spf1 ip4:10.{}.{}.0/24 -all", i / 256, i % 256)],
+        );
+    }
+    let dns = TestDns::start(vec![zone]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, snapshot) = (dir.path().join("mp.sock"), dir.path().join("cache.snap"));
+
+    let mut child = daemon(&socket, &dns, &snapshot);
+    let c = wait_for_socket(&socket).await;
+    for i in 0..1000 {
+        c.spf(&format!("n{i}.warm.test")).await.unwrap();
+    }
+    assert_eq!(dns.log.len(), 1000);
+    drop(c);
+    let status = sigterm(&mut child);
+    assert_eq!(status.code(), Some(0), "SIGTERM drains and exits 0");
+    assert!(snapshot.exists());
+    assert!(!socket.exists(), "the socket file is removed on exit");
+
+    let mut child = daemon(&socket, &dns, &snapshot);
+    let c = wait_for_socket(&socket).await;
+    for i in 0..1000 {
+        let p = c.spf(&format!("n{i}.warm.test")).await.unwrap();
+        assert_eq!(p.source, Source::Hit);
+    }
+    assert_eq!(
+        dns.log.len(),
+        1000,
+        "the same 1,000 questions after a restart: 0 upstream queries"
+    );
+    drop(c);
+    assert_eq!(sigterm(&mut child).code(), Some(0));
+
+    // A corrupt snapshot is logged and ignored: the daemon still starts.
+    std::fs::write(&snapshot, b"garbage").unwrap();
+    let mut child = daemon(&socket, &dns, &snapshot);
+    let c = wait_for_socket(&socket).await;
+    assert_eq!(c.spf("n1.warm.test").await.unwrap().source, Source::Miss);
+    drop(c);
+    assert_eq!(sigterm(&mut child).code(), Some(0));
+}
+
+#[test]
+fn bad_configuration_exits_64_listing_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[socket]\nmode = \"9\"\n[upstream]\nservers = [\"nowhere\"]\n[cache]\nbogus = 1\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+        .args([
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--dns-listen",
+            "192.0.2.1:53",
+        ])
+        .env("MAILPOLICYD_LIMITS_BURST", "many")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "socket.mode",
+        "\"nowhere\"",
+        "cache.bogus",
+        "loopback",
+        "MAILPOLICYD_LIMITS_BURST",
+    ] {
+        assert!(err.contains(want), "missing {want}: {err}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+        .args(["config", "--print-default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[upstream]"));
+}
