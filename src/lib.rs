@@ -4,28 +4,34 @@
 //! # Layout
 //!
 //! ```text
-//!  operator ──argv──▶ main.rs ──▶ report            (`parse`: records → JSON, no DNS)
-//!
+//!  filter ──unix socket──▶ serve::socket ─┐   (proto: frames shared with client, CLI)
+//!  filter ──DNS on lo────▶ serve::dns ────┤
+//!  operator ──HTTP───────▶ serve::admin   │   (/live, /ready, /metrics: reads counters)
+//!  main.rs ──▶ config ──▶ serve::daemon ──┤   (signals, drain, snapshot)
+//!                                         ▼
 //!                     resolve::Resolver              the engine: one method per question
 //!        ┌──────────────┬─────┴────────┬───────────────────┐
 //!        ▼              ▼              ▼                   ▼
 //!  resolve::discover  resolve::limit  resolve::stats     orgdomain
-//!  (DMARC: PSL,       (governor per   (counters the      (PSL org domain,
-//!   tree walk, both)   org, wildcard   admin endpoint     RFC 9989 walk names
-//!        │             watch)          will read)         and selection)
+//!  (DMARC: PSL,       (governor per   (counters)         (PSL org domain,
+//!   tree walk, both)   org, wildcard                      RFC 9989 walk names
+//!        │             watch)                             and selection)
 //!        ▼
 //!  resolve::cache   moka: TTL and negative entries, prefetch, serve-stale, coalescing
+//!        │          (resolve::snapshot: persisted on shutdown, reloaded on start)
 //!        ▼
 //!  resolve::answer  upstream answer → parsed policy (calls `policy`)
 //!        ▼
 //!  resolve::upstream  hickory-resolver (cache off; DNSSEC-validating twin for TLSA)
 //!
 //!  policy::{dmarc, spf, dkim, atps, tlsa}  pure parsers (policy::tag: the tag=value lexer)
+//!  report: the `parse` command's JSON;  client: async and blocking socket clients
 //! ```
 //!
 //! Data flows one way: `policy` imports nothing from the rest of the crate and does no I/O;
 //! `orgdomain` is pure too; `resolve` knows nothing of sockets; only `resolve::upstream` talks
-//! to DNS, and it never parses record text (`resolve::answer` hands it to `policy`).
+//! to DNS, and it never parses record text (`resolve::answer` hands it to `policy`); `serve`
+//! turns frames into `Resolver` calls and knows nothing of DNS internals.
 #![forbid(unsafe_code)]
 
 pub mod client;
