@@ -892,18 +892,27 @@ fn parse_directive(term: &str) -> Result<Directive, SpfError> {
     })
 }
 
-/// Splits `[:domain-spec][dual-cidr]` at the first '/' outside a `%{...}`.
+/// Splits `[:domain-spec][dual-cidr]`: the CIDR part is a trailing `/digits`, `//digits` or
+/// `/digits//digits`. A `/` followed by anything else belongs to the domain-spec (macro
+/// literals may hold `/` and `:`), so `a:foo:bar/baz.example.com` names that domain.
 fn split_cidr(arg: &str) -> (&str, &str) {
-    let mut depth = false;
-    for (i, c) in arg.char_indices() {
-        match c {
-            '{' => depth = true,
-            '}' => depth = false,
-            '/' if !depth => return (&arg[..i], &arg[i..]),
-            _ => {}
+    fn strip_num<'s>(s: &'s str, sep: &str) -> Option<&'s str> {
+        let digits = s.len() - s.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return None;
         }
+        s[..s.len() - digits].strip_suffix(sep)
     }
-    (arg, "")
+    let mut end = arg;
+    if let Some(rest) = strip_num(end, "//") {
+        end = rest;
+    }
+    if let Some(rest) = strip_num(end, "/")
+        && !rest.ends_with('/')
+    {
+        end = rest;
+    }
+    arg.split_at(end.len())
 }
 
 /// `dual-cidr-length = [ ip4-cidr-length ] [ "/" ip6-cidr-length ]`.

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod discover;
 pub mod limit;
 pub mod snapshot;
+pub mod spf;
 pub mod stats;
 pub mod upstream;
 
@@ -163,7 +164,8 @@ pub struct Resolver {
 }
 
 /// Lower-cases, strips one trailing dot, and checks RFC 1035 lengths (labels 1..=63 octets,
-/// name ≤ 253). The serving layer does IDNA before this.
+/// name ≤ 253) and characters (printable ASCII). The serving layer does IDNA, and the stricter
+/// host-name checks, before this.
 pub fn normalize_name(name: &str) -> Result<Arc<str>, ResolveError> {
     let n = name.strip_suffix('.').unwrap_or(name);
     let bad = |why: &str| ResolveError::InvalidName(format!("{name:?}: {why}").into());
@@ -180,8 +182,10 @@ pub fn normalize_name(name: &str) -> Result<Arc<str>, ResolveError> {
         if label.len() > 63 {
             return Err(bad("label longer than 63 octets"));
         }
-        if !label.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(bad("not ASCII (use A-labels)"));
+        // Any octet but control characters: DNS labels are binary (RFC 2181 §11), and SPF
+        // macro expansion can produce spaces and '%'. Non-ASCII must arrive as A-labels.
+        if !label.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(bad("control or non-ASCII characters (use A-labels)"));
         }
     }
     Ok(Arc::from(n.to_ascii_lowercase()))

@@ -212,7 +212,7 @@ impl Upstream {
                 continue; // CNAMEs and RRSIGs
             }
             ttl = ttl.min(r.ttl);
-            found_at.get_or_insert_with(|| lower_name(&r.name.to_ascii()));
+            found_at.get_or_insert_with(|| lower_name(&r.name));
             // The weakest proof among the RRset's records is the RRset's.
             proof = Some(match proof {
                 None => r.proof,
@@ -223,8 +223,8 @@ impl Upstream {
                 RData::TLSA(t) => tlsa.push(t.clone()),
                 RData::A(a) => addrs.push(IpAddr::V4(a.0)),
                 RData::AAAA(a) => addrs.push(IpAddr::V6(a.0)),
-                RData::MX(m) => mx.push((m.preference, lower_name(&m.exchange.to_ascii()))),
-                RData::PTR(p) => names.push(lower_name(&p.0.to_ascii())),
+                RData::MX(m) => mx.push((m.preference, lower_name(&m.exchange))),
+                RData::PTR(p) => names.push(lower_name(&p.0)),
                 _ => {}
             }
         }
@@ -252,8 +252,13 @@ impl Upstream {
     }
 }
 
-fn lower_name(s: &str) -> String {
-    s.trim_end_matches('.').to_ascii_lowercase()
+/// A name as its raw labels joined by dots, lower-case, no final dot. Not `to_ascii()`, which
+/// escapes octets such as ':' or '/' that SPF targets may legitimately hold.
+fn lower_name(n: &Name) -> String {
+    n.iter()
+        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn status(p: Proof) -> DnssecStatus {

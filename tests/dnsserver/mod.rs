@@ -99,6 +99,14 @@ impl Zone {
         self
     }
 
+    /// Adds any record at an already-built owner name (labels may hold any octets).
+    pub fn record_at(mut self, owner: Name, ttl: u32, rdata: RData) -> Zone {
+        self.serial += 1;
+        self.handler
+            .upsert_mut(Record::from_rdata(owner, ttl, rdata), self.serial);
+        self
+    }
+
     /// The origin.
     pub fn origin(&self) -> &Name {
         &self.origin
@@ -142,11 +150,14 @@ impl QueryLog {
     }
 }
 
+/// Names that never answer, each with the record types it still answers.
+type Silenced = Arc<Mutex<Vec<(String, Vec<RecordType>)>>>;
+
 struct Handler {
     catalog: Arc<RwLock<Catalog>>,
     log: QueryLog,
     down: Arc<AtomicBool>,
-    silent: Arc<Mutex<Vec<String>>>,
+    silent: Silenced,
 }
 
 #[async_trait::async_trait]
@@ -168,9 +179,13 @@ impl RequestHandler for Handler {
             self.log.0.lock().unwrap().push((name.clone(), *rtype));
         }
         let drop_it = self.down.load(Ordering::SeqCst)
-            || query
-                .as_ref()
-                .is_some_and(|(n, _)| self.silent.lock().unwrap().iter().any(|s| s == n));
+            || query.as_ref().is_some_and(|(n, t)| {
+                self.silent
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|(s, answered)| s == n && !answered.contains(t))
+            });
         if drop_it {
             // No answer at all: the client times out, as with a dead or filtered upstream.
             let metadata = Metadata::response_from_request(&request.metadata);
@@ -194,7 +209,7 @@ pub struct TestDns {
     pub log: QueryLog,
     catalog: Arc<RwLock<Catalog>>,
     down: Arc<AtomicBool>,
-    silent: Arc<Mutex<Vec<String>>>,
+    silent: Silenced,
 }
 
 impl TestDns {
@@ -264,6 +279,14 @@ impl TestDns {
 
     /// Never answers queries for `name` (lower-case, no final dot).
     pub fn silence(&self, name: &str) {
-        self.silent.lock().unwrap().push(name.to_owned());
+        self.silence_except(name, &[]);
+    }
+
+    /// Never answers queries for `name` except those of the `answered` types.
+    pub fn silence_except(&self, name: &str, answered: &[RecordType]) {
+        self.silent
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), answered.to_vec()));
     }
 }
