@@ -20,6 +20,8 @@ use crate::proto::{
     self, DmarcAnswer, Op, Outcome, PolicyAnswer, Reply, Request, Response, WireError,
 };
 use crate::resolve::StatsSnapshot;
+use crate::resolve::evaluate::{DmarcInput, DmarcVerdict};
+use crate::resolve::spf::SpfCheck;
 
 /// What can go wrong talking to the daemon.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +186,7 @@ impl Client {
             })
             .await?
         {
-            Reply::Dmarc(d) => Ok(d),
+            Reply::Dmarc(d) => Ok(*d),
             _ => Err(ClientError::Unexpected),
         }
     }
@@ -242,10 +244,38 @@ impl Client {
         )
     }
 
+    /// SPF check_host() for a connection.
+    pub async fn spf_check(
+        &self,
+        ip: &str,
+        mail_from: &str,
+        helo: &str,
+    ) -> Result<SpfCheck, ClientError> {
+        match self
+            .call(Op::SpfCheck {
+                ip: ip.into(),
+                mail_from: mail_from.into(),
+                helo: helo.into(),
+            })
+            .await?
+        {
+            Reply::SpfCheck(c) => Ok(*c),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// The DMARC verdict for a message.
+    pub async fn dmarc_evaluate(&self, input: DmarcInput) -> Result<DmarcVerdict, ClientError> {
+        match self.call(Op::DmarcEvaluate(input)).await? {
+            Reply::DmarcVerdict(v) => Ok(*v),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
     /// The daemon's counters.
     pub async fn stats(&self) -> Result<StatsSnapshot, ClientError> {
         match self.call(Op::Stats).await? {
-            Reply::Stats(s) => Ok(s),
+            Reply::Stats(s) => Ok(*s),
             _ => Err(ClientError::Unexpected),
         }
     }

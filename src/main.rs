@@ -15,6 +15,8 @@ use mailpolicyd::policy::atps::AtpsHash;
 use mailpolicyd::proto::{Op, Reply};
 use mailpolicyd::report::{self, Kind};
 use mailpolicyd::resolve::Data;
+use mailpolicyd::resolve::evaluate::{DkimIdentity, DkimResult, DmarcInput, SpfIdentity};
+use mailpolicyd::resolve::spf::SpfResult;
 
 /// A caching sidecar that answers mail filters' DMARC, SPF, DKIM, ATPS and TLSA questions.
 #[derive(Parser)]
@@ -107,6 +109,29 @@ enum QueryWhat {
     },
     /// TLSA records of an MX host.
     Tlsa { host: String, port: Option<u16> },
+    /// SPF check_host() for a connection: client IP, envelope sender ("" for the null
+    /// sender), HELO name.
+    SpfCheck {
+        ip: String,
+        mail_from: String,
+        helo: Option<String>,
+    },
+    /// The DMARC verdict for a message from FROM_DOMAIN.
+    DmarcEval {
+        from_domain: String,
+        /// The SPF result: DOMAIN:RESULT (e.g. example.com:pass).
+        #[arg(long, value_name = "DOMAIN:RESULT")]
+        spf: Option<String>,
+        /// A DKIM result: DOMAIN:SELECTOR:RESULT (repeatable).
+        #[arg(long, value_name = "DOMAIN:SELECTOR:RESULT")]
+        dkim: Vec<String>,
+        /// A DKIM2 forwarder domain (repeatable).
+        #[arg(long, value_name = "DOMAIN")]
+        forwarder: Vec<String>,
+        /// Seed for pct sampling (deterministic).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -290,6 +315,52 @@ fn print_reply(conn: &ConnArgs, what: &str, reply: &Reply) {
                 println!("  note: {n}");
             }
         }
+        Reply::SpfCheck(c) => {
+            println!("spf {} for {}: {}", c.identity, c.domain, c.result);
+            if let Some(m) = &c.mechanism {
+                println!("  matched: {m}");
+            }
+            if let Some(e) = &c.explanation {
+                println!("  explanation: {e}");
+            }
+            if let Some(p) = &c.problem {
+                println!("  problem: {p}");
+            }
+            println!(
+                "  DNS lookups {}, void lookups {}",
+                c.dns_lookups, c.void_lookups
+            );
+            println!("  Received-SPF: {}", c.received_spf);
+        }
+        Reply::DmarcVerdict(v) => {
+            println!("dmarc {}: {} → {}", v.from_domain, v.result, v.disposition);
+            if let (Some(at), Some(tag)) = (&v.found_at, &v.applied) {
+                println!("  policy from _dmarc.{at} ({:?}), tag {tag:?}", v.reason);
+            }
+            if let Some(s) = &v.spf {
+                println!(
+                    "  spf {}: passed {}, aligned {} ({})",
+                    s.domain, s.passed, s.aligned, s.mode
+                );
+            }
+            for d in &v.dkim {
+                println!(
+                    "  dkim {}: passed {}, aligned {} ({})",
+                    d.domain, d.passed, d.aligned, d.mode
+                );
+            }
+            for (i, c) in v.candidates.iter().enumerate() {
+                let won = if Some(i) == v.winner {
+                    " (applied)"
+                } else {
+                    ""
+                };
+                println!("  candidate {}: {}={}{won}", c.source, c.tag, c.disposition);
+            }
+            for n in &v.notes {
+                println!("  note: {n}");
+            }
+        }
         Reply::Stats(s) => {
             println!("upstream queries: {}", s.upstream_total());
             for (k, n) in &s.hits {
@@ -416,6 +487,69 @@ fn query(conn: ConnArgs, what: QueryWhat) -> ExitCode {
             )
         }
         QueryWhat::Tlsa { host, port } => ("tlsa", Op::Tlsa { host, port }),
+        QueryWhat::SpfCheck {
+            ip,
+            mail_from,
+            helo,
+        } => {
+            let helo = helo.unwrap_or_else(|| {
+                mail_from
+                    .rsplit_once('@')
+                    .map_or(String::new(), |(_, d)| d.to_owned())
+            });
+            (
+                "spf-check",
+                Op::SpfCheck {
+                    ip,
+                    mail_from,
+                    helo,
+                },
+            )
+        }
+        QueryWhat::DmarcEval {
+            from_domain,
+            spf,
+            dkim,
+            forwarder,
+            seed,
+        } => {
+            let spf = match spf.as_deref().map(|s| s.rsplit_once(':')) {
+                None => None,
+                Some(Some((domain, result))) => match SpfResult::from_token(result) {
+                    Some(result) => Some(SpfIdentity {
+                        domain: domain.to_owned(),
+                        result,
+                    }),
+                    None => return usage(&format!("--spf: {result:?} is not an SPF result")),
+                },
+                Some(None) => return usage("--spf takes DOMAIN:RESULT"),
+            };
+            let mut sigs = Vec::new();
+            for d in dkim {
+                let parts: Vec<&str> = d.split(':').collect();
+                let [domain, selector, result] = parts[..] else {
+                    return usage("--dkim takes DOMAIN:SELECTOR:RESULT");
+                };
+                let Some(result) = DkimResult::from_token(result) else {
+                    return usage(&format!("--dkim: {result:?} is not a DKIM result"));
+                };
+                sigs.push(DkimIdentity {
+                    domain: domain.to_owned(),
+                    selector: selector.to_owned(),
+                    result,
+                });
+            }
+            (
+                "dmarc-eval",
+                Op::DmarcEvaluate(DmarcInput {
+                    from_domain,
+                    spf,
+                    dkim: sigs,
+                    forwarders: forwarder,
+                    seed,
+                }),
+            )
+        }
     };
     let mut client = match connect(&conn) {
         Ok(c) => c,
@@ -439,6 +573,11 @@ fn query(conn: ConnArgs, what: QueryWhat) -> ExitCode {
             ExitCode::from(69)
         }
     }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("mailpolicyd: {msg}");
+    ExitCode::from(2)
 }
 
 fn query_stats(conn: ConnArgs) -> ExitCode {

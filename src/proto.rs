@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::policy::atps::AtpsHash;
 use crate::policy::dmarc::Disposition;
 use crate::resolve::discover::{FoundAt, PolicyTag};
+use crate::resolve::evaluate::{DmarcInput, DmarcVerdict};
+use crate::resolve::spf::SpfCheck;
 use crate::resolve::{Answer, ResolveError, Source, StatsSnapshot};
 
 /// Protocol major version: a client announcing another major is refused.
@@ -81,11 +83,22 @@ pub enum Op {
         /// The port.
         port: Option<u16>,
     },
+    /// SPF `check_host()` for a connection (RFC 7208).
+    SpfCheck {
+        /// The client IP address.
+        ip: String,
+        /// The envelope sender (empty for the null sender: the HELO name is checked).
+        mail_from: String,
+        /// The HELO/EHLO name.
+        helo: String,
+    },
+    /// The DMARC verdict for a message.
+    DmarcEvaluate(DmarcInput),
 }
 
 /// The number of [`Op`] variants this build knows (binary frames with a larger variant index
 /// are answered `unknown_op` without closing the connection).
-pub const OP_COUNT: u32 = 8;
+pub const OP_COUNT: u32 = 10;
 
 impl Op {
     /// A stable label (metrics).
@@ -99,6 +112,8 @@ impl Op {
             Op::DkimKey { .. } => "dkim_key",
             Op::Atps { .. } => "atps",
             Op::Tlsa { .. } => "tlsa",
+            Op::SpfCheck { .. } => "spf_check",
+            Op::DmarcEvaluate(_) => "dmarc_evaluate",
         }
     }
 }
@@ -136,11 +151,15 @@ pub enum Reply {
     /// To `Ping`.
     Pong,
     /// To `Stats`.
-    Stats(StatsSnapshot),
+    Stats(Box<StatsSnapshot>),
     /// To `Spf`, `DkimKey`, `Atps`, `Tlsa`.
     Policy(PolicyAnswer),
     /// To `Dmarc`.
-    Dmarc(DmarcAnswer),
+    Dmarc(Box<DmarcAnswer>),
+    /// To `SpfCheck`.
+    SpfCheck(Box<SpfCheck>),
+    /// To `DmarcEvaluate`.
+    DmarcVerdict(Box<DmarcVerdict>),
 }
 
 /// One cached answer with its provenance.

@@ -816,3 +816,102 @@ fn bad_configuration_exits_64_listing_every_problem() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("[upstream]"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evaluation_ops_over_the_socket() {
+    use mailpolicyd::resolve::evaluate::{DkimIdentity, DkimResult, DmarcInput, DmarcResult};
+    use mailpolicyd::resolve::spf::SpfResult;
+    let d = start().await;
+    let c = Client::connect(&d.socket).await.unwrap();
+    let spf = c
+        .spf_check("192.0.2.5", "user@example.test", "mx.example.test")
+        .await
+        .unwrap();
+    assert_eq!(spf.result, SpfResult::Pass);
+    assert_eq!(spf.mechanism.as_deref(), Some("ip4:192.0.2.0/24"));
+    let before = d.dns.log.len();
+    assert_eq!(
+        c.spf_check("192.0.2.5", "user@example.test", "mx.example.test")
+            .await
+            .unwrap(),
+        spf
+    );
+    assert_eq!(
+        d.dns.log.len(),
+        before,
+        "the second SpfCheck asks nothing upstream"
+    );
+    match c
+        .call(Op::SpfCheck {
+            ip: "not-an-ip".into(),
+            mail_from: "a@example.test".into(),
+            helo: "h".into(),
+        })
+        .await
+    {
+        Err(ClientError::Server(e)) => assert_eq!(e.code, "invalid_ip"),
+        other => panic!("{other:?}"),
+    }
+    let v = c
+        .dmarc_evaluate(DmarcInput {
+            from_domain: "sub.example.test".into(),
+            dkim: vec![DkimIdentity {
+                domain: "other.test".into(),
+                selector: "s".into(),
+                result: DkimResult::Pass,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (v.result, v.disposition),
+        (DmarcResult::Fail, Disposition::Quarantine)
+    );
+
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+            .args(["query", "--socket", d.socket.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = cli(&[
+        "spf-check",
+        "192.0.2.5",
+        "user@example.test",
+        "mx.example.test",
+    ]);
+    assert!(
+        text.contains("spf mailfrom for example.test: pass"),
+        "{text}"
+    );
+    assert!(text.contains("Received-SPF: pass"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&cli(&[
+        "--json",
+        "dmarc-eval",
+        "sub.example.test",
+        "--spf",
+        "example.test:pass",
+    ]))
+    .unwrap();
+    assert_eq!(json["dmarc_verdict"]["result"], "pass");
+    // No np= in the record: a non-existent subdomain gets sp (RFC 9989 §4.7).
+    let text = cli(&[
+        "dmarc-eval",
+        "ghost.example.test",
+        "--dkim",
+        "other.test:s1:pass",
+    ]);
+    assert!(
+        text.contains("fail → quarantine") && text.contains("np=quarantine"),
+        "{text}"
+    );
+    d.shutdown.cancel();
+}

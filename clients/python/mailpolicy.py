@@ -101,6 +101,16 @@ class Client:
     def tlsa(self, host, port=25):
         return self.call({"tlsa": {"host": host, "port": port}})["policy"]
 
+    def spf_check(self, ip, mail_from, helo):
+        """SPF check_host(): {"result": "pass", "mechanism": ..., "received_spf": ...}."""
+        return self.call({"spf_check": {"ip": ip, "mail_from": mail_from, "helo": helo}})["spf_check"]
+
+    def dmarc_evaluate(self, from_domain, spf=None, dkim=(), forwarders=(), seed=None):
+        """The DMARC verdict. spf: {"domain", "result"}; dkim: [{"domain", "selector", "result"}]."""
+        op = {"from_domain": from_domain, "spf": spf, "dkim": list(dkim),
+              "forwarders": list(forwarders), "seed": seed}
+        return self.call({"dmarc_evaluate": op})["dmarc_verdict"]
+
     def stats(self):
         return self.call("stats")["stats"]
 

@@ -9,6 +9,7 @@
 pub mod answer;
 pub mod cache;
 pub mod discover;
+pub mod evaluate;
 pub mod limit;
 pub mod snapshot;
 pub mod spf;

@@ -97,7 +97,7 @@ impl Service {
         match op {
             Op::Hello { .. } => Outcome::Ok(hello()),
             Op::Ping => Outcome::Ok(Reply::Pong),
-            Op::Stats => Outcome::Ok(Reply::Stats(r.stats().await)),
+            Op::Stats => Outcome::Ok(Reply::Stats(Box::new(r.stats().await))),
             Op::Spf { domain } => match proto::normalize_domain(&domain) {
                 Ok(d) => policy(r.spf(&d, now).await),
                 Err(e) => Outcome::Error(e),
@@ -128,11 +128,33 @@ impl Service {
                 Ok(h) => policy(r.tlsa(&h, port.unwrap_or(25), now).await),
                 Err(e) => Outcome::Error(e),
             },
+            Op::SpfCheck {
+                ip,
+                mail_from,
+                helo,
+            } => match ip.trim().parse::<std::net::IpAddr>() {
+                Ok(ip) => Outcome::Ok(Reply::SpfCheck(Box::new(
+                    r.spf_check(ip, &mail_from, &helo, now).await,
+                ))),
+                Err(_) => Outcome::Error(WireError::new(
+                    "invalid_ip",
+                    format!("{ip:?} is not an IP address"),
+                )),
+            },
+            Op::DmarcEvaluate(mut input) => match proto::normalize_domain(&input.from_domain) {
+                Ok(d) => {
+                    input.from_domain = d;
+                    Outcome::Ok(Reply::DmarcVerdict(Box::new(
+                        r.dmarc_evaluate(&input, now).await,
+                    )))
+                }
+                Err(e) => Outcome::Error(e),
+            },
             Op::Dmarc { domain } => match proto::normalize_domain(&domain) {
                 Ok(d) => match r.dmarc(&d, now).await {
                     Ok(disc) => {
                         let source = disc.source();
-                        Outcome::Ok(Reply::Dmarc(DmarcAnswer {
+                        Outcome::Ok(Reply::Dmarc(Box::new(DmarcAnswer {
                             record: disc.answer.clone().zip(disc.answer_source).map(
                                 |(answer, (source, ttl))| PolicyAnswer {
                                     source,
@@ -149,7 +171,7 @@ impl Service {
                             source,
                             queries: disc.queries,
                             notes: disc.notes,
-                        }))
+                        })))
                     }
                     Err(e) => Outcome::Error(WireError::from(&e)),
                 },

@@ -1,0 +1,385 @@
+//! The DMARC verdict (RFC 7489 §6.6, RFC 9989 §4.4, §4.10, §5.3) over the cache: discover the
+//! policy, align the SPF- and DKIM-authenticated identifiers with the author domain (strict:
+//! identical; relaxed: the same organizational domain, by the configured discovery mode), and
+//! choose the disposition: `p`, `sp` or `np`; one level lower under RFC 9989 `t=y`; RFC 7489
+//! `pct` sampling (deterministic when a seed is given).
+//!
+//! Two proposed extensions, kept apart from the standard logic and reported as such:
+//! - must-pass (`adkim`/`aspf` = `p`, `rp`, `sp`): that mechanism must pass aligned for DMARC to
+//!   pass, so a domain can require both SPF and DKIM;
+//! - DKIM2 forwarders: each forwarder's record is fetched; its `fp=` (else `p=`) is a candidate,
+//!   and a failing message gets the strictest candidate; every candidate is listed.
+
+use std::hash::BuildHasher;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::discover::{DiscoveryMode, FoundAt, PolicyTag};
+use super::spf::SpfResult;
+use super::{ResolveError, Resolver};
+use crate::policy::dmarc::{Alignment, Disposition, TestMode};
+use crate::policy::str_enum;
+
+str_enum! {
+    /// A DKIM verification result (RFC 8601 §2.7.1).
+    pub enum DkimResult {
+        /// The signature verified.
+        Pass => "pass",
+        /// It did not.
+        Fail => "fail",
+        /// No signature.
+        None => "none",
+        /// Verified but rejected by local policy.
+        Policy => "policy",
+        /// Not evaluated to a conclusion.
+        Neutral => "neutral",
+        /// A transient error (e.g. the key lookup timed out).
+        TempError => "temperror",
+        /// A permanent error (e.g. a malformed signature).
+        PermError => "permerror",
+    }
+}
+
+str_enum! {
+    /// The DMARC result (RFC 9989 §4.8.2 / RFC 8601).
+    pub enum DmarcResult {
+        /// An aligned identifier passed (and any must-pass requirement is met).
+        Pass => "pass",
+        /// It did not.
+        Fail => "fail",
+        /// No DMARC policy applies to the author domain.
+        None => "none",
+        /// Discovery failed for a transient reason.
+        TempError => "temperror",
+    }
+}
+
+/// The SPF result for the RFC 5321.MailFrom (or HELO) identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpfIdentity {
+    /// The domain SPF evaluated.
+    pub domain: String,
+    /// Its result.
+    pub result: SpfResult,
+}
+
+/// One DKIM signature's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkimIdentity {
+    /// The `d=` domain.
+    pub domain: String,
+    /// The `s=` selector.
+    pub selector: String,
+    /// Its result.
+    pub result: DkimResult,
+}
+
+/// What the filter knows about a message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmarcInput {
+    /// The RFC 5322.From domain.
+    pub from_domain: String,
+    /// The SPF result, if SPF was evaluated.
+    pub spf: Option<SpfIdentity>,
+    /// The DKIM results, one per signature.
+    pub dkim: Vec<DkimIdentity>,
+    /// DKIM2 forwarder domains the message passed through (extension).
+    pub forwarders: Vec<String>,
+    /// Seed for RFC 7489 `pct` sampling (deterministic); without one the draw is random.
+    pub seed: Option<u64>,
+}
+
+/// One identifier's alignment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Aligned {
+    /// The identifier's domain.
+    pub domain: String,
+    /// Its authentication result passed.
+    pub passed: bool,
+    /// It aligns with the author domain under the record's mode.
+    pub aligned: bool,
+    /// `strict` or `relaxed`.
+    pub mode: String,
+    /// The identifier's organizational domain, when relaxed alignment needed it.
+    pub org_domain: Option<String>,
+}
+
+/// A policy candidate (the author's, or a forwarder's).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// `author` or the forwarder's domain.
+    pub source: String,
+    /// The disposition it asks for.
+    pub disposition: Disposition,
+    /// Where its record was found.
+    pub found_at: Option<String>,
+    /// Which tag gave it (`p`, `sp`, `np`, `fp`).
+    pub tag: String,
+}
+
+/// The verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmarcVerdict {
+    /// The DMARC result.
+    pub result: DmarcResult,
+    /// What to do with the message.
+    pub disposition: Disposition,
+    /// The author domain.
+    pub from_domain: String,
+    /// Where the applied record was found, and why it applies.
+    pub found_at: Option<String>,
+    /// Author, organizational or public suffix domain.
+    pub reason: Option<FoundAt>,
+    /// The author domain's organizational domain.
+    pub org_domain: Option<String>,
+    /// The tag that applied (`p`, `sp`, `np`).
+    pub applied: Option<PolicyTag>,
+    /// The SPF identifier's alignment.
+    pub spf: Option<Aligned>,
+    /// Each DKIM signature's alignment.
+    pub dkim: Vec<Aligned>,
+    /// Must-pass requirements (extension): (SPF required, DKIM required, met).
+    pub must_pass: Option<(bool, bool, bool)>,
+    /// RFC 9989 `t=y` lowered the disposition one level.
+    pub test_mode_downgrade: bool,
+    /// RFC 7489 `pct`: whether this message was in the sampled share (None when pct = 100).
+    pub pct_sampled: Option<bool>,
+    /// Policy candidates (the author's first, then each forwarder's).
+    pub candidates: Vec<Candidate>,
+    /// Index of the winning candidate.
+    pub winner: Option<usize>,
+    /// Human notes.
+    pub notes: Vec<String>,
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl Resolver {
+    /// The organizational domain for relaxed alignment, by the configured discovery mode.
+    async fn alignment_org(&self, domain: &str, now: Instant) -> Result<String, ResolveError> {
+        match self.config().discovery {
+            DiscoveryMode::Psl => Ok(self.org_of(domain)),
+            DiscoveryMode::TreeWalk | DiscoveryMode::Both => {
+                self.org_domain_treewalk(domain, now).await
+            }
+        }
+    }
+
+    async fn align(
+        &self,
+        id: &str,
+        passed: bool,
+        author: &str,
+        author_org: &mut Option<String>,
+        mode: Alignment,
+        now: Instant,
+    ) -> Result<Aligned, ResolveError> {
+        let id = super::normalize_name(id)?.to_string();
+        if mode.is_strict() {
+            return Ok(Aligned {
+                aligned: id == author,
+                domain: id,
+                passed,
+                mode: "strict".into(),
+                org_domain: None,
+            });
+        }
+        if id == author {
+            return Ok(Aligned {
+                domain: id,
+                passed,
+                aligned: true,
+                mode: "relaxed".into(),
+                org_domain: author_org.clone(),
+            });
+        }
+        if author_org.is_none() {
+            *author_org = Some(self.alignment_org(author, now).await?);
+        }
+        let org = self.alignment_org(&id, now).await?;
+        Ok(Aligned {
+            aligned: Some(&org) == author_org.as_ref(),
+            domain: id,
+            passed,
+            mode: "relaxed".into(),
+            org_domain: Some(org),
+        })
+    }
+
+    /// Evaluates DMARC for a message.
+    pub async fn dmarc_evaluate(&self, input: &DmarcInput, now: Instant) -> DmarcVerdict {
+        let mut v = DmarcVerdict {
+            result: DmarcResult::None,
+            disposition: Disposition::None,
+            from_domain: input.from_domain.clone(),
+            found_at: None,
+            reason: None,
+            org_domain: None,
+            applied: None,
+            spf: None,
+            dkim: Vec::new(),
+            must_pass: None,
+            test_mode_downgrade: false,
+            pct_sampled: None,
+            candidates: Vec::new(),
+            winner: None,
+            notes: Vec::new(),
+        };
+        let disc = match self.dmarc(&input.from_domain, now).await {
+            Ok(d) => d,
+            Err(e) => {
+                v.result = if e.is_temporary() {
+                    DmarcResult::TempError
+                } else {
+                    DmarcResult::None
+                };
+                v.notes.push(format!("policy discovery: {e}"));
+                return v;
+            }
+        };
+        v.from_domain = disc.domain.clone();
+        v.found_at = disc.found_at.clone();
+        v.reason = disc.reason;
+        v.notes.extend(disc.notes.iter().cloned());
+        let (Some(record), Some((tag, published))) =
+            (disc.record().map(|r| r.policy.clone()), disc.applied)
+        else {
+            v.notes
+                .push("no DMARC policy applies: DMARC does not apply to this message".into());
+            return v;
+        };
+        v.applied = Some(tag);
+        let author = disc.domain.clone();
+        let mut author_org = disc
+            .org_domain
+            .clone()
+            .filter(|_| self.config().discovery == DiscoveryMode::Psl);
+
+        // Identifier alignment (RFC 9989 §4.4).
+        let mut temp = None;
+        if let Some(s) = &input.spf {
+            match self
+                .align(
+                    &s.domain,
+                    s.result == SpfResult::Pass,
+                    &author,
+                    &mut author_org,
+                    record.aspf,
+                    now,
+                )
+                .await
+            {
+                Ok(a) => v.spf = Some(a),
+                Err(e) => temp = Some(e),
+            }
+        }
+        for d in &input.dkim {
+            match self
+                .align(
+                    &d.domain,
+                    d.result == DkimResult::Pass,
+                    &author,
+                    &mut author_org,
+                    record.adkim,
+                    now,
+                )
+                .await
+            {
+                Ok(a) => v.dkim.push(a),
+                Err(e) => temp = Some(e),
+            }
+        }
+        v.org_domain = author_org.or(disc.org_domain.clone());
+        if let Some(e) = temp
+            && e.is_temporary()
+        {
+            v.result = DmarcResult::TempError;
+            v.notes.push(format!("alignment: {e}"));
+            return v;
+        }
+        let spf_ok = v.spf.as_ref().is_some_and(|a| a.passed && a.aligned);
+        let dkim_ok = v.dkim.iter().any(|a| a.passed && a.aligned);
+        let mut pass = spf_ok || dkim_ok;
+        if record.aspf.must_pass() || record.adkim.must_pass() {
+            let met =
+                (!record.aspf.must_pass() || spf_ok) && (!record.adkim.must_pass() || dkim_ok);
+            v.must_pass = Some((record.aspf.must_pass(), record.adkim.must_pass(), met));
+            if pass && !met {
+                v.notes.push("an aligned pass, but a must-pass mechanism (non-standard extension) did not pass: fail".into());
+            }
+            pass &= met;
+        }
+        if pass {
+            v.result = DmarcResult::Pass;
+            return v;
+        }
+        v.result = DmarcResult::Fail;
+
+        // The author's disposition: the tag, then t=y, then pct.
+        let mut disposition = published;
+        if record.t == TestMode::Yes && disposition != Disposition::None {
+            disposition = disposition.downgraded();
+            v.test_mode_downgrade = true;
+        }
+        if record.pct < 100 {
+            let draw = match input.seed {
+                Some(seed) => splitmix(seed) % 100,
+                None => std::collections::hash_map::RandomState::new().hash_one(&author) % 100,
+            };
+            let sampled = draw < u64::from(record.pct);
+            v.pct_sampled = Some(sampled);
+            if !sampled {
+                // RFC 7489 §6.6.4: outside the sample, the next lower policy applies.
+                disposition = disposition.downgraded();
+            }
+        }
+        let tag_name = match tag {
+            PolicyTag::P => "p",
+            PolicyTag::Sp => "sp",
+            PolicyTag::Np => "np",
+        };
+        v.candidates.push(Candidate {
+            source: "author".into(),
+            disposition,
+            found_at: disc.found_at.clone(),
+            tag: tag_name.into(),
+        });
+
+        // DKIM2 forwarders (extension): each one's fp= (else p=) is a candidate.
+        for fwd in &input.forwarders {
+            match self.dmarc(fwd, now).await {
+                Ok(fd) => match fd.record().map(|r| r.policy.clone()) {
+                    Some(fr) => {
+                        let (disp, tag) = match fr.fp {
+                            Some(fp) => (fp, "fp"),
+                            None => (fr.p, "p"),
+                        };
+                        v.candidates.push(Candidate {
+                            source: fd.domain.clone(),
+                            disposition: disp,
+                            found_at: fd.found_at.clone(),
+                            tag: tag.into(),
+                        });
+                    }
+                    None => v.notes.push(format!("forwarder {fwd}: no DMARC record")),
+                },
+                Err(e) => v.notes.push(format!("forwarder {fwd}: {e}")),
+            }
+        }
+        let winner = v
+            .candidates
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (c.disposition.strictness(), std::cmp::Reverse(*i)))
+            .map(|(i, _)| i);
+        v.winner = winner;
+        v.disposition = winner.map_or(disposition, |i| v.candidates[i].disposition);
+        v
+    }
+}
