@@ -100,7 +100,7 @@ struct Stop(SpfResult, String);
 
 type Step<T> = Result<T, Stop>;
 
-fn temp(e: &ResolveError, what: &str) -> Stop {
+fn temp(e: &ResolveError, what: &dyn std::fmt::Display) -> Stop {
     Stop(SpfResult::TempError, format!("{what}: {e}"))
 }
 
@@ -176,7 +176,7 @@ impl<'a> Eval<'a> {
     }
 
     /// Counts one DNS-querying term; over the limit is a permerror.
-    fn count_lookup(&mut self, term: &str) -> Step<()> {
+    fn count_lookup(&mut self, term: &dyn std::fmt::Display) -> Step<()> {
         self.lookups += 1;
         if self.lookups > MAX_DNS_LOOKUPS {
             return Err(Stop(
@@ -187,7 +187,7 @@ impl<'a> Eval<'a> {
         Ok(())
     }
 
-    fn count_void(&mut self, term: &str) -> Step<()> {
+    fn count_void(&mut self, term: &dyn std::fmt::Display) -> Step<()> {
         self.voids += 1;
         if self.voids > MAX_VOID_LOOKUPS {
             return Err(Stop(
@@ -268,7 +268,12 @@ impl<'a> Eval<'a> {
     }
 
     /// Evaluates one mechanism: Ok(true) when it matches.
-    async fn matches(&mut self, mech: &Mechanism, domain: &str, term: &str) -> Step<bool> {
+    async fn matches(
+        &mut self,
+        mech: &Mechanism,
+        domain: &str,
+        term: &(dyn std::fmt::Display + Sync),
+    ) -> Step<bool> {
         let ip = self.ip;
         match mech {
             Mechanism::All => Ok(true),
@@ -401,14 +406,14 @@ impl<'a> Eval<'a> {
     }
 
     /// The record of `domain`: Ok(None) for "no SPF record".
-    async fn record(&mut self, domain: &str) -> Step<Option<SpfRecord>> {
+    async fn record(&mut self, domain: &str) -> Step<Option<std::sync::Arc<super::Answer>>> {
         let l = match self.resolver.lookup(Kind::Spf, domain, self.now).await {
             Ok(l) => l,
             Err(ResolveError::InvalidName(_)) => return Ok(None),
             Err(e) => return Err(temp(&e, &format!("SPF record of {domain}"))),
         };
         match &l.answer.data {
-            Data::Spf(Found::Valid(p)) => Ok(Some(p.policy.clone())),
+            Data::Spf(Found::Valid(_)) => Ok(Some(l.answer.clone())),
             Data::Spf(Found::Invalid(r)) => {
                 Err(Stop(SpfResult::PermError, format!("{domain}: {}", r.error)))
             }
@@ -425,14 +430,16 @@ impl<'a> Eval<'a> {
             if !checkable(&domain) {
                 return Ok(SpfResult::None);
             }
-            let Some(record) = self.record(&domain).await? else {
+            let Some(answer) = self.record(&domain).await? else {
+                return Ok(SpfResult::None);
+            };
+            let Some(record) = spf_of(&answer) else {
                 return Ok(SpfResult::None);
             };
             for d in &record.directives {
-                let term = d.to_string();
-                if self.matches(&d.mechanism, &domain, &term).await? {
+                if self.matches(&d.mechanism, &domain, d).await? {
                     if depth == 0 {
-                        self.mechanism = Some(term);
+                        self.mechanism = Some(d.to_string());
                     }
                     return Ok(d.qualifier.into());
                 }
@@ -459,7 +466,8 @@ impl<'a> Eval<'a> {
 
     /// The explanation for a fail (RFC 7208 §6.2): the `exp=` of the record that decided.
     async fn explanation(&mut self, domain: &str) -> Option<String> {
-        let record = self.record(domain).await.ok()??;
+        let answer = self.record(domain).await.ok()??;
+        let record = spf_of(&answer)?.clone();
         // Follow redirects to the record whose directive matched.
         let (record, at) = if record
             .directives
@@ -470,7 +478,8 @@ impl<'a> Eval<'a> {
             (record, domain.to_owned())
         } else {
             let target = self.expand(record.redirect.as_ref()?, domain).await;
-            (self.record(&target).await.ok()??, target)
+            let answer = self.record(&target).await.ok()??;
+            (spf_of(&answer)?.clone(), target)
         };
         let exp = record.exp.as_ref()?;
         let name = self.expand(exp, &at).await;
@@ -494,6 +503,14 @@ impl<'a> Eval<'a> {
         };
         let text = ms.expand(&self.ctx(&at, validated.as_deref()));
         text.is_ascii().then_some(text)
+    }
+}
+
+/// The SPF record an answer holds, when valid.
+fn spf_of(a: &super::Answer) -> Option<&SpfRecord> {
+    match &a.data {
+        Data::Spf(Found::Valid(p)) => Some(&p.policy),
+        _ => None,
     }
 }
 
