@@ -13,6 +13,7 @@
 //!        ┌──────────────┬─────┴────────┬───────────────────┐
 //!        ▼              ▼              ▼                   ▼
 //!  resolve::discover  resolve::limit  resolve::stats     orgdomain
+//!  resolve::spf (check_host), resolve::evaluate (DMARC verdict): over lookup()
 //!  (DMARC: PSL,       (governor per   (counters)         (PSL org domain,
 //!   tree walk, both)   org, wildcard                      RFC 9989 walk names
 //!        │             watch)                             and selection)
