@@ -13,7 +13,6 @@
 //!        ┌──────────────┬─────┴────────┬───────────────────┐
 //!        ▼              ▼              ▼                   ▼
 //!  resolve::discover  resolve::limit  resolve::stats     orgdomain
-//!  resolve::spf (check_host), resolve::evaluate (DMARC verdict): over lookup()
 //!  (DMARC: PSL,       (governor per   (counters)         (PSL org domain,
 //!   tree walk, both)   org, wildcard                      RFC 9989 walk names
 //!        │             watch)                             and selection)
@@ -25,6 +24,7 @@
 //!        ▼
 //!  resolve::upstream  hickory-resolver (cache off; DNSSEC-validating twin for TLSA)
 //!
+//!  resolve::spf (check_host) and resolve::evaluate (DMARC verdict) ask through lookup()
 //!  policy::{dmarc, spf, dkim, atps, tlsa}  pure parsers (policy::tag: the tag=value lexer)
 //!  report: the `parse` command's JSON;  client: async and blocking socket clients
 //! ```
