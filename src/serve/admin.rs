@@ -28,6 +28,13 @@ use crate::resolve::Resolver;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Liveness path.
+pub const LIVE_PATH: &str = "/live";
+/// Readiness path.
+pub const READY_PATH: &str = "/ready";
+/// Metrics path.
+pub const METRICS_PATH: &str = "/metrics";
+
 /// Request metrics, updated on every request.
 pub struct Metrics {
     requests: Family<Labels, Counter>,
@@ -245,9 +252,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let app = Router::new()
-        .route("/live", get(|| async { "ok\n" }))
+        .route(LIVE_PATH, get(|| async { "ok\n" }))
         .route(
-            "/ready",
+            READY_PATH,
             get(|State(s): State<Arc<Service>>| async move {
                 if s.is_ready() {
                     (StatusCode::OK, "ready\n")
@@ -257,7 +264,7 @@ pub async fn serve(
             }),
         )
         .route(
-            "/metrics",
+            METRICS_PATH,
             get(|State(s): State<Arc<Service>>| async move {
                 (
                     [(
