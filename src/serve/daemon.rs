@@ -46,6 +46,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "snapshot ignored"),
         }
     }
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
     if let Some(note) = &cfg.socket_note {
         tracing::warn!("{note}");
     }
