@@ -178,6 +178,11 @@ def main(results, versions, work, md_path, svg_path):
             pass
     svg(curves, svg_path)
     lines += ["", "![latency by percentile](latency.svg)", ""]
+    import os
+    profile = os.path.join(os.path.dirname(os.path.abspath(__file__)), "PROFILE.md")
+    if os.path.exists(profile):
+        with open(profile) as f:
+            lines += ["", f.read()]
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -412,15 +412,17 @@ fn conn_load(
             if have - at - 4 < len {
                 break;
             }
-            let resp: Response = postcard::from_bytes(&buf[at + 4..at + 4 + len]).unwrap();
+            // Like the UDP client, which reads the DNS id and rcode and not the records: the id
+            // and whether the outcome is an error, without decoding the answer.
+            let (rid, is_error) = peek(&buf[at + 4..at + 4 + len]);
             at += 4 + len;
             outstanding -= 1;
-            if let Some(t) = sent_at.get_mut(resp.id as usize).and_then(Option::take) {
+            if let Some(t) = sent_at.get_mut(rid as usize).and_then(Option::take) {
                 let _ = hist
                     .record(u64::try_from(now.duration_since(t).as_nanos()).unwrap_or(u64::MAX));
             }
             done += 1;
-            if matches!(resp.result, proto::Outcome::Error(_)) {
+            if is_error {
                 errors += 1;
             }
             if now < deadline {
@@ -438,6 +440,17 @@ fn conn_load(
         }
     }
     (done, errors, hist)
+}
+
+/// The response id and whether its outcome is `Error` (postcard: varint id, then the outcome's
+/// variant index, 0 = Ok, 1 = Error).
+fn peek(payload: &[u8]) -> (u64, bool) {
+    match postcard::take_from_bytes::<u64>(payload)
+        .and_then(|(id, rest)| postcard::take_from_bytes::<u32>(rest).map(|(v, _)| (id, v)))
+    {
+        Ok((id, variant)) => (id, variant != 0),
+        Err(_) => (0, true),
+    }
 }
 
 fn socket_load(
