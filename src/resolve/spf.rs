@@ -114,6 +114,15 @@ fn checkable(domain: &str) -> bool {
             .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_graphic()))
 }
 
+/// The CIDR length that applies to the client's address family (RFC 7208 §5.6 defaults).
+fn prefix_for(ip: IpAddr, cidr4: Option<u8>, cidr6: Option<u8>) -> u8 {
+    if ip.is_ipv4() {
+        cidr4.unwrap_or(32)
+    } else {
+        cidr6.unwrap_or(128)
+    }
+}
+
 /// Whether `ip` is inside `net/prefix`.
 fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     match (ip, net) {
@@ -207,6 +216,14 @@ impl<'a> Eval<'a> {
             None
         };
         ms.expand_domain(&self.ctx(domain, validated.as_deref()))
+    }
+
+    /// The domain a mechanism names: its expanded domain-spec, else the current domain.
+    async fn target(&mut self, spec: Option<&MacroString>, domain: &str) -> String {
+        match spec {
+            Some(s) => self.expand(s, domain).await,
+            None => domain.to_owned(),
+        }
     }
 
     /// Addresses of `name` in the client's family; NXDOMAIN/NODATA are empty.
@@ -304,15 +321,8 @@ impl<'a> Eval<'a> {
                 cidr6,
             } => {
                 self.count_lookup(term)?;
-                let target = match spec {
-                    Some(s) => self.expand(s, domain).await,
-                    None => domain.to_owned(),
-                };
-                let prefix = if ip.is_ipv4() {
-                    cidr4.unwrap_or(32)
-                } else {
-                    cidr6.unwrap_or(128)
-                };
+                let target = self.target(spec.as_ref(), domain).await;
+                let prefix = prefix_for(ip, *cidr4, *cidr6);
                 match self.addresses(&target).await.map_err(|e| temp(&e, term))? {
                     Some(addrs) => Ok(addrs.iter().any(|a| in_network(ip, *a, prefix))),
                     None => {
@@ -327,15 +337,8 @@ impl<'a> Eval<'a> {
                 cidr6,
             } => {
                 self.count_lookup(term)?;
-                let target = match spec {
-                    Some(s) => self.expand(s, domain).await,
-                    None => domain.to_owned(),
-                };
-                let prefix = if ip.is_ipv4() {
-                    cidr4.unwrap_or(32)
-                } else {
-                    cidr6.unwrap_or(128)
-                };
+                let target = self.target(spec.as_ref(), domain).await;
+                let prefix = prefix_for(ip, *cidr4, *cidr6);
                 let mut mx = match self.resolver.lookup(Kind::Mx, &target, self.now).await {
                     Ok(l) => match &l.answer.data {
                         Data::Mx(m) => m.clone(),
@@ -368,10 +371,7 @@ impl<'a> Eval<'a> {
             }
             Mechanism::Ptr { domain: spec } => {
                 self.count_lookup(term)?;
-                let target = match spec {
-                    Some(s) => self.expand(s, domain).await,
-                    None => domain.to_owned(),
-                };
+                let target = self.target(spec.as_ref(), domain).await;
                 // RFC 7208 §5.5: DNS errors during ptr are treated as no match.
                 let names = self
                     .validated_names(Some(&target))
