@@ -35,6 +35,13 @@ fn parsers(c: &mut Criterion) {
         b.iter(|| black_box(DMARC).to_owned())
     });
     g.bench_function("dmarc", |b| b.iter(|| dmarc::parse(black_box(DMARC))));
+    g.bench_function("dmarc_no_uris", |b| {
+        b.iter(|| {
+            dmarc::parse(black_box(
+                "v=DMARC1; p=reject; sp=quarantine; adkim=s; aspf=r; fo=1",
+            ))
+        })
+    });
     g.bench_function("spf_5_includes", |b| b.iter(|| spf::parse(black_box(SPF))));
     g.bench_function("dkim_rsa2048", |b| {
         b.iter(|| dkim::parse(black_box(&dkim_record)))

@@ -6,7 +6,25 @@
 //! oddity means for it (duplicate tags are fatal in DKIM, a warning in DMARC) and records the
 //! diagnostic under its own code.
 
-use super::is_fws;
+fn fws_byte(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Byte-wise FWS trims: the char-pattern `trim_matches` decodes UTF-8 per character, and
+/// trimming runs several times per tag.
+fn trim_fws_start(s: &str) -> &str {
+    let n = s.bytes().take_while(|b| fws_byte(*b)).count();
+    &s[n..]
+}
+
+fn trim_fws_end(s: &str) -> &str {
+    let n = s.bytes().rev().take_while(|b| fws_byte(*b)).count();
+    &s[..s.len() - n]
+}
+
+fn trim_fws(s: &str) -> &str {
+    trim_fws_end(trim_fws_start(s))
+}
 
 /// One lexical item of a tag list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +69,7 @@ impl<'a> Iterator for Lexer<'a> {
         let tail = (end < bytes.len()).then(|| &rest[end + 1..]);
         self.rest = tail;
         let raw = &rest[..end];
-        let segment = raw.trim_matches(is_fws);
+        let segment = trim_fws(raw);
         if segment.is_empty() {
             // Only the segment after the last ';' may be empty (a trailing ';', or an
             // empty record); any other empty segment is reported.
@@ -62,9 +80,9 @@ impl<'a> Iterator for Lexer<'a> {
             return Some(Item::NoEquals(segment));
         };
         // Re-base the '=' position from `raw` onto the trimmed segment.
-        let eq = eq - (raw.len() - raw.trim_start_matches(is_fws).len());
-        let name = segment[..eq].trim_end_matches(is_fws);
-        let value = segment[eq + 1..].trim_start_matches(is_fws);
+        let eq = eq - (raw.len() - trim_fws_start(raw).len());
+        let name = trim_fws_end(&segment[..eq]);
+        let value = trim_fws_start(&segment[eq + 1..]);
         let mut bytes = name.bytes();
         let valid_name = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
             && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
