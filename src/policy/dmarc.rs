@@ -498,19 +498,18 @@ fn parse_disposition(
 fn parse_uri_list(tag: &'static str, value: &str, diags: &mut Diagnostics) -> Vec<ReportUri> {
     let mut out = Vec::new();
     for raw in value.split(',') {
-        let raw = raw.trim_matches(is_wsp);
-        // '!' must be percent-encoded inside a URI, so the first one starts the size suffix.
-        let (uri, size) = match raw.bytes().position(|b| b == b'!') {
-            Some(i) => (&raw[..i], Some(&raw[i + 1..])),
-            None => (raw, None),
-        };
-        if !is_uri(uri) {
+        let raw = trim_wsp(raw);
+        let Some(scan) = scan_uri(raw) else {
             diags.warn(
                 code::URI_INVALID,
                 format!("{tag}: {raw:?} is not a valid URI, ignored"),
             );
             continue;
-        }
+        };
+        let (uri, size) = match scan.bang {
+            Some(i) => (&raw[..i], Some(&raw[i + 1..])),
+            None => (raw, None),
+        };
         let max_size = match size {
             None => None,
             Some(s) => match parse_size(s) {
@@ -541,34 +540,63 @@ fn parse_uri_list(tag: &'static str, value: &str, diags: &mut Diagnostics) -> Ve
     out
 }
 
-/// RFC 3986 `scheme ":" hier-part`, with the RFC 7489 rule that `,` and `!` must be encoded,
-/// and for `mailto:` an address with a local part and a domain.
-fn is_uri(s: &str) -> bool {
-    let Some(colon) = s.bytes().position(|b| b == b':') else {
-        return false;
-    };
-    let (scheme, rest) = (&s[..colon], &s[colon + 1..]);
-    let mut sb = scheme.bytes();
-    let scheme_ok = sb.next().is_some_and(|b| b.is_ascii_alphabetic())
-        && sb.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-    let rest_ok = !rest.is_empty()
-        && rest
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b',' | b'!' | b';'));
-    if !(scheme_ok && rest_ok) {
-        return false;
+fn trim_wsp(s: &str) -> &str {
+    let b = s.as_bytes();
+    let start = b.iter().take_while(|c| matches!(c, b' ' | b'\t')).count();
+    let end = b.len()
+        - b[start..]
+            .iter()
+            .rev()
+            .take_while(|c| matches!(c, b' ' | b'\t'))
+            .count();
+    &s[start..end]
+}
+
+/// Where a valid URI's optional `!size` suffix starts.
+struct UriScan {
+    bang: Option<usize>,
+}
+
+/// RFC 3986 `scheme ":" hier-part`, with the RFC 7489 rule that `,` and `!` must be encoded (the
+/// first `!` starts the obsolete size suffix), and for `mailto:` an address with a local part
+/// and a domain. One pass over the bytes; `None` when not a valid URI.
+fn scan_uri(s: &str) -> Option<UriScan> {
+    let b = s.as_bytes();
+    let (mut colon, mut query, mut at, mut bang) = (None, None, None, None);
+    for (i, &c) in b.iter().enumerate() {
+        match colon {
+            None => match c {
+                b':' if i > 0 => colon = Some(i),
+                c if i == 0 && c.is_ascii_alphabetic() => {}
+                c if i > 0 && (c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')) => {}
+                _ => return None,
+            },
+            Some(_) => match c {
+                b'!' => {
+                    bang = Some(i);
+                    break;
+                }
+                b'?' if query.is_none() => query = Some(i),
+                b'@' if query.is_none() => at = Some(i),
+                b';' => return None,
+                c if !c.is_ascii_graphic() => return None,
+                _ => {}
+            },
+        }
     }
-    if scheme.eq_ignore_ascii_case("mailto") {
-        let addr = match rest.bytes().position(|b| b == b'?') {
-            Some(i) => &rest[..i],
-            None => rest,
-        };
-        return match addr.bytes().rposition(|b| b == b'@') {
-            Some(at) => at > 0 && super::is_domain_name(&addr[at + 1..]),
-            None => false,
-        };
+    let colon = colon?;
+    let end = bang.unwrap_or(b.len());
+    if end == colon + 1 {
+        return None;
     }
-    true
+    if s[..colon].eq_ignore_ascii_case("mailto") {
+        let at = at?;
+        let addr_end = query.unwrap_or(end);
+        if at == colon + 1 || !super::is_domain_name(&s[at + 1..addr_end]) {
+            return None;
+        }
+    }
+    Some(UriScan { bang })
 }
 
 fn parse_size(s: &str) -> Option<u64> {
