@@ -407,15 +407,10 @@ fn conn_load(
         let mut at = 0;
         out.clear();
         let now = Instant::now();
-        while have - at >= 4 {
-            let len = u32::from_be_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
-            if have - at - 4 < len {
-                break;
-            }
+        while let Some(payload) = next_frame(&buf[..have], &mut at) {
             // Like the UDP client, which reads the DNS id and rcode and not the records: the id
             // and whether the outcome is an error, without decoding the answer.
-            let (rid, is_error) = peek(&buf[at + 4..at + 4 + len]);
-            at += 4 + len;
+            let (rid, is_error) = peek(payload);
             outstanding -= 1;
             if let Some(t) = sent_at.get_mut(rid as usize).and_then(Option::take) {
                 let _ = hist
@@ -440,6 +435,15 @@ fn conn_load(
         }
     }
     (done, errors, hist)
+}
+
+/// The next complete length-prefixed frame's payload in `buf` from `*at`, advancing `*at`.
+fn next_frame<'b>(buf: &'b [u8], at: &mut usize) -> Option<&'b [u8]> {
+    let head = buf.get(*at..*at + 4)?;
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let payload = buf.get(*at + 4..*at + 4 + len)?;
+    *at += 4 + len;
+    Some(payload)
 }
 
 /// The response id and whether its outcome is `Error` (postcard: varint id, then the outcome's
@@ -540,13 +544,8 @@ async fn run_slice(path: PathBuf, ops: Vec<Op>, depth: usize) -> (u64, u64, u64,
         have += n;
         let mut at = 0;
         out.clear();
-        while have - at >= 4 {
-            let len = u32::from_be_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
-            if have - at - 4 < len {
-                break;
-            }
-            let resp: Response = postcard::from_bytes(&buf[at + 4..at + 4 + len]).unwrap();
-            at += 4 + len;
+        while let Some(payload) = next_frame(&buf[..have], &mut at) {
+            let resp: Response = postcard::from_bytes(payload).unwrap();
             outstanding -= 1;
             done += 1;
             match &resp.result {
