@@ -560,6 +560,13 @@ fn ty_name(ty: Ty) -> &'static str {
     }
 }
 
+/// Reads and parses a `public_suffix_list.dat` (the config's `dmarc.psl_file`, the CLI's
+/// `--psl`); `orgdomain` stays pure, so the file I/O lives here.
+pub fn read_suffix_list(path: &std::path::Path) -> Result<SuffixList, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    SuffixList::parse(&text).map_err(|e| e.to_string())
+}
+
 /// The socket path used when none is configured, and a note when it fell back to a temporary
 /// directory.
 pub fn default_socket_path(runtime_dir: Option<&str>) -> (PathBuf, Option<String>) {
@@ -702,10 +709,7 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
     let suffix_list = if psl_file.is_empty() {
         SuffixList::builtin()
     } else {
-        match std::fs::read_to_string(&psl_file)
-            .map_err(|e| e.to_string())
-            .and_then(|t| SuffixList::parse(&t).map_err(|e| e.to_string()))
-        {
+        match read_suffix_list(std::path::Path::new(&psl_file)) {
             Ok(l) => l,
             Err(e) => {
                 problems.push(format!("dmarc.psl_file = {psl_file:?}: {e}"));

@@ -607,10 +607,7 @@ fn parse(what: ParseWhat) -> ExitCode {
         ParseWhat::Orgdomain { domain, psl } => {
             let list = match psl {
                 None => SuffixList::builtin(),
-                Some(path) => match std::fs::read_to_string(&path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|t| SuffixList::parse(&t).map_err(|e| e.to_string()))
-                {
+                Some(path) => match config::read_suffix_list(&path) {
                     Ok(l) => l,
                     Err(e) => {
                         eprintln!("mailpolicyd: --psl {}: {e}", path.display());

@@ -134,6 +134,13 @@ impl MacroString {
         &self.text
     }
 
+    /// Whether the string uses the `p` macro, whose value costs DNS lookups to find.
+    pub fn uses_ptr(&self) -> bool {
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Macro(m) if m.letter == MacroLetter::Ptr))
+    }
+
     /// Whether the string contains anything but literal text.
     pub fn has_macros(&self) -> bool {
         !self.pieces.is_empty()

@@ -123,6 +123,18 @@ fn prefix_for(ip: IpAddr, cidr4: Option<u8>, cidr6: Option<u8>) -> u8 {
     }
 }
 
+/// Adds one to an RFC 7208 §4.6.4 counter; past `max` the evaluation is a permerror.
+fn bump(count: &mut usize, max: usize, term: &dyn std::fmt::Display, what: &str) -> Step<()> {
+    *count += 1;
+    if *count > max {
+        return Err(Stop(
+            SpfResult::PermError,
+            format!("{term}: more than {max} {what} (RFC 7208 §4.6.4)"),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `ip` is inside `net/prefix`.
 fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     match (ip, net) {
@@ -186,31 +198,22 @@ impl<'a> Eval<'a> {
 
     /// Counts one DNS-querying term; over the limit is a permerror.
     fn count_lookup(&mut self, term: &dyn std::fmt::Display) -> Step<()> {
-        self.lookups += 1;
-        if self.lookups > MAX_DNS_LOOKUPS {
-            return Err(Stop(
-                SpfResult::PermError,
-                format!("{term}: more than {MAX_DNS_LOOKUPS} DNS-querying terms (RFC 7208 §4.6.4)"),
-            ));
-        }
-        Ok(())
+        bump(
+            &mut self.lookups,
+            MAX_DNS_LOOKUPS,
+            term,
+            "DNS-querying terms",
+        )
     }
 
+    /// Counts one void lookup (NXDOMAIN or no answer); over the limit is a permerror.
     fn count_void(&mut self, term: &dyn std::fmt::Display) -> Step<()> {
-        self.voids += 1;
-        if self.voids > MAX_VOID_LOOKUPS {
-            return Err(Stop(
-                SpfResult::PermError,
-                format!("{term}: more than {MAX_VOID_LOOKUPS} void lookups (RFC 7208 §4.6.4)"),
-            ));
-        }
-        Ok(())
+        bump(&mut self.voids, MAX_VOID_LOOKUPS, term, "void lookups")
     }
 
     /// Expands a domain-spec, resolving `%{p}` only when the string uses it.
     async fn expand(&mut self, ms: &MacroString, domain: &str) -> String {
-        let uses_p = ms.pieces().iter().any(|p| matches!(p, crate::policy::spf::Piece::Macro(m) if m.letter == crate::policy::spf::MacroLetter::Ptr));
-        let validated = if uses_p {
+        let validated = if ms.uses_ptr() {
             self.validated_name(domain).await
         } else {
             None
@@ -495,8 +498,7 @@ impl<'a> Eval<'a> {
             return None;
         }
         let ms = MacroString::parse_explanation(&txt[0]).ok()?;
-        let uses_p = ms.pieces().iter().any(|p| matches!(p, crate::policy::spf::Piece::Macro(m) if m.letter == crate::policy::spf::MacroLetter::Ptr));
-        let validated = if uses_p {
+        let validated = if ms.uses_ptr() {
             self.validated_name(&at).await
         } else {
             None

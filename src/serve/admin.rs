@@ -26,7 +26,28 @@ use tokio_util::sync::CancellationToken;
 use super::Service;
 use crate::resolve::Resolver;
 
-type Labels = Vec<(&'static str, String)>;
+/// `op` and `result` labels; both static, so counting a request allocates nothing.
+type Labels = [(&'static str, &'static str); 2];
+
+/// Every `result` label: `ok` and the stable error codes of [`crate::proto::WireError`].
+const RESULTS: &[&str] = &[
+    "ok",
+    "invalid_name",
+    "invalid_ip",
+    "rate_limited",
+    "timeout",
+    "servfail",
+    "refused",
+    "upstream",
+    "unknown_op",
+    "bad_json",
+    "frame_too_large",
+    "bad_frame",
+    "unsupported_version",
+    "forbidden",
+    "shutting_down",
+    "internal",
+];
 
 /// Liveness path.
 pub const LIVE_PATH: &str = "/live";
@@ -56,8 +77,13 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one answered request.
     pub fn request(&self, op: &'static str, result: &str, took: Duration) {
+        let result = RESULTS
+            .iter()
+            .copied()
+            .find(|r| *r == result)
+            .unwrap_or("other");
         self.requests
-            .get_or_create(&vec![("op", op.to_owned()), ("result", result.to_owned())])
+            .get_or_create(&[("op", op), ("result", result)])
             .inc();
         self.duration.observe(took.as_secs_f64());
     }
