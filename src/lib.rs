@@ -25,7 +25,8 @@
 //!  resolve::upstream  hickory-resolver (cache off; DNSSEC-validating twin for TLSA)
 //!
 //!  resolve::spf (check_host) and resolve::evaluate (DMARC verdict) ask through lookup()
-//!  policy::{dmarc, spf, dkim, atps, tlsa}  pure parsers (policy::tag: the tag=value lexer)
+//!  policy::{dmarc, spf, dkim, atps, tlsa}  pure parsers (policy::tag: the tag=value lexer;
+//!                                          policy::scan: byte scanning)
 //!  report: the `parse` command's JSON;  client: async and blocking socket clients
 //! ```
 //!

@@ -102,7 +102,7 @@ impl ErrorCode for AtpsError {
 
 /// Whether a joined TXT record is an ATPS record (first tag `v=ATPS1`).
 pub fn is_candidate(text: &str) -> bool {
-    matches!(tag::lex(text).next(), Some(Item::Tag { name, value }) if name.eq_ignore_ascii_case("v") && value == "ATPS1")
+    matches!(tag::lex(text).next(), Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") && value == "ATPS1")
 }
 
 /// Selects and parses the ATPS record among a name's joined TXT records.
@@ -125,7 +125,7 @@ pub fn parse(text: &str) -> ParseResult<AtpsRecord, AtpsError> {
     let mut diags = Diagnostics::default();
     let mut items = tag::lex(text);
     match items.next() {
-        Some(Item::Tag { name, value }) if name.eq_ignore_ascii_case("v") => {
+        Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") => {
             if value != "ATPS1" {
                 return Err(Rejected::new(
                     AtpsError::VersionInvalid {
@@ -140,7 +140,7 @@ pub fn parse(text: &str) -> ParseResult<AtpsRecord, AtpsError> {
     let mut rec = AtpsRecord { d: None };
     for item in items {
         let (name, value) = match item {
-            Item::Tag { name, value } => (name, value),
+            Item::Tag { name, value, .. } => (name, value),
             Item::Empty => continue,
             Item::NoEquals(seg) | Item::BadName(seg) => {
                 diags.warn(

@@ -183,7 +183,7 @@ impl ErrorCode for DkimError {
 pub fn is_candidate(text: &str) -> bool {
     let mut has_p = false;
     for (i, item) in tag::lex(text).enumerate() {
-        if let Item::Tag { name, value } = item {
+        if let Item::Tag { name, value, .. } = item {
             if name.eq_ignore_ascii_case("v") && !(i == 0 && value == "DKIM1") {
                 return false;
             }
@@ -236,7 +236,7 @@ pub fn parse(text: &str) -> ParseResult<DkimKey, DkimError> {
     let mut p_text: Option<&str> = None;
     for (index, item) in tag::lex(text).enumerate() {
         let (name, value) = match item {
-            Item::Tag { name, value } => (name, value),
+            Item::Tag { name, value, .. } => (name, value),
             Item::Empty => continue,
             Item::NoEquals(seg) | Item::BadName(seg) => {
                 diags.warn(

@@ -16,7 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::tag::{self, Item};
-use super::{Diagnostics, ErrorCode, ParseResult, Parsed, Rejected, is_wsp, str_enum};
+use super::{Diagnostics, ErrorCode, ParseResult, Parsed, Rejected, is_wsp, scan, str_enum};
 
 /// Stable diagnostic codes of this parser.
 pub mod code {
@@ -150,21 +150,126 @@ impl<'de> Deserialize<'de> for Version {
 }
 
 /// A reporting URI, with the RFC 7489 `!size` limit in bytes when one was given.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct ReportUri {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ReportUri<'a> {
     /// The URI as published.
-    pub uri: String,
+    pub uri: &'a str,
     /// The RFC 7489 maximum report size in bytes (obsolete in RFC 9989).
     pub max_size: Option<u64>,
 }
 
-impl fmt::Display for ReportUri {
+impl fmt::Display for ReportUri<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.uri)?;
+        f.write_str(self.uri)?;
         if let Some(n) = self.max_size {
             write!(f, "!{n}")?;
         }
         Ok(())
+    }
+}
+
+/// A list of reporting URIs (`rua`, `ruf`, `frua`, `fruf`), kept in one buffer: the valid URIs
+/// joined by `,`, which cannot occur inside one (RFC 7489 §6.4 and RFC 9989 §4.8 require it to
+/// be percent-encoded). A typical list costs one allocation however many URIs it holds, and
+/// the `!size` limits take a second one only when some URI has one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UriList {
+    joined: String,
+    /// One entry per URI when any URI has a size limit; empty otherwise.
+    sizes: Vec<Option<u64>>,
+}
+
+impl UriList {
+    /// The number of URIs.
+    pub fn len(&self) -> usize {
+        if self.joined.is_empty() {
+            0
+        } else {
+            self.joined.bytes().filter(|&b| b == b',').count() + 1
+        }
+    }
+
+    /// Whether the list holds no URI.
+    pub fn is_empty(&self) -> bool {
+        self.joined.is_empty()
+    }
+
+    /// The URIs in published order.
+    pub fn iter(&self) -> impl Iterator<Item = ReportUri<'_>> {
+        let uris = (!self.joined.is_empty()).then(|| scan::split(&self.joined, b','));
+        uris.into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, uri)| ReportUri {
+                uri,
+                max_size: self.sizes.get(i).copied().flatten(),
+            })
+    }
+
+    /// The `i`th URI.
+    pub fn get(&self, i: usize) -> Option<ReportUri<'_>> {
+        self.iter().nth(i)
+    }
+
+    /// Appends a URI, which must hold no `,` (the parser has checked it is a valid URI).
+    fn push(&mut self, uri: &str, max_size: Option<u64>) {
+        debug_assert!(!uri.is_empty() && !uri.contains(','));
+        if max_size.is_some() || !self.sizes.is_empty() {
+            // The first limit fills in `None` for the URIs before it.
+            self.sizes.resize(self.len(), None);
+            self.sizes.push(max_size);
+        }
+        if !self.joined.is_empty() {
+            self.joined.push(',');
+        }
+        self.joined.push_str(uri);
+    }
+}
+
+impl fmt::Display for UriList {
+    /// The list as a record writes it (`uri[!size],...`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, u) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{u}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for UriList {
+    /// A sequence of `{uri, max_size}` objects.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        // The length up front: postcard's sequences need it.
+        let mut seq = s.serialize_seq(Some(self.len()))?;
+        for u in self.iter() {
+            seq.serialize_element(&u)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for UriList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Owned {
+            uri: String,
+            max_size: Option<u64>,
+        }
+        let mut list = UriList::default();
+        for u in Vec::<Owned>::deserialize(d)? {
+            if scan_uri(u.uri.as_bytes()).is_none_or(|s| s.bang.is_some()) {
+                return Err(serde::de::Error::invalid_value(
+                    serde::de::Unexpected::Str(&u.uri),
+                    &"a reporting URI",
+                ));
+            }
+            list.push(&u.uri, u.max_size);
+        }
+        Ok(list)
     }
 }
 
@@ -200,12 +305,12 @@ impl FailureOptions {
             dkim: false,
             spf: false,
         };
-        for item in value.split(':') {
-            let slot = match item.trim_matches(is_wsp) {
-                "0" => &mut fo.all,
-                "1" => &mut fo.any,
-                "d" | "D" => &mut fo.dkim,
-                "s" | "S" => &mut fo.spf,
+        for item in scan::split(value, b':') {
+            let slot = match trim_wsp(item).as_bytes() {
+                b"0" => &mut fo.all,
+                b"1" => &mut fo.any,
+                b"d" | b"D" => &mut fo.dkim,
+                b"s" | b"S" => &mut fo.spf,
                 _ => return None,
             };
             if *slot {
@@ -265,21 +370,72 @@ fn tag_bit(name: &str) -> Option<u32> {
     tag_index(name).map(|i| 1 << i)
 }
 
-/// The index in [`TAGS`] of a tag name, ignoring ASCII case. Dispatches on length first: this
-/// runs once per tag of every record parsed.
+/// Indexes into [`TAGS`], so the parser dispatches on a number instead of comparing strings.
+mod ix {
+    pub const P: usize = 0;
+    pub const SP: usize = 1;
+    pub const NP: usize = 2;
+    pub const ADKIM: usize = 3;
+    pub const ASPF: usize = 4;
+    pub const PCT: usize = 5;
+    pub const RUA: usize = 6;
+    pub const RUF: usize = 7;
+    pub const FO: usize = 8;
+    pub const RF: usize = 9;
+    pub const RI: usize = 10;
+    pub const PSD: usize = 11;
+    pub const T: usize = 12;
+    pub const FP: usize = 13;
+    pub const FRUA: usize = 14;
+    pub const FRUF: usize = 15;
+    pub const V: usize = 16;
+}
+
+/// The index in [`TAGS`] of a tag name, ignoring ASCII case.
 fn tag_index(name: &str) -> Option<usize> {
-    let candidates: &[usize] = match name.len() {
-        1 => &[0, 12, 16],
-        2 => &[1, 2, 8, 9, 10, 13],
-        3 => &[5, 6, 7, 11],
-        4 => &[4, 14, 15],
-        5 => &[3],
+    tag_index_of_key(tag::key(name.as_bytes())?)
+}
+
+/// The index in [`TAGS`] of a packed tag name ([`tag::key`]): a match on constants, which
+/// compiles to a few word comparisons, since this runs once per tag of every record parsed.
+fn tag_index_of_key(key: u64) -> Option<usize> {
+    const P: u64 = tag::known(TAGS[ix::P]);
+    const SP: u64 = tag::known(TAGS[ix::SP]);
+    const NP: u64 = tag::known(TAGS[ix::NP]);
+    const ADKIM: u64 = tag::known(TAGS[ix::ADKIM]);
+    const ASPF: u64 = tag::known(TAGS[ix::ASPF]);
+    const PCT: u64 = tag::known(TAGS[ix::PCT]);
+    const RUA: u64 = tag::known(TAGS[ix::RUA]);
+    const RUF: u64 = tag::known(TAGS[ix::RUF]);
+    const FO: u64 = tag::known(TAGS[ix::FO]);
+    const RF: u64 = tag::known(TAGS[ix::RF]);
+    const RI: u64 = tag::known(TAGS[ix::RI]);
+    const PSD: u64 = tag::known(TAGS[ix::PSD]);
+    const T: u64 = tag::known(TAGS[ix::T]);
+    const FP: u64 = tag::known(TAGS[ix::FP]);
+    const FRUA: u64 = tag::known(TAGS[ix::FRUA]);
+    const FRUF: u64 = tag::known(TAGS[ix::FRUF]);
+    const V: u64 = tag::known(TAGS[ix::V]);
+    Some(match key {
+        P => ix::P,
+        SP => ix::SP,
+        NP => ix::NP,
+        ADKIM => ix::ADKIM,
+        ASPF => ix::ASPF,
+        PCT => ix::PCT,
+        RUA => ix::RUA,
+        RUF => ix::RUF,
+        FO => ix::FO,
+        RF => ix::RF,
+        RI => ix::RI,
+        PSD => ix::PSD,
+        T => ix::T,
+        FP => ix::FP,
+        FRUA => ix::FRUA,
+        FRUF => ix::FRUF,
+        V => ix::V,
         _ => return None,
-    };
-    candidates
-        .iter()
-        .copied()
-        .find(|&i| TAGS[i].eq_ignore_ascii_case(name))
+    })
 }
 
 /// Bits of the tags whose absence is recorded directly (`p`, `sp`, `np` are decided with the
@@ -290,15 +446,6 @@ impl Defaulted {
     /// Whether `tag` holds its default.
     pub fn contains(self, tag: &str) -> bool {
         tag_bit(tag).is_some_and(|b| self.0 & b != 0)
-    }
-    fn set(&mut self, tag: &str, on: bool) {
-        if let Some(b) = tag_bit(tag) {
-            if on {
-                self.0 |= b;
-            } else {
-                self.0 &= !b;
-            }
-        }
     }
     /// The defaulted tag names in canonical order.
     pub fn names(self) -> impl Iterator<Item = &'static str> {
@@ -351,9 +498,9 @@ pub struct DmarcRecord {
     /// RFC 7489 sampling percentage (default 100; removed in RFC 9989).
     pub pct: u8,
     /// Aggregate report URIs.
-    pub rua: Vec<ReportUri>,
+    pub rua: UriList,
     /// Failure report URIs.
-    pub ruf: Vec<ReportUri>,
+    pub ruf: UriList,
     /// Failure reporting options (default `0`).
     pub fo: FailureOptions,
     /// RFC 7489 failure report formats, colon-separated (default `afrf`).
@@ -367,9 +514,9 @@ pub struct DmarcRecord {
     /// DKIM2 forwarder policy (extension), if published.
     pub fp: Option<Disposition>,
     /// DKIM2 forwarder aggregate report URIs (extension).
-    pub frua: Vec<ReportUri>,
+    pub frua: UriList,
     /// DKIM2 forwarder failure report URIs (extension).
-    pub fruf: Vec<ReportUri>,
+    pub fruf: UriList,
     /// Tags that were absent or discarded, so hold their defaults.
     pub defaulted: Defaulted,
 }
@@ -477,11 +624,11 @@ where
     }
 }
 
-fn parse_disposition(
+fn parse_disposition<'a>(
     tag: &'static str,
-    value: &str,
+    value: &'a str,
     diags: &mut Diagnostics,
-) -> Result<Disposition, String> {
+) -> Result<Disposition, &'a str> {
     match Disposition::from_token_lenient(value) {
         Some((d, case_differs)) => {
             if case_differs {
@@ -489,17 +636,20 @@ fn parse_disposition(
             }
             Ok(d)
         }
-        None => Err(value.to_owned()),
+        None => Err(value),
     }
 }
 
 /// Parses an RFC 7489 / RFC 9989 reporting URI list. Invalid entries are dropped with a
 /// diagnostic; the caller learns how many valid ones remain from the list length.
-fn parse_uri_list(tag: &'static str, value: &str, diags: &mut Diagnostics) -> Vec<ReportUri> {
-    let mut out = Vec::new();
-    for raw in value.split(',') {
+fn parse_uri_list(tag: &'static str, value: &str, diags: &mut Diagnostics) -> UriList {
+    let mut out = UriList {
+        joined: String::with_capacity(value.len()),
+        sizes: Vec::new(),
+    };
+    for raw in scan::split(value, b',') {
         let raw = trim_wsp(raw);
-        let Some(scan) = scan_uri(raw) else {
+        let Some(scan) = scan_uri(raw.as_bytes()) else {
             diags.warn(
                 code::URI_INVALID,
                 format!("{tag}: {raw:?} is not a valid URI, ignored"),
@@ -529,10 +679,7 @@ fn parse_uri_list(tag: &'static str, value: &str, diags: &mut Diagnostics) -> Ve
                 }
             },
         };
-        out.push(ReportUri {
-            uri: uri.to_owned(),
-            max_size,
-        });
+        out.push(uri, max_size);
     }
     if out.is_empty() {
         diags.warn(code::URI_NONE_VALID, format!("{tag} holds no valid URI"));
@@ -559,44 +706,51 @@ struct UriScan {
 
 /// RFC 3986 `scheme ":" hier-part`, with the RFC 7489 rule that `,` and `!` must be encoded (the
 /// first `!` starts the obsolete size suffix), and for `mailto:` an address with a local part
-/// and a domain. One pass over the bytes; `None` when not a valid URI.
-fn scan_uri(s: &str) -> Option<UriScan> {
-    let b = s.as_bytes();
-    let (mut colon, mut query, mut at, mut bang) = (None, None, None, None);
-    for (i, &c) in b.iter().enumerate() {
-        match colon {
-            None => match c {
-                b':' if i > 0 => colon = Some(i),
-                c if i == 0 && c.is_ascii_alphabetic() => {}
-                c if i > 0 && (c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')) => {}
-                _ => return None,
-            },
-            Some(_) => match c {
-                b'!' => {
-                    bang = Some(i);
-                    break;
-                }
-                b'?' if query.is_none() => query = Some(i),
-                b'@' if query.is_none() => at = Some(i),
-                b';' => return None,
-                c if !c.is_ascii_graphic() => return None,
-                _ => {}
-            },
+/// and a domain. `None` when not a valid URI.
+///
+/// One pass: the body is checked eight bytes at a time for anything but plain `VCHAR`, and
+/// only a word holding a `!`, `?`, `@` or a bad byte is looked at byte by byte.
+fn scan_uri(b: &[u8]) -> Option<UriScan> {
+    // "mailto:" in any case, as one word comparison: `| 0x20` lower-cases the six letters
+    // (and turns nothing else into a letter); the colon is compared as is.
+    const MAILTO: u64 = u64::from_le_bytes(*b"mailto:\0");
+    const CASE: u64 = u64::from_le_bytes([0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0, 0]);
+    const SEVEN: u64 = (1 << 56) - 1;
+    let mailto = match b.first_chunk::<8>() {
+        Some(w) => (u64::from_le_bytes(*w) | CASE) & SEVEN == MAILTO,
+        None => false,
+    };
+    let colon = if mailto {
+        6
+    } else {
+        let colon = scan::find(b, b':')?;
+        let (first, rest) = b[..colon].split_first()?;
+        let scheme_ok = scan::is(*first, scan::ALPHA)
+            && rest
+                .iter()
+                .all(|&c| scan::is(c, scan::ALNUM) || matches!(c, b'+' | b'-' | b'.'));
+        if !scheme_ok {
+            return None;
         }
-    }
-    let colon = colon?;
-    let end = bang.unwrap_or(b.len());
-    if end == colon + 1 {
+        colon
+    };
+    let mailto = mailto || (colon == 6 && b[..6].eq_ignore_ascii_case(b"mailto"));
+    let body = &b[colon + 1..];
+    let marks = scan::uri_marks(body, *b"!?@")?;
+    let end = marks[0].unwrap_or(body.len());
+    if end == 0 {
         return None;
     }
-    if s[..colon].eq_ignore_ascii_case("mailto") {
-        let at = at?;
-        let addr_end = query.unwrap_or(end);
-        if at == colon + 1 || !super::is_domain_name(&s[at + 1..addr_end]) {
+    if mailto {
+        let addr_end = marks[1].map_or(end, |q| q.min(end));
+        let at = marks[2].filter(|&at| at < addr_end)?;
+        if at == 0 || !scan::is_domain_name(&body[at + 1..addr_end]) {
             return None;
         }
     }
-    Some(UriScan { bang })
+    Some(UriScan {
+        bang: marks[0].map(|i| colon + 1 + i),
+    })
 }
 
 fn parse_size(s: &str) -> Option<u64> {
@@ -614,10 +768,10 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// Where a policy tag's parse left it.
-enum Slot {
+enum Slot<'a> {
     Absent,
     Valid(Disposition),
-    Invalid(String),
+    Invalid(&'a str),
 }
 
 /// Parses one DMARC record (already selected and joined).
@@ -627,7 +781,7 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
 
     // RFC 9989 §4.7: v must be the first tag, value exactly "DMARC1".
     match items.next() {
-        Some(Item::Tag { name, value }) if name.eq_ignore_ascii_case("v") => {
+        Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") => {
             if name != "v" {
                 diags.info(code::VERSION_CASE, "tag name V= read as v=");
             }
@@ -643,32 +797,24 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
         _ => return Err(Rejected::new(DmarcError::VersionMissing, diags)),
     }
 
-    let mut rec = DmarcRecord {
-        v: Version,
-        p: Disposition::None,
-        sp: Disposition::None,
-        np: Disposition::None,
-        adkim: Alignment::Relaxed,
-        aspf: Alignment::Relaxed,
-        pct: 100,
-        rua: Vec::new(),
-        ruf: Vec::new(),
-        fo: FailureOptions::default(),
-        rf: Cow::Borrowed("afrf"),
-        ri: 86400,
-        psd: Psd::Unknown,
-        t: TestMode::No,
-        fp: None,
-        frua: Vec::new(),
-        fruf: Vec::new(),
-        defaulted: Defaulted(0),
-    };
-    let (mut p, mut sp, mut np) = (Slot::Absent, Slot::Absent, Slot::Absent);
-    let mut seen: u32 = tag_bit("v").unwrap_or(0);
+    // The fields live in locals and the record is built once, in the return expression, so
+    // it is written straight into the caller's slot instead of being moved there.
+    let mut adkim = Alignment::Relaxed;
+    let mut aspf = Alignment::Relaxed;
+    let mut pct = 100;
+    let (mut rua, mut ruf, mut frua, mut fruf) = Default::default();
+    let mut fo = FailureOptions::default();
+    let mut rf = Cow::Borrowed("afrf");
+    let mut ri = 86400;
+    let mut psd = Psd::Unknown;
+    let mut t = TestMode::No;
+    let mut fp = None;
+    let (mut p_slot, mut sp_slot, mut np_slot) = (Slot::Absent, Slot::Absent, Slot::Absent);
+    let mut seen: u32 = 1 << ix::V;
 
     for item in items {
-        let (name, value) = match item {
-            Item::Tag { name, value } => (name, value),
+        let (name, value, key) = match item {
+            Item::Tag { name, value, key } => (name, value, key),
             Item::Empty => {
                 diags.info(code::TAG_EMPTY, "empty tag between two ';'");
                 continue;
@@ -681,12 +827,12 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                 continue;
             }
         };
-        let Some(index) = tag_index(name) else {
+        let Some(index) = tag_index_of_key(key) else {
             diags.info(code::TAG_UNKNOWN, format!("unknown tag {name}= ignored"));
             continue;
         };
         let canon = TAGS[index];
-        if canon != name {
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
             diags.info(code::TAG_CASE, format!("tag name {name}= read as {canon}="));
         }
         let bit = 1u32 << index;
@@ -698,19 +844,19 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
             continue;
         }
         seen |= bit;
-        match canon {
-            "p" | "sp" | "np" => {
+        match index {
+            ix::P | ix::SP | ix::NP => {
                 let slot = match parse_disposition(canon, value, &mut diags) {
                     Ok(d) => Slot::Valid(d),
                     Err(v) => Slot::Invalid(v),
                 };
-                match canon {
-                    "p" => p = slot,
-                    "sp" => sp = slot,
-                    _ => np = slot,
+                match index {
+                    ix::P => p_slot = slot,
+                    ix::SP => sp_slot = slot,
+                    _ => np_slot = slot,
                 }
             }
-            "adkim" | "aspf" => {
+            ix::ADKIM | ix::ASPF => {
                 let parsed = match Alignment::from_token_lenient(value) {
                     Some((a, case_differs)) => {
                         if case_differs {
@@ -732,10 +878,10 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                                 format!("{canon}={value}: non-standard must-pass modifier (read as {canon}={a})"),
                             );
                         }
-                        if canon == "adkim" {
-                            rec.adkim = a;
+                        if index == ix::ADKIM {
+                            adkim = a;
                         } else {
-                            rec.aspf = a;
+                            aspf = a;
                         }
                     }
                     None => {
@@ -747,9 +893,9 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                     }
                 }
             }
-            "pct" => match value.parse::<u8>() {
+            ix::PCT => match value.parse::<u8>() {
                 Ok(n) if n <= 100 && value.bytes().all(|b| b.is_ascii_digit()) => {
-                    rec.pct = n;
+                    pct = n;
                     diags.info(
                         code::OBSOLETE_TAG,
                         "pct= is RFC 7489 only; RFC 9989 removed it",
@@ -763,26 +909,26 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                     );
                 }
             },
-            "rua" | "ruf" | "frua" | "fruf" => {
+            ix::RUA | ix::RUF | ix::FRUA | ix::FRUF => {
                 let list = parse_uri_list(canon, value, &mut diags);
                 if list.is_empty() {
                     seen &= !bit;
                 }
-                match canon {
-                    "rua" => rec.rua = list,
-                    "ruf" => rec.ruf = list,
-                    "frua" => rec.frua = list,
-                    _ => rec.fruf = list,
+                match index {
+                    ix::RUA => rua = list,
+                    ix::RUF => ruf = list,
+                    ix::FRUA => frua = list,
+                    _ => fruf = list,
                 }
-                if canon.starts_with('f') {
+                if matches!(index, ix::FRUA | ix::FRUF) {
                     diags.info(
                         code::EXT_FORWARDER,
                         format!("{canon}=: non-standard DKIM2 forwarder tag"),
                     );
                 }
             }
-            "fo" => match FailureOptions::parse(value) {
-                Some(fo) => rec.fo = fo,
+            ix::FO => match FailureOptions::parse(value) {
+                Some(parsed) => fo = parsed,
                 None => {
                     seen &= !bit;
                     diags.warn(
@@ -791,14 +937,14 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                     );
                 }
             },
-            "rf" => {
+            ix::RF => {
                 let items_ok = !value.is_empty()
                     && value.split(':').all(|f| {
                         let f = f.trim_matches(is_wsp);
                         !f.is_empty() && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     });
                 if items_ok {
-                    rec.rf = if value == "afrf" {
+                    rf = if value == "afrf" {
                         Cow::Borrowed("afrf")
                     } else {
                         Cow::Owned(value.to_ascii_lowercase())
@@ -815,9 +961,9 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                     );
                 }
             }
-            "ri" => match value.parse::<u32>() {
+            ix::RI => match value.parse::<u32>() {
                 Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => {
-                    rec.ri = n;
+                    ri = n;
                     diags.info(
                         code::OBSOLETE_TAG,
                         "ri= is RFC 7489 only; RFC 9989 removed it",
@@ -831,12 +977,12 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                     );
                 }
             },
-            "psd" => match Psd::from_token_lenient(value) {
+            ix::PSD => match Psd::from_token_lenient(value) {
                 Some((v, case_differs)) => {
                     if case_differs {
                         diags.info(code::VALUE_CASE, format!("psd={value} read as psd={v}"));
                     }
-                    rec.psd = v;
+                    psd = v;
                 }
                 None => {
                     seen &= !bit;
@@ -846,12 +992,12 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                     );
                 }
             },
-            "t" => match TestMode::from_token_lenient(value) {
+            ix::T => match TestMode::from_token_lenient(value) {
                 Some((v, case_differs)) => {
                     if case_differs {
                         diags.info(code::VALUE_CASE, format!("t={value} read as t={v}"));
                     }
-                    rec.t = v;
+                    t = v;
                 }
                 None => {
                     seen &= !bit;
@@ -861,13 +1007,13 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                     );
                 }
             },
-            "fp" => {
+            ix::FP => {
                 diags.info(
                     code::EXT_FORWARDER,
                     "fp=: non-standard DKIM2 forwarder policy",
                 );
                 match parse_disposition("fp", value, &mut diags) {
-                    Ok(d) => rec.fp = Some(d),
+                    Ok(d) => fp = Some(d),
                     Err(v) => {
                         seen &= !bit;
                         diags.warn(
@@ -882,7 +1028,7 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
         }
     }
 
-    if seen & tag_bit("fo").unwrap_or(0) != 0 && rec.ruf.is_empty() {
+    if seen & (1 << ix::FO) != 0 && ruf.is_empty() {
         diags.info(
             code::FO_WITHOUT_RUF,
             "fo= has no effect without a valid ruf=",
@@ -892,7 +1038,7 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
     // RFC 7489 §6.6.3 / RFC 9989 §4.10.1: a missing or invalid p (or an invalid sp/np) with at
     // least one valid rua URI acts as p=none; without one the record is unusable.
     let mut first_problem: Option<DmarcError> = None;
-    for (tag, slot) in [("p", &p), ("sp", &sp), ("np", &np)] {
+    for (tag, slot) in [("p", &p_slot), ("sp", &sp_slot), ("np", &np_slot)] {
         if let Slot::Invalid(v) = slot {
             let c = match tag {
                 "p" => code::POLICY_INVALID,
@@ -902,16 +1048,16 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
             diags.error(c, format!("{tag}={v:?} is not none, quarantine or reject"));
             first_problem.get_or_insert(DmarcError::PolicyInvalid {
                 tag: Cow::Borrowed(tag),
-                value: v.clone(),
+                value: (*v).to_owned(),
             });
         }
     }
-    if matches!(p, Slot::Absent) {
+    if matches!(p_slot, Slot::Absent) {
         first_problem.get_or_insert(DmarcError::PolicyMissing);
     }
     let fallback = first_problem.is_some();
     if let Some(problem) = first_problem {
-        if rec.rua.is_empty() {
+        if rua.is_empty() {
             return Err(Rejected::new(problem, diags));
         }
         let what = match &problem {
@@ -929,23 +1075,41 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
         _ => None,
     };
     let mut defaulted = Defaulted(0);
-    rec.p = valid(&p).unwrap_or(Disposition::None);
-    defaulted.set("p", fallback);
+    let p = valid(&p_slot).unwrap_or(Disposition::None);
+    defaulted.0 |= u32::from(fallback) << ix::P;
     // sp keeps its value under the fallback only if it was itself valid.
-    rec.sp = match &sp {
+    let sp = match &sp_slot {
         Slot::Valid(d) => *d,
-        _ => rec.p,
+        _ => p,
     };
-    defaulted.set("sp", !matches!(sp, Slot::Valid(_)));
-    rec.np = match &np {
+    defaulted.0 |= u32::from(!matches!(sp_slot, Slot::Valid(_))) << ix::SP;
+    let np = match &np_slot {
         Slot::Valid(d) => *d,
-        _ => rec.sp,
+        _ => sp,
     };
-    defaulted.set("np", !matches!(np, Slot::Valid(_)));
+    defaulted.0 |= u32::from(!matches!(np_slot, Slot::Valid(_))) << ix::NP;
     defaulted.0 |= !seen & PLAIN_TAGS_MASK;
-    rec.defaulted = defaulted;
     Ok(Parsed {
-        policy: rec,
+        policy: DmarcRecord {
+            v: Version,
+            p,
+            sp,
+            np,
+            adkim,
+            aspf,
+            pct,
+            rua,
+            ruf,
+            fo,
+            rf,
+            ri,
+            psd,
+            t,
+            fp,
+            frua,
+            fruf,
+            defaulted,
+        },
         diagnostics: diags,
     })
 }
@@ -956,12 +1120,7 @@ impl fmt::Display for DmarcRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("v=DMARC1")?;
         let d = self.defaulted;
-        let list = |l: &[ReportUri]| {
-            l.iter()
-                .map(|u| u.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let list = |l: &UriList| l.to_string();
         for t in TAGS {
             if t == "v" || d.contains(t) {
                 continue;

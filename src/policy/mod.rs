@@ -18,6 +18,7 @@
 pub mod atps;
 pub mod dkim;
 pub mod dmarc;
+mod scan;
 pub mod spf;
 mod tag;
 pub mod tlsa;
@@ -329,27 +330,7 @@ pub(crate) fn is_fws(c: char) -> bool {
 /// more dot-separated labels of letters, digits, `-` and `_`, each 1..=63 octets, at most 253
 /// octets in all, an optional trailing dot.
 pub fn is_domain_name(s: &str) -> bool {
-    let s = s.strip_suffix('.').unwrap_or(s);
-    if s.is_empty() || s.len() > 253 {
-        return false;
-    }
-    let mut label = 0usize;
-    for b in s.bytes() {
-        if b == b'.' {
-            if label == 0 {
-                return false;
-            }
-            label = 0;
-        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            label += 1;
-            if label > 63 {
-                return false;
-            }
-        } else {
-            return false;
-        }
-    }
-    label > 0
+    scan::is_domain_name(s.as_bytes())
 }
 
 #[cfg(test)]

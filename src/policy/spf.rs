@@ -12,7 +12,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Diagnostics, ErrorCode, ParseResult, Parsed, Rejected, str_enum};
+use compact_str::CompactString;
+
+use super::{Diagnostics, ErrorCode, ParseResult, Parsed, Rejected, scan, str_enum};
 
 /// Stable diagnostic codes of this parser.
 pub mod code {
@@ -124,8 +126,9 @@ pub enum Piece {
 /// term.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MacroString {
-    text: String,
-    pieces: Vec<Piece>,
+    /// Inline when up to 24 bytes long, as most include targets are (`_spf.google.com`).
+    text: CompactString,
+    pieces: Box<[Piece]>,
 }
 
 impl MacroString {
@@ -163,7 +166,23 @@ impl MacroString {
         Self::parse_with(text, true, true)
     }
 
+    #[inline]
     fn parse_with(text: &str, exp_text: bool, spaces: bool) -> Result<MacroString, SpfError> {
+        // The common case, a plain domain: one word-at-a-time pass proves every byte is a
+        // macro-literal (RFC 7208 §7.1: %x21-24 / %x26-7E, that is VCHAR but '%'). Inlined,
+        // so the result is built in the caller's frame rather than returned through memory.
+        if scan::all_vchar_except(text.as_bytes(), b'%') {
+            return Ok(MacroString {
+                text: text.into(),
+                pieces: Box::default(),
+            });
+        }
+        Self::parse_pieces(text, exp_text, spaces)
+    }
+
+    /// The general case: the text holds a `%` (or a byte that is no macro-literal).
+    #[inline(never)]
+    fn parse_pieces(text: &str, exp_text: bool, spaces: bool) -> Result<MacroString, SpfError> {
         let is_literal = |c: char| is_macro_literal(c) || (spaces && c == ' ');
         if !text.contains('%') {
             if let Some(c) = text.chars().find(|c| !is_literal(*c)) {
@@ -173,8 +192,8 @@ impl MacroString {
                 });
             }
             return Ok(MacroString {
-                text: text.to_owned(),
-                pieces: Vec::new(),
+                text: text.into(),
+                pieces: Box::default(),
             });
         }
         let bad = |reason: &'static str| SpfError::Macro {
@@ -219,18 +238,18 @@ impl MacroString {
             pieces.push(Piece::Literal(lit));
         }
         Ok(MacroString {
-            text: text.to_owned(),
-            pieces,
+            text: text.into(),
+            pieces: pieces.into_boxed_slice(),
         })
     }
 
     /// Expands the string (RFC 7208 §7.3, §7.4).
     pub fn expand(&self, ctx: &MacroContext<'_>) -> String {
         if self.pieces.is_empty() {
-            return self.text.clone();
+            return self.text.to_string();
         }
         let mut out = String::with_capacity(self.text.len() + 32);
-        for p in &self.pieces {
+        for p in self.pieces.iter() {
             match p {
                 Piece::Literal(s) => out.push_str(s),
                 Piece::Percent => out.push('%'),
@@ -678,12 +697,39 @@ fn parse_inner(text: &str, diags: &mut Diagnostics) -> Result<SpfRecord, SpfErro
         dns_lookups: 0,
     };
     let body = &text[6..];
-    if body.contains("  ") {
-        diags.info(code::EXTRA_SPACES, "more than one space between terms");
-    }
     let mut all_seen = false;
-    for term in body.split(' ').filter(|t| !t.is_empty()) {
-        if let Some(m) = parse_modifier(term)? {
+    let mut extra_spaces = false;
+    let mut rest = Some(body);
+    let mut first = true;
+    while let Some(r) = rest {
+        let term = match scan::find(r.as_bytes(), b' ') {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                &r[..i]
+            }
+            None => {
+                rest = None;
+                r
+            }
+        };
+        let was_first = std::mem::replace(&mut first, false);
+        if term.is_empty() {
+            // The body starts with the space after "v=spf1", and one space may end it; any
+            // other empty term is a second space between two terms.
+            if !was_first && rest.is_some() && !extra_spaces {
+                extra_spaces = true;
+                diags.info(code::EXTRA_SPACES, "more than one space between terms");
+            }
+            continue;
+        }
+        // One scan for the leading name serves both term kinds: a modifier's name ends at
+        // its '=', a mechanism's at ':', '/' or the end.
+        let name_end = term
+            .bytes()
+            .position(|c| !(scan::is(c, scan::LABEL) || c == b'.'))
+            .unwrap_or(term.len());
+        if term.as_bytes().get(name_end) == Some(&b'=') {
+            let m = parse_modifier(term, name_end)?;
             match m {
                 Modifier::Redirect(d) => {
                     if rec.redirect.replace(d).is_some() {
@@ -708,7 +754,7 @@ fn parse_inner(text: &str, diags: &mut Diagnostics) -> Result<SpfRecord, SpfErro
             }
             continue;
         }
-        let d = parse_directive(term)?;
+        let d = parse_directive(term, name_end)?;
         if all_seen {
             diags.warn(
                 code::TERMS_AFTER_ALL,
@@ -759,15 +805,9 @@ enum Modifier {
     Unknown(UnknownModifier),
 }
 
-/// `name "=" macro-string`, where `name = ALPHA *( ALPHA / DIGIT / "-" / "_" / "." )`.
-/// Returns `None` when the term is not shaped like a modifier (so it is a directive).
-fn parse_modifier(term: &str) -> Result<Option<Modifier>, SpfError> {
-    let name_end = term
-        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-        .unwrap_or(term.len());
-    if term.as_bytes().get(name_end) != Some(&b'=') {
-        return Ok(None);
-    }
+/// `name "=" macro-string`, where `name = ALPHA *( ALPHA / DIGIT / "-" / "_" / "." )`; the
+/// caller found the `=` at `name_end`.
+fn parse_modifier(term: &str, name_end: usize) -> Result<Modifier, SpfError> {
     let name = &term[..name_end];
     if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return Err(SpfError::Syntax {
@@ -778,20 +818,24 @@ fn parse_modifier(term: &str) -> Result<Option<Modifier>, SpfError> {
     let value = &term[name_end + 1..];
     if name.eq_ignore_ascii_case("redirect") || name.eq_ignore_ascii_case("exp") {
         let spec = parse_domain_spec(term, value)?;
-        return Ok(Some(if name.eq_ignore_ascii_case("exp") {
+        return Ok(if name.eq_ignore_ascii_case("exp") {
             Modifier::Exp(spec)
         } else {
             Modifier::Redirect(spec)
-        }));
+        });
     }
     let value = MacroString::parse(value, true)?;
-    Ok(Some(Modifier::Unknown(UnknownModifier {
+    Ok(Modifier::Unknown(UnknownModifier {
         name: name.to_owned(),
         value,
-    })))
+    }))
 }
 
-fn parse_directive(term: &str) -> Result<Directive, SpfError> {
+/// `[qualifier] mechanism`; `name_end` is where the caller's scan of leading name bytes
+/// (letters, digits, `-`, `_`, `.`) stopped, which is where an unqualified or `-`-qualified
+/// mechanism name ends when a `:`, `/` or the end follows.
+#[inline]
+fn parse_directive(term: &str, name_end: usize) -> Result<Directive, SpfError> {
     let (qualifier, rest) = match term.as_bytes()[0] {
         b'+' => (Qualifier::Pass, &term[1..]),
         b'-' => (Qualifier::Fail, &term[1..]),
@@ -799,8 +843,16 @@ fn parse_directive(term: &str) -> Result<Directive, SpfError> {
         b'?' => (Qualifier::Neutral, &term[1..]),
         _ => (Qualifier::Pass, term),
     };
-    let name_end = rest.find([':', '/']).unwrap_or(rest.len());
+    let offset = term.len() - rest.len();
+    let name_end = match term.as_bytes().get(name_end) {
+        None | Some(b':' | b'/') if name_end >= offset => name_end - offset,
+        _ => rest
+            .bytes()
+            .position(|c| c == b':' || c == b'/')
+            .unwrap_or(rest.len()),
+    };
     let (name, arg) = rest.split_at(name_end);
+    let key = mechanism_key(name.as_bytes());
     let unknown = || SpfError::UnknownMechanism {
         term: term.to_owned(),
     };
@@ -808,7 +860,7 @@ fn parse_directive(term: &str) -> Result<Directive, SpfError> {
         term: term.to_owned(),
         reason: reason.into(),
     };
-    let lower = |n: &str| n.eq_ignore_ascii_case(name) && n.len() == name.len();
+    let lower = |n: &str| key != 0 && mechanism_key(n.as_bytes()) == key;
     let mechanism = if lower("all") {
         if !arg.is_empty() {
             return Err(syntax("'all' takes no argument"));
@@ -899,6 +951,21 @@ fn parse_directive(term: &str) -> Result<Directive, SpfError> {
     })
 }
 
+/// A mechanism name of at most 8 bytes packed into a word, lower-cased (0 for longer names,
+/// which name no mechanism), so recognising it costs word comparisons, not string compares.
+const fn mechanism_key(name: &[u8]) -> u64 {
+    if name.len() > 8 {
+        return 0;
+    }
+    let mut k = 0u64;
+    let mut i = 0;
+    while i < name.len() {
+        k |= (name[i].to_ascii_lowercase() as u64) << (8 * i);
+        i += 1;
+    }
+    k
+}
+
 /// Splits `[:domain-spec][dual-cidr]`: the CIDR part is a trailing `/digits`, `//digits` or
 /// `/digits//digits`. A `/` followed by anything else belongs to the domain-spec (macro
 /// literals may hold `/` and `:`), so `a:foo:bar/baz.example.com` names that domain.
@@ -968,6 +1035,7 @@ fn parse_cidr(term: &str, s: &str, max: u8) -> Result<u8, SpfError> {
 
 /// `domain-spec = macro-string domain-end`, `domain-end = ( "." toplabel [ "." ] ) /
 /// macro-expand` (RFC 7208 §7.1).
+#[inline]
 fn parse_domain_spec(term: &str, spec: &str) -> Result<MacroString, SpfError> {
     let ms = MacroString::parse(spec, false)?;
     let bad = |reason: &'static str| SpfError::Syntax {
@@ -987,10 +1055,10 @@ fn parse_domain_spec(term: &str, spec: &str) -> Result<MacroString, SpfError> {
     }
     let tail = match ms.pieces.last() {
         Some(Piece::Literal(s)) => s.as_str(),
-        _ => ms.text.as_str(),
+        _ => &ms.text,
     };
     let tail = tail.strip_suffix('.').unwrap_or(tail);
-    let Some(dot) = tail.rfind('.') else {
+    let Some(dot) = tail.bytes().rposition(|c| c == b'.') else {
         return Err(bad(
             "a domain-spec must end in '.' and a top label (RFC 7208 §7.1)",
         ));
