@@ -912,8 +912,8 @@ fn parse_directive(term: &str, name_end: usize) -> Result<Directive, SpfError> {
         let net = arg
             .strip_prefix(':')
             .ok_or_else(|| syntax("requires ':' and an address"))?;
-        let (addr, len) = match net.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
+        let (addr, len) = match scan::find(net.as_bytes(), b'/') {
+            Some(i) => (&net[..i], Some(&net[i + 1..])),
             None => (net, None),
         };
         let addr: Ipv4Addr = addr.parse().map_err(|_| SpfError::Syntax {
