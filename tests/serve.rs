@@ -49,6 +49,11 @@ fn zones() -> Vec<Zone> {
             )
             .txt("s1._domainkey", 3600, &parts)
             .txt("xn--bcher-kva", 3600, &["v=spf1 -all"])
+            .txt(
+                "big",
+                3600,
+                &[&"a".repeat(250), &"b".repeat(250), &"c".repeat(250)],
+            )
             .record("sub", 3600, a),
     ]
 }
@@ -308,6 +313,133 @@ async fn dns_front_end_answers_from_the_same_cache() {
         1,
         "every DNS client was answered from the cache"
     );
+    shutdown.cancel();
+    d.shutdown.cancel();
+}
+
+/// Sends one raw UDP message to `addr` and decodes the reply.
+async fn udp_exchange(
+    addr: std::net::SocketAddr,
+    msg: &hickory_server::proto::op::Message,
+) -> hickory_server::proto::op::Message {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(&msg.to_vec().unwrap(), addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    hickory_server::proto::op::Message::from_vec(&buf[..n]).unwrap()
+}
+
+fn dns_query(id: u16, name: &str, edns: Option<(u8, bool)>) -> hickory_server::proto::op::Message {
+    use hickory_server::proto::op::{Edns, Message, MessageType, OpCode, Query};
+    use hickory_server::proto::rr::{Name, RecordType};
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(
+        Name::from_ascii(name).unwrap(),
+        RecordType::TXT,
+    ));
+    if let Some((version, dnssec_ok)) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        e.set_version(version);
+        e.set_dnssec_ok(dnssec_ok);
+        m.set_edns(e);
+    }
+    m
+}
+
+fn wire_answers(service: &Service) -> u64 {
+    let metrics = serve::admin::render(service);
+    metrics
+        .lines()
+        .find(|l| l.starts_with("mailpolicyd_dns_answers_total{path=\"wire\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_front_end_wire_cache_and_edge_cases() {
+    use hickory_server::proto::op::ResponseCode;
+    let d = start().await;
+    let shutdown = CancellationToken::new();
+    let addr = serve::dns::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        d.service.clone(),
+        false,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+
+    // First ask fills the wire cache through the resolver; the second, with another ID and
+    // other letter case (0x20), is answered from it: same records, the asker's ID and case.
+    let first = udp_exchange(addr, &dns_query(1, "example.test.", Some((0, false)))).await;
+    assert_eq!(first.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(wire_answers(&d.service), 0);
+    let second = udp_exchange(addr, &dns_query(0xBEEF, "ExAmPlE.tEsT.", Some((0, false)))).await;
+    assert_eq!(
+        wire_answers(&d.service),
+        1,
+        "the second answer came from the wire cache"
+    );
+    assert_eq!(second.metadata.id, 0xBEEF);
+    assert_eq!(second.queries[0].name().to_ascii(), "ExAmPlE.tEsT.");
+    assert_eq!(second.answers, first.answers);
+    assert!(second.metadata.recursion_desired && second.metadata.recursion_available);
+    assert_eq!(
+        d.dns.log.count("example.test"),
+        1,
+        "one upstream query in all"
+    );
+
+    // 750 bytes of TXT: without EDNS the answer is truncated (TC, nothing half-sent), and a
+    // truncated answer is never kept; with EDNS it arrives whole.
+    let plain = udp_exchange(addr, &dns_query(2, "big.example.test.", None)).await;
+    assert!(plain.metadata.truncation && plain.answers.is_empty());
+    let again = udp_exchange(addr, &dns_query(3, "big.example.test.", None)).await;
+    assert!(again.metadata.truncation);
+    let whole = udp_exchange(addr, &dns_query(4, "big.example.test.", Some((0, false)))).await;
+    assert!(!whole.metadata.truncation);
+    assert_eq!(whole.answers.len(), 1);
+
+    // EDNS version 1 gets BADVERS; a message that is not DNS gets FORMERR or nothing.
+    let badvers = udp_exchange(addr, &dns_query(5, "example.test.", Some((1, false)))).await;
+    // RCODE 16 (BADVERS; hickory's decoder names the shared code point BADSIG).
+    assert_eq!(u16::from(badvers.metadata.response_code), 16);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(&[0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0xff], addr)
+        .await
+        .unwrap();
+    // Still serving after the junk.
+    let after = udp_exchange(addr, &dns_query(6, "example.test.", Some((0, true)))).await;
+    assert_eq!(after.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(after.answers, first.answers);
+
+    // TCP goes through hickory-server with the same handler.
+    match Command::new("dig")
+        .args([
+            "+tcp",
+            "+short",
+            "-p",
+            &addr.port().to_string(),
+            "@127.0.0.1",
+            "TXT",
+            "example.test",
+        ])
+        .output()
+    {
+        Ok(out) => assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            format!("\"{SPF}\"")
+        ),
+        Err(_) => assert!(
+            std::env::var_os("MAILPOLICYD_REQUIRE_TOOLS").is_none(),
+            "dig is required here"
+        ),
+    }
     shutdown.cancel();
     d.shutdown.cancel();
 }

@@ -59,6 +59,8 @@ pub const METRICS_PATH: &str = "/metrics";
 /// Request metrics, updated on every request.
 pub struct Metrics {
     requests: Family<Labels, Counter>,
+    /// DNS front-end answers by path: `wire` (the wire cache) or `full` (through the resolver).
+    dns: Family<[(&'static str, &'static str); 1], Counter>,
     duration: Histogram,
     connections: AtomicI64,
 }
@@ -67,6 +69,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             requests: Family::default(),
+            dns: Family::default(),
             // 1 µs .. ~4 s.
             duration: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
             connections: AtomicI64::new(0),
@@ -86,6 +89,10 @@ impl Metrics {
             .get_or_create(&[("op", op), ("result", result)])
             .inc();
         self.duration.observe(took.as_secs_f64());
+    }
+    /// Counts one DNS front-end answer sent by `path` (`wire` or `full`).
+    pub fn dns_answered(&self, path: &'static str) {
+        self.dns.get_or_create(&[("path", path)]).inc();
     }
     pub(crate) fn connection_opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
@@ -254,6 +261,11 @@ pub fn render(service: &Service) -> String {
         "requests",
         "Socket requests by operation and result",
         service.metrics.requests.clone(),
+    );
+    registry.register(
+        "dns_answers",
+        "DNS front-end answers over UDP by path (wire: the wire-form cache; full: through the resolver)",
+        service.metrics.dns.clone(),
     );
     registry.register(
         "request_duration_seconds",

@@ -1,0 +1,331 @@
+//! A DNS front-end on loopback, so an unmodified OpenDMARC, rspamd or Postfix pointed at it gets
+//! the same cache: TXT and TLSA questions are answered through the resolver (TLSA validated,
+//! with the AD bit set only for a secure answer); A, AAAA, MX and PTR only when forwarding is
+//! enabled; anything else REFUSED. Refuses to bind a non-loopback address unless allowed
+//! (the configuration checks that), so it is never an open resolver by accident.
+//!
+//! UDP is served by our own loop: a question answered in the last second is answered again
+//! from its wire form ([`wire`]: one hash lookup and one copy, with the ID, RD bit, question
+//! case and TTLs patched); anything else is decoded and encoded by hickory-proto and answered
+//! through the resolver, which also fills the wire cache. TCP is served by hickory-server with
+//! the same handler. (The performance notes measured hickory's stock catalog path at a third of
+//! Unbound's rate, and a custom handler still at under half: building records and a message per
+//! answer costs more than the cache lookup.)
+
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_resolver::proto::op::{
+    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
+};
+use hickory_resolver::proto::rr::rdata::{A, AAAA, MX, PTR, TXT, tlsa};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::Server;
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio_util::sync::CancellationToken;
+
+use super::Service;
+use crate::resolve::{Data, DnssecStatus, Kind, Rcode};
+
+/// The EDNS payload size we offer (the DNS flag day 2020 value).
+const EDNS_PAYLOAD: u16 = 1232;
+
+/// The largest UDP query read; a longer one is cut short and answered FORMERR.
+const MAX_QUERY: usize = 4096;
+
+struct Handler {
+    service: Arc<Service>,
+    forward: bool,
+    wire: wire::WireCache,
+}
+
+/// One question's answer, before encoding.
+struct Answered {
+    rcode: ResponseCode,
+    records: Vec<Record>,
+    secure: bool,
+    /// How long the answer may be reused; `None` for refusals and failures.
+    ttl: Option<Duration>,
+}
+
+impl Answered {
+    fn refused(rcode: ResponseCode) -> Answered {
+        Answered {
+            rcode,
+            records: Vec::new(),
+            secure: false,
+            ttl: None,
+        }
+    }
+}
+
+/// Serves DNS on `addr` (UDP and TCP) until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    service: Arc<Service>,
+    forward: bool,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let udp = Arc::new(tokio::net::UdpSocket::bind(addr).await?);
+    let bound = udp.local_addr()?;
+    let tcp = tokio::net::TcpListener::bind(bound).await?;
+    let handler = Arc::new(Handler {
+        service,
+        forward,
+        wire: wire::WireCache::default(),
+    });
+    let mut server = Server::new(TcpHandler(handler.clone()));
+    server.register_listener(tcp, Duration::from_secs(5), 4096);
+    tokio::spawn(udp_loop(udp, handler, shutdown.clone()));
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        let _ = server.shutdown_gracefully().await;
+    });
+    Ok(bound)
+}
+
+/// Reads UDP questions until `shutdown`: wire-cache hits are answered inline, everything else
+/// in a task of its own (so a slow upstream never holds up the loop).
+async fn udp_loop(sock: Arc<tokio::net::UdpSocket>, h: Arc<Handler>, shutdown: CancellationToken) {
+    // The token is checked when the loop yields, not once per datagram.
+    shutdown.run_until_cancelled(serve_udp(sock, h)).await;
+}
+
+async fn serve_udp(sock: Arc<tokio::net::UdpSocket>, h: Arc<Handler>) {
+    let mut buf = vec![0u8; MAX_QUERY];
+    let mut out = Vec::with_capacity(MAX_QUERY);
+    loop {
+        let (len, peer) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some systems.
+                tracing::debug!(error = %e, "dns: recv");
+                continue;
+            }
+        };
+        let msg = &buf[..len];
+        let fast = wire::parse_query(msg);
+        if let Some(q) = &fast
+            && h.wire.answer(msg, q, Instant::now(), &mut out)
+        {
+            h.service.metrics.dns_answered("wire");
+            if let Err(e) = sock.send_to(&out, peer).await {
+                tracing::debug!(error = %e, "dns: send");
+            }
+            continue;
+        }
+        let query = msg.to_vec();
+        let (sock, h) = (sock.clone(), h.clone());
+        tokio::spawn(async move {
+            if let Some(resp) = h.full_answer(&query, fast.as_ref()).await {
+                h.service.metrics.dns_answered("full");
+                if let Err(e) = sock.send_to(&resp, peer).await {
+                    tracing::debug!(error = %e, "dns: send");
+                }
+            }
+        });
+    }
+}
+
+fn txt_rdata(joined: &str) -> RData {
+    // Character-strings hold at most 255 octets; the joined record is split back into them.
+    let chunks: Vec<&[u8]> = joined.as_bytes().chunks(255).collect();
+    RData::TXT(TXT::from_bytes(if chunks.is_empty() {
+        vec![&b""[..]]
+    } else {
+        chunks
+    }))
+}
+
+fn tlsa_rdata(t: &crate::policy::tlsa::Tlsa) -> RData {
+    RData::TLSA(tlsa::TLSA::new(
+        tlsa::CertUsage::from(t.usage.0),
+        tlsa::Selector::from(t.selector.0),
+        tlsa::Matching::from(t.matching.0),
+        t.data.clone(),
+    ))
+}
+
+impl Handler {
+    /// The answer records and response code for one question.
+    async fn answer(&self, name: &Name, qtype: RecordType) -> Answered {
+        let kind = match qtype {
+            RecordType::TXT => Kind::Txt,
+            RecordType::TLSA => Kind::Tlsa,
+            RecordType::A if self.forward => Kind::A,
+            RecordType::AAAA if self.forward => Kind::Aaaa,
+            RecordType::MX if self.forward => Kind::Mx,
+            RecordType::PTR if self.forward => Kind::Ptr,
+            _ => return Answered::refused(ResponseCode::Refused),
+        };
+        let text = name.to_ascii();
+        let lookup = match self
+            .service
+            .resolver()
+            .lookup(kind, &text, Instant::now())
+            .await
+        {
+            Ok(l) => l,
+            Err(_) => return Answered::refused(ResponseCode::ServFail),
+        };
+        let a = &lookup.answer;
+        if a.dnssec == DnssecStatus::Bogus || a.rcode == Rcode::ServFail {
+            return Answered::refused(ResponseCode::ServFail);
+        }
+        let ttl = lookup.ttl_remaining.max(1);
+        let owner = name.clone();
+        let rdatas: Vec<RData> = match &a.data {
+            Data::Txt(t) => t.iter().map(|s| txt_rdata(s)).collect(),
+            Data::Tlsa(t) => t.iter().map(|p| tlsa_rdata(&p.policy)).collect(),
+            Data::Addrs(ips) => ips
+                .iter()
+                .filter_map(|ip| match (ip, qtype) {
+                    (std::net::IpAddr::V4(v4), RecordType::A) => Some(RData::A(A(*v4))),
+                    (std::net::IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(AAAA(*v6))),
+                    _ => None,
+                })
+                .collect(),
+            Data::Mx(m) => m
+                .iter()
+                .filter_map(|(pref, host)| {
+                    Name::from_ascii(format!("{host}."))
+                        .ok()
+                        .map(|n| RData::MX(MX::new(*pref, n)))
+                })
+                .collect(),
+            Data::Names(n) => n
+                .iter()
+                .filter_map(|h| {
+                    Name::from_ascii(format!("{h}."))
+                        .ok()
+                        .map(|n| RData::PTR(PTR(n)))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let rcode = if a.rcode == Rcode::NxDomain {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        let records = rdatas
+            .into_iter()
+            .map(|rd| Record::from_rdata(owner.clone(), ttl, rd))
+            .collect();
+        Answered {
+            rcode,
+            records,
+            secure: a.dnssec == DnssecStatus::Secure,
+            ttl: Some(Duration::from_secs(u64::from(ttl))),
+        }
+    }
+
+    /// Answers one UDP message through hickory-proto and the resolver (the full path), and
+    /// keeps the encoded answer for the fast path when `fast` says the query qualifies.
+    /// `None` when nothing should be sent (a response, or bytes without a DNS header).
+    async fn full_answer(&self, query: &[u8], fast: Option<&wire::Query>) -> Option<Vec<u8>> {
+        let req = match Message::from_vec(query) {
+            Ok(m) => m,
+            Err(_) => {
+                // Undecodable: FORMERR if there is a header to answer, else silence.
+                if query.len() < 12 || query[2] & 0x80 != 0 {
+                    return None;
+                }
+                let id = u16::from_be_bytes([query[0], query[1]]);
+                let resp = Message::error_msg(id, OpCode::Query, ResponseCode::FormErr);
+                return resp.to_vec().ok();
+            }
+        };
+        if req.metadata.message_type == MessageType::Response {
+            return None;
+        }
+        let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+        resp.metadata.recursion_desired = req.metadata.recursion_desired;
+        resp.metadata.recursion_available = true;
+        resp.metadata.checking_disabled = req.metadata.checking_disabled;
+        resp.add_queries(req.queries.iter().cloned());
+        let mut reuse = None;
+        if let Some(e) = &req.edns {
+            let mut ours = Edns::new();
+            ours.set_max_payload(EDNS_PAYLOAD);
+            ours.set_dnssec_ok(e.flags().dnssec_ok);
+            resp.set_edns(ours);
+        }
+        if req.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            resp.metadata.response_code = ResponseCode::BADVERS;
+        } else if req.metadata.op_code != OpCode::Query {
+            resp.metadata.response_code = ResponseCode::NotImp;
+        } else if req.queries.len() != 1 {
+            resp.metadata.response_code = ResponseCode::FormErr;
+        } else {
+            let q = &req.queries[0];
+            let name: Name = q.name().clone();
+            let a = self.answer(&name, q.query_type()).await;
+            resp.metadata.response_code = a.rcode;
+            resp.metadata.authentic_data = a.secure;
+            resp.add_answers(a.records);
+            reuse = a.ttl;
+        }
+        let bytes = resp.to_vec().ok()?;
+        let max = req
+            .edns
+            .as_ref()
+            .map_or(512, |e| usize::from(e.max_payload().max(512)));
+        if bytes.len() > max {
+            return resp.truncate().to_vec().ok();
+        }
+        if let (Some(q), Some(ttl)) = (fast, reuse) {
+            self.wire.store(q, &bytes, ttl, Instant::now());
+        }
+        Some(bytes)
+    }
+}
+
+/// hickory-server's view of the handler, for TCP.
+struct TcpHandler(Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for TcpHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let builder = MessageResponseBuilder::from_message_request(request);
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.recursion_available = true;
+        let Some(q) = request.queries.queries().first() else {
+            let resp = builder.error_msg(&request.metadata, ResponseCode::FormErr);
+            return match response_handle.send_response(resp).await {
+                Ok(info) => info,
+                Err(_) => ResponseInfo::from(Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                }),
+            };
+        };
+        let name: Name = q.name().into();
+        let a = self.0.answer(&name, q.query_type()).await;
+        metadata.response_code = a.rcode;
+        metadata.authentic_data = a.secure;
+        let resp = builder.build(
+            metadata,
+            a.records.iter(),
+            None::<&Record>,
+            None::<&Record>,
+            None::<&Record>,
+        );
+        match response_handle.send_response(resp).await {
+            Ok(info) => info,
+            Err(_) => ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            }),
+        }
+    }
+}
