@@ -860,23 +860,32 @@ fn parse_directive(term: &str, name_end: usize) -> Result<Directive, SpfError> {
         term: term.to_owned(),
         reason: reason.into(),
     };
-    let lower = |n: &str| key != 0 && mechanism_key(n.as_bytes()) == key;
-    let mechanism = if lower("all") {
+    // The known names' keys are constants, so each test below is one word comparison.
+    const ALL: u64 = mechanism_key(b"all");
+    const INCLUDE: u64 = mechanism_key(b"include");
+    const EXISTS: u64 = mechanism_key(b"exists");
+    const A: u64 = mechanism_key(b"a");
+    const MX: u64 = mechanism_key(b"mx");
+    const PTR: u64 = mechanism_key(b"ptr");
+    const IP4: u64 = mechanism_key(b"ip4");
+    const IP6: u64 = mechanism_key(b"ip6");
+    let lower = |k: u64| key == k;
+    let mechanism = if lower(ALL) {
         if !arg.is_empty() {
             return Err(syntax("'all' takes no argument"));
         }
         Mechanism::All
-    } else if lower("include") || lower("exists") {
+    } else if lower(INCLUDE) || lower(EXISTS) {
         let spec = arg
             .strip_prefix(':')
             .ok_or_else(|| syntax("requires ':' and a domain"))?;
         let domain = parse_domain_spec(term, spec)?;
-        if lower("include") {
+        if lower(INCLUDE) {
             Mechanism::Include { domain }
         } else {
             Mechanism::Exists { domain }
         }
-    } else if lower("a") || lower("mx") {
+    } else if lower(A) || lower(MX) {
         let (spec, cidr) = split_cidr(arg);
         let domain = match spec {
             "" => None,
@@ -886,7 +895,7 @@ fn parse_directive(term: &str, name_end: usize) -> Result<Directive, SpfError> {
             )?),
         };
         let (cidr4, cidr6) = parse_dual_cidr(term, cidr)?;
-        if lower("a") {
+        if lower(A) {
             Mechanism::A {
                 domain,
                 cidr4,
@@ -899,7 +908,7 @@ fn parse_directive(term: &str, name_end: usize) -> Result<Directive, SpfError> {
                 cidr6,
             }
         }
-    } else if lower("ptr") {
+    } else if lower(PTR) {
         let domain = match arg {
             "" => None,
             s => match s.strip_prefix(':') {
@@ -908,7 +917,7 @@ fn parse_directive(term: &str, name_end: usize) -> Result<Directive, SpfError> {
             },
         };
         Mechanism::Ptr { domain }
-    } else if lower("ip4") {
+    } else if lower(IP4) {
         let net = arg
             .strip_prefix(':')
             .ok_or_else(|| syntax("requires ':' and an address"))?;
@@ -925,7 +934,7 @@ fn parse_directive(term: &str, name_end: usize) -> Result<Directive, SpfError> {
             Some(l) => parse_cidr(term, l, 32)?,
         };
         Mechanism::Ip4 { addr, prefix }
-    } else if lower("ip6") {
+    } else if lower(IP6) {
         let net = arg
             .strip_prefix(':')
             .ok_or_else(|| syntax("requires ':' and an address"))?;
