@@ -12,6 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha1::Digest;
 
+use super::scan::Classes;
 use super::tag::{self, Item};
 use super::{Diagnostics, ErrorCode, ParseResult, Parsed, Rejected, is_domain_name, str_enum};
 
@@ -102,7 +103,8 @@ impl ErrorCode for AtpsError {
 
 /// Whether a joined TXT record is an ATPS record (first tag `v=ATPS1`).
 pub fn is_candidate(text: &str) -> bool {
-    matches!(tag::lex(text).next(), Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") && value == "ATPS1")
+    let classes = Classes::new(text.as_bytes());
+    matches!(tag::lex(text, &classes).next(), Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") && value == "ATPS1")
 }
 
 /// Selects and parses the ATPS record among a name's joined TXT records.
@@ -123,7 +125,8 @@ where
 /// Parses one ATPS record.
 pub fn parse(text: &str) -> ParseResult<AtpsRecord, AtpsError> {
     let mut diags = Diagnostics::default();
-    let mut items = tag::lex(text);
+    let classes = Classes::new(text.as_bytes());
+    let mut items = tag::lex(text, &classes);
     match items.next() {
         Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") => {
             if value != "ATPS1" {

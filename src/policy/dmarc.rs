@@ -15,6 +15,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::scan::{Class, Classes};
 use super::tag::{self, Item};
 use super::{Diagnostics, ErrorCode, ParseResult, Parsed, Rejected, is_wsp, scan, str_enum};
 
@@ -171,12 +172,57 @@ impl fmt::Display for ReportUri<'_> {
 /// A list of reporting URIs (`rua`, `ruf`, `frua`, `fruf`), kept in one buffer: the valid URIs
 /// joined by `,`, which cannot occur inside one (RFC 7489 §6.4 and RFC 9989 §4.8 require it to
 /// be percent-encoded). A typical list costs one allocation however many URIs it holds, and
-/// the `!size` limits take a second one only when some URI has one.
+/// the `!size` limits take a second one only when some URI has one. Boxed slices rather than
+/// growable buffers keep the record small (it is moved into the cache and the answers).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct UriList {
+    joined: Box<str>,
+    /// One entry per URI when any URI has a size limit.
+    sizes: Option<Box<[Option<u64>]>>,
+}
+
+/// A [`UriList`] being built.
+#[derive(Default)]
+struct UriListBuilder {
     joined: String,
-    /// One entry per URI when any URI has a size limit; empty otherwise.
     sizes: Vec<Option<u64>>,
+}
+
+impl UriListBuilder {
+    fn with_capacity(bytes: usize) -> Self {
+        UriListBuilder {
+            joined: String::with_capacity(bytes),
+            sizes: Vec::new(),
+        }
+    }
+
+    /// Appends a URI, which must hold no `,` (the parser has checked it is a valid URI).
+    fn push(&mut self, uri: &str, max_size: Option<u64>) {
+        debug_assert!(!uri.is_empty() && !uri.contains(','));
+        if max_size.is_some() || !self.sizes.is_empty() {
+            // The first limit fills in `None` for the URIs before it.
+            let len = if self.joined.is_empty() {
+                0
+            } else {
+                self.joined.bytes().filter(|&b| b == b',').count() + 1
+            };
+            self.sizes.resize(len, None);
+            self.sizes.push(max_size);
+        }
+        if !self.joined.is_empty() {
+            self.joined.push(',');
+        }
+        self.joined.push_str(uri);
+    }
+
+    /// The list. When every entry of the value was a valid URI without white space or size
+    /// limit, the buffer was sized exactly and is kept as it is.
+    fn finish(self) -> UriList {
+        UriList {
+            joined: self.joined.into_boxed_str(),
+            sizes: (!self.sizes.is_empty()).then(|| self.sizes.into_boxed_slice()),
+        }
+    }
 }
 
 impl UriList {
@@ -202,27 +248,13 @@ impl UriList {
             .enumerate()
             .map(|(i, uri)| ReportUri {
                 uri,
-                max_size: self.sizes.get(i).copied().flatten(),
+                max_size: self.sizes.as_ref().and_then(|s| s.get(i).copied().flatten()),
             })
     }
 
     /// The `i`th URI.
     pub fn get(&self, i: usize) -> Option<ReportUri<'_>> {
         self.iter().nth(i)
-    }
-
-    /// Appends a URI, which must hold no `,` (the parser has checked it is a valid URI).
-    fn push(&mut self, uri: &str, max_size: Option<u64>) {
-        debug_assert!(!uri.is_empty() && !uri.contains(','));
-        if max_size.is_some() || !self.sizes.is_empty() {
-            // The first limit fills in `None` for the URIs before it.
-            self.sizes.resize(self.len(), None);
-            self.sizes.push(max_size);
-        }
-        if !self.joined.is_empty() {
-            self.joined.push(',');
-        }
-        self.joined.push_str(uri);
     }
 }
 
@@ -259,7 +291,7 @@ impl<'de> Deserialize<'de> for UriList {
             uri: String,
             max_size: Option<u64>,
         }
-        let mut list = UriList::default();
+        let mut list = UriListBuilder::default();
         for u in Vec::<Owned>::deserialize(d)? {
             if scan_uri(u.uri.as_bytes()).is_none_or(|s| s.bang.is_some()) {
                 return Err(serde::de::Error::invalid_value(
@@ -269,7 +301,7 @@ impl<'de> Deserialize<'de> for UriList {
             }
             list.push(&u.uri, u.max_size);
         }
-        Ok(list)
+        Ok(list.finish())
     }
 }
 
@@ -305,8 +337,26 @@ impl FailureOptions {
             dkim: false,
             spf: false,
         };
+        // The common case, one option.
+        if let [x] = value.as_bytes() {
+            match x {
+                b'0' => fo.all = true,
+                b'1' => fo.any = true,
+                b'd' | b'D' => fo.dkim = true,
+                b's' | b'S' => fo.spf = true,
+                _ => return None,
+            }
+            return Some(fo);
+        }
+        let mut fo = FailureOptions {
+            all: false,
+            any: false,
+            dkim: false,
+            spf: false,
+        };
         for item in scan::split(value, b':') {
-            let slot = match trim_wsp(item).as_bytes() {
+            let (s, e) = trim_wsp(item.as_bytes(), 0, item.len());
+            let slot = match &item.as_bytes()[s..e] {
                 b"0" => &mut fo.all,
                 b"1" => &mut fo.any,
                 b"d" | b"D" => &mut fo.dkim,
@@ -640,63 +690,224 @@ fn parse_disposition<'a>(
     }
 }
 
-/// Parses an RFC 7489 / RFC 9989 reporting URI list. Invalid entries are dropped with a
-/// diagnostic; the caller learns how many valid ones remain from the list length.
-fn parse_uri_list(tag: &'static str, value: &str, diags: &mut Diagnostics) -> UriList {
-    let mut out = UriList {
-        joined: String::with_capacity(value.len()),
-        sizes: Vec::new(),
-    };
-    for raw in scan::split(value, b',') {
-        let raw = trim_wsp(raw);
-        let Some(scan) = scan_uri(raw.as_bytes()) else {
-            diags.warn(
-                code::URI_INVALID,
-                format!("{tag}: {raw:?} is not a valid URI, ignored"),
-            );
-            continue;
+/// Parses an RFC 7489 / RFC 9989 reporting URI list, the value at `text[from..to]`. Invalid
+/// entries are dropped with a diagnostic; the caller learns how many valid ones remain from the
+/// list length.
+///
+/// One pass over the list's odd bytes (the class bitmaps' bytes that are not letters, digits,
+/// `.`, `-`, `_`): in `mailto:a@example.com,mailto:b@example.net` those are the two `:`, the
+/// two `@` and the `,`, and they are all a URI's structure that [`check_uri`] needs.
+fn parse_uri_list(
+    tag: &'static str,
+    text: &str,
+    (from, to): (usize, usize),
+    c: &Classes,
+    diags: &mut Diagnostics,
+) -> UriList {
+    let b = text.as_bytes();
+    if clean_uri_list(b, c, from, to) {
+        return UriList {
+            joined: text[from..to].into(),
+            sizes: None,
         };
-        let (uri, size) = match scan.bang {
-            Some(i) => (&raw[..i], Some(&raw[i + 1..])),
-            None => (raw, None),
-        };
-        let max_size = match size {
-            None => None,
-            Some(s) => match parse_size(s) {
-                Some(n) => {
-                    diags.info(
-                        code::URI_SIZE_OBSOLETE,
-                        format!("{tag}: size limit !{s} is obsolete in RFC 9989 and ignored by reporters"),
-                    );
-                    Some(n)
-                }
-                None => {
-                    diags.warn(
-                        code::URI_SIZE_INVALID,
-                        format!("{tag}: size limit !{s} is not a number with an optional k/m/g/t unit, ignored"),
-                    );
-                    None
-                }
-            },
-        };
-        out.push(uri, max_size);
     }
-    if out.is_empty() {
+    let mut out = UriListBuilder::with_capacity(to - from);
+    let mut marks = UriMarks::new(from);
+    for p in c.positions(Class::Odd, from, to) {
+        let x = b[p];
+        if x == b',' {
+            // A URI cannot hold an unencoded ',', so it always ends the entry.
+            add_uri(tag, text, c, &marks, p, &mut out, diags);
+            marks = UriMarks::new(p + 1);
+        } else {
+            marks.note(x, p);
+        }
+    }
+    add_uri(tag, text, c, &marks, to, &mut out, diags);
+    if out.joined.is_empty() {
         diags.warn(code::URI_NONE_VALID, format!("{tag} holds no valid URI"));
     }
-    out
+    out.finish()
 }
 
-fn trim_wsp(s: &str) -> &str {
-    let b = s.as_bytes();
-    let start = b.iter().take_while(|c| matches!(c, b' ' | b'\t')).count();
-    let end = b.len()
-        - b[start..]
-            .iter()
-            .rev()
-            .take_while(|c| matches!(c, b' ' | b'\t'))
-            .count();
-    &s[start..end]
+/// Whether `b[from..to]` is a list of valid URIs with nothing to report: no white space, no
+/// size limits, no empty entries. Then the list is the value as it stands (the common case:
+/// one copy, no diagnostics); otherwise [`parse_uri_list`] takes it entry by entry.
+#[inline]
+fn clean_uri_list(b: &[u8], c: &Classes, from: usize, to: usize) -> bool {
+    let mut marks = UriMarks::new(from);
+    let entry_ok = |m: &UriMarks, end: usize| !m.wsp && m.bang.is_none() && check_uri(b, c, m, m.start, end);
+    for p in c.positions(Class::Odd, from, to) {
+        let x = b[p];
+        if x == b',' {
+            if !entry_ok(&marks, p) {
+                return false;
+            }
+            marks = UriMarks::new(p + 1);
+        } else {
+            marks.note(x, p);
+        }
+    }
+    entry_ok(&marks, to)
+}
+
+/// Where the structural bytes of one URI list entry are (absolute positions).
+struct UriMarks {
+    start: usize,
+    /// The first `:`.
+    colon: Option<usize>,
+    /// The first `!` (the obsolete size suffix follows it).
+    bang: Option<usize>,
+    /// The first `?` and `@` before the `!`.
+    query: Option<usize>,
+    at: Option<usize>,
+    /// A byte that is not a VCHAR before the `!`.
+    bad: bool,
+    /// White space somewhere in the entry (only allowed at its ends).
+    wsp: bool,
+}
+
+impl UriMarks {
+    fn new(start: usize) -> UriMarks {
+        UriMarks {
+            start,
+            colon: None,
+            bang: None,
+            query: None,
+            at: None,
+            bad: false,
+            wsp: false,
+        }
+    }
+
+    #[inline]
+    fn note(&mut self, x: u8, p: usize) {
+        if self.bang.is_some() {
+            return;
+        }
+        match x {
+            b':' => {
+                self.colon.get_or_insert(p);
+            }
+            b'!' => self.bang = Some(p),
+            b'?' => {
+                self.query.get_or_insert(p);
+            }
+            b'@' => {
+                self.at.get_or_insert(p);
+            }
+            b' ' | b'\t' => self.wsp = true,
+            x if !scan::is(x, scan::VCHAR) => self.bad = true,
+            _ => {}
+        }
+    }
+}
+
+/// Checks the list entry `text[marks.start..end]` and appends it to `out` when it is a valid
+/// URI, or records why not.
+fn add_uri(
+    tag: &'static str,
+    text: &str,
+    c: &Classes,
+    marks: &UriMarks,
+    end: usize,
+    out: &mut UriListBuilder,
+    diags: &mut Diagnostics,
+) {
+    let b = text.as_bytes();
+    let (s, e) = trim_wsp(b, marks.start, end);
+    let bang = if marks.wsp {
+        // White space inside the entry, or only around it: decide on the trimmed text.
+        let rescanned = scan_uri(&b[s..e]);
+        rescanned.map(|r| r.bang.map(|i| s + i))
+    } else {
+        check_uri(b, c, marks, s, e).then_some(marks.bang)
+    };
+    let raw = &text[s..e];
+    let Some(bang) = bang else {
+        diags.warn(
+            code::URI_INVALID,
+            format!("{tag}: {raw:?} is not a valid URI, ignored"),
+        );
+        return;
+    };
+    let (uri, size) = match bang {
+        Some(i) => (&text[s..i], Some(&text[i + 1..e])),
+        None => (raw, None),
+    };
+    let max_size = size.and_then(|s| {
+        let n = parse_size(s);
+        match n {
+            Some(_) => diags.info(
+                code::URI_SIZE_OBSOLETE,
+                format!("{tag}: size limit !{s} is obsolete in RFC 9989 and ignored by reporters"),
+            ),
+            None => diags.warn(
+                code::URI_SIZE_INVALID,
+                format!("{tag}: size limit !{s} is not a number with an optional k/m/g/t unit, ignored"),
+            ),
+        }
+        n
+    });
+    out.push(uri, max_size);
+}
+
+/// Whether `b[s..e]`, whose odd bytes `marks` has noted (no white space among them), is a
+/// valid URI: RFC 3986 `scheme ":" hier-part`, with the RFC 7489 rule that `,` and `!` must be
+/// encoded (the first `!` starts the obsolete size suffix), and for `mailto:` an address with a
+/// local part and a domain.
+fn check_uri(b: &[u8], c: &Classes, marks: &UriMarks, s: usize, e: usize) -> bool {
+    // "mailto" in any case, as one word comparison: `| 0x20` lower-cases the six letters (and
+    // turns nothing else into a letter).
+    const MAILTO: u64 = u64::from_le_bytes(*b"mailto\0\0");
+    const CASE: u64 = u64::from_le_bytes([0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0, 0]);
+    let Some(colon) = marks.colon else {
+        return false;
+    };
+    let scheme = &b[s..colon];
+    let mailto = match *scheme {
+        [a, b, c, d, e, f] => u64::from_le_bytes([a, b, c, d, e, f, 0, 0]) | CASE == MAILTO,
+        _ => false,
+    };
+    if marks.bad || !(mailto || is_scheme(scheme)) {
+        return false;
+    }
+    let end = marks.bang.unwrap_or(e);
+    if end == colon + 1 {
+        return false;
+    }
+    if !mailto {
+        return true;
+    }
+    let addr_end = marks.query.map_or(end, |q| q.min(end));
+    match marks.at {
+        Some(at) if at < addr_end && at > colon + 1 => is_domain_at(b, c, at + 1, addr_end),
+        _ => false,
+    }
+}
+
+/// RFC 3986 `scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )`.
+fn is_scheme(s: &[u8]) -> bool {
+    match s.split_first() {
+        Some((first, rest)) => {
+            scan::is(*first, scan::ALPHA)
+                && rest
+                    .iter()
+                    .all(|&c| scan::is(c, scan::ALNUM) || matches!(c, b'+' | b'-' | b'.'))
+        }
+        None => false,
+    }
+}
+
+/// `[start, end)` without leading and trailing WSP (SP, HTAB).
+fn trim_wsp(b: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
+    while start < end && matches!(b[start], b' ' | b'\t') {
+        start += 1;
+    }
+    while end > start && matches!(b[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
+    (start, end)
 }
 
 /// Where a valid URI's optional `!size` suffix starts.
@@ -704,53 +915,32 @@ struct UriScan {
     bang: Option<usize>,
 }
 
-/// RFC 3986 `scheme ":" hier-part`, with the RFC 7489 rule that `,` and `!` must be encoded (the
-/// first `!` starts the obsolete size suffix), and for `mailto:` an address with a local part
-/// and a domain. `None` when not a valid URI.
-///
-/// One pass: the body is checked eight bytes at a time for anything but plain `VCHAR`, and
-/// only a word holding a `!`, `?`, `@` or a bad byte is looked at byte by byte.
-fn scan_uri(b: &[u8]) -> Option<UriScan> {
-    // "mailto:" in any case, as one word comparison: `| 0x20` lower-cases the six letters
-    // (and turns nothing else into a letter); the colon is compared as is.
-    const MAILTO: u64 = u64::from_le_bytes(*b"mailto:\0");
-    const CASE: u64 = u64::from_le_bytes([0x20, 0x20, 0x20, 0x20, 0x20, 0x20, 0, 0]);
-    const SEVEN: u64 = (1 << 56) - 1;
-    let mailto = match b.first_chunk::<8>() {
-        Some(w) => (u64::from_le_bytes(*w) | CASE) & SEVEN == MAILTO,
-        None => false,
-    };
-    let colon = if mailto {
-        6
-    } else {
-        let colon = scan::find(b, b':')?;
-        let (first, rest) = b[..colon].split_first()?;
-        let scheme_ok = scan::is(*first, scan::ALPHA)
-            && rest
-                .iter()
-                .all(|&c| scan::is(c, scan::ALNUM) || matches!(c, b'+' | b'-' | b'.'));
-        if !scheme_ok {
-            return None;
-        }
-        colon
-    };
-    let mailto = mailto || (colon == 6 && b[..6].eq_ignore_ascii_case(b"mailto"));
-    let body = &b[colon + 1..];
-    let marks = scan::uri_marks(body, *b"!?@")?;
-    let end = marks[0].unwrap_or(body.len());
-    if end == 0 {
-        return None;
+/// [`check_uri`] for a URI on its own (deserialized lists, entries with white space inside):
+/// its classes are computed here.
+fn scan_uri(uri: &[u8]) -> Option<UriScan> {
+    let c = Classes::new(uri);
+    let mut marks = UriMarks::new(0);
+    for p in c.positions(Class::Odd, 0, uri.len()) {
+        marks.note(uri[p], p);
     }
-    if mailto {
-        let addr_end = marks[1].map_or(end, |q| q.min(end));
-        let at = marks[2].filter(|&at| at < addr_end)?;
-        if at == 0 || !scan::is_domain_name(&body[at + 1..addr_end]) {
-            return None;
-        }
+    (!marks.wsp && check_uri(uri, &c, &marks, 0, uri.len())).then_some(UriScan { bang: marks.bang })
+}
+
+/// [`scan::is_domain_name`] for `b[s..e]`, from the class bitmaps: no odd byte at all, then
+/// only the dots are looked at.
+fn is_domain_at(b: &[u8], c: &Classes, s: usize, e: usize) -> bool {
+    let e = if e > s && b[e - 1] == b'.' { e - 1 } else { e };
+    if e == s || e - s > 253 || c.any(Class::Odd, s, e) {
+        return false;
     }
-    Some(UriScan {
-        bang: marks[0].map(|i| colon + 1 + i),
-    })
+    let mut label = s;
+    for dot in c.positions(Class::Dot, s, e) {
+        if dot == label || dot - label > 63 {
+            return false;
+        }
+        label = dot + 1;
+    }
+    label < e && e - label <= 63
 }
 
 fn parse_size(s: &str) -> Option<u64> {
@@ -777,7 +967,8 @@ enum Slot<'a> {
 /// Parses one DMARC record (already selected and joined).
 pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
     let mut diags = Diagnostics::default();
-    let mut items = tag::lex(text);
+    let classes = Classes::new(text.as_bytes());
+    let mut items = tag::lex(text, &classes);
 
     // RFC 9989 §4.7: v must be the first tag, value exactly "DMARC1".
     match items.next() {
@@ -813,8 +1004,13 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
     let mut seen: u32 = 1 << ix::V;
 
     for item in items {
-        let (name, value, key) = match item {
-            Item::Tag { name, value, key } => (name, value, key),
+        let (name, value, key, at) = match item {
+            Item::Tag {
+                name,
+                value,
+                key,
+                at,
+            } => (name, value, key, at),
             Item::Empty => {
                 diags.info(code::TAG_EMPTY, "empty tag between two ';'");
                 continue;
@@ -910,7 +1106,8 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                 }
             },
             ix::RUA | ix::RUF | ix::FRUA | ix::FRUF => {
-                let list = parse_uri_list(canon, value, &mut diags);
+                let span = (at, at + value.len());
+                let list = parse_uri_list(canon, text, span, &classes, &mut diags);
                 if list.is_empty() {
                     seen &= !bit;
                 }
