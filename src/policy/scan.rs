@@ -210,8 +210,8 @@ pub(crate) fn uri_marks(s: &[u8], marks: [u8; 3]) -> Option<[Option<usize>; 3]> 
 pub(crate) enum Class {
     /// `;`: the tag-list separator.
     Semi = 0,
-    /// Folding white space: SP, HTAB, CR, LF.
-    Fws = 1,
+    /// SP: the SPF term separator.
+    Space = 1,
     /// Anything but ASCII letters, digits, `.`, `-` and `_`: every byte a parser must look at
     /// (separators, `=`, `:`, `@`, `%`, white space, controls, non-ASCII). A run without such
     /// bytes is a plain name or token.
@@ -253,41 +253,37 @@ impl Classes {
         } else {
             &mut c.inline
         };
+        let mut whole = text.chunks_exact(64);
+        for (block, bytes) in out.iter_mut().zip(&mut whole) {
+            *block = block_bits(bytes);
+        }
+        let rest = whole.remainder();
+        if rest.is_empty() {
+            return c;
+        }
+        let block = &mut out[n / 64];
         if n < 16 {
-            // Too short for one full load: pad with a plain byte, which sets no bit.
+            // Too short for one load: padded with a plain byte, which sets no bit.
             let mut a = [b'a'; 16];
             for (d, s) in a.iter_mut().zip(text) {
                 *d = *s;
             }
-            out[0] = chunk_bits(a).map(|m| u64::from(m));
+            *block = chunk_bits(a).map(u64::from);
             return c;
         }
-        // Whole 64-byte blocks: four chunks each, their bits shifted into place.
-        let whole = n / 64;
-        for (k, block) in out[..whole].iter_mut().enumerate() {
-            for j in 0..4 {
-                let at = k * 64 + j * 16;
-                let chunk: [u8; 16] = text[at..at + 16].try_into().unwrap_or([b'a'; 16]);
-                let bits = chunk_bits(chunk);
-                for (w, m) in block.iter_mut().zip(bits) {
-                    *w |= u64::from(m) << (16 * j);
-                }
-            }
-        }
-        // The rest, sixteen bytes at a time; a last partial chunk is read as the final sixteen
-        // bytes of the text, and the bits of bytes already classified are shifted out.
-        let mut at = whole * 64;
-        while at < n {
-            let (start, drop) = if n - at >= 16 {
-                (at, 0)
-            } else {
-                (n - 16, 16 - (n - at))
+        // The last partial block sixteen bytes at a time; a last partial chunk is read as the
+        // final sixteen bytes of the text (a copy into a padded buffer would stall the load
+        // behind the stores), and the bits of bytes already classified are shifted out.
+        let base = n - rest.len();
+        let mut at = 0;
+        while at < rest.len() {
+            let (start, drop) = match rest.len() - at {
+                16.. => (base + at, 0),
+                left => (n - 16, 16 - left),
             };
             let chunk: [u8; 16] = text[start..start + 16].try_into().unwrap_or([b'a'; 16]);
-            let bits = chunk_bits(chunk);
-            let block = &mut out[at / 64];
-            for (w, m) in block.iter_mut().zip(bits) {
-                *w |= u64::from(m >> drop) << (at % 64);
+            for (w, m) in block.iter_mut().zip(chunk_bits(chunk)) {
+                *w |= u64::from(m >> drop) << at;
             }
             at += 16;
         }
@@ -408,6 +404,28 @@ impl Iterator for Bits<'_> {
     }
 }
 
+/// The class bitmaps of 64 bytes: four chunks, their bits put side by side.
+#[inline]
+fn block_bits(bytes: &[u8]) -> Block {
+    let chunk = |j: usize| -> [u8; 16] {
+        bytes[16 * j..16 * j + 16]
+            .try_into()
+            .unwrap_or([b'a'; 16])
+    };
+    let (b0, b1, b2, b3) = (
+        chunk_bits(chunk(0)),
+        chunk_bits(chunk(1)),
+        chunk_bits(chunk(2)),
+        chunk_bits(chunk(3)),
+    );
+    std::array::from_fn(|k| {
+        u64::from(b0[k])
+            | u64::from(b1[k]) << 16
+            | u64::from(b2[k]) << 32
+            | u64::from(b3[k]) << 48
+    })
+}
+
 /// The class bitmaps of one 16-byte chunk, in [`Class`] order.
 #[inline]
 fn chunk_bits(a: [u8; 16]) -> [u16; 4] {
@@ -420,14 +438,13 @@ fn chunk_bits(a: [u8; 16]) -> [u16; 4] {
         d.min(u8x16::splat(hi - lo)).simd_eq(d)
     };
     let dot = is(b'.');
-    let fws = is(b' ') | is(b'\t') | is(b'\r') | is(b'\n');
     let plain = within(b'a', b'z', v | u8x16::splat(0x20))
         | within(b'0', b'9', v)
         | dot
         | is(b'-')
         | is(b'_');
     let mask = |m: u8x16| m.to_bitmask() as u16;
-    [mask(is(b';')), mask(fws), !mask(plain), mask(dot)]
+    [mask(is(b';')), mask(is(b' ')), !mask(plain), mask(dot)]
 }
 
 /// Whether `s` is a DNS name as mail records write them: dot-separated labels of letters,
@@ -572,14 +589,14 @@ mod tests {
         fn class_of(b: u8, c: Class) -> bool {
             match c {
                 Class::Semi => b == b';',
-                Class::Fws => matches!(b, b' ' | b'\t' | b'\r' | b'\n'),
+                Class::Space => b == b' ',
                 Class::Odd => !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')),
                 Class::Dot => b == b'.',
             }
         }
         let base = b"v=DMARC1; p=reject;\trua=mailto:a@b.example,mailto:c@d.example!10m; \
             fo=1:d\r\n; x_y-z.w=\x80\xff\x00 \x7f{|}~`@[\\]^ ";
-        let classes = [Class::Semi, Class::Fws, Class::Odd, Class::Dot];
+        let classes = [Class::Semi, Class::Space, Class::Odd, Class::Dot];
         // Every length crosses the 16-byte and 64-byte chunk edges somewhere; long texts go
         // past the inline blocks to the heap.
         let mut long = Vec::new();

@@ -17,8 +17,11 @@ pub(crate) enum Item<'a> {
         name: &'a str,
         value: &'a str,
         key: u64,
-        /// Where `value` starts in the text, for questions to [`Lexer::classes`].
+        /// Where `value` starts in the text, for questions to the text's byte classes.
         at: usize,
+        /// The name packed as written (like `key` but not lower-cased): a known name whose `raw`
+        /// differs from its `key` was written with capitals.
+        raw: u64,
     },
     /// An empty segment between two `;` (`a=b;;c=d`); a single trailing `;` is not reported.
     Empty,
@@ -101,14 +104,17 @@ impl<'a> Iterator for Lexer<'a, '_> {
         let start = i;
         if scan::is(b[i], ALPHA) {
             // The name is read once, packing its key on the way.
-            let mut key = u64::from(b[i] | 0x20);
+            let mut raw = u64::from(b[i]);
             i += 1;
             while i < end && scan::is(b[i], TAG_NAME) {
                 if i - start < 8 {
-                    key |= u64::from(b[i] | 0x20) << (8 * (i - start));
+                    raw |= u64::from(b[i]) << (8 * (i - start));
                 }
                 i += 1;
             }
+            // `| 0x20` on every byte of the name lower-cases its letters.
+            let mut key =
+                raw | (0x2020_2020_2020_2020 & (u64::MAX >> (8 * (8 - (i - start).min(8)))));
             if i - start > 8 {
                 key = 0;
             }
@@ -125,14 +131,15 @@ impl<'a> Iterator for Lexer<'a, '_> {
                 while v_end > v_start && scan::is(b[v_end - 1], FWS) {
                     v_end -= 1;
                 }
-                // One checked slice and two splits (the checks of `&text[a..b]` are an
-                // out-of-line call each, measurable at this rate).
-                let (head, value) = text[start..v_end].split_at(v_start - start);
+                // Slices by `split_at`, whose boundary checks inline (those of `&text[a..b]`
+                // are an out-of-line call each, measurable at this rate).
+                let (head, value) = text.split_at(v_end).0.split_at(v_start);
                 return Some(Item::Tag {
-                    name: head.split_at(name_end - start).0,
+                    name: head.split_at(name_end).0.split_at(start).1,
                     value,
                     key,
                     at: v_start,
+                    raw,
                 });
             }
         }
@@ -148,7 +155,7 @@ impl<'a> Iterator for Lexer<'a, '_> {
 mod tests {
     use super::*;
 
-    /// The items, with each value's offset checked against the text and then zeroed, so the
+    /// The items, with each value's offset and packed name checked and then zeroed, so the
     /// tables below can compare the same items under different spacing.
     fn items(s: &str) -> Vec<Item<'_>> {
         let classes = Classes::new(s.as_bytes());
@@ -159,17 +166,23 @@ mod tests {
                     value,
                     key,
                     at,
+                    raw,
                 } => {
                     assert_eq!(
                         &s[at..at + value.len()],
                         value,
                         "offset of {name}= in {s:?}"
                     );
+                    let len = name.len().min(8);
+                    let mut bytes = [0u8; 8];
+                    bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+                    assert_eq!(raw, u64::from_le_bytes(bytes), "raw of {name}=");
                     Item::Tag {
                         name,
                         value,
                         key,
                         at: 0,
+                        raw: 0,
                     }
                 }
                 other => other,
@@ -185,12 +198,14 @@ mod tests {
                 value: "DMARC1",
                 key: known("v"),
                 at: 0,
+                raw: 0,
             },
             Item::Tag {
                 name: "p",
                 value: "none",
                 key: known("p"),
                 at: 0,
+                raw: 0,
             },
         ];
         assert_eq!(items("v=DMARC1; p=none"), want);
@@ -209,6 +224,7 @@ mod tests {
                     value: "b",
                     key: known("a"),
                     at: 0,
+                    raw: 0,
                 },
                 Item::Empty,
                 Item::Tag {
@@ -216,6 +232,7 @@ mod tests {
                     value: "d",
                     key: known("c"),
                     at: 0,
+                    raw: 0,
                 }
             ]
         );
@@ -227,6 +244,7 @@ mod tests {
                     value: "b",
                     key: known("a"),
                     at: 0,
+                    raw: 0,
                 },
                 Item::Empty
             ]
@@ -245,6 +263,7 @@ mod tests {
                     value: "b",
                     key: known("a"),
                     at: 0,
+                    raw: 0,
                 },
                 Item::NoEquals("junk")
             ]
@@ -258,6 +277,7 @@ mod tests {
                 value: "",
                 key: known("p"),
                 at: 0,
+                raw: 0,
             }]
         );
     }
