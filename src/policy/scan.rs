@@ -334,6 +334,23 @@ impl Classes {
         self.next(class, from, end) < end
     }
 
+    /// The position of the last `class` byte in `[from, end)`.
+    #[inline]
+    pub(crate) fn last(&self, class: Class, from: usize, end: usize) -> Option<usize> {
+        let blocks = self.blocks();
+        let mut e = end;
+        while e > from {
+            let last = e - 1;
+            let w = blocks[last / 64][class as usize] & (u64::MAX >> (63 - last % 64));
+            if w != 0 {
+                let p = (last / 64) * 64 + 63 - w.leading_zeros() as usize;
+                return (p >= from).then_some(p);
+            }
+            e = (last / 64) * 64;
+        }
+        None
+    }
+
     /// `end` moved back over trailing `class` bytes, not before `from`.
     #[inline]
     pub(crate) fn trim_end(&self, class: Class, from: usize, end: usize) -> usize {
@@ -646,6 +663,8 @@ mod tests {
                             "trim {len} {class:?} {from}..{end}"
                         );
                         assert_eq!(c.any(class, from, end), next < end);
+                        let last = (from..end).rev().find(|&i| class_of(text[i], class));
+                        assert_eq!(c.last(class, from, end), last, "last {len} {class:?} {from}..{end}");
                     }
                 }
             }

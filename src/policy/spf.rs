@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use compact_str::CompactString;
 
+use super::scan::{Class, Classes};
 use super::{Diagnostics, ErrorCode, ParseResult, Parsed, Rejected, scan, str_enum};
 
 /// Stable diagnostic codes of this parser.
@@ -696,27 +697,26 @@ fn parse_inner(text: &str, diags: &mut Diagnostics) -> Result<SpfRecord, SpfErro
         unknown_modifiers: Vec::new(),
         dns_lookups: 0,
     };
-    let body = &text[6..];
+    // Terms are found from the byte classes: spaces split them, and the first odd byte (not a
+    // letter, digit, '.', '-', '_') ends a term's name.
+    let c = Classes::new(text.as_bytes());
+    let mut spaces = c.positions(Class::Space, 6, text.len());
     let mut all_seen = false;
     let mut extra_spaces = false;
-    let mut rest = Some(body);
     let mut first = true;
-    while let Some(r) = rest {
-        let term = match scan::find(r.as_bytes(), b' ') {
-            Some(i) => {
-                rest = Some(&r[i + 1..]);
-                &r[..i]
-            }
-            None => {
-                rest = None;
-                r
-            }
-        };
+    let mut start = 6;
+    let mut more = true;
+    while more {
+        let end = spaces.next().unwrap_or(text.len());
+        more = end < text.len();
+        let at = start;
+        let term = text.split_at(end).0.split_at(at).1;
+        start = end + 1;
         let was_first = std::mem::replace(&mut first, false);
         if term.is_empty() {
             // The body starts with the space after "v=spf1", and one space may end it; any
             // other empty term is a second space between two terms.
-            if !was_first && rest.is_some() && !extra_spaces {
+            if !was_first && more && !extra_spaces {
                 extra_spaces = true;
                 diags.info(code::EXTRA_SPACES, "more than one space between terms");
             }
@@ -724,10 +724,7 @@ fn parse_inner(text: &str, diags: &mut Diagnostics) -> Result<SpfRecord, SpfErro
         }
         // One scan for the leading name serves both term kinds: a modifier's name ends at
         // its '=', a mechanism's at ':', '/' or the end.
-        let name_end = term
-            .bytes()
-            .position(|c| !(scan::is(c, scan::LABEL) || c == b'.'))
-            .unwrap_or(term.len());
+        let name_end = c.next(Class::Odd, at, end) - at;
         if term.as_bytes().get(name_end) == Some(&b'=') {
             let m = parse_modifier(term, name_end)?;
             match m {
@@ -754,7 +751,7 @@ fn parse_inner(text: &str, diags: &mut Diagnostics) -> Result<SpfRecord, SpfErro
             }
             continue;
         }
-        let d = parse_directive(term, name_end)?;
+        let d = parse_directive(term, name_end, &c, at)?;
         if all_seen {
             diags.warn(
                 code::TERMS_AFTER_ALL,
@@ -834,8 +831,15 @@ fn parse_modifier(term: &str, name_end: usize) -> Result<Modifier, SpfError> {
 /// `[qualifier] mechanism`; `name_end` is where the caller's scan of leading name bytes
 /// (letters, digits, `-`, `_`, `.`) stopped, which is where an unqualified or `-`-qualified
 /// mechanism name ends when a `:`, `/` or the end follows.
-#[inline]
-fn parse_directive(term: &str, name_end: usize) -> Result<Directive, SpfError> {
+// Inlined into the term loop: a directive returned through memory and pushed at once was
+// reloaded before its stores had landed (a measurable stall at this rate).
+#[inline(always)]
+fn parse_directive(
+    term: &str,
+    name_end: usize,
+    c: &Classes,
+    at: usize,
+) -> Result<Directive, SpfError> {
     let (qualifier, rest) = match term.as_bytes()[0] {
         b'+' => (Qualifier::Pass, &term[1..]),
         b'-' => (Qualifier::Fail, &term[1..]),
@@ -879,7 +883,8 @@ fn parse_directive(term: &str, name_end: usize) -> Result<Directive, SpfError> {
         let spec = arg
             .strip_prefix(':')
             .ok_or_else(|| syntax("requires ':' and a domain"))?;
-        let domain = parse_domain_spec(term, spec)?;
+        // The spec ends the term.
+        let domain = parse_domain_spec_at(term, spec, c, at + term.len() - spec.len())?;
         if lower(INCLUDE) {
             Mechanism::Include { domain }
         } else {
@@ -1040,6 +1045,30 @@ fn parse_cidr(term: &str, s: &str, max: u8) -> Result<u8, SpfError> {
         return Err(bad(format!("CIDR length /{n} is over {max}")));
     }
     Ok(n as u8)
+}
+
+/// [`parse_domain_spec`] for a spec at `text[s..]` of a record whose classes are `c`. A spec
+/// without odd bytes (only letters, digits, '.', '-', '_': every plain domain) is a valid
+/// macro-string as it stands, and its top label is found from the dot bitmap.
+#[inline]
+fn parse_domain_spec_at(term: &str, spec: &str, c: &Classes, s: usize) -> Result<MacroString, SpfError> {
+    let e = s + spec.len();
+    if spec.is_empty() || c.any(Class::Odd, s, e) {
+        return parse_domain_spec(term, spec);
+    }
+    let tail_end = if spec.ends_with('.') { e - 1 } else { e };
+    let top = match c.last(Class::Dot, s, tail_end) {
+        Some(dot) => spec.split_at(tail_end - s).0.split_at(dot + 1 - s).1,
+        None => "",
+    };
+    if top.is_empty() || !is_toplabel(top) {
+        // Let the general path name the problem.
+        return parse_domain_spec(term, spec);
+    }
+    Ok(MacroString {
+        text: spec.into(),
+        pieces: Box::default(),
+    })
 }
 
 /// `domain-spec = macro-string domain-end`, `domain-end = ( "." toplabel [ "." ] ) /

@@ -6,7 +6,7 @@
 //! oddity means for it (duplicate tags are fatal in DKIM, a warning in DMARC) and records the
 //! diagnostic under its own code.
 
-use super::scan::{self, ALPHA, Class, Classes, FWS, TAG_NAME};
+use super::scan::{self, ALPHA, Class, Classes, TAG_NAME};
 
 /// One lexical item of a tag list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,14 @@ pub(crate) const fn known(name: &str) -> u64 {
     }
 }
 
+/// Folding white space (SP, HTAB, CR, LF), as one compare and a bit test: the lexer asks this
+/// of nearly every name and value end, and the answer is nearly always no.
+#[inline(always)]
+fn is_fws(b: u8) -> bool {
+    const SET: u64 = 1 << b' ' | 1 << b'\t' | 1 << b'\r' | 1 << b'\n';
+    b <= b' ' && SET >> b & 1 != 0
+}
+
 /// Iterates over the items of a tag list, given its byte classes (`Classes::new(text)`, which
 /// the caller keeps, so parsers that look inside values can use them too).
 pub(crate) fn lex<'a, 'c>(text: &'a str, classes: &'c Classes) -> Lexer<'a, 'c> {
@@ -93,7 +101,7 @@ impl<'a> Iterator for Lexer<'a, '_> {
         self.pos = end + 1;
         // White space around names and values is rare and short (one space after a ';'), so
         // it is stepped over byte by byte.
-        while i < end && scan::is(b[i], FWS) {
+        while i < end && is_fws(b[i]) {
             i += 1;
         }
         if i == end {
@@ -119,16 +127,16 @@ impl<'a> Iterator for Lexer<'a, '_> {
                 key = 0;
             }
             let name_end = i;
-            while i < end && scan::is(b[i], FWS) {
+            while i < end && is_fws(b[i]) {
                 i += 1;
             }
             if i < end && b[i] == b'=' {
                 let mut v_start = i + 1;
-                while v_start < end && scan::is(b[v_start], FWS) {
+                while v_start < end && is_fws(b[v_start]) {
                     v_start += 1;
                 }
                 let mut v_end = end;
-                while v_end > v_start && scan::is(b[v_end - 1], FWS) {
+                while v_end > v_start && is_fws(b[v_end - 1]) {
                     v_end -= 1;
                 }
                 // Slices by `split_at`, whose boundary checks inline (those of `&text[a..b]`
