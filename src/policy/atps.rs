@@ -103,7 +103,8 @@ impl ErrorCode for AtpsError {
 
 /// Whether a joined TXT record is an ATPS record (first tag `v=ATPS1`).
 pub fn is_candidate(text: &str) -> bool {
-    let classes = Classes::new(text.as_bytes());
+    let mut classes = Classes::empty();
+    classes.index(text.as_bytes());
     matches!(tag::lex(text, &classes).next(), Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") && value == "ATPS1")
 }
 
@@ -125,7 +126,8 @@ where
 /// Parses one ATPS record.
 pub fn parse(text: &str) -> ParseResult<AtpsRecord, AtpsError> {
     let mut diags = Diagnostics::default();
-    let classes = Classes::new(text.as_bytes());
+    let mut classes = Classes::empty();
+    classes.index(text.as_bytes());
     let mut items = tag::lex(text, &classes);
     match items.next() {
         Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") => {

@@ -183,7 +183,8 @@ impl ErrorCode for DkimError {
 /// names DKIM1. (RFC 6376 makes `v=` optional, so the version prefix alone cannot select.)
 pub fn is_candidate(text: &str) -> bool {
     let mut has_p = false;
-    let classes = Classes::new(text.as_bytes());
+    let mut classes = Classes::empty();
+    classes.index(text.as_bytes());
     for (i, item) in tag::lex(text, &classes).enumerate() {
         if let Item::Tag { name, value, .. } = item {
             if name.eq_ignore_ascii_case("v") && !(i == 0 && value == "DKIM1") {
@@ -236,7 +237,8 @@ pub fn parse(text: &str) -> ParseResult<DkimKey, DkimError> {
         key_format: KeyFormat::Unknown,
     };
     let mut p_text: Option<&str> = None;
-    let classes = Classes::new(text.as_bytes());
+    let mut classes = Classes::empty();
+    classes.index(text.as_bytes());
     for (index, item) in tag::lex(text, &classes).enumerate() {
         let (name, value) = match item {
             Item::Tag { name, value, .. } => (name, value),

@@ -738,6 +738,8 @@ fn parse_uri_list(
 /// one copy, no diagnostics); otherwise [`parse_uri_list`] takes it entry by entry.
 #[inline]
 fn clean_uri_list(b: &[u8], c: &Classes, from: usize, to: usize) -> bool {
+    // `min` lets the compiler see that the positions below are in bounds.
+    let to = to.min(b.len());
     let mut marks = UriMarks::new(from);
     let entry_ok =
         |m: &UriMarks, end: usize| !m.wsp && m.bang.is_none() && check_uri(b, c, m, m.start, end);
@@ -862,6 +864,7 @@ fn add_uri(
 /// valid URI: RFC 3986 `scheme ":" hier-part`, with the RFC 7489 rule that `,` and `!` must be
 /// encoded (the first `!` starts the obsolete size suffix), and for `mailto:` an address with a
 /// local part and a domain.
+#[inline(always)]
 fn check_uri(b: &[u8], c: &Classes, marks: &UriMarks, s: usize, e: usize) -> bool {
     // "mailto" in any case, as one word comparison: `| 0x20` lower-cases the six letters (and
     // turns nothing else into a letter).
@@ -924,7 +927,8 @@ struct UriScan {
 /// [`check_uri`] for a URI on its own (deserialized lists, entries with white space inside):
 /// its classes are computed here.
 fn scan_uri(uri: &[u8]) -> Option<UriScan> {
-    let c = Classes::new(uri);
+    let mut c = Classes::empty();
+    c.index(uri);
     let mut marks = UriMarks::new(0);
     for p in c.positions(Class::Odd, 0, uri.len()) {
         marks.note(uri[p], p);
@@ -934,6 +938,7 @@ fn scan_uri(uri: &[u8]) -> Option<UriScan> {
 
 /// [`scan::is_domain_name`] for `b[s..e]`, from the class bitmaps: no odd byte at all, then
 /// only the dots are looked at.
+#[inline(always)]
 fn is_domain_at(b: &[u8], c: &Classes, s: usize, e: usize) -> bool {
     let e = if e > s && b[e - 1] == b'.' { e - 1 } else { e };
     if e == s || e - s > 253 || c.any(Class::Odd, s, e) {
@@ -973,7 +978,8 @@ enum Slot<'a> {
 /// Parses one DMARC record (already selected and joined).
 pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
     let mut diags = Diagnostics::default();
-    let classes = Classes::new(text.as_bytes());
+    let mut classes = Classes::empty();
+    classes.index(text.as_bytes());
     let mut items = tag::lex(text, &classes);
 
     // RFC 9989 §4.7: v must be the first tag, value exactly "DMARC1".

@@ -155,56 +155,6 @@ pub(crate) fn all_vchar_except(s: &[u8], except: u8) -> bool {
     !(has_less(w, 0x21) || has_more(w, 0x7e) || has_byte(w, except))
 }
 
-/// Scans `s` up to the first `marks[0]`, checking that every byte before it is a `VCHAR`, and
-/// returns where the first of each mark byte is (`marks[1]` and `marks[2]` only before the
-/// first `marks[0]`). `None` when a byte that is not a `VCHAR` comes first.
-///
-/// Words of eight plain bytes (no mark, nothing outside `VCHAR`) are passed over whole; only a
-/// word holding something of interest is looked at byte by byte.
-pub(crate) fn uri_marks(s: &[u8], marks: [u8; 3]) -> Option<[Option<usize>; 3]> {
-    let mut found = [None; 3];
-    // Some(true) when the terminating mark was reached.
-    let mut step = |b: u8, i: usize| -> Option<bool> {
-        if b == marks[0] {
-            found[0] = Some(i);
-            return Some(true);
-        }
-        if !is(b, VCHAR) {
-            return None;
-        }
-        for k in 1..3 {
-            if b == marks[k] && found[k].is_none() {
-                found[k] = Some(i);
-            }
-        }
-        Some(false)
-    };
-    let mut chunks = s.chunks_exact(8);
-    let mut at = 0usize;
-    for c in &mut chunks {
-        let w = word(c);
-        let plain = !(has_less(w, 0x21)
-            || has_more(w, 0x7e)
-            || has_byte(w, marks[0])
-            || has_byte(w, marks[1])
-            || has_byte(w, marks[2]));
-        if !plain {
-            for (j, &b) in c.iter().enumerate() {
-                if step(b, at + j)? {
-                    return Some(found);
-                }
-            }
-        }
-        at += 8;
-    }
-    for (j, &b) in chunks.remainder().iter().enumerate() {
-        if step(b, at + j)? {
-            break;
-        }
-    }
-    Some(found)
-}
-
 /// A byte class of [`Classes`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Class {
@@ -236,18 +186,34 @@ pub(crate) struct Classes {
 }
 
 impl Classes {
-    /// Classifies every byte of `text`.
-    pub(crate) fn new(text: &[u8]) -> Classes {
-        let n = text.len();
-        let blocks = n.div_ceil(64);
-        let mut c = Classes {
-            len: n,
+    /// No text yet: [`Classes::index`] fills it in place (a value this size returned from a
+    /// constructor was copied into the caller's frame, measurably, at parsing rates).
+    pub(crate) fn empty() -> Classes {
+        Classes {
+            len: 0,
             inline: [[0; 4]; INLINE_BLOCKS],
             heap: Vec::new(),
-        };
-        if blocks > INLINE_BLOCKS {
-            c.heap = vec![[0; 4]; blocks];
         }
+    }
+
+    /// The classes of `text` (for tests and one-off uses; parsers build theirs in place).
+    #[cfg(test)]
+    pub(crate) fn new(text: &[u8]) -> Classes {
+        let mut c = Classes::empty();
+        c.index(text);
+        c
+    }
+
+    /// Classifies every byte of `text`, replacing what was indexed before.
+    pub(crate) fn index(&mut self, text: &[u8]) {
+        let n = text.len();
+        let blocks = n.div_ceil(64);
+        self.len = n;
+        self.heap.clear();
+        if blocks > INLINE_BLOCKS {
+            self.heap.resize(blocks, [0; 4]);
+        }
+        let c = self;
         let out: &mut [Block] = if blocks > INLINE_BLOCKS {
             &mut c.heap
         } else {
@@ -259,7 +225,7 @@ impl Classes {
         }
         let rest = whole.remainder();
         if rest.is_empty() {
-            return c;
+            return;
         }
         let block = &mut out[n / 64];
         if n < 16 {
@@ -269,12 +235,13 @@ impl Classes {
                 *d = *s;
             }
             *block = chunk_bits(a).map(u64::from);
-            return c;
+            return;
         }
         // The last partial block sixteen bytes at a time; a last partial chunk is read as the
         // final sixteen bytes of the text (a copy into a padded buffer would stall the load
         // behind the stores), and the bits of bytes already classified are shifted out.
         let base = n - rest.len();
+        *block = [0; 4];
         let mut at = 0;
         while at < rest.len() {
             let (start, drop) = match rest.len() - at {
@@ -287,7 +254,6 @@ impl Classes {
             }
             at += 16;
         }
-        c
     }
 
     fn blocks(&self) -> &[Block] {
@@ -298,34 +264,20 @@ impl Classes {
         }
     }
 
-    /// The first position in `[from, end)` whose byte is (`want` true) or is not (`want`
-    /// false) in `class`; `end` when there is none.
-    #[inline]
-    fn first(&self, class: Class, want: bool, from: usize, end: usize) -> usize {
+    /// The first position of a `class` byte in `[from, end)`, or `end`.
+    #[inline(always)]
+    pub(crate) fn next(&self, class: Class, from: usize, end: usize) -> usize {
         debug_assert!(end <= self.len);
         let blocks = self.blocks();
-        let flip = if want { 0 } else { u64::MAX };
         let mut i = from;
         while i < end {
-            let w = (blocks[i / 64][class as usize] ^ flip) >> (i % 64);
+            let w = blocks[i / 64][class as usize] >> (i % 64);
             if w != 0 {
                 return (i + w.trailing_zeros() as usize).min(end);
             }
             i = (i / 64 + 1) * 64;
         }
         end
-    }
-
-    /// The first position of a `class` byte in `[from, end)`, or `end`.
-    #[inline]
-    pub(crate) fn next(&self, class: Class, from: usize, end: usize) -> usize {
-        self.first(class, true, from, end)
-    }
-
-    /// The first position of a byte not in `class` in `[from, end)`, or `end`.
-    #[inline]
-    pub(crate) fn skip(&self, class: Class, from: usize, end: usize) -> usize {
-        self.first(class, false, from, end)
     }
 
     /// Whether any byte in `[from, end)` is in `class`.
@@ -349,24 +301,6 @@ impl Classes {
             e = (last / 64) * 64;
         }
         None
-    }
-
-    /// `end` moved back over trailing `class` bytes, not before `from`.
-    #[inline]
-    pub(crate) fn trim_end(&self, class: Class, from: usize, end: usize) -> usize {
-        let blocks = self.blocks();
-        let mut e = end;
-        while e > from {
-            let last = e - 1;
-            // Bits of positions <= last that are not in the class.
-            let w = !blocks[last / 64][class as usize] & (u64::MAX >> (63 - last % 64));
-            if w != 0 {
-                let p = (last / 64) * 64 + 63 - w.leading_zeros() as usize;
-                return (p + 1).max(from);
-            }
-            e = (last / 64) * 64;
-        }
-        from
     }
 
     /// The positions of `class` bytes in `[from, end)`, in order.
@@ -424,11 +358,8 @@ impl Iterator for Bits<'_> {
 /// The class bitmaps of 64 bytes: four chunks, their bits put side by side.
 #[inline]
 fn block_bits(bytes: &[u8]) -> Block {
-    let chunk = |j: usize| -> [u8; 16] {
-        bytes[16 * j..16 * j + 16]
-            .try_into()
-            .unwrap_or([b'a'; 16])
-    };
+    let chunk =
+        |j: usize| -> [u8; 16] { bytes[16 * j..16 * j + 16].try_into().unwrap_or([b'a'; 16]) };
     let (b0, b1, b2, b3) = (
         chunk_bits(chunk(0)),
         chunk_bits(chunk(1)),
@@ -436,10 +367,7 @@ fn block_bits(bytes: &[u8]) -> Block {
         chunk_bits(chunk(3)),
     );
     std::array::from_fn(|k| {
-        u64::from(b0[k])
-            | u64::from(b1[k]) << 16
-            | u64::from(b2[k]) << 32
-            | u64::from(b3[k]) << 48
+        u64::from(b0[k]) | u64::from(b1[k]) << 16 | u64::from(b2[k]) << 32 | u64::from(b3[k]) << 48
     })
 }
 
@@ -523,33 +451,6 @@ mod tests {
     }
 
     #[test]
-    fn uri_marks_agree_with_bytewise() {
-        fn slow(s: &[u8], marks: [u8; 3]) -> Option<[Option<usize>; 3]> {
-            let end = s.iter().position(|&b| b == marks[0]);
-            let head = &s[..end.unwrap_or(s.len())];
-            if !head.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
-                return None;
-            }
-            let first = |m: u8| head.iter().position(|&b| b == m);
-            Some([end, first(marks[1]), first(marks[2])])
-        }
-        let samples: [&[u8]; 6] = [
-            b"mailto:dmarc-agg@example.com",
-            b"mailto:a@b.example?subject=x@y!10m",
-            b"https://example.com/report?x=1",
-            b"mailto:a b@example.com",
-            b"mailto:abcdefgh@example.com!\x80",
-            b"",
-        ];
-        for s in samples {
-            for cut in 0..=s.len() {
-                let s = &s[..cut];
-                assert_eq!(uri_marks(s, *b"!?@"), slow(s, *b"!?@"), "{s:?}");
-            }
-        }
-    }
-
-    #[test]
     fn split_agrees_with_str_split() {
         for s in [
             "",
@@ -613,7 +514,6 @@ mod tests {
         }
         let base = b"v=DMARC1; p=reject;\trua=mailto:a@b.example,mailto:c@d.example!10m; \
             fo=1:d\r\n; x_y-z.w=\x80\xff\x00 \x7f{|}~`@[\\]^ ";
-        let classes = [Class::Semi, Class::Space, Class::Odd, Class::Dot];
         // Every length crosses the 16-byte and 64-byte chunk edges somewhere; long texts go
         // past the inline blocks to the heap.
         let mut long = Vec::new();
@@ -626,45 +526,43 @@ mod tests {
             } else {
                 &long[..]
             };
-            let c = Classes::new(text);
+            // Fresh, and reused after a longer text (stale blocks must not show through).
+            let fresh = Classes::new(text);
+            let mut reused = Classes::new(&long[..400]);
+            reused.index(text);
+            for c in [&fresh, &reused] {
+                check(c, text);
+            }
+        }
+        fn check(c: &Classes, text: &[u8]) {
             let n = text.len();
-            for class in classes {
+            for class in [Class::Semi, Class::Space, Class::Odd, Class::Dot] {
                 let want: Vec<usize> = (0..n).filter(|&i| class_of(text[i], class)).collect();
                 assert_eq!(
                     c.positions(class, 0, n).collect::<Vec<_>>(),
                     want,
-                    "{len} {class:?}"
+                    "{n} {class:?}"
                 );
                 for from in (0..n).step_by(7) {
                     for end in (from..=n).step_by(5) {
                         let next = (from..end)
                             .find(|&i| class_of(text[i], class))
                             .unwrap_or(end);
-                        let skip = (from..end)
-                            .find(|&i| !class_of(text[i], class))
-                            .unwrap_or(end);
-                        let trim = (from..end)
-                            .rev()
-                            .find(|&i| !class_of(text[i], class))
-                            .map_or(from, |i| i + 1);
-                        assert_eq!(
-                            c.next(class, from, end),
-                            next,
-                            "next {len} {class:?} {from}..{end}"
-                        );
-                        assert_eq!(
-                            c.skip(class, from, end),
-                            skip,
-                            "skip {len} {class:?} {from}..{end}"
-                        );
-                        assert_eq!(
-                            c.trim_end(class, from, end),
-                            trim,
-                            "trim {len} {class:?} {from}..{end}"
-                        );
-                        assert_eq!(c.any(class, from, end), next < end);
                         let last = (from..end).rev().find(|&i| class_of(text[i], class));
-                        assert_eq!(c.last(class, from, end), last, "last {len} {class:?} {from}..{end}");
+                        let at = format!("{n} {class:?} {from}..{end}");
+                        assert_eq!(c.next(class, from, end), next, "next {at}");
+                        assert_eq!(c.any(class, from, end), next < end, "any {at}");
+                        assert_eq!(c.last(class, from, end), last, "last {at}");
+                        let within: Vec<usize> = want
+                            .iter()
+                            .copied()
+                            .filter(|&p| p >= from && p < end)
+                            .collect();
+                        assert_eq!(
+                            c.positions(class, from, end).collect::<Vec<_>>(),
+                            within,
+                            "positions {at}"
+                        );
                     }
                 }
             }

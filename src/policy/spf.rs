@@ -699,7 +699,8 @@ fn parse_inner(text: &str, diags: &mut Diagnostics) -> Result<SpfRecord, SpfErro
     };
     // Terms are found from the byte classes: spaces split them, and the first odd byte (not a
     // letter, digit, '.', '-', '_') ends a term's name.
-    let c = Classes::new(text.as_bytes());
+    let mut c = Classes::empty();
+    c.index(text.as_bytes());
     let mut spaces = c.positions(Class::Space, 6, text.len());
     let mut all_seen = false;
     let mut extra_spaces = false;
@@ -1051,7 +1052,12 @@ fn parse_cidr(term: &str, s: &str, max: u8) -> Result<u8, SpfError> {
 /// without odd bytes (only letters, digits, '.', '-', '_': every plain domain) is a valid
 /// macro-string as it stands, and its top label is found from the dot bitmap.
 #[inline]
-fn parse_domain_spec_at(term: &str, spec: &str, c: &Classes, s: usize) -> Result<MacroString, SpfError> {
+fn parse_domain_spec_at(
+    term: &str,
+    spec: &str,
+    c: &Classes,
+    s: usize,
+) -> Result<MacroString, SpfError> {
     let e = s + spec.len();
     if spec.is_empty() || c.any(Class::Odd, s, e) {
         return parse_domain_spec(term, spec);

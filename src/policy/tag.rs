@@ -96,7 +96,8 @@ impl<'a> Iterator for Lexer<'a, '_> {
         if i > b.len() {
             return None;
         }
-        let end = c.next(Class::Semi, i, b.len());
+        // `min` lets the compiler see that every `i < end` below is in bounds.
+        let end = c.next(Class::Semi, i, b.len()).min(b.len());
         let last = end == b.len();
         self.pos = end + 1;
         // White space around names and values is rare and short (one space after a ';'), so
