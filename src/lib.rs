@@ -26,7 +26,7 @@
 //!
 //!  resolve::spf (check_host) and resolve::evaluate (DMARC verdict) ask through lookup()
 //!  policy::{dmarc, spf, dkim, atps, tlsa}  pure parsers (policy::tag: the tag=value lexer;
-//!                                          policy::scan: byte scanning)
+//!                                          policy::scan: byte-class bitmaps)
 //!  report: the `parse` command's JSON;  client: async and blocking socket clients
 //! ```
 //!
