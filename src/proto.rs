@@ -256,6 +256,34 @@ pub fn encode_frame<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), po
     Ok(())
 }
 
+/// Appends the binary frame of a policy reply, `Response { id, result: Ok(Policy(PolicyAnswer {
+/// source, ttl, answer })) }`, with the answer's kept encoding spliced in ([`Answer::encoded`]):
+/// postcard is concatenative (a struct is its fields in order, an enum its variant index then
+/// its payload), so the bytes are exactly those of [`encode_frame`] on the same response, without
+/// walking the parsed record (tested against it).
+pub fn encode_policy_frame(id: u64, source: Source, ttl: u32, answer: &Answer, out: &mut Vec<u8>) {
+    /// Variant indices: `Outcome::Ok`, `Reply::Policy`.
+    const OK: u8 = 0;
+    const POLICY: u8 = 3;
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    push_varint(out, id);
+    out.extend_from_slice(&[OK, POLICY, source as u8]);
+    push_varint(out, u64::from(ttl));
+    out.extend_from_slice(answer.encoded());
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// postcard's unsigned varint (LEB128).
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
 /// Encodes a value as one JSON line appended to `out`.
 pub fn encode_json_line<T: Serialize>(
     value: &T,
@@ -357,6 +385,93 @@ mod tests {
         assert_eq!(line.last(), Some(&b'\n'));
         assert_eq!(line[0], b'{');
         assert_eq!(serde_json::from_slice::<Request>(&line).unwrap(), req);
+    }
+
+    #[test]
+    fn policy_frames_splice_the_kept_encoding() {
+        use crate::resolve::Kind;
+        use crate::resolve::upstream::{DnssecStatus, RawAnswer, Records};
+        use hickory_proto::op::ResponseCode;
+        let raw = |records, rcode| RawAnswer {
+            found_at: Some("example.com".into()),
+            rcode,
+            ttl: 3600,
+            dnssec: DnssecStatus::Insecure,
+            records,
+            elapsed: std::time::Duration::ZERO,
+        };
+        let txt = |t: &str| Records::Txt(vec![t.to_owned()]);
+        let answers = [
+            Answer::from_raw(
+                Kind::Spf,
+                "example.com",
+                raw(
+                    txt("v=spf1 include:_spf.example.net ~all"),
+                    ResponseCode::NoError,
+                ),
+            ),
+            Answer::from_raw(
+                Kind::Dmarc,
+                "_dmarc.example.com",
+                raw(txt("v=DMARC1; p=rej"), ResponseCode::NoError),
+            ),
+            Answer::from_raw(
+                Kind::DkimKey,
+                "s1._domainkey.example.com",
+                raw(txt("v=DKIM1; p="), ResponseCode::NoError),
+            ),
+            Answer::from_raw(
+                Kind::Spf,
+                "nx.example.com",
+                raw(Records::None, ResponseCode::NXDomain),
+            ),
+            Answer::nxdomain(Kind::Atps, "x._atps.example.com", 30),
+        ];
+        let sources = [
+            Source::Hit,
+            Source::Miss,
+            Source::Stale,
+            Source::Prefetched,
+            Source::Wildcard,
+        ];
+        for (i, answer) in answers.into_iter().enumerate() {
+            let answer = Arc::new(answer);
+            for (id, ttl) in [(0, 0), (1, 127), (300, 128), (u64::MAX, u32::MAX)] {
+                let source = sources[i % sources.len()];
+                let resp = Response {
+                    id,
+                    result: Outcome::Ok(Reply::Policy(PolicyAnswer {
+                        source,
+                        ttl,
+                        answer: answer.clone(),
+                    })),
+                };
+                let (mut want, mut got) = (Vec::new(), Vec::new());
+                encode_frame(&resp, &mut want).unwrap();
+                encode_policy_frame(id, source, ttl, &answer, &mut got);
+                assert_eq!(got, want, "answer {i}, id {id}, ttl {ttl}");
+            }
+        }
+        for source in sources {
+            let resp = |source| Response {
+                id: 9,
+                result: Outcome::Ok(Reply::Policy(PolicyAnswer {
+                    source,
+                    ttl: 1,
+                    answer: Arc::new(Answer::nxdomain(Kind::Spf, "a.example", 30)),
+                })),
+            };
+            let (mut want, mut got) = (Vec::new(), Vec::new());
+            encode_frame(&resp(source), &mut want).unwrap();
+            encode_policy_frame(
+                9,
+                source,
+                1,
+                &Answer::nxdomain(Kind::Spf, "a.example", 30),
+                &mut got,
+            );
+            assert_eq!(got, want, "{source:?}");
+        }
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! What the cache holds: one answer per (question kind, name), with the record already parsed
 //! by `policy`, so a hit costs no parsing.
 
+use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::RecordType;
@@ -195,9 +197,46 @@ pub struct Answer {
     pub data: Data,
     /// A hash of the raw record data, equal for byte-identical answers (wildcard watch).
     pub fingerprint: u64,
+    /// The answer's own postcard encoding, once computed ([`Answer::encoded`]).
+    #[serde(skip)]
+    encoding: Encoding,
+}
+
+/// An answer's postcard encoding, computed once (when the cache weighs the answer) and kept
+/// with it, so a binary client's cache hit is answered with a copy of these bytes instead of a
+/// walk over the parsed record. Not part of the answer's value: comparisons ignore it and
+/// (de)serialization skips it.
+#[derive(Clone, Default)]
+struct Encoding(OnceLock<Box<[u8]>>);
+
+impl PartialEq for Encoding {
+    fn eq(&self, _: &Encoding) -> bool {
+        true
+    }
+}
+
+impl Eq for Encoding {}
+
+impl fmt::Debug for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.get() {
+            Some(b) => write!(f, "<{} bytes>", b.len()),
+            None => f.write_str("<not encoded>"),
+        }
+    }
 }
 
 impl Answer {
+    /// The answer's postcard encoding (what `postcard::to_allocvec(self)` gives), computed on
+    /// first use and kept.
+    pub fn encoded(&self) -> &[u8] {
+        self.encoding.0.get_or_init(|| {
+            postcard::to_allocvec(self)
+                .map(Vec::into_boxed_slice)
+                .unwrap_or_default()
+        })
+    }
+
     /// Parses a raw upstream answer for `kind` at `name`.
     pub fn from_raw(kind: Kind, name: &str, raw: RawAnswer) -> Answer {
         let fingerprint = fingerprint(&raw.records);
@@ -239,6 +278,7 @@ impl Answer {
             dnssec: raw.dnssec,
             data,
             fingerprint,
+            encoding: Encoding::default(),
         }
     }
 
@@ -253,6 +293,7 @@ impl Answer {
             dnssec: DnssecStatus::Indeterminate,
             data: Data::None,
             fingerprint: 0,
+            encoding: Encoding::default(),
         }
     }
 
@@ -261,8 +302,10 @@ impl Answer {
         !matches!(self.data, Data::None)
     }
 
-    /// Approximate memory held by this answer, for the byte-bounded cache.
+    /// Approximate memory held by this answer, for the byte-bounded cache: the structure, its
+    /// strings, the parsed data (estimated from its encoded size) and the kept encoding.
     pub fn weight(&self) -> u32 {
+        let encoded = self.encoded().len();
         let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
         let data = match &self.data {
             Data::None => 0,
@@ -271,12 +314,13 @@ impl Answer {
             Data::Mx(m) => m.iter().map(|(_, s)| s.len() + 32).sum(),
             Data::Tlsa(t) => t.iter().map(|p| p.policy.data.len() + 64).sum(),
             // Parsed records: their serialized size is a fair estimate of their heap use.
-            other => postcard::to_stdvec(other).map_or(512, |v| v.len()) * 2,
+            _ => encoded * 2,
         };
         let total = std::mem::size_of::<Answer>()
             + self.name.len()
             + self.found_at.as_ref().map_or(0, String::len)
-            + data;
+            + data
+            + encoded;
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 }
