@@ -83,6 +83,20 @@ const SETTINGS: &[Setting] = &[
     ),
     s(
         "socket",
+        "bulk_batch",
+        Ty::Int,
+        "8",
+        "A connection whose reads bring at least this many requests each on average (over 4,096 requests) keeps the server busy on its own: its thread is demoted to socket.bulk_nice for the rest of the connection, so one-at-a-time askers are served first when the CPU is contended. 0: never.",
+    ),
+    s(
+        "socket",
+        "bulk_nice",
+        Ty::Int,
+        "10",
+        "Nice value (1..=19) of a demoted connection's thread. Only ever raised: an unprivileged process cannot lower it again.",
+    ),
+    s(
+        "socket",
         "allow_uids",
         Ty::IntList,
         "[]",
@@ -627,6 +641,8 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
     };
     let max_connections = positive("socket", "max_connections", 1) as usize;
     let max_inflight = positive("socket", "max_inflight", 1) as usize;
+    let bulk_batch = positive("socket", "bulk_batch", 0) as usize;
+    let bulk_nice = positive("socket", "bulk_nice", 1);
     let timeout_ms = positive("upstream", "timeout_ms", 1);
     let attempts = positive("upstream", "attempts", 1) as usize;
     let max_bytes = positive("cache", "max_bytes", 1024);
@@ -649,6 +665,9 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
     let wc_window = positive("limits", "wildcard_window", 1);
     let wc_mark = positive("limits", "wildcard_mark", 1);
     let drain = positive("lifecycle", "drain_timeout", 0);
+    if bulk_nice > 19 {
+        problems.push(format!("socket.bulk_nice = {bulk_nice} must be at most 19"));
+    }
     if prefetch > 100 || wc_pct > 100 {
         problems.push(
             "cache.prefetch_percent and limits.wildcard_identical_percent are percentages (0..100)"
@@ -761,6 +780,8 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
         socket_cfg: SocketConfig {
             max_connections,
             max_inflight,
+            bulk_batch,
+            bulk_nice: bulk_nice.min(19) as i32,
             drain_timeout: Duration::from_secs(drain),
             mode,
             allow_uids,

@@ -517,6 +517,88 @@ async fn pipelining_and_many_connections() {
     d.shutdown.cancel();
 }
 
+fn metric(service: &Service, name: &str) -> u64 {
+    serve::admin::render(service)
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// The nice values of this process's connection threads (the server runs in the test).
+fn connection_thread_nices() -> Vec<i64> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "mailpolicyd-con" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesized name; nice is field 19 overall.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        if let Some(n) = rest.split_whitespace().nth(16) {
+            out.push(n.parse().unwrap());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_connections_are_demoted_interactive_ones_are_not() {
+    let d = start().await;
+    let demoted = |d: &Daemon| metric(&d.service, "mailpolicyd_connections_demoted_total");
+    // Interactive: 5,000 questions one at a time.
+    let interactive = Client::connect(&d.socket).await.unwrap();
+    for _ in 0..5000 {
+        interactive.spf("example.test").await.unwrap();
+    }
+    assert_eq!(demoted(&d), 0, "a one-at-a-time connection is not bulk");
+    // Bulk: 5,000 questions written 100 at a time while the answers are read.
+    let s = UnixStream::connect(&d.socket).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        let mut len = [0u8; 4];
+        while n < 5000 {
+            rd.read_exact(&mut len).await.unwrap();
+            let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+            rd.read_exact(&mut payload).await.unwrap();
+            n += 1;
+        }
+        rd
+    });
+    for chunk in 0..50u64 {
+        let mut frames = Vec::new();
+        for i in 0..100 {
+            let op = Op::Spf {
+                domain: "example.test".into(),
+            };
+            proto::encode_frame(
+                &Request {
+                    id: chunk * 100 + i,
+                    op,
+                },
+                &mut frames,
+            )
+            .unwrap();
+        }
+        wr.write_all(&frames).await.unwrap();
+    }
+    let _rd = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(demoted(&d), 1, "the pipelining connection is bulk");
+    // Both connections are open: one thread demoted, the other untouched (other tests running
+    // in this process have connection threads too, none of them bulk).
+    let nices = connection_thread_nices();
+    assert_eq!(nices.iter().filter(|&&n| n == 10).count(), 1, "{nices:?}");
+    assert!(nices.contains(&0), "{nices:?}");
+    drop(interactive);
+    d.shutdown.cancel();
+}
+
 async fn read_frame(s: &mut UnixStream) -> Option<Response> {
     let mut len = [0u8; 4];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))

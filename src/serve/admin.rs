@@ -63,6 +63,7 @@ pub struct Metrics {
     dns: Family<[(&'static str, &'static str); 1], Counter>,
     duration: Histogram,
     connections: AtomicI64,
+    demoted: Counter,
 }
 
 impl Default for Metrics {
@@ -73,6 +74,7 @@ impl Default for Metrics {
             // 1 µs .. ~4 s.
             duration: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
             connections: AtomicI64::new(0),
+            demoted: Counter::default(),
         }
     }
 }
@@ -96,6 +98,10 @@ impl Metrics {
     }
     pub(crate) fn connection_opened(&self) {
         self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a connection whose thread was demoted as bulk.
+    pub(crate) fn connection_demoted(&self) {
+        self.demoted.inc();
     }
     pub(crate) fn connection_closed(&self) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
@@ -266,6 +272,11 @@ pub fn render(service: &Service) -> String {
         "dns_answers",
         "DNS front-end answers over UDP by path (wire: the wire-form cache; full: through the resolver)",
         service.metrics.dns.clone(),
+    );
+    registry.register(
+        "connections_demoted",
+        "Connections whose thread was demoted to a lower CPU priority as bulk (socket.bulk_batch)",
+        service.metrics.demoted.clone(),
     );
     registry.register(
         "request_duration_seconds",

@@ -45,6 +45,11 @@ pub struct SocketConfig {
     pub max_connections: usize,
     /// Requests waiting on upstream per connection before the connection stops reading.
     pub max_inflight: usize,
+    /// Average requests per read (over 4,096 requests) from which a connection counts as bulk
+    /// and its thread is demoted to `bulk_nice`; 0 never demotes.
+    pub bulk_batch: usize,
+    /// Nice value of a demoted connection's thread.
+    pub bulk_nice: i32,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
     /// File mode of the socket.
@@ -60,6 +65,8 @@ impl Default for SocketConfig {
         SocketConfig {
             max_connections: 1024,
             max_inflight: 256,
+            bulk_batch: 8,
+            bulk_nice: 10,
             drain_timeout: Duration::from_secs(10),
             mode: 0o660,
             allow_uids: Vec::new(),
@@ -360,9 +367,11 @@ fn connection(
         max: cfg.max_inflight.max(1),
     });
     let mut batch: Vec<u8> = Vec::with_capacity(8 * 1024);
+    let mut load = Load::default();
     let result = loop {
         // Answer every complete request in the buffer.
         let mut fatal = None;
+        let mut answered = 0usize;
         loop {
             let request = match next_request(mode, &mut buf) {
                 Next::Incomplete => break,
@@ -384,6 +393,7 @@ fn connection(
                 encode(mode, &resp, &mut batch);
                 continue;
             }
+            answered += 1;
             let id = request.id;
             let svc = service.clone();
             let mut fut = Box::pin(async move { svc.handle(request.op).await });
@@ -413,6 +423,10 @@ fn connection(
         if let Some(resp) = fatal {
             break close_with(&writer, mode, &resp);
         }
+        if load.read(answered, cfg.bulk_batch) {
+            demote(cfg.bulk_nice);
+            service.metrics.connection_demoted();
+        }
         if read_more(&mut rd, &mut buf, &mut chunk)? == 0 {
             if !buf.is_empty() && !live.draining.load(Ordering::SeqCst) {
                 let resp = err(
@@ -431,6 +445,55 @@ fn connection(
     // Let requests still waiting on upstream answer before the socket closes.
     inflight.wait_idle();
     result
+}
+
+/// How much work a connection brings per read, to tell a bulk connection (a pipelining client
+/// that always has a queue of requests waiting) from an interactive one (one question, one
+/// answer). Threads of bulk connections are demoted once, so that on a contended CPU the
+/// scheduler runs the interactive ones first: fairness between connections without a shared
+/// queue, since each has its own thread.
+#[derive(Default)]
+struct Load {
+    reads: usize,
+    requests: usize,
+    demoted: bool,
+}
+
+impl Load {
+    /// The window, in requests, over which the average is taken.
+    const WINDOW: usize = 4096;
+
+    /// Records one read that brought `requests` requests; true when the connection has just
+    /// turned out to be bulk (`threshold` or more requests per read on average).
+    fn read(&mut self, requests: usize, threshold: usize) -> bool {
+        if self.demoted || threshold == 0 {
+            return false;
+        }
+        self.reads += 1;
+        self.requests += requests;
+        if self.requests < Self::WINDOW {
+            return false;
+        }
+        let bulk = self.requests >= self.reads * threshold;
+        self.reads = 0;
+        self.requests = 0;
+        self.demoted = bulk;
+        bulk
+    }
+}
+
+/// Lowers the calling thread's CPU priority to `nice` (Linux: `setpriority` on the thread id).
+fn demote(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        match rustix::process::setpriority_process(Some(tid), nice) {
+            Ok(()) => tracing::debug!(nice, "bulk connection: thread demoted"),
+            Err(e) => tracing::debug!(error = %e, "bulk connection: could not demote"),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
 }
 
 fn lock(writer: &Writer) -> std::sync::MutexGuard<'_, StdStream> {
@@ -563,5 +626,27 @@ fn next_request(mode: Mode, buf: &mut BytesMut) -> Next {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Load;
+
+    #[test]
+    fn bulk_is_the_average_over_a_window() {
+        // One request per read: never bulk.
+        let mut l = Load::default();
+        assert!((0..10_000).all(|_| !l.read(1, 8)));
+        // Sixteen per read: bulk once the window of 4,096 requests is full, and only once.
+        let mut l = Load::default();
+        let turned: Vec<usize> = (0..1000).filter(|_| l.read(16, 8)).collect();
+        assert_eq!(turned.len(), 1);
+        // Seven per read with a threshold of eight: not bulk.
+        let mut l = Load::default();
+        assert!((0..10_000).all(|_| !l.read(7, 8)));
+        // Threshold 0 turns it off.
+        let mut l = Load::default();
+        assert!((0..10_000).all(|_| !l.read(64, 0)));
     }
 }
