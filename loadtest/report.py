@@ -118,6 +118,17 @@ def main(results, versions, work, md_path, svg_path):
     lines.append(f"| ping-pong p99, socket 1×1 vs UDP 1×1 | {pp_p99:.2f} | ≤ 0.5 — {'met' if pp_p99 <= 0.5 else 'missed'} |")
     lines.append(f"| 8 flows × 1, socket vs UDP | {f8:.2f} | – |")
     lines.append(f"| pipelined socket 8×16 vs Unbound saturated (dnsperf) | {pl:.2f} | ≥ 5 — {'met' if pl >= 5 else 'missed'} |")
+    if "no-work echo socket 1x1" in s1:
+        floor = med("no-work echo socket 1x1")
+        floor_p99 = med("no-work echo socket 1x1", "p99_us")
+        lines += ["", "Against the floor (a server that does no work, same framing, same client, same run):", "",
+                  "| comparison | rate | p99 |", "|---|---|---|",
+                  f"| mailpolicyd socket 1×1 / no-work echo 1×1 | {med('mailpolicyd socket 1x1') / floor:.2f} | "
+                  f"{med('mailpolicyd socket 1x1', 'p99_us') / floor_p99:.2f} |",
+                  f"| Unbound UDP 1×1 / no-work echo 1×1 | {med('unbound udp 1x1') / floor:.2f} | "
+                  f"{med('unbound udp 1x1', 'p99_us') / floor_p99:.2f} |",
+                  f"| no-work echo 1×1 / Unbound UDP 1×1 (the most any socket server could reach here) | "
+                  f"{floor / med('unbound udp 1x1'):.2f} | {floor_p99 / med('unbound udp 1x1', 'p99_us'):.2f} |"]
 
     s2 = by_name(rows, 2)
     lines += ["", "## 2. DNS front-end (dnsperf, cached)", "", "| server | qps |", "|---|---|"]

@@ -81,6 +81,13 @@ enum Cmd {
         #[arg(long, default_value = "spf")]
         op: String,
     },
+    /// The floor: a server speaking the same framing that does no work (a thread per connection,
+    /// blocking reads and writes, like mailpolicyd's socket server), answering every request
+    /// with a fixed reply of a cached SPF answer's size. Runs until killed.
+    Echo {
+        #[arg(long)]
+        socket: PathBuf,
+    },
     /// DNS TXT queries over UDP: N flows, one in flight each.
     Udp {
         #[arg(long)]
@@ -169,6 +176,7 @@ fn main() {
             let r = rt.block_on(socket_run_all(socket, Arc::new(ops), conns, depth));
             report(&r, None);
         }
+        Cmd::Echo { socket } => echo(&socket),
         Cmd::Udp {
             server,
             names,
@@ -241,6 +249,52 @@ fn main() {
                     "distinct_from": froms.len(), "collapse": collapse})
             );
         }
+    }
+}
+
+/// The no-work server of `mpload echo`.
+fn echo(path: &std::path::Path) {
+    use std::io::Read;
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    // A reply the size of a cached SPF answer (~330 bytes of payload).
+    let reply = |id: u64| {
+        let mut out = Vec::with_capacity(400);
+        let resp = Response {
+            id,
+            result: proto::Outcome::Ok(proto::Reply::Hello {
+                version: "1.0".into(),
+                server: "x".repeat(320),
+            }),
+        };
+        proto::encode_frame(&resp, &mut out).unwrap();
+        out
+    };
+    for conn in listener.incoming() {
+        let Ok(mut s) = conn else { continue };
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut have = 0;
+            let mut out = Vec::new();
+            loop {
+                let n = match s.read(&mut buf[have..]) {
+                    Ok(n) if n > 0 => n,
+                    _ => return,
+                };
+                have += n;
+                let mut at = 0;
+                out.clear();
+                while let Some(payload) = next_frame(&buf[..have], &mut at) {
+                    let id = postcard::take_from_bytes::<u64>(payload).map_or(0, |(id, _)| id);
+                    out.extend(reply(id));
+                }
+                buf.copy_within(at..have, 0);
+                have -= at;
+                if s.write_all(&out).is_err() {
+                    return;
+                }
+            }
+        });
     }
 }
 
