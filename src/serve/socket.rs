@@ -260,7 +260,10 @@ enum Mode {
     Json,
 }
 
-type Writer = Arc<Mutex<StdStream>>;
+/// The write side, shared by the connection thread (batches of hits) and the tasks answering
+/// misses. An async mutex, so a task can hold it across a hand-off to the blocking pool when a
+/// frame could not be written whole without waiting (frames never interleave).
+type Writer = Arc<tokio::sync::Mutex<StdStream>>;
 
 fn peer_allowed(stream: &UnixStream, cfg: &SocketConfig) -> bool {
     if cfg.allow_uids.is_empty() && cfg.allow_gids.is_empty() {
@@ -338,7 +341,7 @@ fn connection(
     runtime: &tokio::runtime::Handle,
     live: &Live,
 ) -> std::io::Result<()> {
-    let writer: Writer = Arc::new(Mutex::new(stream.try_clone()?));
+    let writer: Writer = Arc::new(tokio::sync::Mutex::new(stream.try_clone()?));
     let mut rd = stream;
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 16 * 1024];
@@ -409,11 +412,7 @@ fn connection(
                         let result = fut.await;
                         let mut out = Vec::with_capacity(512);
                         encode(mode, &Response { id, result }, &mut out);
-                        // A blocking write, off the runtime's workers.
-                        let written = tokio::task::spawn_blocking(move || {
-                            let _ = lock(&writer).write_all(&out);
-                        });
-                        let _ = written.await;
+                        write_from_task(&writer, out).await;
                         inflight.release();
                     });
                 }
@@ -496,8 +495,43 @@ fn demote(nice: i32) {
     let _ = nice;
 }
 
-fn lock(writer: &Writer) -> std::sync::MutexGuard<'_, StdStream> {
-    writer.lock().unwrap_or_else(|e| e.into_inner())
+/// The connection thread's hold on the writer (it is not a runtime thread, so it may block).
+fn lock(writer: &Writer) -> tokio::sync::MutexGuard<'_, StdStream> {
+    writer.blocking_lock()
+}
+
+/// Writes a miss's answer from its task without blocking a runtime worker: a send that does
+/// not wait (the usual case: the client reads its answers) is done right here; the rest of a
+/// frame that would have to wait is written from the blocking pool, still under the lock.
+async fn write_from_task(writer: &Writer, out: Vec<u8>) {
+    let guard = writer.clone().lock_owned().await;
+    let from = match send_now(&guard, &out) {
+        Some(n) if n < out.len() => n,
+        _ => return,
+    };
+    let _ = tokio::task::spawn_blocking(move || {
+        let _ = (&*guard).write_all(&out[from..]);
+    })
+    .await;
+}
+
+/// One send that does not wait: the bytes sent (0 when none fit), `None` on an error (the
+/// connection is gone; nothing more to write).
+fn send_now(stream: &StdStream, bytes: &[u8]) -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::net::SendFlags;
+        match rustix::net::send(stream, bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+            Ok(n) => Some(n),
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Some(0),
+            Err(_) => None,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (stream, bytes);
+        Some(0)
+    }
 }
 
 fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
