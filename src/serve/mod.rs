@@ -78,7 +78,8 @@ impl Service {
     pub async fn handle(&self, op: Op) -> Outcome {
         let started = Instant::now();
         let label = op.label();
-        let outcome = self.dispatch(op).await;
+        // The same instant is the resolver's logical time (one clock read less per request).
+        let outcome = self.dispatch(op, started).await;
         let result = match &outcome {
             Outcome::Ok(_) => "ok",
             Outcome::Error(e) => e.code.as_str(),
@@ -87,8 +88,7 @@ impl Service {
         outcome
     }
 
-    async fn dispatch(&self, op: Op) -> Outcome {
-        let now = Instant::now();
+    async fn dispatch(&self, op: Op, now: Instant) -> Outcome {
         let r = &self.resolver;
         let policy = |l: Result<Lookup, crate::resolve::ResolveError>| match l {
             Ok(l) => Outcome::Ok(Reply::Policy(policy_answer(l))),

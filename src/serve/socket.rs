@@ -25,7 +25,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdStream;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -45,8 +45,9 @@ pub struct SocketConfig {
     pub max_connections: usize,
     /// Requests waiting on upstream per connection before the connection stops reading.
     pub max_inflight: usize,
-    /// Average requests per read (over 4,096 requests) from which a connection counts as bulk
-    /// and its thread is demoted to `bulk_nice`; 0 never demotes.
+    /// Average requests per read (over 1,024 requests) from which a connection counts as bulk
+    /// and, while interactive connections are open, its thread is demoted to `bulk_nice`; 0
+    /// never demotes.
     pub bulk_batch: usize,
     /// Nice value of a demoted connection's thread.
     pub bulk_nice: i32,
@@ -123,6 +124,8 @@ struct Live {
     ended: Notify,
     /// Set once shutdown began: an end of file is then ours, not the client's.
     draining: AtomicBool,
+    /// Open connections known to ask one question at a time ([`Load`]).
+    interactive: AtomicUsize,
 }
 
 impl Live {
@@ -422,7 +425,7 @@ fn connection(
         if let Some(resp) = fatal {
             break close_with(&writer, mode, &resp);
         }
-        if load.read(answered, cfg.bulk_batch) {
+        if load.read(answered, cfg.bulk_batch, &live.interactive) == Verdict::Demote {
             demote(cfg.bulk_nice);
             service.metrics.connection_demoted();
         }
@@ -441,6 +444,7 @@ fn connection(
             break Ok(());
         }
     };
+    load.close(&live.interactive);
     // Let requests still waiting on upstream answer before the socket closes.
     inflight.wait_idle();
     result
@@ -448,36 +452,70 @@ fn connection(
 
 /// How much work a connection brings per read, to tell a bulk connection (a pipelining client
 /// that always has a queue of requests waiting) from an interactive one (one question, one
-/// answer). Threads of bulk connections are demoted once, so that on a contended CPU the
-/// scheduler runs the interactive ones first: fairness between connections without a shared
-/// queue, since each has its own thread.
+/// answer). A bulk connection's thread is demoted once, when interactive connections are open
+/// to be favoured, so that on a contended CPU the scheduler runs them first: fairness between
+/// connections without a shared queue, since each has its own thread. With nobody to yield to
+/// (only bulk clients), nothing is demoted and bulk throughput is untouched.
 #[derive(Default)]
 struct Load {
     reads: usize,
     requests: usize,
+    /// Counted in [`Live::interactive`].
+    interactive: bool,
     demoted: bool,
+}
+
+/// What one window of a connection's reads says about it.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Nothing new.
+    Same,
+    /// It asks one question at a time (under two requests per read): now counted interactive.
+    Interactive,
+    /// It is bulk and interactive connections are open: demote its thread.
+    Demote,
 }
 
 impl Load {
     /// The window, in requests, over which the average is taken.
-    const WINDOW: usize = 4096;
+    const WINDOW: usize = 1024;
 
-    /// Records one read that brought `requests` requests; true when the connection has just
-    /// turned out to be bulk (`threshold` or more requests per read on average).
-    fn read(&mut self, requests: usize, threshold: usize) -> bool {
+    /// Records one read that brought `requests` requests. `threshold` is the bulk average
+    /// (0: never bulk); `interactive` counts the open interactive connections (this one
+    /// included when it is one).
+    fn read(&mut self, requests: usize, threshold: usize, interactive: &AtomicUsize) -> Verdict {
         if self.demoted || threshold == 0 {
-            return false;
+            return Verdict::Same;
         }
         self.reads += 1;
         self.requests += requests;
         if self.requests < Self::WINDOW {
-            return false;
+            return Verdict::Same;
         }
-        let bulk = self.requests >= self.reads * threshold;
+        let (requests, reads) = (self.requests, self.reads);
         self.reads = 0;
         self.requests = 0;
-        self.demoted = bulk;
-        bulk
+        if requests >= reads * threshold {
+            if std::mem::take(&mut self.interactive) {
+                interactive.fetch_sub(1, Ordering::SeqCst);
+            }
+            if interactive.load(Ordering::SeqCst) > 0 {
+                self.demoted = true;
+                return Verdict::Demote;
+            }
+        } else if requests < reads * 2 && !self.interactive {
+            self.interactive = true;
+            interactive.fetch_add(1, Ordering::SeqCst);
+            return Verdict::Interactive;
+        }
+        Verdict::Same
+    }
+
+    /// The connection ends: it no longer counts.
+    fn close(&mut self, interactive: &AtomicUsize) {
+        if std::mem::take(&mut self.interactive) {
+            interactive.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -665,22 +703,40 @@ fn next_request(mode: Mode, buf: &mut BytesMut) -> Next {
 
 #[cfg(test)]
 mod tests {
-    use super::Load;
+    use super::{Load, Verdict};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
-    fn bulk_is_the_average_over_a_window() {
-        // One request per read: never bulk.
-        let mut l = Load::default();
-        assert!((0..10_000).all(|_| !l.read(1, 8)));
-        // Sixteen per read: bulk once the window of 4,096 requests is full, and only once.
-        let mut l = Load::default();
-        let turned: Vec<usize> = (0..1000).filter(|_| l.read(16, 8)).collect();
+    fn bulk_is_demoted_only_when_someone_interactive_is_there() {
+        let interactive = AtomicUsize::new(0);
+        // Sixteen requests per read with nobody interactive open: never demoted.
+        let mut bulk = Load::default();
+        assert!((0..1000).all(|_| bulk.read(16, 8, &interactive) == Verdict::Same));
+        // One per read: interactive after a window of 1,024 requests, counted once.
+        let mut one = Load::default();
+        let verdicts: Vec<Verdict> = (0..3000).map(|_| one.read(1, 8, &interactive)).collect();
+        assert_eq!(
+            verdicts
+                .iter()
+                .filter(|v| **v == Verdict::Interactive)
+                .count(),
+            1
+        );
+        assert_eq!(verdicts[1023], Verdict::Interactive);
+        assert_eq!(interactive.load(Ordering::SeqCst), 1);
+        // Now the bulk connection is demoted at its next full window, and only once.
+        let turned: Vec<usize> = (0..1000)
+            .filter(|_| bulk.read(16, 8, &interactive) == Verdict::Demote)
+            .collect();
         assert_eq!(turned.len(), 1);
-        // Seven per read with a threshold of eight: not bulk.
-        let mut l = Load::default();
-        assert!((0..10_000).all(|_| !l.read(7, 8)));
+        // Seven per read with a threshold of eight is neither bulk nor interactive.
+        let mut seven = Load::default();
+        assert!((0..10_000).all(|_| seven.read(7, 8, &interactive) == Verdict::Same));
         // Threshold 0 turns it off.
-        let mut l = Load::default();
-        assert!((0..10_000).all(|_| !l.read(64, 0)));
+        let mut off = Load::default();
+        assert!((0..10_000).all(|_| off.read(64, 0, &interactive) == Verdict::Same));
+        // A closing interactive connection stops counting.
+        one.close(&interactive);
+        assert_eq!(interactive.load(Ordering::SeqCst), 0);
     }
 }
