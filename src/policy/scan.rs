@@ -173,8 +173,8 @@ pub(crate) enum Class {
 /// The bitmaps of 64 bytes: one `u64` per [`Class`], bit `i` for byte `i`.
 type Block = [u64; 4];
 
-/// Records up to this many bytes are indexed without a heap allocation (DKIM keys of 2048 bits
-/// fit; a 4096-bit key record does not).
+/// Records up to this many 64-byte blocks (512 bytes) are indexed without a heap allocation
+/// (a 2048-bit DKIM key record fits; a 4096-bit one does not).
 const INLINE_BLOCKS: usize = 8;
 
 /// One bit per byte of a record for each [`Class`], built in one SIMD pass. Positions are byte

@@ -63,8 +63,8 @@ fn is_fws(b: u8) -> bool {
     b <= b' ' && SET >> b & 1 != 0
 }
 
-/// Iterates over the items of a tag list, given its byte classes (`Classes::new(text)`, which
-/// the caller keeps, so parsers that look inside values can use them too).
+/// Iterates over the items of a tag list, given its byte classes (built by the caller with
+/// `Classes::index` and kept, so parsers that look inside values can use them too).
 pub(crate) fn lex<'a, 'c>(text: &'a str, classes: &'c Classes) -> Lexer<'a, 'c> {
     Lexer {
         text,
