@@ -189,7 +189,12 @@ pub fn normalize_name(name: &str) -> Result<Arc<str>, ResolveError> {
             return Err(bad("control or non-ASCII characters (use A-labels)"));
         }
     }
-    Ok(Arc::from(n.to_ascii_lowercase()))
+    // Names arrive lower-cased (the serving layer normalizes them): then one allocation.
+    if n.bytes().any(|b| b.is_ascii_uppercase()) {
+        Ok(Arc::from(n.to_ascii_lowercase()))
+    } else {
+        Ok(Arc::from(n))
+    }
 }
 
 impl Resolver {

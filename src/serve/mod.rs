@@ -98,14 +98,14 @@ impl Service {
             Op::Hello { .. } => Outcome::Ok(hello()),
             Op::Ping => Outcome::Ok(Reply::Pong),
             Op::Stats => Outcome::Ok(Reply::Stats(Box::new(r.stats().await))),
-            Op::Spf { domain } => match proto::normalize_domain(&domain) {
+            Op::Spf { domain } => match proto::normalize_domain_owned(domain) {
                 Ok(d) => policy(r.spf(&d, now).await),
                 Err(e) => Outcome::Error(e),
             },
             Op::DkimKey { selector, domain } => {
                 match (
-                    proto::normalize_domain(&selector),
-                    proto::normalize_domain(&domain),
+                    proto::normalize_domain_owned(selector),
+                    proto::normalize_domain_owned(domain),
                 ) {
                     (Ok(s), Ok(d)) => policy(r.dkim_key(&s, &d, now).await),
                     (Err(e), _) | (_, Err(e)) => Outcome::Error(e),
@@ -117,14 +117,14 @@ impl Service {
                 hash,
             } => {
                 match (
-                    proto::normalize_domain(&signer),
-                    proto::normalize_domain(&author),
+                    proto::normalize_domain_owned(signer),
+                    proto::normalize_domain_owned(author),
                 ) {
                     (Ok(s), Ok(a)) => policy(r.atps(&s, &a, hash, now).await),
                     (Err(e), _) | (_, Err(e)) => Outcome::Error(e),
                 }
             }
-            Op::Tlsa { host, port } => match proto::normalize_domain(&host) {
+            Op::Tlsa { host, port } => match proto::normalize_domain_owned(host) {
                 Ok(h) => policy(r.tlsa(&h, port.unwrap_or(25), now).await),
                 Err(e) => Outcome::Error(e),
             },
@@ -150,7 +150,7 @@ impl Service {
                 }
                 Err(e) => Outcome::Error(e),
             },
-            Op::Dmarc { domain } => match proto::normalize_domain(&domain) {
+            Op::Dmarc { domain } => match proto::normalize_domain_owned(domain) {
                 Ok(d) => match r.dmarc(&d, now).await {
                     Ok(disc) => {
                         let source = disc.source();
