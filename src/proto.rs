@@ -339,7 +339,7 @@ pub fn normalize_domain(input: &str) -> Result<String, WireError> {
         idna::domain_to_ascii(trimmed)
             .map_err(|_| bad("not a valid internationalized domain name"))?
     };
-    check_ascii_name(&ascii).map_err(|why| bad(why))?;
+    check_ascii_name(&ascii).map_err(bad)?;
     Ok(ascii)
 }
 
