@@ -72,7 +72,7 @@ const SETTINGS: &[Setting] = &[
         "max_connections",
         Ty::Int,
         "1024",
-        "Connections served at once.",
+        "Connections served at once; each has a thread of its own (512 KiB stack, mostly untouched), which counts against a container's pids limit.",
     ),
     s(
         "socket",
