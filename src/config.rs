@@ -86,7 +86,7 @@ const SETTINGS: &[Setting] = &[
         "bulk_batch",
         Ty::Int,
         "8",
-        "A connection whose reads bring at least this many requests each on average (over 1,024 requests) keeps the server busy on its own: while connections that ask one question at a time are open, its thread is demoted to socket.bulk_nice for the rest of the connection, so they are served first when the CPU is contended. 0: never.",
+        "A connection whose reads bring at least this many requests each on average (over 256 requests) keeps the server busy on its own: while connections that ask one question at a time are open, its thread is demoted to socket.bulk_nice for the rest of the connection, so they are served first when the CPU is contended. 0: never.",
     ),
     s(
         "socket",

@@ -45,7 +45,7 @@ pub struct SocketConfig {
     pub max_connections: usize,
     /// Requests waiting on upstream per connection before the connection stops reading.
     pub max_inflight: usize,
-    /// Average requests per read (over 1,024 requests) from which a connection counts as bulk
+    /// Average requests per read (over 256 requests) from which a connection counts as bulk
     /// and, while interactive connections are open, its thread is demoted to `bulk_nice`; 0
     /// never demotes.
     pub bulk_batch: usize,
@@ -478,7 +478,7 @@ enum Verdict {
 
 impl Load {
     /// The window, in requests, over which the average is taken.
-    const WINDOW: usize = 1024;
+    const WINDOW: usize = 256;
 
     /// Records one read that brought `requests` requests. `threshold` is the bulk average
     /// (0: never bulk); `interactive` counts the open interactive connections (this one
@@ -712,7 +712,7 @@ mod tests {
         // Sixteen requests per read with nobody interactive open: never demoted.
         let mut bulk = Load::default();
         assert!((0..1000).all(|_| bulk.read(16, 8, &interactive) == Verdict::Same));
-        // One per read: interactive after a window of 1,024 requests, counted once.
+        // One per read: interactive after a window of 256 requests, counted once.
         let mut one = Load::default();
         let verdicts: Vec<Verdict> = (0..3000).map(|_| one.read(1, 8, &interactive)).collect();
         assert_eq!(
@@ -722,7 +722,7 @@ mod tests {
                 .count(),
             1
         );
-        assert_eq!(verdicts[1023], Verdict::Interactive);
+        assert_eq!(verdicts[255], Verdict::Interactive);
         assert_eq!(interactive.load(Ordering::SeqCst), 1);
         // Now the bulk connection is demoted at its next full window, and only once.
         let turned: Vec<usize> = (0..1000)
