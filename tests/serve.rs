@@ -545,6 +545,43 @@ fn connection_thread_nices() -> Vec<i64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_requests_in_flight_then_returns() {
+    let d = start_with(SocketConfig {
+        drain_timeout: Duration::from_secs(10),
+        ..SocketConfig::default()
+    })
+    .await;
+    // Upstream stops answering: a miss waits for the resolver's timeouts (2 × 500 ms).
+    d.dns.set_down(true);
+    let c = Client::connect(&d.socket).await.unwrap();
+    let asked = tokio::spawn(async move { c.spf("in-flight.example.test").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    d.shutdown.cancel();
+    // The request read before the shutdown is answered on its own connection (here with the
+    // upstream's failure), not cut off; then the server returns, well inside the drain timeout.
+    let answer = tokio::time::timeout(Duration::from_secs(10), asked)
+        .await
+        .expect("answered")
+        .unwrap();
+    match answer {
+        Err(ClientError::Server(e)) => assert_eq!(e.code, "timeout", "{e}"),
+        other => panic!("expected the upstream timeout, got {other:?}"),
+    }
+    tokio::time::timeout(Duration::from_secs(10), d.task)
+        .await
+        .expect("serve::run returns after the drain")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The listener is gone.
+    assert!(UnixStream::connect(&d.socket).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_connections_are_demoted_interactive_ones_are_not() {
     let d = start().await;
     let demoted = |d: &Daemon| metric(&d.service, "mailpolicyd_connections_demoted_total");
