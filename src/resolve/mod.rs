@@ -234,7 +234,7 @@ impl Resolver {
 
     /// The counters, with cache usage.
     pub async fn stats(&self) -> StatsSnapshot {
-        self.inner.cache.sync().await;
+        self.inner.cache.sync();
         let (entries, bytes) = self.inner.cache.usage();
         self.inner.stats.snapshot(entries, bytes)
     }
@@ -266,7 +266,7 @@ impl Resolver {
         let name = normalize_name(name)?;
         let key = Key { kind, name };
         let inner = &self.inner;
-        match inner.cache.state(&key, now).await {
+        match inner.cache.state(&key, now) {
             State::Fresh { entry, prefetch } => {
                 if prefetch && entry.claim_prefetch() {
                     inner.stats.prefetch();

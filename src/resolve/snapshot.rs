@@ -127,8 +127,7 @@ impl Resolver {
             let entry = Entry::restored(Arc::new(e.answer), now, ttl.saturating_sub(age));
             self.inner
                 .cache
-                .insert(Key { kind: e.kind, name }, Arc::new(entry))
-                .await;
+                .insert(Key { kind: e.kind, name }, Arc::new(entry));
             loaded += 1;
         }
         Ok(loaded)
