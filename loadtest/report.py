@@ -98,7 +98,7 @@ def main(results, versions, work, md_path, svg_path):
     lines = ["# Load test: mailpolicyd against Unbound", ""]
     lines.append("Produced by `loadtest/run`" + (" --quick" if ver.get("quick") else "") +
                  f" on {ver['cpus']} CPUs (kernel {ver['kernel']}). Every server and client pinned to CPU 0"
-                 " (at most 2 busy threads; a cross-CPU wake-up costs ~60 µs on this VM). Figures are"
+                 " (at most 2 busy threads; a cross-CPU wake-up costs 45–60 µs on this VM). Figures are"
                  " median (min – max) of the runs. Loopback only.")
     lines += ["", f"Versions: {ver['nsd']}; {ver['unbound']}; dnsperf {ver['dnsperf']}; {ver['mailpolicyd']}.", ""]
 
