@@ -351,12 +351,6 @@ impl FailureOptions {
             }
             return Some(fo);
         }
-        let mut fo = FailureOptions {
-            all: false,
-            any: false,
-            dkim: false,
-            spf: false,
-        };
         for item in scan::split(value, b':') {
             let (s, e) = trim_wsp(item.as_bytes(), 0, item.len());
             let slot = match &item.as_bytes()[s..e] {
@@ -697,9 +691,9 @@ fn parse_disposition<'a>(
 /// entries are dropped with a diagnostic; the caller learns how many valid ones remain from the
 /// list length.
 ///
-/// One pass over the list's odd bytes (the class bitmaps' bytes that are not letters, digits,
-/// `.`, `-`, `_`): in `mailto:a@example.com,mailto:b@example.net` those are the two `:`, the
-/// two `@` and the `,`, and they are all a URI's structure that [`check_uri`] needs.
+/// One pass over the list's odd bytes ([`for_each_entry`]): in
+/// `mailto:a@example.com,mailto:b@example.net` those are the two `:`, the two `@` and the `,`,
+/// and they are all a URI's structure that [`check_uri`] needs.
 fn parse_uri_list(
     tag: &'static str,
     text: &str,
@@ -715,18 +709,10 @@ fn parse_uri_list(
         return;
     }
     let mut out = UriListBuilder::with_capacity(to - from);
-    let mut marks = UriMarks::new(from);
-    for p in c.positions(Class::Odd, from, to) {
-        let x = b[p];
-        if x == b',' {
-            // A URI cannot hold an unencoded ',', so it always ends the entry.
-            add_uri(tag, text, c, &marks, p, &mut out, diags);
-            marks = UriMarks::new(p + 1);
-        } else {
-            marks.note(x, p);
-        }
-    }
-    add_uri(tag, text, c, &marks, to, &mut out, diags);
+    for_each_entry(b, c, from, to, |marks, end| {
+        add_uri(tag, text, c, marks, end, &mut out, diags);
+        true
+    });
     if out.joined.is_empty() {
         diags.warn(code::URI_NONE_VALID, format!("{tag} holds no valid URI"));
     }
@@ -738,15 +724,30 @@ fn parse_uri_list(
 /// one copy, no diagnostics); otherwise [`parse_uri_list`] takes it entry by entry.
 #[inline]
 fn clean_uri_list(b: &[u8], c: &Classes, from: usize, to: usize) -> bool {
+    for_each_entry(b, c, from, to, |m, end| {
+        !m.wsp && m.bang.is_none() && check_uri(b, c, m, m.start, end)
+    })
+}
+
+/// Walks the entries of the URI list `b[from..to]`, visiting only its odd bytes (the class
+/// bitmaps' bytes that are not letters, digits, `.`, `-`, `_`): each entry's marks and end go
+/// to `entry`, which returns whether to go on. A URI cannot hold an unencoded `,`, so one always
+/// ends an entry. Whether every entry was visited.
+#[inline(always)]
+fn for_each_entry(
+    b: &[u8],
+    c: &Classes,
+    from: usize,
+    to: usize,
+    mut entry: impl FnMut(&UriMarks, usize) -> bool,
+) -> bool {
     // `min` lets the compiler see that the positions below are in bounds.
     let to = to.min(b.len());
     let mut marks = UriMarks::new(from);
-    let entry_ok =
-        |m: &UriMarks, end: usize| !m.wsp && m.bang.is_none() && check_uri(b, c, m, m.start, end);
     for p in c.positions(Class::Odd, from, to) {
         let x = b[p];
         if x == b',' {
-            if !entry_ok(&marks, p) {
+            if !entry(&marks, p) {
                 return false;
             }
             marks = UriMarks::new(p + 1);
@@ -754,7 +755,7 @@ fn clean_uri_list(b: &[u8], c: &Classes, from: usize, to: usize) -> bool {
             marks.note(x, p);
         }
     }
-    entry_ok(&marks, to)
+    entry(&marks, to)
 }
 
 /// Where the structural bytes of one URI list entry are (absolute positions).

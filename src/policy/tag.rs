@@ -6,7 +6,7 @@
 //! oddity means for it (duplicate tags are fatal in DKIM, a warning in DMARC) and records the
 //! diagnostic under its own code.
 
-use super::scan::{self, ALPHA, Class, Classes, TAG_NAME};
+use super::scan::{self, ALPHA, Class, Classes, TAG_NAME, is_fws};
 
 /// One lexical item of a tag list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,14 +55,6 @@ pub(crate) const fn known(name: &str) -> u64 {
     }
 }
 
-/// Folding white space (SP, HTAB, CR, LF), as one compare and a bit test: the lexer asks this
-/// of nearly every name and value end, and the answer is nearly always no.
-#[inline(always)]
-fn is_fws(b: u8) -> bool {
-    const SET: u64 = 1 << b' ' | 1 << b'\t' | 1 << b'\r' | 1 << b'\n';
-    b <= b' ' && SET >> b & 1 != 0
-}
-
 /// Iterates over the items of a tag list, given its byte classes (built by the caller with
 /// `Classes::index` and kept, so parsers that look inside values can use them too).
 pub(crate) fn lex<'a, 'c>(text: &'a str, classes: &'c Classes) -> Lexer<'a, 'c> {
@@ -74,8 +66,8 @@ pub(crate) fn lex<'a, 'c>(text: &'a str, classes: &'c Classes) -> Lexer<'a, 'c> 
 }
 
 /// The tag-list lexer: the text's byte classes and a position, so each item costs a few bit
-/// operations to find its `;`, `=` and the white space around them, plus a byte loop over the
-/// tag name (which it packs into a key on the way).
+/// operations to find its `;`, a byte loop over the tag name (which it packs into a key on the
+/// way) and byte tests for the rare white space around the name and the value.
 pub(crate) struct Lexer<'a, 'c> {
     text: &'a str,
     classes: &'c Classes,

@@ -374,7 +374,8 @@ fn connection(
     });
     let mut batch: Vec<u8> = Vec::with_capacity(8 * 1024);
     let mut load = Load::default();
-    let result = loop {
+    // The loop leaves by `?` on a broken connection too, so what follows it always runs.
+    let mut serve = || loop {
         // Answer every complete request in the buffer.
         let mut fatal = None;
         let mut answered = 0usize;
@@ -444,6 +445,7 @@ fn connection(
             break Ok(());
         }
     };
+    let result = serve();
     load.close(&live.interactive);
     // Let requests still waiting on upstream answer before the socket closes.
     inflight.wait_idle();

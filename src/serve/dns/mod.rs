@@ -71,7 +71,7 @@ pub async fn serve(
     forward: bool,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let udp = std::net::UdpSocket::bind(addr)?;
+    let udp = Arc::new(std::net::UdpSocket::bind(addr)?);
     let bound = udp.local_addr()?;
     // The loop checks for shutdown between datagrams, at least this often.
     udp.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -100,7 +100,7 @@ pub async fn serve(
 /// NSD's workers do), everything else in a task on the runtime, so a slow upstream never holds
 /// up the loop.
 fn udp_loop(
-    sock: &std::net::UdpSocket,
+    sock: &Arc<std::net::UdpSocket>,
     h: &Arc<Handler>,
     runtime: &tokio::runtime::Handle,
     shutdown: &CancellationToken,
@@ -108,13 +108,6 @@ fn udp_loop(
     let mut buf = vec![0u8; MAX_QUERY];
     let mut out = Vec::with_capacity(MAX_QUERY);
     let wire_answers = h.service.metrics.dns_counter("wire");
-    let reply = match sock.try_clone() {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "dns: no UDP socket for replies");
-            return;
-        }
-    };
     while !shutdown.is_cancelled() {
         let (len, peer) = match sock.recv_from(&mut buf) {
             Ok(r) => r,
@@ -144,7 +137,7 @@ fn udp_loop(
             continue;
         }
         let query = msg.to_vec();
-        let (reply, h) = (reply.clone(), h.clone());
+        let (reply, h) = (sock.clone(), h.clone());
         runtime.spawn(async move {
             if let Some(resp) = h.full_answer(&query, fast.as_ref()).await {
                 h.service.metrics.dns_answered("full");
