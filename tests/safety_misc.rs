@@ -1,0 +1,171 @@
+//! Issue 12, smaller safety items, each against the real thing: the in-process loopback
+//! authority (`tests/dnsserver/`), the real socket server, the real DNS front-end and the real
+//! binary. Received-SPF header injection (item 6), malformed DKIM key records (item 8), the DNS
+//! front-end's UDP size cap and classes (item 15), DMARC report-URI amplification (item 18) and
+//! the CLI's human output (item 19).
+
+mod dnsserver;
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use dnsserver::{TestDns, Zone};
+use mailpolicyd::resolve::{Resolver, ResolverConfig};
+
+async fn resolver(zones: Vec<Zone>) -> (TestDns, Resolver) {
+    let dns = TestDns::start(zones).await;
+    let mut cfg = ResolverConfig::default();
+    cfg.upstream.servers = vec![dns.addr];
+    cfg.limits.per_second = 100_000;
+    cfg.limits.burst = 100_000;
+    (dns, Resolver::new(cfg).unwrap())
+}
+
+/// A `Received-SPF` field body read as RFC 7208 §9.1 over RFC 5322 would: a result word, one
+/// comment (nesting and quoted pairs honoured), then `key=value` pairs separated by `;`, each value
+/// a dot-atom or a quoted-string. Returns the pairs (quoted values unescaped); panics on
+/// anything else.
+fn parse_received_spf(v: &str) -> Vec<(String, String)> {
+    assert!(
+        v.bytes().all(|b| b == b' ' || b.is_ascii_graphic()),
+        "only printable ASCII and spaces in a header field body: {v:?}"
+    );
+    let b = v.as_bytes();
+    let mut i = b.iter().position(|&c| c == b' ').expect("a result word");
+    assert!(b[..i].iter().all(u8::is_ascii_alphabetic));
+    while b[i] == b' ' {
+        i += 1;
+    }
+    assert_eq!(b[i], b'(', "a comment after the result: {v}");
+    let mut depth = 0;
+    loop {
+        match b[i] {
+            b'\\' => i += 1,
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    i += 1;
+                    break;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let atext = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&c);
+    let mut pairs = Vec::new();
+    loop {
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
+        }
+        if i == b.len() {
+            break;
+        }
+        let k0 = i;
+        while b[i] != b'=' {
+            assert!(b[i].is_ascii_alphanumeric() || b[i] == b'-', "key byte in {v}");
+            i += 1;
+        }
+        let key = v[k0..i].to_owned();
+        i += 1;
+        let mut value = String::new();
+        if i < b.len() && b[i] == b'"' {
+            i += 1;
+            loop {
+                match b[i] {
+                    b'"' => break,
+                    b'\\' => {
+                        value.push(b[i + 1] as char);
+                        i += 2;
+                    }
+                    c => {
+                        value.push(c as char);
+                        i += 1;
+                    }
+                }
+            }
+            i += 1;
+        } else {
+            let v0 = i;
+            while i < b.len() && atext(b[i]) {
+                i += 1;
+            }
+            value = v[v0..i].to_owned();
+            assert!(!value.is_empty(), "a bare value is a dot-atom: {v}");
+        }
+        pairs.push((key, value));
+        if i == b.len() {
+            break;
+        }
+        assert_eq!(b[i], b';', "pairs are separated by ';': {v}");
+        i += 1;
+    }
+    pairs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_spf_input_never_adds_a_field() {
+    let zone = Zone::new("spf.test.", 300).txt("@", 3600, &["v=spf1 ip4:192.0.2.0/24 -all"]);
+    let (_dns, r) = resolver(vec![zone]).await;
+    let now = Instant::now();
+    let ip: IpAddr = "203.0.113.7".parse().unwrap();
+    let attacks: &[(&str, &str)] = &[
+        ("user@spf.test", "x; client-ip=192.0.2.1"),
+        ("user@spf.test", "x\r\nX-Injected: yes"),
+        ("us\"er\r\nX-Injected: 1@spf.test", "mx.spf.test"),
+        ("a\\\"; client-ip=192.0.2.1; x=\"@spf.test", "mx"),
+        ("", "h\u{e9}lo\tx"),
+        ("user@x); client-ip=192.0.2.1 (", "mx"),
+        ("user@x\\); client-ip=192.0.2.1; y=(", "mx"),
+        ("user@spf.test", ""),
+    ];
+    for (mail_from, helo) in attacks {
+        let c = r.spf_check(ip, mail_from, helo, now).await;
+        let pairs = parse_received_spf(&c.received_spf);
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            &keys[..4],
+            ["client-ip", "envelope-from", "helo", "identity"],
+            "{mail_from:?} {helo:?}: {}",
+            c.received_spf
+        );
+        assert!(
+            keys[4..]
+                .iter()
+                .all(|k| ["mechanism", "problem"].contains(k)),
+            "{keys:?}"
+        );
+        assert_eq!(pairs[0].1, "203.0.113.7", "{}", c.received_spf);
+        assert_eq!(
+            keys.iter().filter(|k| **k == "client-ip").count(),
+            1,
+            "{}",
+            c.received_spf
+        );
+        // Printable input comes back exactly, inside its own value.
+        if helo.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            assert_eq!(pairs[2].1, *helo, "{}", c.received_spf);
+        }
+    }
+    // A plain check keeps its plain form: bare dot-atoms, quoted otherwise.
+    let ok = r
+        .spf_check("192.0.2.9".parse().unwrap(), "user@spf.test", "mx.spf.test", now)
+        .await;
+    assert_eq!(
+        ok.received_spf,
+        "pass (mailpolicyd: domain of spf.test designates 192.0.2.9 as permitted sender) \
+         client-ip=192.0.2.9; envelope-from=\"user@spf.test\"; helo=mx.spf.test; \
+         identity=mailfrom; mechanism=\"ip4:192.0.2.0/24\""
+    );
+    // An IPv6 client is not a dot-atom (':'): quoted.
+    let v6 = r
+        .spf_check("2001:db8::1".parse().unwrap(), "user@spf.test", "mx", now)
+        .await;
+    assert!(
+        v6.received_spf.contains("client-ip=\"2001:db8::1\";"),
+        "{}",
+        v6.received_spf
+    );
+    parse_received_spf(&v6.received_spf);
+}
