@@ -7,10 +7,16 @@
 mod dnsserver;
 
 use std::net::IpAddr;
-use std::time::Instant;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use dnsserver::{TestDns, Zone};
-use mailpolicyd::resolve::{Resolver, ResolverConfig};
+use mailpolicyd::client::Client;
+use mailpolicyd::resolve::{Data, Found, Resolver, ResolverConfig};
+use mailpolicyd::serve::{self, Service, SocketConfig};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 async fn resolver(zones: Vec<Zone>) -> (TestDns, Resolver) {
     let dns = TestDns::start(zones).await;
@@ -19,6 +25,83 @@ async fn resolver(zones: Vec<Zone>) -> (TestDns, Resolver) {
     cfg.limits.per_second = 100_000;
     cfg.limits.burst = 100_000;
     (dns, Resolver::new(cfg).unwrap())
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The socket server in process over a resolver whose upstream is the loopback authority.
+struct Daemon {
+    socket: PathBuf,
+    dns: TestDns,
+    service: Arc<Service>,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn daemon(zones: Vec<Zone>) -> Daemon {
+    let dns = TestDns::start(zones).await;
+    let mut cfg = ResolverConfig::default();
+    cfg.upstream.servers = vec![dns.addr];
+    cfg.upstream.timeout = Duration::from_millis(500);
+    cfg.limits.per_second = 100_000;
+    cfg.limits.burst = 100_000;
+    let service = Service::new(Resolver::new(cfg).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mp.sock");
+    let socket_cfg = SocketConfig::default();
+    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve::run(
+        listener,
+        service.clone(),
+        socket_cfg,
+        shutdown.clone(),
+    ));
+    Daemon {
+        socket,
+        dns,
+        service,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+/// One JSON-line request on a fresh connection; the reply as JSON.
+async fn json_request(socket: &PathBuf, line: &str) -> serde_json::Value {
+    let s = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let mut s = tokio::io::BufReader::new(s);
+    s.get_mut().write_all(line.as_bytes()).await.unwrap();
+    s.get_mut().write_all(b"\n").await.unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_line(&mut reply))
+        .await
+        .expect("a reply within 5 s")
+        .unwrap();
+    serde_json::from_str(&reply).unwrap()
+}
+
+/// Every `"code"` string anywhere in a JSON value.
+fn codes(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("code", serde_json::Value::String(c)) => out.push(c.clone()),
+                    _ => codes(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| codes(v, out)),
+        _ => {}
+    }
 }
 
 /// A `Received-SPF` field body read as RFC 7208 §9.1 over RFC 5322 would: a result word, one
@@ -168,4 +251,75 @@ async fn received_spf_input_never_adds_a_field() {
         v6.received_spf
     );
     parse_received_spf(&v6.received_spf);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_dkim_key_is_answered_invalid_not_absent() {
+    let key = include_str!("data/dkim/rsa2048.spki.b64").trim();
+    let chunks = |t: &str| -> Vec<String> {
+        t.as_bytes()
+            .chunks(255)
+            .map(|c| String::from_utf8(c.to_vec()).unwrap())
+            .collect()
+    };
+    let bare = chunks(key);
+    let good = chunks(&format!("v=DKIM1; k=rsa; p={key}"));
+    let zone = Zone::new("keys.test.", 300)
+        // Bare base64, no p=: the operator's case.
+        .txt("bare._domainkey", 3600, &refs(&bare))
+        // A version that is not DKIM1.
+        .txt("v2._domainkey", 3600, &["v=DKIM2; p=AAAA"])
+        // A valid key next to a stray TXT: the key is used, the stray one named.
+        .txt("mixed._domainkey", 3600, &refs(&good))
+        .txt("mixed._domainkey", 3600, &["google-site-verification=abc"])
+        .txt("good._domainkey", 3600, &refs(&good));
+    let d = daemon(vec![zone]).await;
+    let c = Client::connect(&d.socket).await.unwrap();
+
+    let bare = c.dkim_key("bare", "keys.test").await.unwrap();
+    match &bare.answer.data {
+        Data::DkimKey(Found::Invalid(r)) => {
+            assert_eq!(r.error, mailpolicyd::policy::dkim::DkimError::KeyMissing);
+            assert!(r.diagnostics.has("dkim.p.missing"), "{:?}", r.diagnostics);
+        }
+        other => panic!("bare base64 at a key's name must be invalid, got {other:?}"),
+    }
+    // The same over JSON lines, as a filter written in another language sees it.
+    let json = json_request(
+        &d.socket,
+        r#"{"id": 1, "op": {"dkim_key": {"selector": "bare", "domain": "keys.test"}}}"#,
+    )
+    .await;
+    let text = json.to_string();
+    assert!(text.contains("\"invalid\""), "{text}");
+    assert!(!text.contains("\"absent\""), "{text}");
+    let mut found = Vec::new();
+    codes(&json, &mut found);
+    assert!(found.iter().any(|c| c == "dkim.p.missing"), "{text}");
+
+    let v2 = c.dkim_key("v2", "keys.test").await.unwrap();
+    assert!(
+        matches!(&v2.answer.data, Data::DkimKey(Found::Invalid(r)) if r.diagnostics.has("dkim.version.invalid")),
+        "{:?}",
+        v2.answer.data
+    );
+    let mixed = c.dkim_key("mixed", "keys.test").await.unwrap();
+    match &mixed.answer.data {
+        Data::DkimKey(Found::Valid(k)) => {
+            assert_eq!(k.policy.key_bits, Some(2048));
+            assert!(k.diagnostics.has("dkim.record.ignored"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let good = c.dkim_key("good", "keys.test").await.unwrap();
+    assert!(
+        matches!(&good.answer.data, Data::DkimKey(Found::Valid(k)) if k.diagnostics.as_slice().is_empty()),
+        "{:?}",
+        good.answer.data
+    );
+    // No record at all is still "no key" (NXDOMAIN), not invalid.
+    let none = c.dkim_key("none", "keys.test").await.unwrap();
+    assert!(matches!(none.answer.data, Data::None), "{:?}", none.answer.data);
+    assert_eq!(d.dns.log.count("bare._domainkey.keys.test"), 1);
+    let _ = &d.service;
 }
