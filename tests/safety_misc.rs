@@ -323,3 +323,179 @@ async fn malformed_dkim_key_is_answered_invalid_not_absent() {
     assert_eq!(d.dns.log.count("bare._domainkey.keys.test"), 1);
     let _ = &d.service;
 }
+
+/// A TXT question as a DNS message: `payload` is the EDNS size offered (`None`: no EDNS).
+fn txt_query(
+    id: u16,
+    name: &str,
+    class: hickory_server::proto::rr::DNSClass,
+    payload: Option<u16>,
+) -> Vec<u8> {
+    use hickory_server::proto::op::{Edns, Message, MessageType, OpCode, Query};
+    use hickory_server::proto::rr::{Name, RecordType};
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    let mut q = Query::query(Name::from_ascii(name).unwrap(), RecordType::TXT);
+    q.query_class = class;
+    m.add_query(q);
+    if let Some(p) = payload {
+        let mut e = Edns::new();
+        e.set_max_payload(p);
+        m.set_edns(e);
+    }
+    m.to_vec().unwrap()
+}
+
+/// One UDP exchange; the raw reply.
+async fn udp_raw(addr: std::net::SocketAddr, query: &[u8]) -> Vec<u8> {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(query, addr).await.unwrap();
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .expect("a UDP answer within 5 s")
+        .unwrap();
+    buf.truncate(n);
+    buf
+}
+
+/// One TCP exchange (two-byte length prefix, RFC 1035 §4.2.2); the raw reply.
+async fn tcp_raw(addr: std::net::SocketAddr, query: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut framed = u16::try_from(query.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(query);
+    s.write_all(&framed).await.unwrap();
+    let mut len = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))
+        .await
+        .expect("a TCP answer within 5 s")
+        .unwrap();
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).await.unwrap();
+    buf
+}
+
+fn decode(b: &[u8]) -> hickory_server::proto::op::Message {
+    hickory_server::proto::op::Message::from_vec(b).unwrap()
+}
+
+fn txt_len(m: &hickory_server::proto::op::Message) -> usize {
+    use hickory_server::proto::rr::RData;
+    m.answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::TXT(t) => t.txt_data.iter().map(|s| s.len()).sum::<usize>(),
+            other => panic!("{other:?}"),
+        })
+        .sum()
+}
+
+fn metric(service: &Service, line_start: &str) -> u64 {
+    serve::admin::render(service)
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_udp_answers_are_capped_at_1232_and_other_classes_refused() {
+    use hickory_server::proto::op::ResponseCode;
+    use hickory_server::proto::rr::DNSClass;
+    // 14 strings of 255 bytes: a 3,570-byte record, an answer of about 3,700 bytes.
+    let big: Vec<String> = (0..14)
+        .map(|i| char::from(b'a' + i).to_string().repeat(255))
+        .collect();
+    // About 900 bytes: fits the cap.
+    let medium: Vec<String> = (0..3).map(|_| "m".repeat(255)).collect();
+    let zone = Zone::new("size.test.", 300)
+        .txt("big", 3600, &refs(&big))
+        .txt("medium", 3600, &refs(&medium))
+        .txt("version", 3600, &["IN data, not the server's version"]);
+    let d = daemon(vec![zone]).await;
+    let shutdown = CancellationToken::new();
+    let addr = serve::dns::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        d.service.clone(),
+        false,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+
+    // A client offering 4096 gets at most the 1232 we advertise: TC set, for a retry over TCP.
+    // Asked twice, so the second ask goes wherever a kept answer would be served from.
+    for id in [1, 2] {
+        let raw = udp_raw(addr, &txt_query(id, "big.size.test.", DNSClass::IN, Some(4096))).await;
+        assert!(raw.len() <= 1232, "{} bytes over UDP", raw.len());
+        let m = decode(&raw);
+        assert!(m.metadata.truncation, "TC set beyond 1232");
+        assert_eq!(m.metadata.id, id);
+        assert_eq!(m.edns.as_ref().map(|e| e.max_payload()), Some(1232));
+    }
+    // Over TCP the whole answer.
+    let tcp = decode(&tcp_raw(addr, &txt_query(3, "big.size.test.", DNSClass::IN, Some(4096))).await);
+    assert!(!tcp.metadata.truncation);
+    assert_eq!(txt_len(&tcp), 14 * 255);
+    // An answer under the cap comes whole, and the second time from the fast path, still whole.
+    let wire = "mailpolicyd_dns_answers_total{path=\"wire\"}";
+    for id in [4, 5] {
+        let raw = udp_raw(addr, &txt_query(id, "medium.size.test.", DNSClass::IN, Some(4096))).await;
+        assert!(raw.len() <= 1232);
+        let m = decode(&raw);
+        assert!(!m.metadata.truncation);
+        assert_eq!(txt_len(&m), 3 * 255);
+    }
+    assert_eq!(metric(&d.service, wire), 1, "the second medium answer was a wire hit");
+    // Without EDNS: 512.
+    let plain = udp_raw(addr, &txt_query(6, "medium.size.test.", DNSClass::IN, None)).await;
+    assert!(plain.len() <= 512 && decode(&plain).metadata.truncation);
+
+    // dig, when installed: +bufsize=4096 over UDP is truncated (dig says so and retries TCP
+    // unless told not to).
+    match std::process::Command::new("dig")
+        .args([
+            "+bufsize=4096",
+            "+ignore",
+            "+noall",
+            "+comments",
+            "-p",
+            &addr.port().to_string(),
+            "@127.0.0.1",
+            "TXT",
+            "big.size.test",
+        ])
+        .output()
+    {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains(" tc"), "dig shows the TC flag: {text}");
+        }
+        Err(_) => assert!(
+            std::env::var_os("MAILPOLICYD_REQUIRE_TOOLS").is_none(),
+            "dig is required here"
+        ),
+    }
+
+    // Another class is refused, over UDP and TCP, even for a name with IN data, and nothing
+    // is asked upstream for it.
+    let before = d.dns.log.count("version.size.test");
+    for class in [DNSClass::CH, DNSClass::HS, DNSClass::ANY] {
+        let u = decode(&udp_raw(addr, &txt_query(7, "version.size.test.", class, Some(1232))).await);
+        assert_eq!(u.metadata.response_code, ResponseCode::Refused, "{class:?}");
+        assert!(u.answers.is_empty());
+        let t = decode(&tcp_raw(addr, &txt_query(8, "version.size.test.", class, None)).await);
+        assert_eq!(t.metadata.response_code, ResponseCode::Refused, "{class:?} over TCP");
+        assert!(t.answers.is_empty());
+    }
+    let bind = decode(&udp_raw(addr, &txt_query(9, "version.bind.", DNSClass::CH, None)).await);
+    assert_eq!(bind.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(d.dns.log.count("version.size.test"), before);
+    assert_eq!(d.dns.log.count("version.bind"), 0);
+    // IN still answered.
+    let inn = decode(&udp_raw(addr, &txt_query(10, "version.size.test.", DNSClass::IN, None)).await);
+    assert_eq!(inn.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(inn.answers.len(), 1);
+    shutdown.cancel();
+}
