@@ -27,6 +27,14 @@ async fn resolver(zones: Vec<Zone>) -> (TestDns, Resolver) {
     (dns, Resolver::new(cfg).unwrap())
 }
 
+/// A record's text as TXT character-strings of at most 255 bytes.
+fn chunks(t: &str) -> Vec<String> {
+    t.as_bytes()
+        .chunks(255)
+        .map(|c| String::from_utf8(c.to_vec()).unwrap())
+        .collect()
+}
+
 fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -147,7 +155,10 @@ fn parse_received_spf(v: &str) -> Vec<(String, String)> {
         }
         let k0 = i;
         while b[i] != b'=' {
-            assert!(b[i].is_ascii_alphanumeric() || b[i] == b'-', "key byte in {v}");
+            assert!(
+                b[i].is_ascii_alphanumeric() || b[i] == b'-',
+                "key byte in {v}"
+            );
             i += 1;
         }
         let key = v[k0..i].to_owned();
@@ -233,7 +244,12 @@ async fn received_spf_input_never_adds_a_field() {
     }
     // A plain check keeps its plain form: bare dot-atoms, quoted otherwise.
     let ok = r
-        .spf_check("192.0.2.9".parse().unwrap(), "user@spf.test", "mx.spf.test", now)
+        .spf_check(
+            "192.0.2.9".parse().unwrap(),
+            "user@spf.test",
+            "mx.spf.test",
+            now,
+        )
         .await;
     assert_eq!(
         ok.received_spf,
@@ -256,12 +272,6 @@ async fn received_spf_input_never_adds_a_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_dkim_key_is_answered_invalid_not_absent() {
     let key = include_str!("data/dkim/rsa2048.spki.b64").trim();
-    let chunks = |t: &str| -> Vec<String> {
-        t.as_bytes()
-            .chunks(255)
-            .map(|c| String::from_utf8(c.to_vec()).unwrap())
-            .collect()
-    };
     let bare = chunks(key);
     let good = chunks(&format!("v=DKIM1; k=rsa; p={key}"));
     let zone = Zone::new("keys.test.", 300)
@@ -319,7 +329,11 @@ async fn malformed_dkim_key_is_answered_invalid_not_absent() {
     );
     // No record at all is still "no key" (NXDOMAIN), not invalid.
     let none = c.dkim_key("none", "keys.test").await.unwrap();
-    assert!(matches!(none.answer.data, Data::None), "{:?}", none.answer.data);
+    assert!(
+        matches!(none.answer.data, Data::None),
+        "{:?}",
+        none.answer.data
+    );
     assert_eq!(d.dns.log.count("bare._domainkey.keys.test"), 1);
     let _ = &d.service;
 }
@@ -427,7 +441,11 @@ async fn dns_udp_answers_are_capped_at_1232_and_other_classes_refused() {
     // A client offering 4096 gets at most the 1232 we advertise: TC set, for a retry over TCP.
     // Asked twice, so the second ask goes wherever a kept answer would be served from.
     for id in [1, 2] {
-        let raw = udp_raw(addr, &txt_query(id, "big.size.test.", DNSClass::IN, Some(4096))).await;
+        let raw = udp_raw(
+            addr,
+            &txt_query(id, "big.size.test.", DNSClass::IN, Some(4096)),
+        )
+        .await;
         assert!(raw.len() <= 1232, "{} bytes over UDP", raw.len());
         let m = decode(&raw);
         assert!(m.metadata.truncation, "TC set beyond 1232");
@@ -435,19 +453,33 @@ async fn dns_udp_answers_are_capped_at_1232_and_other_classes_refused() {
         assert_eq!(m.edns.as_ref().map(|e| e.max_payload()), Some(1232));
     }
     // Over TCP the whole answer.
-    let tcp = decode(&tcp_raw(addr, &txt_query(3, "big.size.test.", DNSClass::IN, Some(4096))).await);
+    let tcp = decode(
+        &tcp_raw(
+            addr,
+            &txt_query(3, "big.size.test.", DNSClass::IN, Some(4096)),
+        )
+        .await,
+    );
     assert!(!tcp.metadata.truncation);
     assert_eq!(txt_len(&tcp), 14 * 255);
     // An answer under the cap comes whole, and the second time from the fast path, still whole.
     let wire = "mailpolicyd_dns_answers_total{path=\"wire\"}";
     for id in [4, 5] {
-        let raw = udp_raw(addr, &txt_query(id, "medium.size.test.", DNSClass::IN, Some(4096))).await;
+        let raw = udp_raw(
+            addr,
+            &txt_query(id, "medium.size.test.", DNSClass::IN, Some(4096)),
+        )
+        .await;
         assert!(raw.len() <= 1232);
         let m = decode(&raw);
         assert!(!m.metadata.truncation);
         assert_eq!(txt_len(&m), 3 * 255);
     }
-    assert_eq!(metric(&d.service, wire), 1, "the second medium answer was a wire hit");
+    assert_eq!(
+        metric(&d.service, wire),
+        1,
+        "the second medium answer was a wire hit"
+    );
     // Without EDNS: 512.
     let plain = udp_raw(addr, &txt_query(6, "medium.size.test.", DNSClass::IN, None)).await;
     assert!(plain.len() <= 512 && decode(&plain).metadata.truncation);
@@ -482,11 +514,16 @@ async fn dns_udp_answers_are_capped_at_1232_and_other_classes_refused() {
     // is asked upstream for it.
     let before = d.dns.log.count("version.size.test");
     for class in [DNSClass::CH, DNSClass::HS, DNSClass::ANY] {
-        let u = decode(&udp_raw(addr, &txt_query(7, "version.size.test.", class, Some(1232))).await);
+        let u =
+            decode(&udp_raw(addr, &txt_query(7, "version.size.test.", class, Some(1232))).await);
         assert_eq!(u.metadata.response_code, ResponseCode::Refused, "{class:?}");
         assert!(u.answers.is_empty());
         let t = decode(&tcp_raw(addr, &txt_query(8, "version.size.test.", class, None)).await);
-        assert_eq!(t.metadata.response_code, ResponseCode::Refused, "{class:?} over TCP");
+        assert_eq!(
+            t.metadata.response_code,
+            ResponseCode::Refused,
+            "{class:?} over TCP"
+        );
         assert!(t.answers.is_empty());
     }
     let bind = decode(&udp_raw(addr, &txt_query(9, "version.bind.", DNSClass::CH, None)).await);
@@ -494,8 +531,75 @@ async fn dns_udp_answers_are_capped_at_1232_and_other_classes_refused() {
     assert_eq!(d.dns.log.count("version.size.test"), before);
     assert_eq!(d.dns.log.count("version.bind"), 0);
     // IN still answered.
-    let inn = decode(&udp_raw(addr, &txt_query(10, "version.size.test.", DNSClass::IN, None)).await);
+    let inn = decode(
+        &udp_raw(
+            addr,
+            &txt_query(10, "version.size.test.", DNSClass::IN, None),
+        )
+        .await,
+    );
     assert_eq!(inn.metadata.response_code, ResponseCode::NoError);
     assert_eq!(inn.answers.len(), 1);
     shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dmarc_with_many_report_uris_is_flagged_and_still_applies() {
+    let uris = |n: usize| {
+        (0..n)
+            .map(|i| format!("mailto:dmarc@r{i}.example"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let many = format!("v=DMARC1; p=reject; rua={}; ruf={}", uris(30), uris(2));
+    let few = format!("v=DMARC1; p=reject; rua={}", uris(5));
+    let many = chunks(&many);
+    let zone = Zone::new("amp.test.", 300)
+        .txt("_dmarc", 3600, &refs(&many))
+        .txt("_dmarc.few", 3600, &[&few]);
+    let d = daemon(vec![Zone::new("test.", 300), zone]).await;
+    let c = Client::connect(&d.socket).await.unwrap();
+    let a = c.dmarc("amp.test").await.unwrap();
+    assert_eq!(
+        a.applied,
+        Some((
+            mailpolicyd::resolve::discover::PolicyTag::P,
+            mailpolicyd::policy::dmarc::Disposition::Reject
+        )),
+        "the record stays valid"
+    );
+    match &a.record.as_ref().unwrap().answer.data {
+        Data::Dmarc(Found::Valid(r)) => {
+            assert_eq!(r.policy.rua.len(), 30);
+            let d = r
+                .diagnostics
+                .as_slice()
+                .iter()
+                .find(|d| d.code == "dmarc.uri.too_many_uris")
+                .expect("a too_many_uris diagnostic");
+            assert_eq!(d.severity, mailpolicyd::policy::Severity::Warning);
+            assert!(d.message.contains("rua"), "{}", d.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Over JSON lines the code is there for any filter to read.
+    let json = json_request(
+        &d.socket,
+        r#"{"id": 1, "op": {"dmarc": {"domain": "amp.test"}}}"#,
+    )
+    .await;
+    let mut found = Vec::new();
+    codes(&json, &mut found);
+    assert!(
+        found.iter().any(|c| c == "dmarc.uri.too_many_uris"),
+        "{json}"
+    );
+    // Five is not flagged.
+    let few = c.dmarc("few.amp.test").await.unwrap();
+    match &few.record.as_ref().unwrap().answer.data {
+        Data::Dmarc(Found::Valid(r)) => {
+            assert!(!r.diagnostics.has("dmarc.uri.too_many_uris"))
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -742,7 +742,13 @@ mod tests {
         let bare = from_txt([bare]).unwrap().unwrap_err();
         assert_eq!(bare.error, DkimError::KeyMissing);
         assert!(bare.diagnostics.has(code::KEY_MISSING));
-        assert!(from_txt(["junk", "more junk"]).unwrap().unwrap_err().diagnostics.has(code::IGNORED));
+        assert!(
+            from_txt(["junk", "more junk"])
+                .unwrap()
+                .unwrap_err()
+                .diagnostics
+                .has(code::IGNORED)
+        );
         assert!(from_txt(std::iter::empty::<&str>()).is_none());
         assert!(matches!(
             from_txt([rec.as_str(), rec.as_str()]),
