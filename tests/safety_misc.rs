@@ -603,3 +603,120 @@ async fn dmarc_with_many_report_uris_is_flagged_and_still_applies() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Runs `mailpolicyd query --socket SOCKET ARGS...`; its stdout.
+async fn cli_query(socket: &std::path::Path, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mailpolicyd"));
+    cmd.arg("query").arg("--socket").arg(socket).args(args);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_human_output_speaks_words_not_rust() {
+    let key = include_str!("data/dkim/rsa2048.spki.b64").trim();
+    let key = chunks(&format!("v=DMARC1; k=rsa; p={key}").replace("v=DMARC1", "v=DKIM1"));
+    let zone = Zone::new("org.test.", 300)
+        .txt(
+            "_dmarc",
+            3600,
+            &["v=DMARC1; p=reject; sp=none; np=quarantine"],
+        )
+        .txt("@", 3600, &["v=spf1 ip4:192.0.2.0/24 -all"])
+        .txt("s1._domainkey", 3600, &refs(&key))
+        .record(
+            "mail",
+            3600,
+            hickory_server::proto::rr::RData::A(hickory_server::proto::rr::rdata::A(
+                "192.0.2.1".parse().unwrap(),
+            )),
+        );
+    let d = daemon(vec![Zone::new("test.", 300), zone]).await;
+    // Rust's names for our types, as `{:?}` would print them.
+    let internals = [
+        "Some(",
+        "None",
+        "NoError",
+        "NxDomain",
+        "OrganizationalDomain",
+        "AuthorDomain",
+        "Np ",
+        "Sp ",
+        "Hit",
+        "Miss",
+        "Indeterminate",
+        "Insecure",
+    ];
+    let clean = |out: &str| {
+        for w in internals {
+            assert!(!out.contains(w), "{w:?} in the human output:\n{out}");
+        }
+    };
+
+    // A non-existent subdomain: the org's np applies.
+    let np = cli_query(&d.socket, &["dmarc", "nothere.org.test"]).await;
+    clean(&np);
+    assert!(np.contains("(organizational domain)"), "{np}");
+    assert!(np.contains("applies: np = quarantine"), "{np}");
+    assert!(np.contains("source miss"), "{np}");
+    // An existing one: sp.
+    let sp = cli_query(&d.socket, &["dmarc", "mail.org.test"]).await;
+    clean(&sp);
+    assert!(sp.contains("applies: sp = none"), "{sp}");
+    // The org itself, asked twice: its own record, then from the cache.
+    cli_query(&d.socket, &["dmarc", "org.test"]).await;
+    let own = cli_query(&d.socket, &["dmarc", "org.test"]).await;
+    clean(&own);
+    assert!(own.contains("(author domain)"), "{own}");
+    assert!(own.contains("applies: p = reject"), "{own}");
+    assert!(own.contains("source hit"), "{own}");
+
+    for args in [
+        &["spf", "org.test"][..],
+        &["dkim", "s1", "org.test"],
+        &["spf", "nothere.org.test"],
+    ] {
+        cli_query(&d.socket, args).await;
+        let out = cli_query(&d.socket, args).await;
+        clean(&out);
+        assert!(out.contains("source hit"), "{out}");
+        assert!(
+            out.contains("dnssec indeterminate") || out.contains("dnssec insecure"),
+            "{out}"
+        );
+        if args[1] == "nothere.org.test" {
+            assert!(out.contains("rcode no such domain (NXDOMAIN)"), "{out}");
+        } else {
+            assert!(out.contains("rcode no error"), "{out}");
+        }
+    }
+    let verdict = cli_query(
+        &d.socket,
+        &[
+            "dmarc-eval",
+            "nothere.org.test",
+            "--spf",
+            "nothere.org.test:fail",
+        ],
+    )
+    .await;
+    clean(&verdict);
+    assert!(
+        verdict.contains("(organizational domain), tag np"),
+        "{verdict}"
+    );
+
+    // --json keeps the machine names.
+    let json = cli_query(&d.socket, &["--json", "dmarc", "nothere.org.test"]).await;
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["dmarc"]["reason"], "organizational_domain", "{json}");
+    assert_eq!(v["dmarc"]["applied"][0], "np", "{json}");
+    assert_eq!(v["dmarc"]["source"], "hit", "{json}");
+}
