@@ -280,12 +280,12 @@ fn print_reply(conn: &ConnArgs, what: &str, reply: &Reply) {
             let a = &p.answer;
             println!("{what} {}: {}", a.name, describe(&a.data));
             println!(
-                "  found at {}, rcode {:?}, ttl {}s, source {:?}, dnssec {:?}",
+                "  found at {}, rcode {}, ttl {}s, source {}, dnssec {}",
                 a.found_at.as_deref().unwrap_or("-"),
-                a.rcode,
+                rcode_words(a.rcode),
                 p.ttl,
-                p.source,
-                a.dnssec
+                words(&p.source),
+                words(&a.dnssec)
             );
             for d in diagnostics(&a.data) {
                 println!("  {d}");
@@ -296,11 +296,12 @@ fn print_reply(conn: &ConnArgs, what: &str, reply: &Reply) {
                 (Some(at), Some(rec)) => {
                     println!("dmarc {}: {}", d.domain, describe(&rec.answer.data));
                     println!(
-                        "  found at _dmarc.{at} ({:?}), source {:?}",
-                        d.reason, d.source
+                        "  found at _dmarc.{at} ({}), source {}",
+                        d.reason.as_ref().map_or("-".to_owned(), words),
+                        words(&d.source)
                     );
                     if let Some((tag, disp)) = &d.applied {
-                        println!("  applies: {tag:?} = {disp}");
+                        println!("  applies: {} = {disp}", words(tag));
                     }
                     for diag in diagnostics(&rec.answer.data) {
                         println!("  {diag}");
@@ -335,7 +336,11 @@ fn print_reply(conn: &ConnArgs, what: &str, reply: &Reply) {
         Reply::DmarcVerdict(v) => {
             println!("dmarc {}: {} → {}", v.from_domain, v.result, v.disposition);
             if let (Some(at), Some(tag)) = (&v.found_at, &v.applied) {
-                println!("  policy from _dmarc.{at} ({:?}), tag {tag:?}", v.reason);
+                println!(
+                    "  policy from _dmarc.{at} ({}), tag {}",
+                    v.reason.as_ref().map_or("-".to_owned(), words),
+                    words(tag)
+                );
             }
             if let Some(s) = &v.spf {
                 println!(
@@ -387,7 +392,35 @@ fn print_reply(conn: &ConnArgs, what: &str, reply: &Reply) {
                 s.cache_entries, s.cache_bytes
             );
         }
-        other => println!("{other:?}"),
+        Reply::Hello { version, server } => println!("{server} (protocol {version})"),
+        Reply::Pong => println!("pong"),
+        #[allow(unreachable_patterns)]
+        other => println!(
+            "{}",
+            serde_json::to_string_pretty(other).unwrap_or_default()
+        ),
+    }
+}
+
+/// A value's JSON name in words, as a mail operator reads it: `organizational_domain` →
+/// "organizational domain", `np` → "np", `hit` → "hit". (The JSON output keeps the names.)
+fn words<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s.replace('_', " "),
+        Ok(other) => other.to_string(),
+        Err(_) => "-".to_owned(),
+    }
+}
+
+/// A response code in words.
+fn rcode_words(r: mailpolicyd::resolve::Rcode) -> String {
+    use mailpolicyd::resolve::Rcode;
+    match r {
+        Rcode::NoError => "no error".to_owned(),
+        Rcode::NxDomain => "no such domain (NXDOMAIN)".to_owned(),
+        Rcode::ServFail => "server failure (SERVFAIL)".to_owned(),
+        #[allow(unreachable_patterns)]
+        other => words(&other),
     }
 }
 
@@ -427,7 +460,24 @@ fn describe(d: &Data) -> String {
             .map(|p| p.policy.to_string())
             .collect::<Vec<_>>()
             .join("; "),
-        other => format!("{other:?}"),
+        Data::Txt(t) => t
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Data::Addrs(a) => a
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Data::Mx(m) => m
+            .iter()
+            .map(|(pref, host)| format!("{pref} {host}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Data::Names(n) => n.join(", "),
+        #[allow(unreachable_patterns)]
+        other => serde_json::to_string(other).unwrap_or_default(),
     }
 }
 

@@ -174,7 +174,7 @@ async fn every_client_gets_the_same_answers() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&human.stdout);
-    assert!(text.contains("applies: Sp = quarantine"), "{text}");
+    assert!(text.contains("applies: sp = quarantine"), "{text}");
     let stats = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
         .args(["stats", "--socket", d.socket.to_str().unwrap(), "--json"])
         .output()

@@ -39,6 +39,7 @@ pub mod code {
     pub const TAG_UNKNOWN: &str = "dkim.tag.unknown";
     pub const TAG_CASE: &str = "dkim.tag.case";
     pub const MULTIPLE: &str = "dkim.record.multiple";
+    pub const IGNORED: &str = "dkim.record.ignored";
 }
 
 /// The key algorithm (`k=`).
@@ -179,32 +180,56 @@ impl ErrorCode for DkimError {
     }
 }
 
-/// Whether a joined TXT record looks like a DKIM key record: it has a `p=` tag, and any `v=`
-/// names DKIM1. (RFC 6376 makes `v=` optional, so the version prefix alone cannot select.)
-pub fn is_candidate(text: &str) -> bool {
-    let mut has_p = false;
-    let mut classes = Classes::empty();
-    classes.index(text.as_bytes());
-    for (i, item) in tag::lex(text, &classes).enumerate() {
-        if let Item::Tag { name, value, .. } = item {
-            if name.eq_ignore_ascii_case("v") && !(i == 0 && value == "DKIM1") {
-                return false;
-            }
-            has_p |= name.eq_ignore_ascii_case("p");
-        }
-    }
-    has_p
-}
-
-/// Selects and parses the key record among a name's joined TXT records.
+/// Selects and parses the key record among the joined TXT records at a `_domainkey` name.
+///
+/// At a key's name every TXT record is a key record, whether or not it parses (`v=` is
+/// optional, RFC 6376 §3.6.1): a malformed one is answered as invalid with its diagnostics,
+/// never as absent, so an operator can tell the domain owner what is wrong. Of several records
+/// the one valid key is used (RFC 6376 §3.6.2.2 lets the verifier pick), the others named in a
+/// diagnostic; several valid keys are an error (which one the signer meant cannot be known);
+/// with none valid, the first record's rejection is the answer. `None` only for no record.
 pub fn from_txt<'a, I>(records: I) -> Option<ParseResult<DkimKey, DkimError>>
 where
     I: IntoIterator<Item = &'a str>,
 {
-    match super::select(records, is_candidate) {
-        super::Selection::None => None,
-        super::Selection::One(r) => Some(parse(r)),
-        super::Selection::Multiple(count) => Some(Err(Rejected::new(
+    let mut total = 0usize;
+    let mut valid: Option<Parsed<DkimKey>> = None;
+    let mut valid_count = 0usize;
+    let mut rejected: Option<Rejected<DkimError>> = None;
+    for r in records {
+        total += 1;
+        match parse(r) {
+            Ok(p) => {
+                valid_count += 1;
+                valid.get_or_insert(p);
+            }
+            Err(e) => {
+                rejected.get_or_insert(e);
+            }
+        }
+    }
+    let others = |n: usize| {
+        format!(
+            "{n} other TXT record{} at this name {} not a valid key record, ignored",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "is" } else { "are" }
+        )
+    };
+    match (valid_count, valid, rejected) {
+        (0, _, None) => None,
+        (0, _, Some(mut e)) => {
+            if total > 1 {
+                e.diagnostics.warn(code::IGNORED, others(total - 1));
+            }
+            Some(Err(e))
+        }
+        (1, Some(mut p), _) => {
+            if total > 1 {
+                p.diagnostics.warn(code::IGNORED, others(total - 1));
+            }
+            Some(Ok(p))
+        }
+        (count, _, _) => Some(Err(Rejected::new(
             DkimError::MultipleRecords { count },
             Diagnostics::default(),
         ))),
@@ -707,8 +732,24 @@ mod tests {
     #[test]
     fn selection_and_serde() {
         let rec = format!("v=DKIM1; p={RSA1024}");
-        assert!(from_txt(["v=spf1 -all", rec.as_str()]).unwrap().is_ok());
-        assert!(from_txt(["v=spf1 -all"]).is_none());
+        // The one valid key among other TXT records is used; the others are named.
+        let picked = from_txt(["v=spf1 -all", rec.as_str()]).unwrap().unwrap();
+        assert!(picked.diagnostics.has(code::IGNORED));
+        // At a key's name a TXT record is a key record whether or not it parses.
+        let misplaced = from_txt(["v=spf1 -all"]).unwrap().unwrap_err();
+        assert!(matches!(misplaced.error, DkimError::Version { .. }));
+        let bare = RSA1024.trim();
+        let bare = from_txt([bare]).unwrap().unwrap_err();
+        assert_eq!(bare.error, DkimError::KeyMissing);
+        assert!(bare.diagnostics.has(code::KEY_MISSING));
+        assert!(
+            from_txt(["junk", "more junk"])
+                .unwrap()
+                .unwrap_err()
+                .diagnostics
+                .has(code::IGNORED)
+        );
+        assert!(from_txt(std::iter::empty::<&str>()).is_none());
         assert!(matches!(
             from_txt([rec.as_str(), rec.as_str()]),
             Some(Err(_))

@@ -41,6 +41,7 @@ pub mod code {
     pub const URI_SIZE_OBSOLETE: &str = "dmarc.uri.size_obsolete";
     pub const URI_SIZE_INVALID: &str = "dmarc.uri.size_invalid";
     pub const URI_NONE_VALID: &str = "dmarc.uri.none_valid";
+    pub const URI_TOO_MANY: &str = "dmarc.uri.too_many_uris";
     pub const OBSOLETE_TAG: &str = "dmarc.tag.obsolete";
     pub const FO_WITHOUT_RUF: &str = "dmarc.fo.without_ruf";
     pub const EXT_MUST_PASS: &str = "dmarc.ext.must_pass";
@@ -186,6 +187,7 @@ pub struct UriList {
 struct UriListBuilder {
     joined: String,
     sizes: Vec<Option<u64>>,
+    count: usize,
 }
 
 impl UriListBuilder {
@@ -193,6 +195,7 @@ impl UriListBuilder {
         UriListBuilder {
             joined: String::with_capacity(bytes),
             sizes: Vec::new(),
+            count: 0,
         }
     }
 
@@ -201,18 +204,14 @@ impl UriListBuilder {
         debug_assert!(!uri.is_empty() && !uri.contains(','));
         if max_size.is_some() || !self.sizes.is_empty() {
             // The first limit fills in `None` for the URIs before it.
-            let len = if self.joined.is_empty() {
-                0
-            } else {
-                self.joined.bytes().filter(|&b| b == b',').count() + 1
-            };
-            self.sizes.resize(len, None);
+            self.sizes.resize(self.count, None);
             self.sizes.push(max_size);
         }
         if !self.joined.is_empty() {
             self.joined.push(',');
         }
         self.joined.push_str(uri);
+        self.count += 1;
     }
 
     /// The list. When every entry of the value was a valid URI without white space or size
@@ -703,9 +702,11 @@ fn parse_uri_list(
     list: &mut UriList,
 ) {
     let b = text.as_bytes();
-    if clean_uri_list(b, c, from, to) {
+    let mut entries = 0usize;
+    if clean_uri_list(b, c, from, to, &mut entries) {
         list.joined = text.split_at(to).0.split_at(from).1.into();
         list.sizes = None;
+        too_many_uris(tag, entries, diags);
         return;
     }
     let mut out = UriListBuilder::with_capacity(to - from);
@@ -716,15 +717,36 @@ fn parse_uri_list(
     if out.joined.is_empty() {
         diags.warn(code::URI_NONE_VALID, format!("{tag} holds no valid URI"));
     }
+    too_many_uris(tag, out.count, diags);
     *list = out.finish();
+}
+
+/// The most report URIs one list (`rua`, `ruf`, `frua`, `fruf`) holds before it is flagged: every
+/// report is sent to each of them, and domains have been seen accepting aggregate reports for
+/// tens of thousands of other domains (report amplification). The record stays valid.
+pub const MAX_REPORT_URIS: usize = 5;
+
+/// Warns when a list holds more than [`MAX_REPORT_URIS`] valid URIs.
+fn too_many_uris(tag: &str, count: usize, diags: &mut Diagnostics) {
+    if count > MAX_REPORT_URIS {
+        diags.warn(
+            code::URI_TOO_MANY,
+            format!(
+                "{tag} lists {count} URIs (more than {MAX_REPORT_URIS}): every report is sent to \
+                 each of them (report amplification)"
+            ),
+        );
+    }
 }
 
 /// Whether `b[from..to]` is a list of valid URIs with nothing to report: no white space, no
 /// size limits, no empty entries. Then the list is the value as it stands (the common case:
-/// one copy, no diagnostics); otherwise [`parse_uri_list`] takes it entry by entry.
+/// one copy, no diagnostics); otherwise [`parse_uri_list`] takes it entry by entry. `entries`
+/// counts the entries visited (all of them when the list is clean).
 #[inline]
-fn clean_uri_list(b: &[u8], c: &Classes, from: usize, to: usize) -> bool {
+fn clean_uri_list(b: &[u8], c: &Classes, from: usize, to: usize, entries: &mut usize) -> bool {
     for_each_entry(b, c, from, to, |m, end| {
+        *entries += 1;
         !m.wsp && m.bang.is_none() && check_uri(b, c, m, m.start, end)
     })
 }

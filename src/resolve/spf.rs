@@ -644,20 +644,78 @@ fn received_spf(
             problem.unwrap_or("error in processing").to_owned()
         }
     };
-    let quote = |s: &str| s.replace(['\\', '"', '(', ')'], "_");
-    let mut v = format!(
-        "{result} (mailpolicyd: {}) client-ip={ip}; envelope-from=\"{}\"; helo={}; identity={identity}",
-        quote(&comment),
-        quote(sender),
-        quote(helo)
-    );
+    // RFC 7208 §9.1 over RFC 5322: the comment is ctext only (no `(`, `)`, `\`), every value a
+    // dot-atom or a quoted-string; nothing from the input can end the comment or add a field.
+    let mut v = format!("{result} (mailpolicyd: {})", comment_text(&comment));
+    let mut sep = " ";
+    let mut pair = |key: &str, value: &str| {
+        v.push_str(sep);
+        sep = "; ";
+        v.push_str(key);
+        v.push('=');
+        push_value(&mut v, value);
+    };
+    pair("client-ip", &ip.to_string());
+    pair("envelope-from", sender);
+    pair("helo", helo);
+    pair("identity", identity);
     if let Some(m) = mechanism {
-        v.push_str(&format!("; mechanism=\"{}\"", quote(m)));
+        pair("mechanism", m);
     }
     if let Some(p) = problem {
-        v.push_str(&format!("; problem=\"{}\"", quote(p)));
+        pair("problem", p);
     }
     v
+}
+
+/// A byte a header field body can carry as itself: printable ASCII or space (RFC 5322 VCHAR / SP).
+fn header_safe(c: char) -> bool {
+    c == ' ' || c.is_ascii_graphic()
+}
+
+/// The comment's text: a character that could end or nest the comment (`(`, `)`, `\`), a control
+/// character or a non-ASCII one is written `?`.
+fn comment_text(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if header_safe(c) && !matches!(c, '(' | ')' | '\\') {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// RFC 5322 atext.
+fn atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c)
+}
+
+/// RFC 5322 §3.2.3 dot-atom-text: atoms of atext joined by single dots.
+fn dot_atom(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(|a| !a.is_empty() && a.chars().all(atext))
+}
+
+/// A `key=value` value: as itself if a dot-atom, else a quoted-string (`"` and `\` as quoted
+/// pairs; a control or non-ASCII character, which no header value may carry, as `?`).
+fn push_value(out: &mut String, value: &str) {
+    if dot_atom(value) {
+        out.push_str(value);
+        return;
+    }
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if header_safe(c) => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
 }
 
 #[cfg(test)]

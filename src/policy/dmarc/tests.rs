@@ -458,3 +458,48 @@ fn downgrade_and_strictness() {
     assert_eq!(Disposition::None.downgraded(), Disposition::None);
     assert!(Disposition::Reject.strictness() > Disposition::Quarantine.strictness());
 }
+
+#[test]
+fn too_many_report_uris_warn_and_the_record_stays_valid() {
+    let list = |n: usize, sep: &str| {
+        (0..n)
+            .map(|i| format!("mailto:r{i}@reports{i}.example"))
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
+    // Five per list is fine, clean or not.
+    for sep in [",", ", "] {
+        let five = parse(&format!("v=DMARC1; p=reject; rua={}", list(5, sep))).unwrap();
+        assert!(!five.diagnostics.has(code::URI_TOO_MANY), "{sep:?}");
+        assert_eq!(five.policy.rua.len(), 5);
+    }
+    // Six in rua, on the clean path and on the entry-by-entry path (white space, a size).
+    for rua in [list(6, ","), list(6, ", "), format!("{}!10m", list(6, ","))] {
+        let p = parse(&format!("v=DMARC1; p=reject; rua={rua}")).unwrap();
+        assert_eq!(p.policy.p, Disposition::Reject);
+        assert_eq!(p.policy.rua.len(), 6);
+        let d = p
+            .diagnostics
+            .0
+            .iter()
+            .find(|d| d.code == code::URI_TOO_MANY)
+            .unwrap_or_else(|| panic!("{rua}: {:?}", p.diagnostics));
+        assert_eq!(d.severity, crate::policy::Severity::Warning);
+        assert!(
+            d.message.contains("rua") && d.message.contains('6'),
+            "{}",
+            d.message
+        );
+    }
+    // ruf too, separately; invalid entries do not count.
+    let p = parse(&format!("v=DMARC1; p=none; ruf={}", list(40, ","))).unwrap();
+    assert!(
+        p.diagnostics
+            .0
+            .iter()
+            .any(|d| d.code == code::URI_TOO_MANY && d.message.contains("ruf"))
+    );
+    let p = parse(&format!("v=DMARC1; p=none; rua={},bad,worse", list(5, ","))).unwrap();
+    assert!(!p.diagnostics.has(code::URI_TOO_MANY));
+    assert!(p.diagnostics.has(code::URI_INVALID));
+}

@@ -8,7 +8,9 @@
 //! from its wire form ([`wire`]: one hash lookup and one copy, with the ID, RD bit, question
 //! case and TTLs patched); anything else is decoded and encoded by hickory-proto and answered
 //! through the resolver, which also fills the wire cache. TCP is served by hickory-server with
-//! the same handler. (The performance notes measured hickory's stock catalog path at a third of
+//! the same handler. A UDP answer is at most [`EDNS_PAYLOAD`] bytes whatever size the client
+//! offers (the size we advertise; a longer one is sent truncated, TC set, for a retry over TCP),
+//! and a question of a class other than IN is REFUSED. (The performance notes measured hickory's stock catalog path at a third of
 //! Unbound's rate, and a custom handler still at under half: building records and a message per
 //! answer costs more than the cache lookup.)
 
@@ -22,7 +24,7 @@ use hickory_resolver::proto::op::{
     Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
 };
 use hickory_resolver::proto::rr::rdata::{A, AAAA, MX, PTR, TXT, tlsa};
-use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -32,8 +34,9 @@ use tokio_util::sync::CancellationToken;
 use super::Service;
 use crate::resolve::{Data, DnssecStatus, Kind, Rcode};
 
-/// The EDNS payload size we offer (the DNS flag day 2020 value).
-const EDNS_PAYLOAD: u16 = 1232;
+/// The EDNS payload size we offer (the DNS flag day 2020 value), and the most any UDP answer
+/// carries, whatever the client offers: beyond it the answer is truncated (TC).
+pub const EDNS_PAYLOAD: u16 = 1232;
 
 /// The largest UDP query read; a longer one is cut short and answered FORMERR.
 const MAX_QUERY: usize = 4096;
@@ -170,8 +173,13 @@ fn tlsa_rdata(t: &crate::policy::tlsa::Tlsa) -> RData {
 }
 
 impl Handler {
-    /// The answer records and response code for one question.
-    async fn answer(&self, name: &Name, qtype: RecordType) -> Answered {
+    /// The answer records and response code for one question. Only class IN is answered: the
+    /// resolver asks IN, so another class (`CH version.bind`, ANY) is REFUSED, never answered
+    /// with IN data.
+    async fn answer(&self, name: &Name, qtype: RecordType, qclass: DNSClass) -> Answered {
+        if qclass != DNSClass::IN {
+            return Answered::refused(ResponseCode::Refused);
+        }
         let kind = match qtype {
             RecordType::TXT => Kind::Txt,
             RecordType::TLSA => Kind::Tlsa,
@@ -283,17 +291,14 @@ impl Handler {
         } else {
             let q = &req.queries[0];
             let name: Name = q.name().clone();
-            let a = self.answer(&name, q.query_type()).await;
+            let a = self.answer(&name, q.query_type(), q.query_class()).await;
             resp.metadata.response_code = a.rcode;
             resp.metadata.authentic_data = a.secure;
             resp.add_answers(a.records);
             reuse = a.ttl;
         }
         let bytes = resp.to_vec().ok()?;
-        let max = req
-            .edns
-            .as_ref()
-            .map_or(512, |e| usize::from(e.max_payload().max(512)));
+        let max = udp_limit(req.edns.as_ref().map(Edns::max_payload));
         if bytes.len() > max {
             return resp.truncate().to_vec().ok();
         }
@@ -302,6 +307,13 @@ impl Handler {
         }
         Some(bytes)
     }
+}
+
+/// The most a UDP answer may carry for a client offering `offered` (its EDNS payload size;
+/// `None` without EDNS): 512 without EDNS (RFC 1035), else the offer within 512..=1232 (RFC 6891
+/// §6.2.5; we advertise 1232 and never send more, whatever the client offers).
+pub fn udp_limit(offered: Option<u16>) -> usize {
+    offered.map_or(512, |p| usize::from(p.clamp(512, EDNS_PAYLOAD)))
 }
 
 /// hickory-server's view of the handler, for TCP.
@@ -328,7 +340,7 @@ impl RequestHandler for TcpHandler {
             };
         };
         let name: Name = q.name().into();
-        let a = self.0.answer(&name, q.query_type()).await;
+        let a = self.0.answer(&name, q.query_type(), q.query_class()).await;
         metadata.response_code = a.rcode;
         metadata.authentic_data = a.secure;
         let resp = builder.build(

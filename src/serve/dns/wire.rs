@@ -29,6 +29,8 @@ pub const MAX_BYTES: usize = 32 << 20;
 const HEADER: usize = 12;
 /// RR type of the EDNS OPT pseudo-record.
 const OPT: u16 = 41;
+/// Class IN, as on the wire.
+const CLASS_IN: [u8; 2] = [0, 1];
 
 /// The largest key: a 255-byte name, type, class and one flags byte.
 const MAX_KEY: usize = 255 + 5;
@@ -41,7 +43,8 @@ pub struct Query {
     key: ([u8; MAX_KEY], usize),
     /// Where the question section ends (it starts at 12).
     pub question_end: usize,
-    /// The UDP payload size the client accepts (512 without EDNS).
+    /// The most a UDP answer to this query may carry ([`super::udp_limit`]: 512 without EDNS,
+    /// else the client's offer within 512..=1232).
     pub max_udp: usize,
 }
 
@@ -56,8 +59,8 @@ fn u16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
-/// Reads a plain standard query: QR=0, OPCODE=QUERY, TC=0, one question with an uncompressed
-/// name, no answer or authority records, and at most an OPT record of version 0 without
+/// Reads a plain standard query: QR=0, OPCODE=QUERY, TC=0, one class-IN question with an
+/// uncompressed name, no answer or authority records, and at most an OPT record of version 0 without
 /// options. `None` sends the message down the full path.
 pub fn parse_query(msg: &[u8]) -> Option<Query> {
     if msg.len() < HEADER {
@@ -96,6 +99,9 @@ pub fn parse_query(msg: &[u8]) -> Option<Query> {
         }
     }
     let qtype_class = msg.get(at..at + 4)?;
+    if qtype_class[2..] != CLASS_IN {
+        return None; // the full path refuses it
+    }
     key[k..k + 4].copy_from_slice(qtype_class);
     k += 4;
     at += 4;
@@ -118,7 +124,7 @@ pub fn parse_query(msg: &[u8]) -> Option<Query> {
         }
         at += 11;
         bits |= 1 | (u8::from(do_bit) << 1);
-        max_udp = usize::from(payload.max(512));
+        max_udp = super::udp_limit(Some(payload));
     }
     if at != msg.len() {
         return None;
@@ -321,6 +327,25 @@ mod tests {
         assert_ne!(c.key(), d.key());
         assert_eq!(a.max_udp, 512);
         assert_eq!(c.max_udp, 1232);
+    }
+
+    #[test]
+    fn udp_size_is_capped_at_what_we_advertise() {
+        let mut q = query("example.test.", Some(false));
+        let n = q.len();
+        // The OPT record's class field (the payload size) is 8 bytes from the end.
+        q[n - 8..n - 6].copy_from_slice(&4096u16.to_be_bytes());
+        assert_eq!(parse_query(&q).unwrap().max_udp, 1232);
+        q[n - 8..n - 6].copy_from_slice(&100u16.to_be_bytes());
+        assert_eq!(parse_query(&q).unwrap().max_udp, 512);
+    }
+
+    #[test]
+    fn other_classes_take_the_full_path() {
+        let mut q = query("example.test.", None);
+        let n = q.len();
+        q[n - 1] = 3; // class CH
+        assert!(parse_query(&q).is_none());
     }
 
     #[test]
