@@ -194,6 +194,13 @@ const SETTINGS: &[Setting] = &[
         "How long a client waits for a refresh before the stale answer is served.",
     ),
     s(
+        "cache",
+        "failure_ttl_s",
+        Ty::Int,
+        "5",
+        "Seconds an upstream failure (SERVFAIL, REFUSED, timeout, DNSSEC bogus) is remembered per name and answered as that error without asking again (RFC 9520), 1..=300.",
+    ),
+    s(
         "dmarc",
         "discovery",
         Ty::Str,
@@ -658,6 +665,7 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
     let stale_window = positive("cache", "stale_window", 0);
     let stale_retry = positive("cache", "stale_retry", 0);
     let client_timeout = positive("cache", "client_timeout_ms", 1);
+    let failure_ttl = positive("cache", "failure_ttl_s", 1);
     let per_second = positive("limits", "per_second", 1);
     let burst = positive("limits", "burst", 1);
     let wc_names = positive("limits", "wildcard_min_names", 2);
@@ -665,6 +673,11 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
     let wc_window = positive("limits", "wildcard_window", 1);
     let wc_mark = positive("limits", "wildcard_mark", 1);
     let drain = positive("lifecycle", "drain_timeout", 0);
+    if failure_ttl > 300 {
+        problems.push(format!(
+            "cache.failure_ttl_s = {failure_ttl} must be at most 300 (RFC 9520: 5 minutes)"
+        ));
+    }
     if bulk_nice > 19 {
         problems.push(format!("socket.bulk_nice = {bulk_nice} must be at most 19"));
     }
@@ -802,6 +815,7 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
                 stale_window: Duration::from_secs(stale_window),
                 stale_retry: Duration::from_secs(stale_retry),
                 client_timeout: Duration::from_millis(client_timeout),
+                failure_ttl: Duration::from_secs(failure_ttl.min(300)),
             },
             limits: LimitConfig {
                 per_second: u32::try_from(per_second).unwrap_or(u32::MAX),

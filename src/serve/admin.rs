@@ -246,6 +246,12 @@ impl prometheus_client::collector::Collector for ResolverCollector {
             "Answers synthesized below a cached NXDOMAIN (RFC 8020).",
             s.nxdomain_cut,
         )?;
+        counter(
+            &mut enc,
+            "failure_cached",
+            "Questions answered with an upstream failure remembered for the name (RFC 9520).",
+            s.failure_cached,
+        )?;
         {
             let mut fam = enc.encode_descriptor(
                 "upstream_request_duration_seconds",
