@@ -878,6 +878,40 @@ mod tests {
     }
 
     #[test]
+    fn failure_ttl_is_1_to_300_seconds() {
+        let load_with = |v: &str| {
+            load(
+                None,
+                &env(&[
+                    ("XDG_RUNTIME_DIR", "/tmp/x"),
+                    ("MAILPOLICYD_CACHE_FAILURE_TTL_S", v),
+                ]),
+                &Flags::default(),
+            )
+        };
+        let default = load(
+            None,
+            &env(&[("XDG_RUNTIME_DIR", "/tmp/x")]),
+            &Flags::default(),
+        );
+        assert_eq!(
+            default.unwrap().resolver.cache.failure_ttl,
+            Duration::from_secs(5)
+        );
+        for ok in [1, 300] {
+            let c = load_with(&ok.to_string()).unwrap();
+            assert_eq!(c.resolver.cache.failure_ttl, Duration::from_secs(ok));
+        }
+        for bad in ["0", "301"] {
+            let problems = load_with(bad).err().expect(bad);
+            assert!(
+                problems.iter().any(|p| p.contains("cache.failure_ttl_s")),
+                "{problems:?}"
+            );
+        }
+    }
+
+    #[test]
     fn precedence_file_env_flags() {
         let file = "[upstream]\nservers = [\"127.0.0.1:5301\"]\n[admin]\nlisten = \"127.0.0.1:1000\"\n[cache]\nmax_bytes = 2048\n";
         let e = env(&[

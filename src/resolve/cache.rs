@@ -17,6 +17,7 @@ use futures_util::future::{BoxFuture, Shared};
 
 use super::ResolveError;
 use super::answer::{Answer, Kind};
+use hickory_resolver::proto::rr::RecordType;
 
 /// Cache policy (defaults per `../shared/DESIGN.md`).
 #[derive(Clone, Debug)]
@@ -182,8 +183,9 @@ const MAX_FAILURES: u64 = 100_000;
 
 struct Inner {
     store: moka::sync::Cache<Key, Arc<Entry>>,
-    /// Upstream failures per key, for the failure TTL (RFC 9520).
-    failures: moka::sync::Cache<Key, Failure>,
+    /// Upstream failures per (query name, type), for the failure TTL (RFC 9520 §3: the
+    /// failure belongs to the query, so an SPF and a raw TXT question share it).
+    failures: moka::sync::Cache<(RecordType, Arc<str>), Failure>,
     /// Reads since start, to run moka's housekeeping in small steps (see [`Cache::state`]).
     reads: AtomicU64,
     inflight: Mutex<HashMap<Key, Inflight>>,
@@ -281,16 +283,24 @@ impl Cache {
         }
     }
 
-    /// The upstream failure remembered for `key`, if it is still in force at `now`.
+    /// The upstream failure remembered for `key`'s query (name and DNS type), if it is still
+    /// in force at `now`.
     pub fn failure(&self, key: &Key, now: Instant) -> Option<ResolveError> {
-        let f = self.inner.failures.get(key)?;
+        let f = self
+            .inner
+            .failures
+            .get(&(key.kind.record_type(), key.name.clone()))?;
         (now < f.until).then_some(f.error)
     }
 
-    /// Remembers an upstream failure for `key` from `now` for the failure TTL.
-    pub fn insert_failure(&self, key: Key, error: ResolveError, now: Instant) {
+    /// Remembers an upstream failure for `key`'s query (name and DNS type) from `now` for the
+    /// failure TTL.
+    pub fn insert_failure(&self, key: &Key, error: ResolveError, now: Instant) {
         let until = now + self.inner.cfg.failure_ttl;
-        self.inner.failures.insert(key, Failure { error, until });
+        self.inner.failures.insert(
+            (key.kind.record_type(), key.name.clone()),
+            Failure { error, until },
+        );
     }
 
     /// Stores an entry.

@@ -448,7 +448,7 @@ impl Resolver {
                 // Remembered before this fetch leaves the in-flight map, so no question
                 // slips between the two.
                 if e.is_upstream_failure() {
-                    inner.cache.insert_failure(key, e.clone(), now);
+                    inner.cache.insert_failure(&key, e.clone(), now);
                 }
                 return Err(e);
             }
