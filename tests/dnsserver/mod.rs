@@ -293,7 +293,7 @@ impl RequestHandler for Handler {
         };
         let answers: Vec<Record> = message.answers.iter().cloned().chain(extra).collect();
         let response = MessageResponseBuilder::new(&request.queries, request.edns.as_ref()).build(
-            message.metadata.clone(),
+            message.metadata,
             answers.iter(),
             message.authorities.iter(),
             std::iter::empty(),
