@@ -188,6 +188,10 @@ async fn bogus_tlsa_over_the_socket_is_dnssec_bogus_and_the_cli_exits_non_zero()
         metrics.contains("mailpolicyd_failure_cached_total 1"),
         "the CLI's question was answered from the failure cache:\n{metrics}"
     );
+    assert!(
+        metrics.contains("op=\"tlsa\",result=\"dnssec_bogus\"} 2"),
+        "both questions counted under their error code:\n{metrics}"
+    );
     shutdown.cancel();
     let _ = task.await;
 }

@@ -38,6 +38,7 @@ const RESULTS: &[&str] = &[
     "timeout",
     "servfail",
     "refused",
+    "dnssec_bogus",
     "upstream",
     "unknown_op",
     "bad_json",
