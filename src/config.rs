@@ -128,7 +128,7 @@ const SETTINGS: &[Setting] = &[
         "attempts",
         Ty::Int,
         "2",
-        "Attempts per upstream query.",
+        "Sends per upstream query, the first included: a query that gets no answer fails with timeout after at most timeout_ms × attempts.",
     ),
     s(
         "cache",
