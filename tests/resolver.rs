@@ -1051,3 +1051,33 @@ async fn failure_ttl_defaults_to_five_seconds() {
         Duration::from_secs(5)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dmarc_failure_is_temperror_never_none() {
+    use mailpolicyd::resolve::evaluate::{DmarcInput, DmarcResult};
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "_dmarc",
+        3600,
+        &["v=DMARC1; p=reject"],
+    )])
+    .await;
+    dns.servfail("_dmarc.example.test");
+    let r = Resolver::new(failing_config(&dns)).unwrap();
+    let input = DmarcInput {
+        from_domain: "example.test".into(),
+        spf: None,
+        dkim: Vec::new(),
+        forwarders: Vec::new(),
+        seed: Some(1),
+    };
+    let now = Instant::now();
+    for _ in 0..5 {
+        let v = r.dmarc_evaluate(&input, now).await;
+        assert_eq!(v.result, DmarcResult::TempError, "{v:?}");
+    }
+    assert!(dns.log.count("_dmarc.example.test") <= 2);
+    // The healed name after the failure TTL: the p=reject policy applies again.
+    dns.heal("_dmarc.example.test");
+    let v = r.dmarc_evaluate(&input, now + Duration::from_secs(6)).await;
+    assert_eq!(v.result, DmarcResult::Fail, "{v:?}");
+}
