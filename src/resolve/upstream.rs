@@ -428,3 +428,64 @@ fn negative_or_error(
         other => Err(ResolveError::Network(other.to_string().into())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_resolver::proto::rr::rdata::{CNAME, TXT};
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+    fn cname(owner: &str, ttl: u32, target: &str) -> Record {
+        Record::from_rdata(name(owner), ttl, RData::CNAME(CNAME(name(target))))
+    }
+    fn txt(owner: &str, ttl: u32, text: &str) -> Record {
+        Record::from_rdata(name(owner), ttl, RData::TXT(TXT::new(vec![text.into()])))
+    }
+
+    #[test]
+    fn the_chain_from_the_question_is_all_that_is_used() {
+        let answers = [
+            txt("victim.test.", 10, "v=spf1 +all"),
+            cname("Q.example.test.", 40, "t.example.test."),
+            txt("t.EXAMPLE.test.", 3600, "v=spf1 -all"),
+            txt("q.example.test.", 5, "off the chain: q is a CNAME"),
+        ];
+        // An RRset at the question name itself wins (a CNAME beside it is off the chain).
+        let c = answer_chain(&name("q.example.test."), RecordType::TXT, &answers).unwrap();
+        assert_eq!(c.rrset.len(), 1);
+        assert_eq!(c.ttl, 5);
+        let answers = &answers[..3];
+        let c = answer_chain(&name("q.example.test."), RecordType::TXT, answers).unwrap();
+        assert_eq!(lower_name(&c.owner), "t.example.test");
+        assert_eq!(c.cnames.len(), 1);
+        assert_eq!(c.rrset.len(), 1, "victim.test is not on the chain");
+        assert_eq!(c.ttl, 40, "min over the CNAME and the RRset");
+    }
+
+    #[test]
+    fn loops_long_chains_conflicts_and_dead_ends_are_errors() {
+        let looped = [
+            cname("a.test.", 60, "b.test."),
+            cname("b.test.", 60, "a.test."),
+        ];
+        assert!(answer_chain(&name("a.test."), RecordType::TXT, &looped).is_err());
+        let long: Vec<Record> = (0..=MAX_CNAME_HOPS)
+            .map(|i| cname(&format!("n{i}.test."), 60, &format!("n{}.test.", i + 1)))
+            .chain([txt(&format!("n{}.test.", MAX_CNAME_HOPS + 1), 60, "x")])
+            .collect();
+        assert!(answer_chain(&name("n0.test."), RecordType::TXT, &long).is_err());
+        let ok = &long[MAX_CNAME_HOPS - 15..];
+        let start = format!("n{}.test.", MAX_CNAME_HOPS - 15);
+        assert!(answer_chain(&name(&start), RecordType::TXT, ok).is_ok());
+        let two = [
+            cname("a.test.", 60, "b.test."),
+            cname("a.test.", 60, "c.test."),
+            txt("b.test.", 60, "x"),
+        ];
+        assert!(answer_chain(&name("a.test."), RecordType::TXT, &two).is_err());
+        let dead = [txt("other.test.", 60, "x")];
+        assert!(answer_chain(&name("a.test."), RecordType::TXT, &dead).is_err());
+    }
+}
