@@ -128,7 +128,7 @@ const SETTINGS: &[Setting] = &[
         "attempts",
         Ty::Int,
         "2",
-        "Attempts per upstream query.",
+        "Sends per upstream query, the first included: a query that gets no answer fails with timeout after at most timeout_ms × attempts.",
     ),
     s(
         "cache",
@@ -192,6 +192,13 @@ const SETTINGS: &[Setting] = &[
         Ty::Int,
         "400",
         "How long a client waits for a refresh before the stale answer is served.",
+    ),
+    s(
+        "cache",
+        "failure_ttl_s",
+        Ty::Int,
+        "5",
+        "Seconds an upstream failure (SERVFAIL, REFUSED, timeout, DNSSEC bogus) is remembered per name and answered as that error without asking again (RFC 9520), 1..=300.",
     ),
     s(
         "dmarc",
@@ -658,6 +665,7 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
     let stale_window = positive("cache", "stale_window", 0);
     let stale_retry = positive("cache", "stale_retry", 0);
     let client_timeout = positive("cache", "client_timeout_ms", 1);
+    let failure_ttl = positive("cache", "failure_ttl_s", 1);
     let per_second = positive("limits", "per_second", 1);
     let burst = positive("limits", "burst", 1);
     let wc_names = positive("limits", "wildcard_min_names", 2);
@@ -665,6 +673,11 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
     let wc_window = positive("limits", "wildcard_window", 1);
     let wc_mark = positive("limits", "wildcard_mark", 1);
     let drain = positive("lifecycle", "drain_timeout", 0);
+    if failure_ttl > 300 {
+        problems.push(format!(
+            "cache.failure_ttl_s = {failure_ttl} must be at most 300 (RFC 9520: 5 minutes)"
+        ));
+    }
     if bulk_nice > 19 {
         problems.push(format!("socket.bulk_nice = {bulk_nice} must be at most 19"));
     }
@@ -802,6 +815,7 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
                 stale_window: Duration::from_secs(stale_window),
                 stale_retry: Duration::from_secs(stale_retry),
                 client_timeout: Duration::from_millis(client_timeout),
+                failure_ttl: Duration::from_secs(failure_ttl.min(300)),
             },
             limits: LimitConfig {
                 per_second: u32::try_from(per_second).unwrap_or(u32::MAX),
@@ -860,6 +874,40 @@ mod tests {
         assert!(from_file.dns_listen.is_none());
         for st in SETTINGS {
             assert!(text.contains(&format!("\n{} = ", st.key)), "{}", st.key);
+        }
+    }
+
+    #[test]
+    fn failure_ttl_is_1_to_300_seconds() {
+        let load_with = |v: &str| {
+            load(
+                None,
+                &env(&[
+                    ("XDG_RUNTIME_DIR", "/tmp/x"),
+                    ("MAILPOLICYD_CACHE_FAILURE_TTL_S", v),
+                ]),
+                &Flags::default(),
+            )
+        };
+        let default = load(
+            None,
+            &env(&[("XDG_RUNTIME_DIR", "/tmp/x")]),
+            &Flags::default(),
+        );
+        assert_eq!(
+            default.unwrap().resolver.cache.failure_ttl,
+            Duration::from_secs(5)
+        );
+        for ok in [1, 300] {
+            let c = load_with(&ok.to_string()).unwrap();
+            assert_eq!(c.resolver.cache.failure_ttl, Duration::from_secs(ok));
+        }
+        for bad in ["0", "301"] {
+            let problems = load_with(bad).err().expect(bad);
+            assert!(
+                problems.iter().any(|p| p.contains("cache.failure_ttl_s")),
+                "{problems:?}"
+            );
         }
     }
 

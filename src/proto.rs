@@ -202,7 +202,8 @@ pub struct DmarcAnswer {
 /// A stable error code plus a human message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireError {
-    /// Stable: `invalid_name`, `rate_limited`, `timeout`, `servfail`, `refused`, `upstream`,
+    /// Stable: `invalid_name`, `rate_limited`, `timeout`, `servfail`, `refused`,
+    /// `dnssec_bogus`, `upstream`,
     /// `frame_too_large`, `bad_frame`, `bad_json`, `unknown_op`, `unsupported_version`,
     /// `forbidden`, `shutting_down`, `internal`.
     pub code: String,
@@ -226,6 +227,7 @@ impl From<&ResolveError> for WireError {
             ResolveError::Timeout => "timeout",
             ResolveError::ServFail => "servfail",
             ResolveError::Refused => "refused",
+            ResolveError::DnssecBogus => "dnssec_bogus",
             ResolveError::RateLimited => "rate_limited",
             ResolveError::InvalidName(_) => "invalid_name",
             ResolveError::Rcode(_) | ResolveError::Network(_) => "upstream",

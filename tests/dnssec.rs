@@ -1,6 +1,7 @@
 //! DNSSEC status of TLSA answers (RFC 7672 §2.2: DANE needs a secure answer): a zone signed
 //! in-process by hickory-server and validated against a trust anchor for that zone gives
-//! `secure`; the same zone with a record changed after signing gives `bogus`, never `secure`.
+//! `secure`; the same zone with a record changed after signing is the error `dnssec_bogus`,
+//! never `secure` and never an OK-shaped "no records", cached as briefly as other failures.
 
 mod dnsserver;
 
@@ -14,7 +15,8 @@ use hickory_server::proto::dnssec::{DnssecSigner, PublicKeyBuf, SigningKey, Trus
 use hickory_server::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector, TLSA};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
 use hickory_server::zone_handler::ZoneHandler;
-use mailpolicyd::resolve::{Data, DnssecStatus, Rcode, Resolver, ResolverConfig};
+use mailpolicyd::proto::WireError;
+use mailpolicyd::resolve::{Data, DnssecStatus, ResolveError, Resolver, ResolverConfig};
 
 const DIGEST: [u8; 32] = [0xab; 32];
 
@@ -90,16 +92,40 @@ async fn signed_tlsa_is_secure() {
 }
 
 #[tokio::test]
-async fn tampered_tlsa_is_bogus_never_secure() {
+async fn bogus_tlsa_is_an_error_never_no_records() {
     let (dns, key) = signed_zone(true).await;
     let r = resolver(&dns, &key);
-    let l = r.tlsa("mx.signed.test", 25, Instant::now()).await.unwrap();
-    assert_eq!(l.answer.dnssec, DnssecStatus::Bogus);
-    assert_eq!(l.answer.rcode, Rcode::ServFail);
-    assert!(
-        matches!(l.answer.data, Data::None),
-        "no record of a bogus answer is handed out"
+    let t0 = Instant::now();
+    let e = r
+        .tlsa("mx.signed.test", 25, t0)
+        .await
+        .expect_err("a bogus answer is an error, not an OK-shaped answer with no data");
+    assert_eq!(e, ResolveError::DnssecBogus);
+    assert_eq!(e.label(), "dnssec_bogus");
+    assert_eq!(WireError::from(&e).code, "dnssec_bogus");
+    assert!(e.is_temporary());
+    // Cached as briefly as other failures: no new query inside the failure TTL (5 s), one after.
+    let asked = dns.log.count("_25._tcp.mx.signed.test");
+    assert!(asked >= 1);
+    for _ in 0..5 {
+        assert_eq!(
+            r.tlsa("mx.signed.test", 25, t0 + Duration::from_secs(4))
+                .await
+                .unwrap_err(),
+            ResolveError::DnssecBogus
+        );
+    }
+    assert_eq!(dns.log.count("_25._tcp.mx.signed.test"), asked);
+    let s = r.stats().await;
+    assert_eq!(s.failure_cached, 5);
+    assert_eq!(s.upstream.iter().find(|(o, _)| o == "bogus").unwrap().1, 1);
+    assert_eq!(
+        r.tlsa("mx.signed.test", 25, t0 + Duration::from_secs(6))
+            .await
+            .unwrap_err(),
+        ResolveError::DnssecBogus
     );
+    assert!(dns.log.count("_25._tcp.mx.signed.test") > asked);
 }
 
 #[tokio::test]
@@ -108,6 +134,64 @@ async fn wrong_trust_anchor_is_bogus() {
     let other =
         Ed25519SigningKey::from_pkcs8(&Ed25519SigningKey::generate_pkcs8().unwrap()).unwrap();
     let r = resolver(&dns, &other.to_public_key().unwrap());
-    let l = r.tlsa("mx.signed.test", 25, Instant::now()).await.unwrap();
-    assert_eq!(l.answer.dnssec, DnssecStatus::Bogus);
+    let e = r
+        .tlsa("mx.signed.test", 25, Instant::now())
+        .await
+        .unwrap_err();
+    assert_eq!(e, ResolveError::DnssecBogus);
+}
+
+/// The whole path for a bogus TLSA answer: the socket answers the error `dnssec_bogus` (never an
+/// OK-shaped answer with no data), the CLI exits non-zero, `/metrics` counts the remembered
+/// failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bogus_tlsa_over_the_socket_is_dnssec_bogus_and_the_cli_exits_non_zero() {
+    use mailpolicyd::client::{Client, ClientError};
+    use mailpolicyd::serve::{self, Service, SocketConfig};
+    let (dns, key) = signed_zone(true).await;
+    let service = Service::new(resolver(&dns, &key));
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mp.sock");
+    let socket_cfg = SocketConfig::default();
+    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(serve::run(
+        listener,
+        service.clone(),
+        socket_cfg,
+        shutdown.clone(),
+    ));
+    let c = Client::connect(&socket).await.unwrap();
+    match c.tlsa("mx.signed.test", 25).await {
+        Err(ClientError::Server(e)) => assert_eq!(e.code, "dnssec_bogus", "{e}"),
+        other => panic!("a bogus answer must be an error: {other:?}"),
+    }
+    let sock = socket.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+            .args(["query", "--socket", sock.to_str().unwrap(), "--json"])
+            .args(["tlsa", "mx.signed.test", "25"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "the CLI exits non-zero: {stdout}"
+    );
+    assert!(stdout.contains("dnssec_bogus"), "{stdout}");
+    let metrics = serve::admin::render(&service);
+    assert!(
+        metrics.contains("mailpolicyd_failure_cached_total 1"),
+        "the CLI's question was answered from the failure cache:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("op=\"tlsa\",result=\"dnssec_bogus\"} 2"),
+        "both questions counted under their error code:\n{metrics}"
+    );
+    shutdown.cancel();
+    let _ = task.await;
 }

@@ -772,3 +772,312 @@ async fn rate_limit_refuses_at_once_when_nothing_is_cached() {
     assert_eq!(r.stats().await.rate_limited, limited);
     let _ = Arc::new(());
 }
+
+// ---- Issue 12, items 4, 5, 13: what an upstream answer may be believed for, and failures. ----
+
+fn dkim_p(l: &mailpolicyd::resolve::Lookup) -> String {
+    match &l.answer.data {
+        Data::DkimKey(Found::Valid(k)) => format!("{:?}", k.policy),
+        other => panic!("not a DKIM key: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn cname_ttl_caps_the_answer_ttl() {
+    // A DKIM key at a CNAME with TTL 40 pointing at a TXT with TTL 3600 (same zone: one
+    // response carries the chain), and a CNAME with TTL 50 into another zone (two queries).
+    let key_v1 = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+    let key_v2 = "v=DKIM1; k=ed25519; p=22qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+    let zones = |key: &str| {
+        vec![
+            Zone::new("example.test.", 300)
+                .cname("sel._domainkey", 40, "key.example.test.")
+                .txt("key", 3600, &[key])
+                .cname("far._domainkey", 50, "key.provider.test.")
+                .cname("long._domainkey", 3600, "short.example.test.")
+                .txt("short", 60, &[key]),
+            Zone::new("provider.test.", 300).txt("key", 3000, &[key]),
+        ]
+    };
+    let dns = TestDns::start(zones(key_v1)).await;
+    let r = resolver(&dns);
+    let t0 = Instant::now();
+    let first = r.dkim_key("sel", "example.test", t0).await.unwrap();
+    assert_eq!(
+        first.answer.ttl, 40,
+        "min over the CNAME (40) and the TXT (3600)"
+    );
+    assert_eq!(first.ttl_remaining, 40);
+    assert_eq!(first.answer.found_at.as_deref(), Some("key.example.test"));
+    let far = r.dkim_key("far", "example.test", t0).await.unwrap();
+    assert_eq!(far.answer.ttl, 50, "a chain across zones: min(50, 3000)");
+    assert_eq!(far.answer.found_at.as_deref(), Some("key.provider.test"));
+    let long = r.dkim_key("long", "example.test", t0).await.unwrap();
+    assert_eq!(long.answer.ttl, 60, "min(3600, 60)");
+    // Fresh for 40 s, then asked again: the rotated key is served, not the old one for 3600 s.
+    dns.replace_zone(zones(key_v2).remove(0)).await;
+    let hit = r
+        .dkim_key("sel", "example.test", t0 + Duration::from_secs(39))
+        .await
+        .unwrap();
+    assert_eq!(hit.source, Source::Hit);
+    assert_eq!(dkim_p(&hit), dkim_p(&first));
+    let after = r
+        .dkim_key("sel", "example.test", t0 + Duration::from_secs(41))
+        .await
+        .unwrap();
+    assert_eq!(after.source, Source::Miss);
+    assert_ne!(
+        dkim_p(&after),
+        dkim_p(&first),
+        "the rotated key after the CNAME's TTL"
+    );
+    assert_eq!(dns.log.count("sel._domainkey.example.test"), 2);
+}
+
+#[tokio::test]
+async fn out_of_chain_records_are_never_believed() {
+    let dns = TestDns::start(vec![
+        Zone::new("example.test.", 300)
+            .txt("inject", 3600, &["v=spf1 -all"])
+            .cname("alias", 3600, "inject.example.test.")
+            .txt("bare", 3600, &["v=spf1 -all"]),
+    ])
+    .await;
+    // An upstream that appends a record of another name to the answer section.
+    let poison = || TestDns::txt_record("victim.test.", 3600, &["v=spf1 +all"]);
+    dns.inject_extra("inject.example.test", poison());
+    dns.inject_extra("alias.example.test", poison());
+    // ... and a different type at the question name itself, and a CNAME off the chain.
+    dns.inject_extra(
+        "bare.example.test",
+        hickory_server::proto::rr::Record::from_rdata(
+            hickory_server::proto::rr::Name::from_ascii("elsewhere.test.").unwrap(),
+            3600,
+            hickory_server::proto::rr::RData::CNAME(hickory_server::proto::rr::rdata::CNAME(
+                hickory_server::proto::rr::Name::from_ascii("victim.test.").unwrap(),
+            )),
+        ),
+    );
+    dns.inject_extra("bare.example.test", poison());
+    let r = resolver(&dns);
+    let now = Instant::now();
+    for (name, owner) in [
+        ("inject.example.test", "inject.example.test"),
+        ("alias.example.test", "inject.example.test"),
+        ("bare.example.test", "bare.example.test"),
+    ] {
+        let spf = r.spf(name, now).await.unwrap();
+        assert_eq!(
+            spf_text(&spf),
+            "v=spf1 -all",
+            "{name}: the injected +all is ignored"
+        );
+        assert_eq!(spf.answer.found_at.as_deref(), Some(owner));
+        let txt = r.lookup(Kind::Txt, name, now).await.unwrap();
+        assert_eq!(
+            txt.answer.data,
+            Data::Txt(vec!["v=spf1 -all".to_owned()]),
+            "{name}: one record, the name's own"
+        );
+    }
+    // The name that was not asked was never cached: asking it goes upstream.
+    dns.log.clear();
+    let victim = r.lookup(Kind::Txt, "victim.test", now).await;
+    assert_eq!(dns.log.count("victim.test"), 1, "{victim:?}");
+    assert!(!matches!(victim, Ok(l) if l.answer.is_positive()));
+    // And the SPF verdict for a sender at the poisoned name is the name's own `-all`.
+    let check = r
+        .spf_check(
+            "192.0.2.1".parse().unwrap(),
+            "a@inject.example.test",
+            "mx.example.test",
+            now,
+        )
+        .await;
+    assert_eq!(check.result, mailpolicyd::resolve::spf::SpfResult::Fail);
+}
+
+fn failing_config(dns: &TestDns) -> ResolverConfig {
+    let mut cfg = config(dns);
+    cfg.upstream.timeout = Duration::from_millis(200);
+    cfg.upstream.attempts = 2;
+    cfg.cache.failure_ttl = Duration::from_secs(5);
+    cfg
+}
+
+/// 10 concurrent then 10 sequential questions for `name`, each answered `expect`.
+async fn twenty_questions(r: &Resolver, name: &str, now: Instant, expect: &ResolveError) {
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let r = r.clone();
+            let name = name.to_owned();
+            tokio::spawn(async move { r.spf(&name, now).await })
+        })
+        .collect();
+    for t in tasks {
+        let e = t
+            .await
+            .unwrap()
+            .expect_err("a failure is an error, never \"no record\"");
+        assert_eq!(&e, expect);
+    }
+    for _ in 0..10 {
+        let started = Instant::now();
+        let e = r.spf(name, now).await.expect_err("still an error");
+        assert_eq!(&e, expect);
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "from the failure cache"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servfail_is_cached_briefly_and_coalesced() {
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "sf",
+        3600,
+        &["v=spf1 -all"],
+    )])
+    .await;
+    dns.servfail("sf.example.test");
+    let r = Resolver::new(failing_config(&dns)).unwrap();
+    let t0 = Instant::now();
+    twenty_questions(&r, "sf.example.test", t0, &ResolveError::ServFail).await;
+    let asked = dns.log.count("sf.example.test");
+    assert!(
+        (1..=2).contains(&asked),
+        "20 questions, {asked} upstream queries (attempts = 2)"
+    );
+    let s = r.stats().await;
+    assert!(s.failure_cached >= 10, "{s:?}");
+    assert_eq!(
+        s.upstream.iter().find(|(o, _)| o == "servfail").unwrap().1,
+        1
+    );
+    // Inside the failure TTL: still no query. After it: asked again, and the healed name answers.
+    assert_eq!(
+        r.spf("sf.example.test", t0 + Duration::from_secs(4))
+            .await
+            .unwrap_err(),
+        ResolveError::ServFail
+    );
+    assert_eq!(dns.log.count("sf.example.test"), asked);
+    dns.heal("sf.example.test");
+    let healed = r
+        .spf("sf.example.test", t0 + Duration::from_secs(6))
+        .await
+        .unwrap();
+    assert_eq!(spf_text(&healed), "v=spf1 -all");
+    assert_eq!(dns.log.count("sf.example.test"), asked + 1);
+    // A failing SPF lookup is temperror, never "none".
+    dns.servfail("sf2.example.test");
+    let check = r
+        .spf_check(
+            "192.0.2.1".parse().unwrap(),
+            "a@sf2.example.test",
+            "mx.example.test",
+            t0,
+        )
+        .await;
+    assert_eq!(
+        check.result,
+        mailpolicyd::resolve::spf::SpfResult::TempError
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_is_cached_briefly() {
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300)]).await;
+    dns.refuse("rf.example.test");
+    let r = Resolver::new(failing_config(&dns)).unwrap();
+    let t0 = Instant::now();
+    twenty_questions(&r, "rf.example.test", t0, &ResolveError::Refused).await;
+    let asked = dns.log.count("rf.example.test");
+    assert!(
+        asked <= 2,
+        "20 questions, {asked} upstream queries (attempts = 2)"
+    );
+    r.spf("rf.example.test", t0 + Duration::from_secs(6))
+        .await
+        .unwrap_err();
+    assert!(
+        dns.log.count("rf.example.test") > asked,
+        "asked again after the failure TTL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_costs_timeout_times_attempts_and_is_cached() {
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "drop",
+        3600,
+        &["v=spf1 -all"],
+    )])
+    .await;
+    dns.silence("drop.example.test");
+    let r = Resolver::new(failing_config(&dns)).unwrap();
+    let t0 = Instant::now();
+    let started = Instant::now();
+    let e = r.spf("drop.example.test", t0).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(e, ResolveError::Timeout);
+    // 200 ms × 2 attempts: the documented bound, not 3 sends × 200 ms.
+    assert!(
+        took < Duration::from_millis(560),
+        "one question took {took:?}"
+    );
+    assert!(dns.log.count("drop.example.test") <= 2);
+    twenty_questions(&r, "drop.example.test", t0, &ResolveError::Timeout).await;
+    assert!(
+        dns.log.count("drop.example.test") <= 2,
+        "21 questions in the failure TTL cost ≤ attempts upstream queries: {}",
+        dns.log.count("drop.example.test")
+    );
+    assert!(r.stats().await.failure_cached >= 10);
+    dns.heal("drop.example.test");
+    let later = r
+        .spf("drop.example.test", t0 + Duration::from_secs(6))
+        .await
+        .unwrap();
+    assert_eq!(spf_text(&later), "v=spf1 -all");
+}
+
+#[tokio::test]
+async fn failure_ttl_defaults_to_five_seconds() {
+    assert_eq!(
+        mailpolicyd::resolve::CacheConfig::default().failure_ttl,
+        Duration::from_secs(5)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dmarc_failure_is_temperror_never_none() {
+    use mailpolicyd::resolve::evaluate::{DmarcInput, DmarcResult};
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "_dmarc",
+        3600,
+        &["v=DMARC1; p=reject"],
+    )])
+    .await;
+    dns.servfail("_dmarc.example.test");
+    let r = Resolver::new(failing_config(&dns)).unwrap();
+    let input = DmarcInput {
+        from_domain: "example.test".into(),
+        spf: None,
+        dkim: Vec::new(),
+        forwarders: Vec::new(),
+        seed: Some(1),
+    };
+    let now = Instant::now();
+    for _ in 0..5 {
+        let v = r.dmarc_evaluate(&input, now).await;
+        assert_eq!(v.result, DmarcResult::TempError, "{v:?}");
+    }
+    assert!(dns.log.count("_dmarc.example.test") <= 2);
+    // The healed name after the failure TTL: the p=reject policy applies again.
+    dns.heal("_dmarc.example.test");
+    let v = r.dmarc_evaluate(&input, now + Duration::from_secs(6)).await;
+    assert_eq!(v.result, DmarcResult::Fail, "{v:?}");
+}

@@ -17,6 +17,7 @@ use futures_util::future::{BoxFuture, Shared};
 
 use super::ResolveError;
 use super::answer::{Answer, Kind};
+use hickory_resolver::proto::rr::RecordType;
 
 /// Cache policy (defaults per `../shared/DESIGN.md`).
 #[derive(Clone, Debug)]
@@ -35,6 +36,9 @@ pub struct CacheConfig {
     pub stale_retry: Duration,
     /// How long a client waits for a refresh before the stale answer is served.
     pub client_timeout: Duration,
+    /// How long an upstream failure (SERVFAIL, REFUSED, timeout, DNSSEC bogus) is remembered
+    /// per name and answered without asking again (RFC 9520 §3.2: at least 1 s, at most 5 min).
+    pub failure_ttl: Duration,
 }
 
 impl Default for CacheConfig {
@@ -47,6 +51,7 @@ impl Default for CacheConfig {
             stale_window: Duration::from_secs(86_400),
             stale_retry: Duration::from_secs(30),
             client_timeout: Duration::from_millis(400),
+            failure_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -165,8 +170,22 @@ const HOUSEKEEPING_EVERY: u64 = 16;
 
 type Inflight = Shared<BoxFuture<'static, Result<Arc<Entry>, ResolveError>>>;
 
+/// An upstream failure remembered for a key until `until` (logical time).
+#[derive(Clone)]
+struct Failure {
+    error: ResolveError,
+    until: Instant,
+}
+
+/// Failures remembered at most (a failure weighs little; the bound keeps a flood of failing
+/// names from growing memory).
+const MAX_FAILURES: u64 = 100_000;
+
 struct Inner {
     store: moka::sync::Cache<Key, Arc<Entry>>,
+    /// Upstream failures per (query name, type), for the failure TTL (RFC 9520 §3: the
+    /// failure belongs to the query, so an SPF and a raw TXT question share it).
+    failures: moka::sync::Cache<(RecordType, Arc<str>), Failure>,
     /// Reads since start, to run moka's housekeeping in small steps (see [`Cache::state`]).
     reads: AtomicU64,
     inflight: Mutex<HashMap<Key, Inflight>>,
@@ -215,9 +234,14 @@ impl Cache {
                 stale_window: cfg.stale_window,
             })
             .build();
+        let failures = moka::sync::Cache::builder()
+            .max_capacity(MAX_FAILURES)
+            .time_to_live(cfg.failure_ttl)
+            .build();
         Cache {
             inner: Arc::new(Inner {
                 store,
+                failures,
                 reads: AtomicU64::new(0),
                 inflight: Mutex::new(HashMap::new()),
                 cfg,
@@ -257,6 +281,26 @@ impl Cache {
         } else {
             State::Absent
         }
+    }
+
+    /// The upstream failure remembered for `key`'s query (name and DNS type), if it is still
+    /// in force at `now`.
+    pub fn failure(&self, key: &Key, now: Instant) -> Option<ResolveError> {
+        let f = self
+            .inner
+            .failures
+            .get(&(key.kind.record_type(), key.name.clone()))?;
+        (now < f.until).then_some(f.error)
+    }
+
+    /// Remembers an upstream failure for `key`'s query (name and DNS type) from `now` for the
+    /// failure TTL.
+    pub fn insert_failure(&self, key: &Key, error: ResolveError, now: Instant) {
+        let until = now + self.inner.cfg.failure_ttl;
+        self.inner.failures.insert(
+            (key.kind.record_type(), key.name.clone()),
+            Failure { error, until },
+        );
     }
 
     /// Stores an entry.

@@ -49,6 +49,10 @@ pub enum ResolveError {
     /// Upstream answered REFUSED.
     #[error("upstream answered REFUSED")]
     Refused,
+    /// The answer failed DNSSEC validation (RFC 4035 §5.5): never to be used, not even as
+    /// "no records".
+    #[error("the answer failed DNSSEC validation (bogus)")]
+    DnssecBogus,
     /// Another response code.
     #[error("upstream answered {0}")]
     Rcode(Arc<str>),
@@ -70,6 +74,20 @@ pub enum ResolveError {
 }
 
 impl ResolveError {
+    /// Whether this is an upstream failure, remembered per name for the failure TTL
+    /// (RFC 9520) so a failing name is not asked again at every question.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            ResolveError::Timeout
+                | ResolveError::ServFail
+                | ResolveError::Refused
+                | ResolveError::DnssecBogus
+                | ResolveError::Rcode(_)
+                | ResolveError::Network(_)
+        )
+    }
+
     /// Whether trying again later may succeed (`temperror` rather than `permerror`).
     pub fn is_temporary(&self) -> bool {
         !matches!(self, ResolveError::InvalidName(_) | ResolveError::Config(_))
@@ -81,6 +99,7 @@ impl ResolveError {
             ResolveError::Timeout => "timeout",
             ResolveError::ServFail => "servfail",
             ResolveError::Refused => "refused",
+            ResolveError::DnssecBogus => "dnssec_bogus",
             ResolveError::Rcode(_) => "rcode",
             ResolveError::Network(_) => "network",
             ResolveError::RateLimited => "rate_limited",
@@ -370,13 +389,18 @@ impl Resolver {
         None
     }
 
-    /// One coalesced upstream query for `key`, within the organization's budget.
+    /// One coalesced upstream query for `key`, within the organization's budget; a failure
+    /// remembered for the key (RFC 9520) is returned without asking.
     async fn fetch(
         &self,
         key: Key,
         now: Instant,
         origin: Origin,
     ) -> Result<Arc<Entry>, ResolveError> {
+        if let Some(e) = self.inner.cache.failure(&key, now) {
+            self.inner.stats.failure_cached();
+            return Err(e);
+        }
         let this = self.clone();
         let org = self.org_of(key.kind.subject(&key.name));
         let task_key = key.clone();
@@ -416,13 +440,21 @@ impl Resolver {
         {
             Ok(raw) => raw,
             Err(e) => {
-                inner.stats.upstream(e.label(), started.elapsed());
+                let outcome = match e {
+                    ResolveError::DnssecBogus => "bogus",
+                    _ => e.label(),
+                };
+                inner.stats.upstream(outcome, started.elapsed());
+                // Remembered before this fetch leaves the in-flight map, so no question
+                // slips between the two.
+                if e.is_upstream_failure() {
+                    inner.cache.insert_failure(&key, e.clone(), now);
+                }
                 return Err(e);
             }
         };
-        let outcome = match (raw.dnssec, raw.rcode) {
-            (DnssecStatus::Bogus, _) => "bogus",
-            (_, hickory_resolver::proto::op::ResponseCode::NXDomain) => "nxdomain",
+        let outcome = match raw.rcode {
+            hickory_resolver::proto::op::ResponseCode::NXDomain => "nxdomain",
             _ => "noerror",
         };
         inner.stats.upstream(outcome, raw.elapsed);

@@ -117,6 +117,12 @@ impl Resolver {
             let Ok(name) = normalize_name(&e.name) else {
                 continue;
             };
+            // A bogus answer stored by an older version: a failure now, never served.
+            if e.answer.dnssec == super::DnssecStatus::Bogus
+                || e.answer.rcode == super::Rcode::ServFail
+            {
+                continue;
+            }
             let age = Duration::from_millis(wall_ms.saturating_sub(e.stored_unix_ms));
             let ttl = Duration::from_millis(e.ttl_ms);
             if age > ttl + cfg.stale_window {

@@ -29,6 +29,7 @@ pub struct Stats {
     wildcard_marked: AtomicU64,
     wildcard_synthesized: AtomicU64,
     nxdomain_cut: AtomicU64,
+    failure_cached: AtomicU64,
     upstream: [AtomicU64; UPSTREAM_OUTCOMES.len()],
     latency: [[AtomicU64; LATENCY_BUCKETS.len() + 1]; UPSTREAM_OUTCOMES.len()],
     latency_sum_us: [AtomicU64; UPSTREAM_OUTCOMES.len()],
@@ -67,6 +68,10 @@ pub struct StatsSnapshot {
     pub wildcard_synthesized: u64,
     /// Negative answers synthesized from an ancestor's NXDOMAIN (RFC 8020).
     pub nxdomain_cut: u64,
+    /// Questions answered with an upstream failure remembered for the name (RFC 9520), without
+    /// asking upstream again.
+    #[serde(default)]
+    pub failure_cached: u64,
     /// Upstream queries by outcome (label, count).
     pub upstream: Vec<(String, u64)>,
     /// Upstream latency per outcome: (outcome, per-bucket counts, not cumulative, for each
@@ -112,6 +117,9 @@ impl Stats {
     }
     pub(crate) fn nxdomain_cut(&self) {
         self.nxdomain_cut.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn failure_cached(&self) {
+        self.failure_cached.fetch_add(1, Relaxed);
     }
 
     /// Counts one upstream query with its outcome label and latency.
@@ -169,6 +177,7 @@ impl Stats {
             wildcard_marked: self.wildcard_marked.load(Relaxed),
             wildcard_synthesized: self.wildcard_synthesized.load(Relaxed),
             nxdomain_cut: self.nxdomain_cut.load(Relaxed),
+            failure_cached: self.failure_cached.load(Relaxed),
             upstream: UPSTREAM_OUTCOMES
                 .iter()
                 .zip(&self.upstream)

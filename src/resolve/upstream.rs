@@ -6,6 +6,17 @@
 //! per record, never parsed here), the raw TTL, the rcode, the name the records were found at
 //! after CNAMEs, and the DNSSEC status. NXDOMAIN and NODATA are answers, not errors, with the
 //! RFC 2308 §5 negative TTL: min(SOA TTL, SOA MINIMUM).
+//!
+//! Only the records on the CNAME chain from the question name are used (RFC 2181 §5.4.1): the
+//! chain is walked from the question name (case-insensitive, at most [`MAX_CNAME_HOPS`] hops,
+//! a loop is an error), the RRset of the asked type owned by the chain's last name is the
+//! answer, and anything else in the answer section is ignored. The answer's TTL is the minimum
+//! over every record used, the CNAMEs included.
+//!
+//! Failures are errors, never "no records": SERVFAIL, REFUSED, timeouts, and any answer that
+//! failed DNSSEC validation ([`ResolveError::DnssecBogus`]). One query costs at most
+//! `attempts` sends and `timeout × attempts` of time: hickory's `attempts` counts retries after
+//! the first send, so it is given `attempts - 1`, and the whole lookup runs under a deadline.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -17,12 +28,15 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::domain::Label;
-use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 use serde::{Deserialize, Serialize};
 
 use super::ResolveError;
 use crate::policy::join_txt;
+
+/// The longest CNAME chain followed in an answer.
+pub const MAX_CNAME_HOPS: usize = 16;
 
 /// Where and how to ask.
 #[derive(Clone)]
@@ -31,7 +45,8 @@ pub struct UpstreamConfig {
     pub servers: Vec<SocketAddr>,
     /// Per-attempt timeout.
     pub timeout: Duration,
-    /// Attempts per query (hickory's `attempts`).
+    /// Sends per query, the first included (at least 1); one query takes at most
+    /// `timeout × attempts`.
     pub attempts: usize,
     /// DNSSEC trust anchors for the validating resolver; `None` means the root's.
     pub trust_anchors: Option<Arc<TrustAnchors>>,
@@ -114,6 +129,8 @@ pub struct RawAnswer {
 pub struct Upstream {
     plain: TokioResolver,
     validating: TokioResolver,
+    /// The most one query may take: `timeout × attempts`.
+    deadline: Duration,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -145,7 +162,9 @@ fn build(cfg: &UpstreamConfig, validate: bool) -> Result<TokioResolver, ResolveE
     };
     opts.cache_size = 0;
     opts.timeout = cfg.timeout;
-    opts.attempts = cfg.attempts;
+    // hickory's `attempts` are retries after the first send (2 meant three sends, 6 s of
+    // timeouts at 2 s each): ours count the first.
+    opts.attempts = cfg.attempts.max(1) - 1;
     opts.validate = validate;
     opts.ndots = 0;
     opts.try_tcp_on_error = true;
@@ -166,6 +185,9 @@ impl Upstream {
         Ok(Upstream {
             plain: build(cfg, false)?,
             validating: build(cfg, true)?,
+            deadline: cfg
+                .timeout
+                .saturating_mul(u32::try_from(cfg.attempts.max(1)).unwrap_or(u32::MAX)),
         })
     }
 
@@ -193,31 +215,35 @@ impl Upstream {
         } else {
             &self.plain
         };
-        let result = resolver.lookup(qname, rtype).await;
+        let result = match tokio::time::timeout(
+            self.deadline,
+            resolver.lookup(qname.clone(), rtype),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => return Err(ResolveError::Timeout),
+        };
         let elapsed = started.elapsed();
         let lookup = match result {
             Ok(l) => l,
             Err(e) => return negative_or_error(e, validate, elapsed),
         };
-        let mut ttl = u32::MAX;
-        let mut found_at = None;
+        let chain = answer_chain(&qname, rtype, lookup.answers())?;
         let mut proof = None::<Proof>;
         let mut txt = Vec::new();
         let mut tlsa = Vec::new();
         let mut addrs = Vec::new();
         let mut mx = Vec::new();
         let mut names = Vec::new();
-        for r in lookup.answers() {
-            if r.record_type() != rtype {
-                continue; // CNAMEs and RRSIGs
-            }
-            ttl = ttl.min(r.ttl);
-            found_at.get_or_insert_with(|| lower_name(&r.name));
-            // The weakest proof among the RRset's records is the RRset's.
+        for r in chain.cnames.iter().chain(&chain.rrset) {
+            // The weakest proof among the records used (CNAMEs included) is the answer's.
             proof = Some(match proof {
                 None => r.proof,
                 Some(p) => weaker(p, r.proof),
             });
+        }
+        for r in &chain.rrset {
             match &r.data {
                 RData::TXT(t) => txt.push(join_txt(&t.txt_data)),
                 RData::TLSA(t) => tlsa.push(t.clone()),
@@ -241,15 +267,92 @@ impl Upstream {
         } else {
             DnssecStatus::Indeterminate
         };
+        if dnssec == DnssecStatus::Bogus {
+            return Err(ResolveError::DnssecBogus);
+        }
         Ok(RawAnswer {
-            found_at,
+            found_at: Some(lower_name(&chain.owner)),
             rcode: ResponseCode::NoError,
-            ttl: if ttl == u32::MAX { 0 } else { ttl },
+            ttl: chain.ttl,
             dnssec,
             records,
             elapsed,
         })
     }
+}
+
+/// The part of an answer section that answers the question: the CNAMEs followed from the
+/// question name and the RRset of the asked type at the chain's end.
+struct Chain<'a> {
+    /// The chain's last name, where the RRset is.
+    owner: Name,
+    /// The CNAMEs followed, in order.
+    cnames: Vec<&'a Record>,
+    /// The records of the asked type owned by `owner` (never empty).
+    rrset: Vec<&'a Record>,
+    /// The minimum TTL over `cnames` and `rrset`.
+    ttl: u32,
+}
+
+/// Walks the CNAME chain from `qname` through `answers` (RFC 2181 §5.4.1: only records on the
+/// chain are believed; names compare case-insensitively). Records off the chain (another
+/// owner, another type) are ignored, whatever the upstream put there. A loop, a chain longer
+/// than [`MAX_CNAME_HOPS`], two different CNAMEs at one name, or a chain that ends without
+/// records of the asked type is an error: the answer cannot be trusted.
+fn answer_chain<'a>(
+    qname: &Name,
+    rtype: RecordType,
+    answers: &'a [Record],
+) -> Result<Chain<'a>, ResolveError> {
+    let bad = |why: String| {
+        ResolveError::Network(format!("unusable answer for {qname} {rtype}: {why}").into())
+    };
+    let mut owner = qname.clone();
+    let mut cnames: Vec<&Record> = Vec::new();
+    let mut ttl = u32::MAX;
+    for _ in 0..=MAX_CNAME_HOPS {
+        let rrset: Vec<&Record> = answers
+            .iter()
+            .filter(|r| r.record_type() == rtype && same_name(&r.name, &owner))
+            .collect();
+        if !rrset.is_empty() {
+            ttl = rrset.iter().fold(ttl, |t, r| t.min(r.ttl));
+            return Ok(Chain {
+                owner,
+                cnames,
+                rrset,
+                ttl,
+            });
+        }
+        let mut here = answers
+            .iter()
+            .filter(|r| r.record_type() == RecordType::CNAME && same_name(&r.name, &owner));
+        let Some(cname) = here.next() else {
+            return Err(bad(format!("no {rtype} records and no CNAME at {owner}")));
+        };
+        let RData::CNAME(target) = &cname.data else {
+            return Err(bad(format!("a CNAME at {owner} without a target")));
+        };
+        if here.any(|other| other.data != cname.data) {
+            return Err(bad(format!("two different CNAMEs at {owner}")));
+        }
+        let target = target.0.clone();
+        if same_name(&target, qname) || cnames.iter().any(|c| same_name(&c.name, &target)) {
+            return Err(bad(format!("a CNAME loop at {target}")));
+        }
+        ttl = ttl.min(cname.ttl);
+        cnames.push(cname);
+        owner = target;
+    }
+    Err(bad(format!("a CNAME chain longer than {MAX_CNAME_HOPS}")))
+}
+
+/// DNS name equality: case-insensitive, the final dot ignored.
+fn same_name(a: &Name, b: &Name) -> bool {
+    a.num_labels() == b.num_labels()
+        && a.iter()
+            .zip(b.iter())
+            .all(|(x, y)| x.eq_ignore_ascii_case(y))
 }
 
 /// A name as its raw labels joined by dots, lower-case, no final dot. Not `to_ascii()`, which
@@ -298,6 +401,9 @@ fn negative_or_error(
                     .as_ref()
                     .map_or(DnssecStatus::Indeterminate, |soa| status(soa.proof))
             };
+            if dnssec == DnssecStatus::Bogus {
+                return Err(ResolveError::DnssecBogus);
+            }
             let rcode = if nr.response_code == ResponseCode::NXDomain {
                 ResponseCode::NXDomain
             } else {
@@ -312,14 +418,7 @@ fn negative_or_error(
                 elapsed,
             })
         }
-        NetError::Dns(DnsError::DnssecBogus) => Ok(RawAnswer {
-            found_at: None,
-            rcode: ResponseCode::ServFail,
-            ttl: 0,
-            dnssec: DnssecStatus::Bogus,
-            records: Records::None,
-            elapsed,
-        }),
+        NetError::Dns(DnsError::DnssecBogus) => Err(ResolveError::DnssecBogus),
         NetError::Dns(DnsError::ResponseCode(code)) => Err(match code {
             ResponseCode::ServFail => ResolveError::ServFail,
             ResponseCode::Refused => ResolveError::Refused,
@@ -327,5 +426,66 @@ fn negative_or_error(
         }),
         NetError::Timeout => Err(ResolveError::Timeout),
         other => Err(ResolveError::Network(other.to_string().into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_resolver::proto::rr::rdata::{CNAME, TXT};
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+    fn cname(owner: &str, ttl: u32, target: &str) -> Record {
+        Record::from_rdata(name(owner), ttl, RData::CNAME(CNAME(name(target))))
+    }
+    fn txt(owner: &str, ttl: u32, text: &str) -> Record {
+        Record::from_rdata(name(owner), ttl, RData::TXT(TXT::new(vec![text.into()])))
+    }
+
+    #[test]
+    fn the_chain_from_the_question_is_all_that_is_used() {
+        let answers = [
+            txt("victim.test.", 10, "v=spf1 +all"),
+            cname("Q.example.test.", 40, "t.example.test."),
+            txt("t.EXAMPLE.test.", 3600, "v=spf1 -all"),
+            txt("q.example.test.", 5, "off the chain: q is a CNAME"),
+        ];
+        // An RRset at the question name itself wins (a CNAME beside it is off the chain).
+        let c = answer_chain(&name("q.example.test."), RecordType::TXT, &answers).unwrap();
+        assert_eq!(c.rrset.len(), 1);
+        assert_eq!(c.ttl, 5);
+        let answers = &answers[..3];
+        let c = answer_chain(&name("q.example.test."), RecordType::TXT, answers).unwrap();
+        assert_eq!(lower_name(&c.owner), "t.example.test");
+        assert_eq!(c.cnames.len(), 1);
+        assert_eq!(c.rrset.len(), 1, "victim.test is not on the chain");
+        assert_eq!(c.ttl, 40, "min over the CNAME and the RRset");
+    }
+
+    #[test]
+    fn loops_long_chains_conflicts_and_dead_ends_are_errors() {
+        let looped = [
+            cname("a.test.", 60, "b.test."),
+            cname("b.test.", 60, "a.test."),
+        ];
+        assert!(answer_chain(&name("a.test."), RecordType::TXT, &looped).is_err());
+        let long: Vec<Record> = (0..=MAX_CNAME_HOPS)
+            .map(|i| cname(&format!("n{i}.test."), 60, &format!("n{}.test.", i + 1)))
+            .chain([txt(&format!("n{}.test.", MAX_CNAME_HOPS + 1), 60, "x")])
+            .collect();
+        assert!(answer_chain(&name("n0.test."), RecordType::TXT, &long).is_err());
+        let ok = &long[MAX_CNAME_HOPS - 15..];
+        let start = format!("n{}.test.", MAX_CNAME_HOPS - 15);
+        assert!(answer_chain(&name(&start), RecordType::TXT, ok).is_ok());
+        let two = [
+            cname("a.test.", 60, "b.test."),
+            cname("a.test.", 60, "c.test."),
+            txt("b.test.", 60, "x"),
+        ];
+        assert!(answer_chain(&name("a.test."), RecordType::TXT, &two).is_err());
+        let dead = [txt("other.test.", 60, "x")];
+        assert!(answer_chain(&name("a.test."), RecordType::TXT, &dead).is_err());
     }
 }

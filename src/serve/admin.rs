@@ -38,6 +38,7 @@ const RESULTS: &[&str] = &[
     "timeout",
     "servfail",
     "refused",
+    "dnssec_bogus",
     "upstream",
     "unknown_op",
     "bad_json",
@@ -245,6 +246,12 @@ impl prometheus_client::collector::Collector for ResolverCollector {
             "nxdomain_cut",
             "Answers synthesized below a cached NXDOMAIN (RFC 8020).",
             s.nxdomain_cut,
+        )?;
+        counter(
+            &mut enc,
+            "failure_cached",
+            "Questions answered with an upstream failure remembered for the name (RFC 9520).",
+            s.failure_cached,
         )?;
         {
             let mut fam = enc.encode_descriptor(

@@ -1,7 +1,11 @@
 //! A real authoritative DNS server for tests: hickory-server with in-memory zones on
 //! 127.0.0.1, UDP and TCP, behind a thin request handler that logs every query (so tests assert
-//! exact upstream query counts), can drop queries (an upstream that stopped answering), and
-//! lets a test replace a zone while serving.
+//! exact upstream query counts), can drop queries (an upstream that stopped answering), answer
+//! SERVFAIL or REFUSED for a name, append out-of-chain records to the answer section of a
+//! name's responses (a poisoning upstream), and lets a test replace a zone while serving.
+//! CNAMEs are ordinary zone records (`Zone::cname`), each with its own TTL: the in-memory
+//! zone answers a question at a CNAME with the chain (CNAME, then the target's records) in
+//! one response when the target is in the same zone.
 // Shared by several test crates; each uses a subset.
 #![allow(dead_code)]
 
@@ -13,13 +17,17 @@ use std::time::Duration;
 
 use hickory_server::Server;
 use hickory_server::dnssec::NxProofKind;
+use hickory_server::net::NetError;
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
-use hickory_server::proto::op::{Header, HeaderCounts, Metadata};
-use hickory_server::proto::rr::rdata::{NS, SOA, TXT};
+use hickory_server::proto::op::{Header, HeaderCounts, Message, Metadata, ResponseCode};
+use hickory_server::proto::rr::rdata::{CNAME, NS, SOA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
+use hickory_server::zone_handler::{
+    AxfrPolicy, Catalog, MessageResponse, MessageResponseBuilder, ZoneHandler, ZoneType,
+};
 use tokio::sync::RwLock;
 
 /// Builds one in-memory zone.
@@ -90,6 +98,19 @@ impl Zone {
         self
     }
 
+    /// Adds a CNAME at `name` pointing at `target` (both relative to the origin, `@`, or
+    /// absolute), with its own TTL.
+    pub fn cname(mut self, name: &str, ttl: u32, target: &str) -> Zone {
+        let n = self.name(name);
+        let t = self.name(target);
+        self.serial += 1;
+        self.handler.upsert_mut(
+            Record::from_rdata(n, ttl, RData::CNAME(CNAME(t))),
+            self.serial,
+        );
+        self
+    }
+
     /// Adds any record.
     pub fn record(mut self, name: &str, ttl: u32, rdata: RData) -> Zone {
         let n = self.name(name);
@@ -153,11 +174,45 @@ impl QueryLog {
 /// Names that never answer, each with the record types it still answers.
 type Silenced = Arc<Mutex<Vec<(String, Vec<RecordType>)>>>;
 
+/// Names answered with an error response code instead of their data.
+type Failing = Arc<Mutex<Vec<(String, ResponseCode)>>>;
+
+/// Records appended to the answer section of every response for a name.
+type Injected = Arc<Mutex<Vec<(String, Record)>>>;
+
 struct Handler {
     catalog: Arc<RwLock<Catalog>>,
     log: QueryLog,
     down: Arc<AtomicBool>,
     silent: Silenced,
+    failing: Failing,
+    injected: Injected,
+}
+
+/// A response handler that keeps the encoded response instead of sending it, so the request
+/// handler can change it (append records) before it goes out.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Option<Vec<u8>>>>);
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        let info = response.destructive_emit(&mut encoder)?;
+        *self.0.lock().unwrap() = Some(bytes);
+        Ok(info)
+    }
 }
 
 #[async_trait::async_trait]
@@ -194,10 +249,82 @@ impl RequestHandler for Handler {
                 counts: HeaderCounts::default(),
             });
         }
+        let failing = query.as_ref().and_then(|(n, _)| {
+            self.failing
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(s, _)| s == n)
+                .map(|(_, code)| *code)
+        });
+        let mut response_handle = response_handle;
+        if let Some(code) = failing {
+            let response = MessageResponseBuilder::new(&request.queries, request.edns.as_ref())
+                .error_msg(&request.metadata, code);
+            return send_or_servfail(&mut response_handle, response, &request.metadata).await;
+        }
+        let extra: Vec<Record> = query.as_ref().map_or_else(Vec::new, |(n, _)| {
+            self.injected
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(s, _)| s == n)
+                .map(|(_, r)| r.clone())
+                .collect()
+        });
         let catalog = self.catalog.read().await;
+        if extra.is_empty() {
+            return catalog
+                .handle_request::<R, T>(request, response_handle)
+                .await;
+        }
+        // Answer as the zone would, then append the out-of-chain records to the answer
+        // section, as a poisoning (or careless) upstream would.
+        let capture = Capture::default();
         catalog
-            .handle_request::<R, T>(request, response_handle)
-            .await
+            .handle_request::<Capture, T>(request, capture.clone())
+            .await;
+        drop(catalog);
+        let bytes = capture.0.lock().unwrap().take();
+        let Some(message) = bytes.and_then(|b| Message::from_vec(&b).ok()) else {
+            let response = MessageResponseBuilder::new(&request.queries, request.edns.as_ref())
+                .error_msg(&request.metadata, ResponseCode::ServFail);
+            return send_or_servfail(&mut response_handle, response, &request.metadata).await;
+        };
+        let answers: Vec<Record> = message.answers.iter().cloned().chain(extra).collect();
+        let response = MessageResponseBuilder::new(&request.queries, request.edns.as_ref()).build(
+            message.metadata,
+            answers.iter(),
+            message.authorities.iter(),
+            std::iter::empty(),
+            message.additionals.iter(),
+        );
+        send_or_servfail(&mut response_handle, response, &request.metadata).await
+    }
+}
+
+async fn send_or_servfail<'a, R: ResponseHandler>(
+    handle: &mut R,
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    request: &Metadata,
+) -> ResponseInfo {
+    match handle.send_response(response).await {
+        Ok(info) => info,
+        Err(_) => {
+            let mut metadata = Metadata::response_from_request(request);
+            metadata.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            })
+        }
     }
 }
 
@@ -210,6 +337,8 @@ pub struct TestDns {
     catalog: Arc<RwLock<Catalog>>,
     down: Arc<AtomicBool>,
     silent: Silenced,
+    failing: Failing,
+    injected: Injected,
 }
 
 impl TestDns {
@@ -239,6 +368,8 @@ impl TestDns {
         let log = QueryLog::default();
         let down = Arc::new(AtomicBool::new(false));
         let silent = Arc::new(Mutex::new(Vec::new()));
+        let failing = Arc::new(Mutex::new(Vec::new()));
+        let injected = Arc::new(Mutex::new(Vec::new()));
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = udp.local_addr().unwrap();
         let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -247,6 +378,8 @@ impl TestDns {
             log: log.clone(),
             down: down.clone(),
             silent: silent.clone(),
+            failing: failing.clone(),
+            injected: injected.clone(),
         };
         let mut server = Server::new(handler);
         server.register_socket(udp);
@@ -260,6 +393,8 @@ impl TestDns {
             catalog,
             down,
             silent,
+            failing,
+            injected,
         }
     }
 
@@ -288,5 +423,48 @@ impl TestDns {
             .lock()
             .unwrap()
             .push((name.to_owned(), answered.to_vec()));
+    }
+
+    /// Answers SERVFAIL to every query for `name` (lower-case, no final dot).
+    pub fn servfail(&self, name: &str) {
+        self.fail_with(name, ResponseCode::ServFail);
+    }
+
+    /// Answers REFUSED to every query for `name` (lower-case, no final dot).
+    pub fn refuse(&self, name: &str) {
+        self.fail_with(name, ResponseCode::Refused);
+    }
+
+    /// Answers `code` (no records) to every query for `name` (lower-case, no final dot).
+    pub fn fail_with(&self, name: &str, code: ResponseCode) {
+        self.failing.lock().unwrap().push((name.to_owned(), code));
+    }
+
+    /// Answers `name` from its zone again (undoes `servfail`, `refuse`, `fail_with`,
+    /// `silence`).
+    pub fn heal(&self, name: &str) {
+        self.failing.lock().unwrap().retain(|(n, _)| n != name);
+        self.silent.lock().unwrap().retain(|(n, _)| n != name);
+    }
+
+    /// Appends `record` (any owner name, typically one outside the question's CNAME chain)
+    /// to the answer section of every response to a query for `qname` (lower-case, no final
+    /// dot), after what the zone answers.
+    pub fn inject_extra(&self, qname: &str, record: Record) {
+        self.injected
+            .lock()
+            .unwrap()
+            .push((qname.to_owned(), record));
+    }
+
+    /// A TXT record at an absolute `owner` (a helper for `inject_extra`).
+    pub fn txt_record(owner: &str, ttl: u32, strings: &[&str]) -> Record {
+        let mut n = Name::from_str(owner).unwrap();
+        n.set_fqdn(true);
+        Record::from_rdata(
+            n,
+            ttl,
+            RData::TXT(TXT::new(strings.iter().map(|s| s.to_string()).collect())),
+        )
     }
 }

@@ -1,0 +1,201 @@
+//! Issue 12, items 4, 5 and 13 end to end: what the socket and the DNS front-end serve when
+//! the upstream answer carries records off the question's CNAME chain, CNAMEs with short TTLs,
+//! or fails (SERVFAIL, REFUSED, a dropped query); and the `cache.failure_ttl_s` setting.
+//! The upstream is the in-process authority of `tests/dnsserver/`.
+
+mod dnsserver;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dnsserver::{TestDns, Zone};
+use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_server::proto::rr::{Name, RData, RecordType};
+use mailpolicyd::client::{Client, ClientError};
+use mailpolicyd::resolve::{Data, Found, Resolver, ResolverConfig};
+use mailpolicyd::serve::{self, Service, SocketConfig};
+use tokio_util::sync::CancellationToken;
+
+const KEY: &str = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+
+struct Daemon {
+    dns: TestDns,
+    service: Arc<Service>,
+    client: Client,
+    dns_front: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Daemon {
+    let dns = TestDns::start(vec![
+        Zone::new("example.test.", 300)
+            .txt("inject", 3600, &["v=spf1 -all"])
+            .cname("sel._domainkey", 40, "key.example.test.")
+            .txt("key", 3600, &[KEY])
+            .txt("sf", 3600, &["v=spf1 -all"]),
+    ])
+    .await;
+    dns.inject_extra(
+        "inject.example.test",
+        TestDns::txt_record("victim.test.", 3600, &["v=spf1 +all"]),
+    );
+    let mut cfg = ResolverConfig::default();
+    cfg.upstream.servers = vec![dns.addr];
+    cfg.upstream.timeout = Duration::from_millis(200);
+    cfg.upstream.attempts = 2;
+    let service = Service::new(Resolver::new(cfg).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mp.sock");
+    let socket_cfg = SocketConfig::default();
+    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve::run(
+        listener,
+        service.clone(),
+        socket_cfg,
+        shutdown.clone(),
+    ));
+    let dns_front = serve::dns::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        service.clone(),
+        false,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let client = Client::connect(&socket).await.unwrap();
+    Daemon {
+        dns,
+        service,
+        client,
+        dns_front,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+/// One TXT question to the DNS front-end over UDP.
+async fn ask_front_end(addr: std::net::SocketAddr, name: &str) -> Message {
+    let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(
+        Name::from_ascii(name).unwrap(),
+        RecordType::TXT,
+    ));
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(&m.to_vec().unwrap(), addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+fn metric(service: &Service, name: &str) -> u64 {
+    serve::admin::render(service)
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_record_is_served_by_neither_socket_nor_dns_front_end() {
+    let d = start().await;
+    // The socket: the SPF record is the name's own `-all`, one record, not the injected `+all`.
+    let spf = d.client.spf("inject.example.test").await.unwrap();
+    match &spf.answer.data {
+        Data::Spf(Found::Valid(r)) => assert_eq!(r.policy.to_string(), "v=spf1 -all"),
+        other => panic!("{other:?}"),
+    }
+    // The DNS front-end: one TXT record under the question name.
+    let reply = ask_front_end(d.dns_front, "inject.example.test.").await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    let texts: Vec<(String, String)> = reply
+        .answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::TXT(t) => (r.name.to_string(), t.to_string()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        vec![("inject.example.test.".to_owned(), "v=spf1 -all".to_owned())]
+    );
+    // victim.test was never cached: its question goes upstream.
+    let before = d.dns.log.count("victim.test");
+    let _ = d.client.spf("victim.test").await;
+    assert!(d.dns.log.count("victim.test") > before);
+    d.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cname_ttl_bounds_what_socket_and_dns_front_end_serve() {
+    let d = start().await;
+    let key = d.client.dkim_key("sel", "example.test").await.unwrap();
+    assert_eq!(
+        key.answer.ttl, 40,
+        "the CNAME's 40 s, not the target's 3600 s"
+    );
+    let reply = ask_front_end(d.dns_front, "sel._domainkey.example.test.").await;
+    assert_eq!(reply.answers.len(), 1);
+    assert!(reply.answers[0].ttl <= 40, "{:?}", reply.answers[0]);
+    d.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_errors_cached_per_name_over_the_socket() {
+    let d = start().await;
+    d.dns.servfail("sf.example.test");
+    for _ in 0..20 {
+        match d.client.spf("sf.example.test").await {
+            Err(ClientError::Server(e)) => assert_eq!(e.code, "servfail", "{e}"),
+            other => panic!("a SERVFAIL is an error, never \"no record\": {other:?}"),
+        }
+    }
+    let asked = d.dns.log.count("sf.example.test");
+    assert!(asked <= 2, "20 questions cost {asked} upstream queries");
+    assert!(metric(&d.service, "mailpolicyd_failure_cached_total") >= 19);
+    // The DNS front-end (a TXT question, where the socket asked SPF) answers SERVFAIL too,
+    // from the same remembered failure of the query `sf.example.test TXT`.
+    let reply = ask_front_end(d.dns_front, "sf.example.test.").await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(d.dns.log.count("sf.example.test"), asked);
+    // A dropped name: `timeout` within timeout × attempts (200 ms × 2).
+    d.dns.silence("drop.example.test");
+    let started = std::time::Instant::now();
+    match d.client.spf("drop.example.test").await {
+        Err(ClientError::Server(e)) => assert_eq!(e.code, "timeout", "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    d.shutdown.cancel();
+}
+
+#[test]
+fn failure_ttl_setting_is_validated() {
+    let default = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+        .args(["config", "--print-default"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&default.stdout);
+    assert!(text.contains("failure_ttl_s = 5"), "{text}");
+    for value in ["0", "301"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+            .args(["serve", "--socket", "/nonexistent/x.sock", "--admin", ""])
+            .env("MAILPOLICYD_CACHE_FAILURE_TTL_S", value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "failure_ttl_s = {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cache.failure_ttl_s"), "{err}");
+    }
+}
