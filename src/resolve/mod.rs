@@ -105,6 +105,9 @@ pub enum Source {
     Prefetched,
     /// Synthesized from the sample of an organization marked wildcard.
     Wildcard,
+    /// Not asked: the organization's upstream budget was spent, and a shorter name's cached
+    /// record answered instead (DMARC discovery; listed in its `queries` and `source`).
+    RateLimitedFallback,
 }
 
 /// An answer with its provenance.
