@@ -483,22 +483,22 @@ impl Resolver {
     ) -> Result<Lookup, ResolveError> {
         let inner = &self.inner;
         let kind = key.kind;
-        if inner.wildcard.claim_verification(&org, kind) {
-            if let Ok(entry) = self.fetch(key, now, Origin::Fetched).await {
-                inner.stats.wildcard_verified();
-                if !limit::same_answer(&entry.answer, &sample) {
-                    inner.wildcard.unmark(&org, kind, now);
-                    inner.stats.wildcard_unmarked();
-                    tracing::warn!(org = %org, kind = kind.label(), name = %entry.answer.name, "wildcard mark ended: a verified name answered differently from the sample");
-                }
-                inner.stats.miss(kind);
-                return Ok(Lookup {
-                    answer: entry.answer.clone(),
-                    source: Source::Miss,
-                    ttl_remaining: entry.remaining_secs(now),
-                });
+        // Over the budget or upstream failed: the mark still stands and the sample answers.
+        if inner.wildcard.claim_verification(&org, kind)
+            && let Ok(entry) = self.fetch(key, now, Origin::Fetched).await
+        {
+            inner.stats.wildcard_verified();
+            if !limit::same_answer(&entry.answer, &sample) {
+                inner.wildcard.unmark(&org, kind, now);
+                inner.stats.wildcard_unmarked();
+                tracing::warn!(org = %org, kind = kind.label(), name = %entry.answer.name, "wildcard mark ended: a verified name answered differently from the sample");
             }
-            // Over the budget or upstream failed: the mark still stands.
+            inner.stats.miss(kind);
+            return Ok(Lookup {
+                answer: entry.answer.clone(),
+                source: Source::Miss,
+                ttl_remaining: entry.remaining_secs(now),
+            });
         }
         inner.stats.wildcard_synthesized();
         let ttl_remaining = sample.ttl;
