@@ -159,6 +159,7 @@ async fn dmarc_invalid_from_domain_is_permerror_not_none() {
 
 struct Daemon {
     socket: PathBuf,
+    service: std::sync::Arc<Service>,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -170,9 +171,15 @@ async fn daemon(cfg: ResolverConfig) -> Daemon {
     let socket_cfg = SocketConfig::default();
     let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
     let shutdown = CancellationToken::new();
-    tokio::spawn(serve::run(listener, service, socket_cfg, shutdown.clone()));
+    tokio::spawn(serve::run(
+        listener,
+        service.clone(),
+        socket_cfg,
+        shutdown.clone(),
+    ));
     Daemon {
         socket,
+        service,
         shutdown,
         _dir: dir,
     }
@@ -318,4 +325,42 @@ async fn org_burst_with_sp_and_np_different_does_not_guess() {
         }
     }
     assert!(limited >= 20, "{limited}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_burst_over_the_socket_gets_no_rate_limited_errors() {
+    let dns = TestDns::start(zones()).await;
+    let d = daemon(small_budget(&dns, DiscoveryMode::TreeWalk, 40)).await;
+    let c = Client::connect(&d.socket).await.unwrap();
+    c.dmarc("reject.test").await.unwrap();
+    let mut flagged = 0;
+    for i in 0..300 {
+        let from = format!("burst{i}.reject.test");
+        let a = c
+            .dmarc(&from)
+            .await
+            .unwrap_or_else(|e| panic!("{from}: {e}"));
+        assert_eq!(a.found_at.as_deref(), Some("reject.test"));
+        assert_eq!(a.applied.map(|t| t.1), Some(Disposition::Reject));
+        if a.source == Source::RateLimitedFallback {
+            flagged += 1;
+            assert!(a.notes.iter().any(|n| n.contains("not asked")), "{a:?}");
+        }
+        let v = c.dmarc_evaluate(failing(&from)).await.unwrap();
+        assert_eq!(
+            (v.result, v.disposition),
+            (DmarcResult::Fail, Disposition::Reject),
+            "{from}: {:?}",
+            v.notes
+        );
+    }
+    assert!(flagged >= 200, "{flagged}");
+    let text = serve::admin::render(&d.service);
+    let counted: u64 = text
+        .lines()
+        .find(|l| l.starts_with("mailpolicyd_rate_limited_fallback_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap());
+    assert!(counted >= flagged, "{counted} < {flagged}\n{text}");
+    d.shutdown.cancel();
 }
