@@ -107,6 +107,9 @@ impl Limiter {
 /// verdict is decided and further names are not recorded.
 const NAMES_PER_THRESHOLD: usize = 4;
 
+/// How long an unanswered probe keeps other observations from starting another.
+const PROBE_HOLD: Duration = Duration::from_secs(30);
+
 struct Window {
     started: Instant,
     /// Each distinct subdomain seen (hashed) with its answer's fingerprint: a name whose own
@@ -115,8 +118,9 @@ struct Window {
     fingerprints: HashMap<u64, (usize, Arc<Answer>)>,
     marked_until: Option<Instant>,
     sample: Option<Arc<Answer>>,
-    /// A random-label probe is in flight.
-    probing: bool,
+    /// A random-label probe is in flight since then (a probe never holds the window longer
+    /// than [`PROBE_HOLD`], even if its task never reports).
+    probing: Option<Instant>,
     /// The probe answered differently: not a DNS wildcard, no probe again in this window.
     refuted: bool,
 }
@@ -129,7 +133,7 @@ impl Window {
             fingerprints: HashMap::new(),
             marked_until: None,
             sample: None,
-            probing: false,
+            probing: None,
             refuted: false,
         }
     }
@@ -200,7 +204,10 @@ impl WildcardWatch {
     ) -> Observed {
         let w = self.window(org, kind, now);
         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-        if w.marked_until.is_some_and(|t| now < t) || w.probing {
+        let probing = w
+            .probing
+            .is_some_and(|t| now.saturating_duration_since(t) < PROBE_HOLD);
+        if w.marked_until.is_some_and(|t| now < t) || probing {
             return Observed::Counted;
         }
         if now.saturating_duration_since(w.started) > self.cfg.wildcard_window
@@ -235,7 +242,7 @@ impl WildcardWatch {
         if let Some((n, sample)) = best
             && n as f64 >= total as f64 * self.cfg.wildcard_identical
         {
-            w.probing = true;
+            w.probing = Some(now);
             return Observed::Candidate(sample);
         }
         Observed::Counted
@@ -255,7 +262,7 @@ impl WildcardWatch {
     ) -> bool {
         let w = self.window(org, kind, now);
         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-        w.probing = false;
+        w.probing = None;
         match probe {
             Some(p) if same_answer(p, sample) => {
                 w.marked_until = Some(now + self.cfg.wildcard_mark);
