@@ -309,22 +309,37 @@ async fn org_burst_with_nothing_cached_is_still_rate_limited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn org_burst_with_sp_and_np_different_does_not_guess() {
+async fn org_burst_with_sp_and_np_different_applies_the_stricter() {
     let dns = TestDns::start(zones()).await;
     let now = Instant::now();
     let r = Resolver::new(small_budget(&dns, DiscoveryMode::TreeWalk, 6)).unwrap();
     r.dmarc("split.test", now).await.unwrap();
     // sp=none, np=reject: whether the subdomain exists decides, and over the budget that
-    // cannot be asked: an error (temperror), never one of the two picked blindly.
-    let mut limited = 0;
+    // cannot be asked: the stricter policy applies (never the laxer one picked blindly), with
+    // existence left unknown and a note saying so.
+    let mut unknown = 0;
     for i in 0..30 {
-        match r.dmarc(&format!("h{i}.split.test"), now).await {
-            Ok(d) => assert!(d.domain_exists.is_some(), "{d:?}"),
-            Err(ResolveError::RateLimited) => limited += 1,
-            Err(e) => panic!("{e}"),
+        let d = r.dmarc(&format!("h{i}.split.test"), now).await.unwrap();
+        assert_eq!(
+            d.applied,
+            Some((PolicyTag::Np, Disposition::Reject)),
+            "{d:?}"
+        );
+        match d.domain_exists {
+            Some(exists) => assert!(!exists),
+            None => {
+                unknown += 1;
+                assert!(
+                    d.notes
+                        .iter()
+                        .any(|n| n.contains("stricter of sp=none and np=reject")),
+                    "{:?}",
+                    d.notes
+                );
+            }
         }
     }
-    assert!(limited >= 20, "{limited}");
+    assert!(unknown >= 20, "{unknown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

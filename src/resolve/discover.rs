@@ -315,14 +315,28 @@ impl Resolver {
         }
         let exists = match self.lookup(Kind::Exists, &d.domain, now).await {
             Ok(l) => l.answer.rcode != Rcode::NxDomain,
-            // Refused by the limiter: when `sp` and `np` agree, existence does not matter;
-            // otherwise choosing one would be a guess, so the question stays an error.
-            Err(ResolveError::RateLimited) if rec.sp == rec.np => {
-                d.notes.push(format!(
-                    "{}: existence not asked (rate limited); sp and np are both {}",
-                    d.domain, rec.sp
-                ));
-                d.applied = Some((PolicyTag::Sp, rec.sp));
+            // Refused by the limiter (the organization's record answered, cached): when `sp`
+            // and `np` agree, existence does not matter; when they differ, the stricter one
+            // applies, so a flood that spends the budget never earns a laxer policy for a
+            // non-existent subdomain. Said in a note; `domain_exists` stays unknown.
+            Err(ResolveError::RateLimited) => {
+                let (tag, disposition) = if rec.np.strictness() > rec.sp.strictness() {
+                    (PolicyTag::Np, rec.np)
+                } else {
+                    (PolicyTag::Sp, rec.sp)
+                };
+                d.notes.push(if rec.sp == rec.np {
+                    format!(
+                        "{}: existence not asked (rate limited); sp and np are both {}",
+                        d.domain, rec.sp
+                    )
+                } else {
+                    format!(
+                        "{}: existence not asked (rate limited); the stricter of sp={} and np={} applies",
+                        d.domain, rec.sp, rec.np
+                    )
+                });
+                d.applied = Some((tag, disposition));
                 return Ok(());
             }
             Err(e) => return Err(e),
