@@ -908,3 +908,48 @@ async fn wildcard_mark_ends_when_a_verified_name_answers_differently() {
     assert_eq!(after.answer.rcode, Rcode::NxDomain);
     assert!(!after.answer.is_positive());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_flood_from_many_tasks_is_bounded_and_marked() {
+    let dns = TestDns::start(vec![Zone::new("wild4.test.", 300).txt(
+        "*",
+        3600,
+        &["v=spf1 -all"],
+    )])
+    .await;
+    let r = resolver(&dns);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..16u32)
+        .map(|t| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                let now = Instant::now();
+                for i in 0..1_000u32 {
+                    let _ = r.spf(&format!("t{t}r{i}.wild4.test"), now).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let upstream = dns.log.count_where(|n| n.ends_with("wild4.test"));
+    let s = r.stats().await;
+    // The budget (burst 100, 50/s), plus at most the window's first probe when the flood
+    // keeps the budget empty.
+    let bound = 100 + (50.0 * elapsed).ceil() as usize + 1;
+    println!(
+        "concurrent wildcard flood: {upstream} upstream in {elapsed:.2}s (bound {bound}); \
+         rate limited {}, synthesized {}",
+        s.rate_limited, s.wildcard_synthesized
+    );
+    assert!(upstream <= bound, "{upstream} > {bound}");
+    assert_eq!((s.wildcard_probed, s.wildcard_marked), (1, 1));
+    // Once marked, the flood is answered (from the sample), not refused.
+    let now = Instant::now();
+    for i in 0..200 {
+        let l = r.spf(&format!("late{i}.wild4.test"), now).await.unwrap();
+        assert_eq!(spf_text(&l), "v=spf1 -all");
+    }
+}

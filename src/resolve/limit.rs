@@ -123,6 +123,8 @@ struct Window {
     probing: Option<Instant>,
     /// The probe answered differently: not a DNS wildcard, no probe again in this window.
     refuted: bool,
+    /// Probes started in this window.
+    probes: u32,
 }
 
 impl Window {
@@ -135,6 +137,7 @@ impl Window {
             sample: None,
             probing: None,
             refuted: false,
+            probes: 0,
         }
     }
 }
@@ -168,8 +171,13 @@ pub enum Observed {
     /// Nothing notable.
     Counted,
     /// The threshold is reached with this sample: probe a random label before marking (then
-    /// call [`WildcardWatch::probed`]).
-    Candidate(Arc<Answer>),
+    /// call [`WildcardWatch::probed`]). `first`: no probe was tried in this window yet.
+    Candidate {
+        /// The record most subdomains answered.
+        sample: Arc<Answer>,
+        /// The window's first probe.
+        first: bool,
+    },
 }
 
 impl WildcardWatch {
@@ -243,7 +251,11 @@ impl WildcardWatch {
             && n as f64 >= total as f64 * self.cfg.wildcard_identical
         {
             w.probing = Some(now);
-            return Observed::Candidate(sample);
+            w.probes += 1;
+            return Observed::Candidate {
+                sample,
+                first: w.probes == 1,
+            };
         }
         Observed::Counted
     }

@@ -510,16 +510,21 @@ impl Resolver {
     }
 
     /// Records a positive answer for a subdomain in the wildcard watch; when the organization
-    /// becomes a candidate, asks one random label under it (within the budget: waiting at most
-    /// the client timeout for it) and marks the organization only if that label answers the
-    /// same record, the evidence of a real DNS wildcard.
+    /// becomes a candidate, asks one random label under it and marks the organization only if
+    /// that label answers the same record, the evidence of a real DNS wildcard.
+    ///
+    /// The probe is paid from the organization's budget, waiting at most the client timeout
+    /// for a query of it; a window's first probe goes even when a flood keeps the budget empty
+    /// (else the mark that ends the flood's cost could never be earned): one query per
+    /// organization and kind per window beyond the budget at most. Later probes (after one
+    /// that failed upstream) wait for the budget or are not sent.
     async fn watch_wildcard(&self, key: &Key, org: &str, answer: &Arc<Answer>, now: Instant) {
         let inner = &self.inner;
         let subject = key.kind.subject(&key.name);
         if !answer.is_positive() || subject == org {
             return;
         }
-        let Observed::Candidate(sample) =
+        let Observed::Candidate { sample, first } =
             inner.wildcard.observe(org, key.kind, subject, answer, now)
         else {
             return;
@@ -530,12 +535,13 @@ impl Resolver {
             name: Arc::from(format!("{prefix}{}.{org}", probe_label())),
         };
         let mut probed = None;
-        if normalize_name(&probe.name).is_ok()
-            && inner
+        let granted = normalize_name(&probe.name).is_ok()
+            && (inner
                 .limiter
                 .wait(org, inner.cfg.cache.client_timeout)
                 .await
-        {
+                || first);
+        if granted {
             inner.stats.wildcard_probed();
             // The probe is not cached and not observed (the window is marked as probing).
             probed = Box::pin(self.query_upstream(probe, org.to_owned(), now, Origin::Fetched))
