@@ -118,6 +118,19 @@ pub fn dmarc_name(domain: &str) -> String {
     format!("_dmarc.{}", domain.strip_suffix('.').unwrap_or(domain))
 }
 
+/// `_dmarc.<domain>` when that query name can be formed: at most 253 octets (RFC 1035 §2.3.4)
+/// with labels of 1..=63 octets. `None` when it cannot: RFC 9989 §4.10 skips such a name and
+/// the walk goes on with the shorter ones (a From domain of 247 octets or more has no
+/// `_dmarc` name of its own, but its organizational domain still has one).
+pub fn dmarc_query_name(domain: &str) -> Option<String> {
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    if d.is_empty() || d.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        return None;
+    }
+    let q = dmarc_name(d);
+    (q.len() <= 253).then_some(q)
+}
+
 /// RFC 9989 §4.10.2: the organizational domain of `start` given the valid DMARC records a tree
 /// walk from `start` found, as `(domain, psd)` from longest to shortest name.
 ///
@@ -200,6 +213,23 @@ mod tests {
             assert_eq!(walk.len(), n.min(MAX_TREE_WALK_QUERIES));
             assert_eq!(walk.last().unwrap(), &format!("l{}", n - 1));
         }
+    }
+
+    #[test]
+    fn dmarc_query_name_only_when_it_can_be_formed() {
+        let label = "a".repeat(63);
+        // 246 octets: `_dmarc.` makes 253, the limit.
+        let ok = format!("{label}.{label}.{label}.{}.com", "b".repeat(50));
+        assert_eq!(ok.len(), 246);
+        assert_eq!(dmarc_query_name(&ok).unwrap().len(), 253);
+        let long = format!("x{ok}");
+        assert_eq!(dmarc_query_name(&long), None);
+        assert_eq!(dmarc_query_name(&format!("{}.com", "c".repeat(64))), None);
+        assert_eq!(dmarc_query_name("a..com"), None);
+        assert_eq!(
+            dmarc_query_name("Example.com.").as_deref(),
+            Some("_dmarc.Example.com")
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::answer::Found;
 use super::{Answer, Data, Kind, Lookup, Rcode, ResolveError, Resolver, Source};
-use crate::orgdomain::{self, dmarc_name};
+use crate::orgdomain::{self, dmarc_query_name};
 use crate::policy::Parsed;
 use crate::policy::dmarc::{Disposition, DmarcRecord, Psd};
 
@@ -75,8 +75,12 @@ pub struct DmarcDiscovery {
     pub domain_exists: Option<bool>,
     /// Each `_dmarc` name asked, in order, with where its answer came from.
     pub queries: Vec<(String, Source)>,
-    /// Human notes: discarded invalid records, PSL/tree-walk disagreements.
+    /// Human notes: discarded invalid records, PSL/tree-walk disagreements, names skipped.
     pub notes: Vec<String>,
+    /// The organization's upstream budget was spent: a longer name's own `_dmarc` record was
+    /// not asked, and a shorter name's cached record answered (flagged in `queries` with
+    /// [`Source::RateLimitedFallback`] and in `notes`).
+    pub rate_limited_fallback: bool,
 }
 
 impl DmarcDiscovery {
@@ -88,6 +92,7 @@ impl DmarcDiscovery {
     /// The least fresh source among the answers used (stale beats miss beats hit).
     pub fn source(&self) -> Source {
         let rank = |s: &Source| match s {
+            Source::RateLimitedFallback => 0,
             Source::Stale => 0,
             Source::Wildcard => 1,
             Source::Miss => 2,
@@ -125,6 +130,7 @@ impl Resolver {
             domain_exists: None,
             queries: Vec::new(),
             notes: Vec::new(),
+            rate_limited_fallback: false,
         };
         match self.config().discovery {
             DiscoveryMode::Psl => self.discover_psl(&mut d, now).await?,
@@ -148,22 +154,41 @@ impl Resolver {
         Ok(d)
     }
 
-    /// Asks `_dmarc.<name>` and records the step; returns the answer.
     /// Asks `_dmarc.<name>` and records the step.
+    ///
+    /// A name whose `_dmarc` form cannot be formed (over 253 octets) is skipped with a note
+    /// (RFC 9989 §4.10). A question the organization's budget refuses is recorded as not asked
+    /// ([`Step::Limited`]); the caller decides whether a shorter name's cached record may
+    /// answer instead.
     async fn ask(
         &self,
         d: &mut DmarcDiscovery,
         name: &str,
         now: Instant,
-    ) -> Result<Lookup, ResolveError> {
-        let qname = dmarc_name(name);
-        let l = self.lookup(Kind::Dmarc, &qname, now).await?;
+    ) -> Result<Step, ResolveError> {
+        let Some(qname) = dmarc_query_name(name) else {
+            d.notes.push(format!(
+                "_dmarc.{name}: skipped, the query name would be longer than 253 octets (RFC 9989 §4.10)"
+            ));
+            return Ok(Step::Skipped);
+        };
+        let l = match self.lookup(Kind::Dmarc, &qname, now).await {
+            Ok(l) => l,
+            Err(ResolveError::RateLimited) => {
+                d.notes.push(format!(
+                    "{qname}: not asked, rate limited (the organization's upstream query budget is spent)"
+                ));
+                d.queries.push((qname, Source::RateLimitedFallback));
+                return Ok(Step::Limited);
+            }
+            Err(e) => return Err(e),
+        };
         if let Data::Dmarc(Found::Invalid(rejected)) = &l.answer.data {
             d.notes
                 .push(format!("{qname}: record discarded: {}", rejected.error));
         }
         d.queries.push((qname, l.source));
-        Ok(l)
+        Ok(Step::Asked(l))
     }
 
     fn apply(d: &mut DmarcDiscovery, l: &Lookup, found_at: &str, reason: FoundAt) {
@@ -173,23 +198,50 @@ impl Resolver {
         d.reason = Some(reason);
     }
 
+    /// A record found after a longer name was refused by the limiter: it answers, flagged and
+    /// counted.
+    fn flag_fallback(&self, d: &mut DmarcDiscovery, found_at: &str) {
+        d.rate_limited_fallback = true;
+        self.inner.stats.rate_limited_fallback();
+        d.notes.push(format!(
+            "rate limited: the subdomain's own _dmarc record was not asked; the cached record of {found_at} applies"
+        ));
+    }
+
     async fn discover_psl(&self, d: &mut DmarcDiscovery, now: Instant) -> Result<(), ResolveError> {
         let domain = d.domain.clone();
         let first = self.ask(d, &domain, now).await?;
         let org = self.config().suffix_list.org_domain(&domain);
         d.org_domain = org.clone();
-        if valid_record(&first.answer).is_some() {
-            Self::apply(d, &first, &domain, FoundAt::AuthorDomain);
+        let limited = matches!(first, Step::Limited);
+        if let Step::Asked(first) = &first
+            && valid_record(&first.answer).is_some()
+        {
+            Self::apply(d, first, &domain, FoundAt::AuthorDomain);
             return Ok(());
         }
+        // RFC 7489 §6.6.3: the organizational domain's record, also when the author domain's
+        // query name could not be formed.
         let Some(org) = org.filter(|o| *o != domain) else {
-            return Ok(());
+            return if limited {
+                Err(ResolveError::RateLimited)
+            } else {
+                Ok(())
+            };
         };
-        let second = self.ask(d, &org, now).await?;
-        if valid_record(&second.answer).is_some() {
-            Self::apply(d, &second, &org, FoundAt::OrganizationalDomain);
+        match self.ask(d, &org, now).await? {
+            Step::Asked(second) if valid_record(&second.answer).is_some() => {
+                Self::apply(d, &second, &org, FoundAt::OrganizationalDomain);
+                if limited {
+                    self.flag_fallback(d, &org);
+                }
+                Ok(())
+            }
+            // The author domain's own record was not asked: "no policy" would be a guess.
+            _ if limited => Err(ResolveError::RateLimited),
+            Step::Limited => Err(ResolveError::RateLimited),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     async fn discover_treewalk(
@@ -199,8 +251,17 @@ impl Resolver {
     ) -> Result<(), ResolveError> {
         let walk = orgdomain::tree_walk(&d.domain);
         let mut found: Vec<(String, Lookup, Psd)> = Vec::new();
+        let mut limited = false;
         for (i, name) in walk.iter().enumerate() {
-            let lookup = self.ask(d, name, now).await?;
+            let lookup = match self.ask(d, name, now).await? {
+                Step::Asked(l) => l,
+                // RFC 9989 §4.10: a name that cannot be formed is skipped.
+                Step::Skipped => continue,
+                Step::Limited => {
+                    limited = true;
+                    continue;
+                }
+            };
             let Some(rec) = valid_record(&lookup.answer) else {
                 continue;
             };
@@ -219,7 +280,12 @@ impl Resolver {
             }
         }
         if found.is_empty() {
-            return Ok(());
+            // A name refused by the limiter might hold a record: not "no policy".
+            return if limited {
+                Err(ResolveError::RateLimited)
+            } else {
+                Ok(())
+            };
         }
         let pairs: Vec<(&str, Psd)> = found.iter().map(|(n, _, p)| (n.as_str(), *p)).collect();
         let org = orgdomain::select_org_domain(&d.domain, &pairs);
@@ -228,6 +294,11 @@ impl Resolver {
             Self::apply(d, lookup, name, FoundAt::OrganizationalDomain);
         } else if let Some((name, lookup, _)) = found.iter().find(|(_, _, p)| *p == Psd::Yes) {
             Self::apply(d, lookup, name, FoundAt::PublicSuffixDomain);
+        }
+        if limited && let Some(at) = d.found_at.clone() {
+            self.flag_fallback(d, &at);
+        } else if limited {
+            return Err(ResolveError::RateLimited);
         }
         Ok(())
     }
@@ -242,12 +313,34 @@ impl Resolver {
             d.applied = Some((PolicyTag::P, rec.p));
             return Ok(());
         }
-        let exists = self
-            .lookup(Kind::Exists, &d.domain, now)
-            .await?
-            .answer
-            .rcode
-            != Rcode::NxDomain;
+        let exists = match self.lookup(Kind::Exists, &d.domain, now).await {
+            Ok(l) => l.answer.rcode != Rcode::NxDomain,
+            // Refused by the limiter (the organization's record answered, cached): when `sp`
+            // and `np` agree, existence does not matter; when they differ, the stricter one
+            // applies, so a flood that spends the budget never earns a laxer policy for a
+            // non-existent subdomain. Said in a note; `domain_exists` stays unknown.
+            Err(ResolveError::RateLimited) => {
+                let (tag, disposition) = if rec.np.strictness() > rec.sp.strictness() {
+                    (PolicyTag::Np, rec.np)
+                } else {
+                    (PolicyTag::Sp, rec.sp)
+                };
+                d.notes.push(if rec.sp == rec.np {
+                    format!(
+                        "{}: existence not asked (rate limited); sp and np are both {}",
+                        d.domain, rec.sp
+                    )
+                } else {
+                    format!(
+                        "{}: existence not asked (rate limited); the stricter of sp={} and np={} applies",
+                        d.domain, rec.sp, rec.np
+                    )
+                });
+                d.applied = Some((tag, disposition));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         d.domain_exists = Some(exists);
         d.applied = Some(if exists {
             (PolicyTag::Sp, rec.sp)
@@ -266,8 +359,22 @@ impl Resolver {
     ) -> Result<String, ResolveError> {
         let domain = super::normalize_name(domain)?.to_string();
         let mut found: Vec<(String, Psd)> = Vec::new();
+        let mut limited = false;
         for name in orgdomain::tree_walk(&domain) {
-            let l = self.lookup(Kind::Dmarc, &dmarc_name(&name), now).await?;
+            // RFC 9989 §4.10: a query name that cannot be formed is skipped.
+            let Some(qname) = dmarc_query_name(&name) else {
+                continue;
+            };
+            let l = match self.lookup(Kind::Dmarc, &qname, now).await {
+                Ok(l) => l,
+                // Over the budget: a shorter name's cached record may still decide (as in
+                // discovery); with none found, the error stands.
+                Err(ResolveError::RateLimited) => {
+                    limited = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(rec) = valid_record(&l.answer) {
                 let psd = rec.policy.psd;
                 found.push((name, psd));
@@ -276,7 +383,23 @@ impl Resolver {
                 }
             }
         }
+        if limited {
+            if found.is_empty() {
+                return Err(ResolveError::RateLimited);
+            }
+            self.inner.stats.rate_limited_fallback();
+        }
         let pairs: Vec<(&str, Psd)> = found.iter().map(|(n, p)| (n.as_str(), *p)).collect();
         Ok(orgdomain::select_org_domain(&domain, &pairs))
     }
+}
+
+/// One step of discovery.
+enum Step {
+    /// Asked (from the cache or upstream).
+    Asked(Lookup),
+    /// The `_dmarc` name cannot be formed (RFC 9989 §4.10): skipped.
+    Skipped,
+    /// Refused by the organization's upstream budget: not asked.
+    Limited,
 }

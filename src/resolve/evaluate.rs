@@ -52,6 +52,9 @@ str_enum! {
         None => "none",
         /// Discovery failed for a transient reason.
         TempError => "temperror",
+        /// Discovery failed for a permanent reason: the From domain is not a valid domain
+        /// name (never "none": the message cannot escape its domain's policy that way).
+        PermError => "permerror",
     }
 }
 
@@ -237,7 +240,7 @@ impl Resolver {
                 v.result = if e.is_temporary() {
                     DmarcResult::TempError
                 } else {
-                    DmarcResult::None
+                    DmarcResult::PermError
                 };
                 v.notes.push(format!("policy discovery: {e}"));
                 return v;

@@ -124,6 +124,9 @@ pub enum Source {
     Prefetched,
     /// Synthesized from the sample of an organization marked wildcard.
     Wildcard,
+    /// Not asked: the organization's upstream budget was spent, and a shorter name's cached
+    /// record answered instead (DMARC discovery; listed in its `queries` and `source`).
+    RateLimitedFallback,
 }
 
 /// An answer with its provenance.
@@ -238,7 +241,10 @@ impl Resolver {
             loop {
                 tick.tick().await;
                 match weak.upgrade() {
-                    Some(inner) => inner.limiter.retain_recent(),
+                    Some(inner) => {
+                        inner.limiter.retain_recent();
+                        inner.wildcard.retain_recent();
+                    }
                     None => break,
                 }
             }
@@ -355,15 +361,9 @@ impl Resolver {
         let subject = key.kind.subject(&key.name);
         let org = self.org_of(subject);
         if subject != org
-            && let Some(sample) = inner.wildcard.synthesize(&org, key.kind, now)
+            && let Some(sample) = self.wildcard_sample(&key, subject, &org, now)
         {
-            inner.stats.wildcard_synthesized();
-            let ttl_remaining = sample.ttl;
-            return Ok(Lookup {
-                answer: sample,
-                source: Source::Wildcard,
-                ttl_remaining,
-            });
+            return self.wildcard_answer(key, org, sample, now).await;
         }
         let kind = key.kind;
         let entry = self.fetch(key, now, Origin::Fetched).await?;
@@ -463,18 +463,133 @@ impl Resolver {
         if answer.rcode == Rcode::NxDomain {
             inner.nx.insert(key.name.clone(), entry.expires_at());
         }
-        let subject = key.kind.subject(&key.name);
-        if answer.is_positive()
-            && subject != org
-            && inner
-                .wildcard
-                .observe(&org, key.kind, subject, &answer, now)
-                == Observed::Marked
-        {
-            inner.stats.wildcard_marked();
-            tracing::warn!(org = %org, kind = key.kind.label(), "organization marked wildcard: subdomains answered from a sample");
-        }
+        self.watch_wildcard(&key, &org, &answer, now).await;
         Ok(entry)
+    }
+
+    /// The wildcard sample that may answer `key` (a cache miss under `org`), unless anything
+    /// known about the name says otherwise: it was seen answering differently, it is known
+    /// NXDOMAIN (a DNS wildcard never answers NXDOMAIN below it), or its other TXT question is
+    /// cached with a different record.
+    fn wildcard_sample(
+        &self,
+        key: &Key,
+        subject: &str,
+        org: &str,
+        now: Instant,
+    ) -> Option<Arc<Answer>> {
+        let inner = &self.inner;
+        let sample = inner.wildcard.synthesize(org, key.kind, subject, now)?;
+        let known_nx = |n: &str| inner.nx.get(n).is_some_and(|until| now < until);
+        if known_nx(&key.name) || known_nx(subject) {
+            return None;
+        }
+        let other = match key.kind {
+            Kind::Spf => Some(Kind::Txt),
+            Kind::Txt => Some(Kind::Spf),
+            _ => None,
+        };
+        if let Some(other) = other {
+            let okey = Key {
+                kind: other,
+                name: key.name.clone(),
+            };
+            if let State::Fresh { entry, .. } | State::Stale(entry) = inner.cache.state(&okey, now)
+                && entry.answer.fingerprint != sample.fingerprint
+            {
+                return None;
+            }
+        }
+        Some(sample)
+    }
+
+    /// Answers a miss under an organization marked wildcard: from the sample, or, for a
+    /// sample of questions within the budget, from upstream, ending the mark when the real
+    /// answer differs.
+    async fn wildcard_answer(
+        &self,
+        key: Key,
+        org: String,
+        sample: Arc<Answer>,
+        now: Instant,
+    ) -> Result<Lookup, ResolveError> {
+        let inner = &self.inner;
+        let kind = key.kind;
+        // Over the budget or upstream failed: the mark still stands and the sample answers.
+        if inner.wildcard.claim_verification(&org, kind)
+            && let Ok(entry) = self.fetch(key, now, Origin::Fetched).await
+        {
+            inner.stats.wildcard_verified();
+            if !limit::same_answer(&entry.answer, &sample) {
+                inner.wildcard.unmark(&org, kind, now);
+                inner.stats.wildcard_unmarked();
+                tracing::warn!(org = %org, kind = kind.label(), name = %entry.answer.name, "wildcard mark ended: a verified name answered differently from the sample");
+            }
+            inner.stats.miss(kind);
+            return Ok(Lookup {
+                answer: entry.answer.clone(),
+                source: Source::Miss,
+                ttl_remaining: entry.remaining_secs(now),
+            });
+        }
+        inner.stats.wildcard_synthesized();
+        let ttl_remaining = sample.ttl;
+        Ok(Lookup {
+            answer: sample,
+            source: Source::Wildcard,
+            ttl_remaining,
+        })
+    }
+
+    /// Records a positive answer for a subdomain in the wildcard watch; when the organization
+    /// becomes a candidate, asks one random label under it and marks the organization only if
+    /// that label answers the same record, the evidence of a real DNS wildcard.
+    ///
+    /// The probe is paid from the organization's budget, waiting at most the client timeout
+    /// for a query of it; a window's first probe goes even when a flood keeps the budget empty
+    /// (else the mark that ends the flood's cost could never be earned): one query per
+    /// organization and kind per window beyond the budget at most. Later probes (after one
+    /// that failed upstream) wait for the budget or are not sent.
+    async fn watch_wildcard(&self, key: &Key, org: &str, answer: &Arc<Answer>, now: Instant) {
+        let inner = &self.inner;
+        let subject = key.kind.subject(&key.name);
+        if !answer.is_positive() || subject == org {
+            return;
+        }
+        let Observed::Candidate { sample, first } =
+            inner.wildcard.observe(org, key.kind, subject, answer, now)
+        else {
+            return;
+        };
+        let prefix = &key.name[..key.name.len() - subject.len()];
+        let probe = Key {
+            kind: key.kind,
+            name: Arc::from(format!("{prefix}{}.{org}", probe_label())),
+        };
+        let mut probed = None;
+        let granted = normalize_name(&probe.name).is_ok()
+            && (inner
+                .limiter
+                .wait(org, inner.cfg.cache.client_timeout)
+                .await
+                || first);
+        if granted {
+            inner.stats.wildcard_probed();
+            // The probe is not cached and not observed (the window is marked as probing).
+            probed = Box::pin(self.query_upstream(probe, org.to_owned(), now, Origin::Fetched))
+                .await
+                .ok();
+        }
+        if inner.wildcard.probed(
+            org,
+            key.kind,
+            &sample,
+            probed.as_ref().map(|e| &*e.answer),
+            now,
+        ) {
+            inner.stats.wildcard_marked();
+            tracing::warn!(org = %org, kind = key.kind.label(), "organization marked wildcard (a random label answers the same record): subdomains answered from a sample");
+        }
     }
 
     /// The SPF record of `domain`.
@@ -528,4 +643,21 @@ impl Resolver {
         self.lookup(Kind::Tlsa, &format!("_{port}._tcp.{host}"), now)
             .await
     }
+}
+
+/// A random label of 20 letters and digits, for a wildcard probe.
+fn probe_label() -> String {
+    use std::hash::BuildHasher;
+    const ALPHABET: &[u8; 36] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let first = std::hash::RandomState::new().hash_one(Instant::now());
+    let second = std::hash::RandomState::new().hash_one(first);
+    let mut out = String::with_capacity(20);
+    // Ten base-36 digits from each 64-bit value (36^10 < 2^64).
+    for mut bits in [first, second] {
+        for _ in 0..10 {
+            out.push(char::from(ALPHABET[(bits % 36) as usize]));
+            bits /= 36;
+        }
+    }
+    out
 }

@@ -30,6 +30,10 @@ pub struct Stats {
     wildcard_synthesized: AtomicU64,
     nxdomain_cut: AtomicU64,
     failure_cached: AtomicU64,
+    rate_limited_fallback: AtomicU64,
+    wildcard_probed: AtomicU64,
+    wildcard_verified: AtomicU64,
+    wildcard_unmarked: AtomicU64,
     upstream: [AtomicU64; UPSTREAM_OUTCOMES.len()],
     latency: [[AtomicU64; LATENCY_BUCKETS.len() + 1]; UPSTREAM_OUTCOMES.len()],
     latency_sum_us: [AtomicU64; UPSTREAM_OUTCOMES.len()],
@@ -72,6 +76,15 @@ pub struct StatsSnapshot {
     /// asking upstream again.
     #[serde(default)]
     pub failure_cached: u64,
+    /// Questions over the per-organization budget answered from a shorter name's cached
+    /// record (DMARC discovery), flagged `rate_limited_fallback`.
+    pub rate_limited_fallback: u64,
+    /// Random-label probes asked before marking an organization wildcard.
+    pub wildcard_probed: u64,
+    /// Names under a wildcard mark asked upstream anyway to verify the sample.
+    pub wildcard_verified: u64,
+    /// Wildcard marks ended because a verified name answered differently.
+    pub wildcard_unmarked: u64,
     /// Upstream queries by outcome (label, count).
     pub upstream: Vec<(String, u64)>,
     /// Upstream latency per outcome: (outcome, per-bucket counts, not cumulative, for each
@@ -120,6 +133,18 @@ impl Stats {
     }
     pub(crate) fn failure_cached(&self) {
         self.failure_cached.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn rate_limited_fallback(&self) {
+        self.rate_limited_fallback.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn wildcard_probed(&self) {
+        self.wildcard_probed.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn wildcard_verified(&self) {
+        self.wildcard_verified.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn wildcard_unmarked(&self) {
+        self.wildcard_unmarked.fetch_add(1, Relaxed);
     }
 
     /// Counts one upstream query with its outcome label and latency.
@@ -178,6 +203,10 @@ impl Stats {
             wildcard_synthesized: self.wildcard_synthesized.load(Relaxed),
             nxdomain_cut: self.nxdomain_cut.load(Relaxed),
             failure_cached: self.failure_cached.load(Relaxed),
+            rate_limited_fallback: self.rate_limited_fallback.load(Relaxed),
+            wildcard_probed: self.wildcard_probed.load(Relaxed),
+            wildcard_verified: self.wildcard_verified.load(Relaxed),
+            wildcard_unmarked: self.wildcard_unmarked.load(Relaxed),
             upstream: UPSTREAM_OUTCOMES
                 .iter()
                 .zip(&self.upstream)

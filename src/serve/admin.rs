@@ -253,6 +253,30 @@ impl prometheus_client::collector::Collector for ResolverCollector {
             "Questions answered with an upstream failure remembered for the name (RFC 9520).",
             s.failure_cached,
         )?;
+        counter(
+            &mut enc,
+            "rate_limited_fallback",
+            "Questions over the per-organization budget answered from an organization-level cached record.",
+            s.rate_limited_fallback,
+        )?;
+        counter(
+            &mut enc,
+            "wildcard_probed",
+            "Random-label probes asked before marking an organization wildcard.",
+            s.wildcard_probed,
+        )?;
+        counter(
+            &mut enc,
+            "wildcard_verified",
+            "Names under a wildcard mark asked upstream to verify the sample.",
+            s.wildcard_verified,
+        )?;
+        counter(
+            &mut enc,
+            "wildcard_unmarked",
+            "Wildcard marks ended because a verified name answered differently.",
+            s.wildcard_unmarked,
+        )?;
         {
             let mut fam = enc.encode_descriptor(
                 "upstream_request_duration_seconds",

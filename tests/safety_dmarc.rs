@@ -1,0 +1,381 @@
+//! Issue 12, DMARC safety, against a real authoritative server on loopback (hickory-server in
+//! process) and the real socket server and CLI:
+//! - From domains so long that `_dmarc.<domain>` cannot be formed still get their organization's
+//!   policy (RFC 9989 §4.10: the name is skipped, the walk goes on), in every discovery mode and
+//!   through every entry point; an invalid From domain is an error, never "none";
+//! - an organization's burst over its upstream budget is answered from the organization's cached
+//!   record, flagged and counted; an error only when nothing cached can answer.
+
+mod dnsserver;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dnsserver::{TestDns, Zone};
+use hickory_server::proto::rr::RData;
+use hickory_server::proto::rr::rdata::A;
+use mailpolicyd::client::{Client, ClientError};
+use mailpolicyd::policy::dmarc::Disposition;
+use mailpolicyd::resolve::discover::{FoundAt, PolicyTag};
+use mailpolicyd::resolve::evaluate::{DkimIdentity, DkimResult, DmarcInput, DmarcResult};
+use mailpolicyd::resolve::{DiscoveryMode, ResolveError, Resolver, ResolverConfig, Source};
+use mailpolicyd::serve::{self, Service, SocketConfig};
+use tokio_util::sync::CancellationToken;
+
+const MODES: [DiscoveryMode; 3] = [
+    DiscoveryMode::Psl,
+    DiscoveryMode::TreeWalk,
+    DiscoveryMode::Both,
+];
+
+fn zones() -> Vec<Zone> {
+    vec![
+        Zone::new("test.", 300),
+        Zone::new("reject.test.", 300)
+            .txt("_dmarc", 3600, &["v=DMARC1; p=reject"])
+            .record("www", 3600, RData::A(A("192.0.2.1".parse().unwrap()))),
+        Zone::new("split.test.", 300).txt(
+            "_dmarc",
+            3600,
+            &["v=DMARC1; p=reject; sp=none; np=reject"],
+        ),
+        Zone::new("nopolicy.test.", 300),
+    ]
+}
+
+fn config(dns: &TestDns, mode: DiscoveryMode) -> ResolverConfig {
+    let mut cfg = ResolverConfig::default();
+    cfg.upstream.servers = vec![dns.addr];
+    cfg.upstream.timeout = Duration::from_millis(500);
+    cfg.upstream.attempts = 1;
+    cfg.discovery = mode;
+    cfg
+}
+
+/// A name of exactly `len` octets ending in `.<parent>`, in labels of at most 63 octets.
+fn long_name(len: usize, parent: &str) -> String {
+    let mut room = len - parent.len() - 1;
+    let mut labels = Vec::new();
+    let mut c = b'a';
+    while room > 0 {
+        // A label, and its dot when another label follows (which needs at least one octet).
+        let n = if room <= 63 { room } else { 63.min(room - 2) };
+        labels.push(String::from_utf8(vec![c; n]).unwrap());
+        room -= n.min(room);
+        room = room.saturating_sub(1);
+        c += 1;
+    }
+    let name = format!("{}.{parent}", labels.join("."));
+    assert_eq!(name.len(), len, "{name}");
+    name
+}
+
+fn failing(from: &str) -> DmarcInput {
+    DmarcInput {
+        from_domain: from.into(),
+        dkim: vec![DkimIdentity {
+            domain: "other.test".into(),
+            selector: "s".into(),
+            result: DkimResult::Pass,
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dmarc_long_from_domain_still_rejects() {
+    let dns = TestDns::start(zones()).await;
+    let now = Instant::now();
+    for mode in MODES {
+        let r = Resolver::new(config(&dns, mode)).unwrap();
+        for len in 240..=253 {
+            let from = long_name(len, "reject.test");
+            let d = r
+                .dmarc(&from, now)
+                .await
+                .unwrap_or_else(|e| panic!("{mode:?} {len}: {e}"));
+            assert_eq!(d.found_at.as_deref(), Some("reject.test"), "{mode:?} {len}");
+            assert_eq!(d.reason, Some(FoundAt::OrganizationalDomain));
+            // The existence check asks the name itself (an A query needs no prefix).
+            assert_eq!(d.domain_exists, Some(false), "{mode:?} {len}");
+            assert_eq!(
+                d.applied,
+                Some((PolicyTag::Np, Disposition::Reject)),
+                "{mode:?} {len}"
+            );
+            if len + 7 > 253 {
+                assert!(
+                    d.notes.iter().any(|n| n.contains("longer than 253")),
+                    "{mode:?} {len}: {:?}",
+                    d.notes
+                );
+            }
+            let v = r.dmarc_evaluate(&failing(&from), now).await;
+            assert_eq!(
+                (v.result, v.disposition),
+                (DmarcResult::Fail, Disposition::Reject),
+                "{mode:?} {len}: {:?}",
+                v.notes
+            );
+            assert_eq!(v.applied, Some(PolicyTag::Np));
+            // Relaxed alignment of an identifier that long walks the same way.
+            let mut aligned = failing(&from);
+            aligned.dkim[0].domain = from.clone();
+            let v = r.dmarc_evaluate(&aligned, now).await;
+            assert_eq!(v.result, DmarcResult::Pass, "{mode:?} {len}: {:?}", v.notes);
+        }
+        // The name `_dmarc.<253 octets>` was never sent upstream.
+        assert_eq!(
+            dns.log.count_where(|n| n.len() > 253),
+            0,
+            "{:?}",
+            dns.log.all()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dmarc_invalid_from_domain_is_permerror_not_none() {
+    let dns = TestDns::start(zones()).await;
+    let now = Instant::now();
+    for mode in MODES {
+        let r = Resolver::new(config(&dns, mode)).unwrap();
+        for bad in [
+            format!("x{}", long_name(253, "reject.test")),
+            format!("{}.reject.test", "l".repeat(64)),
+            "a..reject.test".to_owned(),
+            String::new(),
+        ] {
+            let v = r.dmarc_evaluate(&failing(&bad), now).await;
+            assert_eq!(v.result, DmarcResult::PermError, "{mode:?} {bad:?}");
+            assert!(
+                matches!(r.dmarc(&bad, now).await, Err(ResolveError::InvalidName(_))),
+                "{mode:?} {bad:?}"
+            );
+        }
+    }
+}
+
+struct Daemon {
+    socket: PathBuf,
+    service: std::sync::Arc<Service>,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn daemon(cfg: ResolverConfig) -> Daemon {
+    let service = Service::new(Resolver::new(cfg).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mp.sock");
+    let socket_cfg = SocketConfig::default();
+    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(serve::run(
+        listener,
+        service.clone(),
+        socket_cfg,
+        shutdown.clone(),
+    ));
+    Daemon {
+        socket,
+        service,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dmarc_long_from_domain_rejects_over_the_socket_and_cli() {
+    let dns = TestDns::start(zones()).await;
+    for mode in MODES {
+        let d = daemon(config(&dns, mode)).await;
+        let c = Client::connect(&d.socket).await.unwrap();
+        for len in [240, 246, 247, 250, 253] {
+            let from = long_name(len, "reject.test");
+            let a = c.dmarc(&from).await.unwrap();
+            assert_eq!(a.found_at.as_deref(), Some("reject.test"), "{mode:?} {len}");
+            assert_eq!(a.applied, Some((PolicyTag::Np, Disposition::Reject)));
+            let v = c.dmarc_evaluate(failing(&from)).await.unwrap();
+            assert_eq!(
+                (v.result, v.disposition),
+                (DmarcResult::Fail, Disposition::Reject),
+                "{mode:?} {len}"
+            );
+            let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+                .args(["query", "--socket", d.socket.to_str().unwrap(), "--json"])
+                .args(["dmarc", &from])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(json["dmarc"]["found_at"], "reject.test", "{json}");
+            assert_eq!(json["dmarc"]["applied"][1], "reject", "{json}");
+        }
+        // An invalid From domain over the socket is an error, never a verdict of "none".
+        let too_long = format!("x{}", long_name(253, "reject.test"));
+        match c.dmarc_evaluate(failing(&too_long)).await {
+            Err(ClientError::Server(e)) => assert_eq!(e.code, "invalid_name"),
+            other => panic!("{other:?}"),
+        }
+        d.shutdown.cancel();
+    }
+}
+
+/// A limiter of `burst` queries and 1/s.
+fn small_budget(dns: &TestDns, mode: DiscoveryMode, burst: u32) -> ResolverConfig {
+    let mut cfg = config(dns, mode);
+    cfg.limits.per_second = 1;
+    cfg.limits.burst = burst;
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_burst_over_budget_answers_from_cached_org_record() {
+    let dns = TestDns::start(zones()).await;
+    let now = Instant::now();
+    for mode in MODES {
+        let r = Resolver::new(small_budget(&dns, mode, 20)).unwrap();
+        // The organization's record is cached first.
+        let org = r.dmarc("reject.test", now).await.unwrap();
+        assert_eq!(org.applied, Some((PolicyTag::P, Disposition::Reject)));
+        let mut fallback = 0u64;
+        for i in 0..300 {
+            let from = format!("host{i}.reject.test");
+            let d = r
+                .dmarc(&from, now)
+                .await
+                .unwrap_or_else(|e| panic!("{mode:?} {from}: {e}"));
+            assert_eq!(d.found_at.as_deref(), Some("reject.test"));
+            assert_eq!(d.applied.map(|a| a.1), Some(Disposition::Reject));
+            if d.rate_limited_fallback {
+                fallback += 1;
+                assert_eq!(d.source(), Source::RateLimitedFallback);
+                assert!(
+                    d.queries
+                        .contains(&(format!("_dmarc.{from}"), Source::RateLimitedFallback)),
+                    "{:?}",
+                    d.queries
+                );
+                assert!(
+                    d.notes
+                        .iter()
+                        .any(|n| n.contains("rate limited") && n.contains("not asked")),
+                    "{:?}",
+                    d.notes
+                );
+            } else {
+                assert_ne!(d.source(), Source::RateLimitedFallback);
+            }
+            let v = r.dmarc_evaluate(&failing(&from), now).await;
+            assert_eq!(
+                (v.result, v.disposition),
+                (DmarcResult::Fail, Disposition::Reject),
+                "{mode:?} {from}: {:?}",
+                v.notes
+            );
+        }
+        assert!(fallback >= 250, "{mode:?}: only {fallback} fallbacks");
+        let s = r.stats().await;
+        assert!(s.rate_limited_fallback >= fallback, "{s:?}");
+        assert!(s.rate_limited > 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_burst_with_nothing_cached_is_still_rate_limited() {
+    let dns = TestDns::start(zones()).await;
+    let now = Instant::now();
+    for mode in MODES {
+        let r = Resolver::new(small_budget(&dns, mode, 5)).unwrap();
+        // No record at the organization: nothing to answer from, so over the budget the
+        // subdomain's question is an error, not "no policy".
+        let mut limited = 0;
+        for i in 0..30 {
+            match r.dmarc(&format!("h{i}.nopolicy.test"), now).await {
+                Ok(d) => assert!(d.applied.is_none() && !d.rate_limited_fallback),
+                Err(ResolveError::RateLimited) => limited += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(limited >= 20, "{mode:?}: {limited}");
+        let v = r.dmarc_evaluate(&failing("h29.nopolicy.test"), now).await;
+        assert_eq!(v.result, DmarcResult::TempError, "{:?}", v.notes);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_burst_with_sp_and_np_different_applies_the_stricter() {
+    let dns = TestDns::start(zones()).await;
+    let now = Instant::now();
+    let r = Resolver::new(small_budget(&dns, DiscoveryMode::TreeWalk, 6)).unwrap();
+    r.dmarc("split.test", now).await.unwrap();
+    // sp=none, np=reject: whether the subdomain exists decides, and over the budget that
+    // cannot be asked: the stricter policy applies (never the laxer one picked blindly), with
+    // existence left unknown and a note saying so.
+    let mut unknown = 0;
+    for i in 0..30 {
+        let d = r.dmarc(&format!("h{i}.split.test"), now).await.unwrap();
+        assert_eq!(
+            d.applied,
+            Some((PolicyTag::Np, Disposition::Reject)),
+            "{d:?}"
+        );
+        match d.domain_exists {
+            Some(exists) => assert!(!exists),
+            None => {
+                unknown += 1;
+                assert!(
+                    d.notes
+                        .iter()
+                        .any(|n| n.contains("stricter of sp=none and np=reject")),
+                    "{:?}",
+                    d.notes
+                );
+            }
+        }
+    }
+    assert!(unknown >= 20, "{unknown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn org_burst_over_the_socket_gets_no_rate_limited_errors() {
+    let dns = TestDns::start(zones()).await;
+    let d = daemon(small_budget(&dns, DiscoveryMode::TreeWalk, 40)).await;
+    let c = Client::connect(&d.socket).await.unwrap();
+    c.dmarc("reject.test").await.unwrap();
+    let mut flagged = 0;
+    for i in 0..300 {
+        let from = format!("burst{i}.reject.test");
+        let a = c
+            .dmarc(&from)
+            .await
+            .unwrap_or_else(|e| panic!("{from}: {e}"));
+        assert_eq!(a.found_at.as_deref(), Some("reject.test"));
+        assert_eq!(a.applied.map(|t| t.1), Some(Disposition::Reject));
+        if a.source == Source::RateLimitedFallback {
+            flagged += 1;
+            assert!(a.notes.iter().any(|n| n.contains("not asked")), "{a:?}");
+        }
+        let v = c.dmarc_evaluate(failing(&from)).await.unwrap();
+        assert_eq!(
+            (v.result, v.disposition),
+            (DmarcResult::Fail, Disposition::Reject),
+            "{from}: {:?}",
+            v.notes
+        );
+    }
+    assert!(flagged >= 200, "{flagged}");
+    let text = serve::admin::render(&d.service);
+    let counted: u64 = text
+        .lines()
+        .find(|l| l.starts_with("mailpolicyd_rate_limited_fallback_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap());
+    assert!(counted >= flagged, "{counted} < {flagged}\n{text}");
+    d.shutdown.cancel();
+}
