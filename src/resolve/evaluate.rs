@@ -165,11 +165,20 @@ fn splitmix(mut x: u64) -> u64 {
 
 impl Resolver {
     /// The organizational domain for relaxed alignment, by the configured discovery mode.
-    async fn alignment_org(&self, domain: &str, now: Instant) -> Result<String, ResolveError> {
+    /// `fallback` is set when the walk answered from a shorter name's cached record because
+    /// the limit refused a longer one.
+    async fn alignment_org(
+        &self,
+        domain: &str,
+        fallback: &mut bool,
+        now: Instant,
+    ) -> Result<String, ResolveError> {
         match self.config().discovery {
             DiscoveryMode::Psl => Ok(self.org_of(domain)),
             DiscoveryMode::TreeWalk | DiscoveryMode::Both => {
-                self.org_domain_treewalk(domain, now).await
+                let (org, limited) = self.org_domain_treewalk_flagged(domain, now).await?;
+                *fallback |= limited;
+                Ok(org)
             }
         }
     }
@@ -181,9 +190,11 @@ impl Resolver {
         author: &str,
         author_org: &mut Option<String>,
         mode: Alignment,
+        fallback: &mut bool,
         now: Instant,
     ) -> Result<Aligned, ResolveError> {
-        let id = super::normalize_name(id)?.to_string();
+        // A name beyond DNS's lengths aligns like any other (its org by the same walk).
+        let id = super::normalize_author_domain(id)?.to_string();
         if mode.is_strict() {
             return Ok(Aligned {
                 aligned: id == author,
@@ -203,9 +214,9 @@ impl Resolver {
             });
         }
         if author_org.is_none() {
-            *author_org = Some(self.alignment_org(author, now).await?);
+            *author_org = Some(self.alignment_org(author, fallback, now).await?);
         }
-        let org = self.alignment_org(&id, now).await?;
+        let org = self.alignment_org(&id, fallback, now).await?;
         Ok(Aligned {
             aligned: Some(&org) == author_org.as_ref(),
             domain: id,
@@ -266,6 +277,7 @@ impl Resolver {
 
         // Identifier alignment (RFC 9989 §4.4).
         let mut temp = None;
+        let mut fallback = false;
         if let Some(s) = &input.spf {
             match self
                 .align(
@@ -274,6 +286,7 @@ impl Resolver {
                     &author,
                     &mut author_org,
                     record.aspf,
+                    &mut fallback,
                     now,
                 )
                 .await
@@ -290,6 +303,7 @@ impl Resolver {
                     &author,
                     &mut author_org,
                     record.adkim,
+                    &mut fallback,
                     now,
                 )
                 .await
@@ -299,6 +313,13 @@ impl Resolver {
             }
         }
         v.org_domain = author_org.or(disc.org_domain.clone());
+        if fallback {
+            v.notes.push("rate limited: an organizational domain for alignment was found from cached records (a longer name's _dmarc record was not asked)".into());
+            // One message counts once, however many walks fell back.
+            if !disc.rate_limited_fallback {
+                self.inner.stats.rate_limited_fallback();
+            }
+        }
         if let Some(e) = temp
             && e.is_temporary()
         {

@@ -141,7 +141,7 @@ impl Service {
                     format!("{ip:?} is not an IP address"),
                 )),
             },
-            Op::DmarcEvaluate(mut input) => match proto::normalize_domain(&input.from_domain) {
+            Op::DmarcEvaluate(mut input) => match proto::normalize_author_domain(&input.from_domain) {
                 Ok(d) => {
                     input.from_domain = d;
                     Outcome::Ok(Reply::DmarcVerdict(Box::new(
@@ -150,7 +150,7 @@ impl Service {
                 }
                 Err(e) => Outcome::Error(e),
             },
-            Op::Dmarc { domain } => match proto::normalize_domain_owned(domain) {
+            Op::Dmarc { domain } => match proto::normalize_author_domain(&domain) {
                 Ok(d) => match r.dmarc(&d, now).await {
                     Ok(disc) => {
                         let source = disc.source();
