@@ -498,6 +498,67 @@ impl WildcardWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resolve::answer::{Data, Rcode};
+
+    fn answer(name: &str, text: Option<&str>, fingerprint: u64) -> Arc<Answer> {
+        let mut a = Answer::nxdomain(Kind::Txt, name, 60);
+        if let Some(t) = text {
+            a.rcode = Rcode::NoError;
+            a.data = Data::Txt(vec![t.to_owned()]);
+        }
+        a.fingerprint = fingerprint;
+        Arc::new(a)
+    }
+
+    #[test]
+    fn names_answered_while_probing_or_marked_are_recorded() {
+        let cfg = LimitConfig {
+            wildcard_min_names: 10,
+            ..LimitConfig::default()
+        };
+        let watch = WildcardWatch::new(&cfg);
+        let now = Instant::now();
+        let org = "example.org";
+        let sample = answer("x", Some("v=spf1 -all"), 7);
+        let mut candidate = None;
+        for i in 0..10 {
+            let name = format!("r{i}.{org}");
+            let at = Shaped::of(Kind::Txt, &name, org).unwrap();
+            if let Observed::Candidate { sample } = watch.observe(&at, &name, &sample, now) {
+                candidate = Some((at, sample));
+            }
+        }
+        let (at, sample) = candidate.expect("a candidate after 10 identical names");
+        // While the probe is in flight: a name with its own record, and a negative one.
+        let own = format!("own.{org}");
+        let own_at = Shaped::of(Kind::Txt, &own, org).unwrap();
+        watch.observe(&own_at, &own, &answer(&own, Some("v=spf1 +a -all"), 8), now);
+        let gone = format!("gone.{org}");
+        watch.observe(&own_at, &gone, &answer(&gone, None, 0), now);
+        assert!(watch.probed(&at.key, &sample, Some(&sample), now));
+        // Marked: both are asked upstream, a never-seen name is synthesized.
+        assert!(watch.synthesize(&own_at, &own, now).is_none());
+        assert!(watch.synthesize(&own_at, &gone, now).is_none());
+        assert!(watch.synthesize(&own_at, &format!("new.{org}"), now).is_some());
+        // Seen under a sibling kind (same DNS type, same name) counts too.
+        let spf_at = Shaped::of(Kind::Spf, &own, org).unwrap();
+        let mut s = (*sample).clone();
+        s.kind = Kind::Spf;
+        let spf_sample = Arc::new(s);
+        for i in 0..10 {
+            let name = format!("s{i}.{org}");
+            let at = Shaped::of(Kind::Spf, &name, org).unwrap();
+            if let Observed::Candidate { sample } = watch.observe(&at, &name, &spf_sample, now) {
+                assert!(watch.probed(&at.key, &sample, Some(&sample), now));
+            }
+        }
+        assert!(watch.synthesize(&spf_at, &format!("new.{org}"), now).is_some());
+        assert!(watch.synthesize(&spf_at, &own, now).is_none());
+        // Names of another shape never share the window.
+        let dmarc = format!("_dmarc.new.{org}");
+        let dmarc_at = Shaped::of(Kind::Txt, &dmarc, org).unwrap();
+        assert!(watch.synthesize(&dmarc_at, &dmarc, now).is_none());
+    }
 
     #[test]
     fn shapes_keep_underscore_labels_and_probe_the_label_nearest_the_org() {
