@@ -381,8 +381,7 @@ pub fn normalize_author_domain(input: &str) -> Result<String, WireError> {
     let too_long = ascii.len() > 253 || ascii.split('.').any(|l| l.len() > 63);
     let plausible = ascii.split('.').all(|l| {
         !l.is_empty()
-            && l
-                .bytes()
+            && l.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     });
     if too_long && plausible {

@@ -230,7 +230,10 @@ mod tests {
         let r = org_domain(&SuffixList::builtin(), &long);
         assert_eq!(r.json["org_domain"], "example.com");
         let walk = r.json["tree_walk_queries"].as_array().unwrap();
-        assert!(walk.iter().all(|q| q.as_str().unwrap().len() <= 253), "{walk:?}");
+        assert!(
+            walk.iter().all(|q| q.as_str().unwrap().len() <= 253),
+            "{walk:?}"
+        );
         assert!(!walk.iter().any(|q| q == &json!(format!("_dmarc.{long}"))));
         assert_eq!(walk.last().unwrap(), "_dmarc.com");
         let skipped = r.json["tree_walk_skipped"].as_array().unwrap();

@@ -1227,7 +1227,12 @@ async fn wildcard_mark_ends_when_a_verified_name_answers_differently() {
     for i in 0..110 {
         r.spf(&format!("r{i}.wild3.test"), now).await.unwrap();
     }
-    assert_eq!(wait_for(&r, |s| s.wildcard_marked >= 1).await.wildcard_marked, 1);
+    assert_eq!(
+        wait_for(&r, |s| s.wildcard_marked >= 1)
+            .await
+            .wildcard_marked,
+        1
+    );
     // The wildcard is removed upstream: a synthesized answer would now be made up.
     dns.replace_zone(Zone::new("wild3.test.", 300)).await;
     let mut asked = 0;
@@ -1339,7 +1344,10 @@ async fn wildcard_txt_mark_never_answers_names_of_another_shape() {
     assert_eq!(probes.len(), 1, "{probes:?}");
     assert!(!probes[0].starts_with('_'), "{probes:?}");
     // A plain name never seen is synthesized (a real wildcard answers it so).
-    let plain = r.lookup(Kind::Txt, "never-seen.harden.test", now).await.unwrap();
+    let plain = r
+        .lookup(Kind::Txt, "never-seen.harden.test", now)
+        .await
+        .unwrap();
     assert_eq!(txt_of(&plain), ["v=spf1 -all"]);
     let synthesized = r.stats().await.wildcard_synthesized;
     // Names with `_` labels are another shape: asked upstream, their own records.
@@ -1381,7 +1389,10 @@ async fn wildcard_mark_never_synthesizes_a_name_known_as_another_kind() {
     let s = wait_for(&r, |s| s.wildcard_marked >= 1).await;
     assert_eq!((s.wildcard_probed, s.wildcard_marked), (1, 1), "{s:?}");
     // `special` is known only as raw TXT (the DNS front-end's question), never as SPF.
-    let txt = r.lookup(Kind::Txt, "special.wild5.test", now).await.unwrap();
+    let txt = r
+        .lookup(Kind::Txt, "special.wild5.test", now)
+        .await
+        .unwrap();
     assert_eq!(txt_of(&txt), ["v=spf1 ip4:192.0.2.0/24 -all"]);
     let verified = r.stats().await.wildcard_verified;
     // Its SPF question is not synthesized from the SPF window's sample: cached as TXT with
@@ -1391,7 +1402,10 @@ async fn wildcard_mark_never_synthesizes_a_name_known_as_another_kind() {
     assert_eq!(spf_text(&spf), "v=spf1 ip4:192.0.2.0/24 -all");
     // Two days on, every cache entry is gone; the name was seen (as TXT) with its own record.
     let later = now + Duration::from_secs(2 * 86_400);
-    let txt = r.lookup(Kind::Txt, "special.wild5.test", later).await.unwrap();
+    let txt = r
+        .lookup(Kind::Txt, "special.wild5.test", later)
+        .await
+        .unwrap();
     assert_eq!(txt.source, Source::Miss);
     dns.log.clear();
     let later = later + Duration::from_secs(86_400 / 2);

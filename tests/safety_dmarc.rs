@@ -148,7 +148,11 @@ fn unformable_names() -> Vec<String> {
     names.push(format!("{}.reject.test", "l".repeat(64)));
     names.push(format!("{}.reject.test", "m".repeat(200)));
     names.push(format!("x.{}.reject.test", "n".repeat(64)));
-    names.push(format!("{}.{}", "o".repeat(100), long_name(290, "reject.test")));
+    names.push(format!(
+        "{}.{}",
+        "o".repeat(100),
+        long_name(290, "reject.test")
+    ));
     names
 }
 
@@ -415,7 +419,10 @@ async fn org_burst_with_sp_and_np_different_is_rate_limited_not_guessed() {
         // address, `gone` does not exist.
         let www = r.lookup(Kind::A, "www.split.test", now).await.unwrap();
         assert_eq!(www.answer.rcode, Rcode::NoError);
-        let gone = r.lookup(Kind::Exists, "gone.split.test", now).await.unwrap();
+        let gone = r
+            .lookup(Kind::Exists, "gone.split.test", now)
+            .await
+            .unwrap();
         assert_eq!(gone.answer.rcode, Rcode::NxDomain);
         // sp=none, np=reject: whether the subdomain exists decides, and over the budget that
         // cannot be asked: the error stands (temperror), never the stricter or laxer guess.

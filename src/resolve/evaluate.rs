@@ -156,6 +156,14 @@ pub struct DmarcVerdict {
     pub notes: Vec<String>,
 }
 
+/// What relaxed alignment learns across one message's identifiers: the author domain's
+/// organizational domain (found once), and whether a walk answered from a shorter name's cached
+/// record because the limit refused a longer one (counted once per message).
+struct AlignState {
+    author_org: Option<String>,
+    fallback: bool,
+}
+
 fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -188,9 +196,8 @@ impl Resolver {
         id: &str,
         passed: bool,
         author: &str,
-        author_org: &mut Option<String>,
+        st: &mut AlignState,
         mode: Alignment,
-        fallback: &mut bool,
         now: Instant,
     ) -> Result<Aligned, ResolveError> {
         // A name beyond DNS's lengths aligns like any other (its org by the same walk).
@@ -210,15 +217,15 @@ impl Resolver {
                 passed,
                 aligned: true,
                 mode: "relaxed".into(),
-                org_domain: author_org.clone(),
+                org_domain: st.author_org.clone(),
             });
         }
-        if author_org.is_none() {
-            *author_org = Some(self.alignment_org(author, fallback, now).await?);
+        if st.author_org.is_none() {
+            st.author_org = Some(self.alignment_org(author, &mut st.fallback, now).await?);
         }
-        let org = self.alignment_org(&id, fallback, now).await?;
+        let org = self.alignment_org(&id, &mut st.fallback, now).await?;
         Ok(Aligned {
-            aligned: Some(&org) == author_org.as_ref(),
+            aligned: Some(&org) == st.author_org.as_ref(),
             domain: id,
             passed,
             mode: "relaxed".into(),
@@ -270,23 +277,24 @@ impl Resolver {
         };
         v.applied = Some(tag);
         let author = disc.domain.clone();
-        let mut author_org = disc
-            .org_domain
-            .clone()
-            .filter(|_| self.config().discovery == DiscoveryMode::Psl);
+        let mut st = AlignState {
+            author_org: disc
+                .org_domain
+                .clone()
+                .filter(|_| self.config().discovery == DiscoveryMode::Psl),
+            fallback: false,
+        };
 
         // Identifier alignment (RFC 9989 §4.4).
         let mut temp = None;
-        let mut fallback = false;
         if let Some(s) = &input.spf {
             match self
                 .align(
                     &s.domain,
                     s.result == SpfResult::Pass,
                     &author,
-                    &mut author_org,
+                    &mut st,
                     record.aspf,
-                    &mut fallback,
                     now,
                 )
                 .await
@@ -301,9 +309,8 @@ impl Resolver {
                     &d.domain,
                     d.result == DkimResult::Pass,
                     &author,
-                    &mut author_org,
+                    &mut st,
                     record.adkim,
-                    &mut fallback,
                     now,
                 )
                 .await
@@ -312,8 +319,8 @@ impl Resolver {
                 Err(e) => temp = Some(e),
             }
         }
-        v.org_domain = author_org.or(disc.org_domain.clone());
-        if fallback {
+        v.org_domain = st.author_org.or(disc.org_domain.clone());
+        if st.fallback {
             v.notes.push("rate limited: an organizational domain for alignment was found from cached records (a longer name's _dmarc record was not asked)".into());
             // One message counts once, however many walks fell back.
             if !disc.rate_limited_fallback {

@@ -374,12 +374,11 @@ impl WildcardWatch {
         }
         let mark = answer_mark(answer);
         let cap = self.cfg.wildcard_min_names.max(1) * NAMES_PER_THRESHOLD;
-        let usual = w.sample.as_ref().map(|s| answer_mark(s)).or_else(|| {
-            w.marks
-                .iter()
-                .max_by_key(|(_, (n, _))| *n)
-                .map(|(m, _)| *m)
-        });
+        let usual = w
+            .sample
+            .as_ref()
+            .map(|s| answer_mark(s))
+            .or_else(|| w.marks.iter().max_by_key(|(_, (n, _))| *n).map(|(m, _)| *m));
         let hash = name_hash(name);
         let room = if usual == Some(mark) { cap } else { cap * 2 };
         let new = match w.seen.get(&hash) {
@@ -539,7 +538,11 @@ mod tests {
         // Marked: both are asked upstream, a never-seen name is synthesized.
         assert!(watch.synthesize(&own_at, &own, now).is_none());
         assert!(watch.synthesize(&own_at, &gone, now).is_none());
-        assert!(watch.synthesize(&own_at, &format!("new.{org}"), now).is_some());
+        assert!(
+            watch
+                .synthesize(&own_at, &format!("new.{org}"), now)
+                .is_some()
+        );
         // Seen under a sibling kind (same DNS type, same name) counts too.
         let spf_at = Shaped::of(Kind::Spf, &own, org).unwrap();
         let mut s = (*sample).clone();
@@ -552,7 +555,11 @@ mod tests {
                 assert!(watch.probed(&at.key, &sample, Some(&sample), now));
             }
         }
-        assert!(watch.synthesize(&spf_at, &format!("new.{org}"), now).is_some());
+        assert!(
+            watch
+                .synthesize(&spf_at, &format!("new.{org}"), now)
+                .is_some()
+        );
         assert!(watch.synthesize(&spf_at, &own, now).is_none());
         // Names of another shape never share the window.
         let dmarc = format!("_dmarc.new.{org}");
@@ -567,7 +574,10 @@ mod tests {
         assert_eq!(s.probe_name("x.example.org", "R"), "R.example.org");
         let s = Shaped::of(Kind::Txt, "_dmarc.x.example.org", "example.org").unwrap();
         assert_eq!(&*s.key.shape, "_dmarc.*");
-        assert_eq!(s.probe_name("_dmarc.x.example.org", "R"), "_dmarc.R.example.org");
+        assert_eq!(
+            s.probe_name("_dmarc.x.example.org", "R"),
+            "_dmarc.R.example.org"
+        );
         let s = Shaped::of(Kind::Txt, "sel._domainkey.example.org", "example.org").unwrap();
         assert_eq!(&*s.key.shape, "*._domainkey");
         assert_eq!(

@@ -629,7 +629,13 @@ impl Resolver {
     /// the organization is reserved (no other question of it admitted) until the probe has
     /// its token, so upstream queries never exceed the budget, and a flood that keeps the
     /// budget empty cannot starve the probe.
-    async fn probe_wildcard(&self, at: limit::Shaped, probe: String, sample: Arc<Answer>, now: Instant) {
+    async fn probe_wildcard(
+        &self,
+        at: limit::Shaped,
+        probe: String,
+        sample: Arc<Answer>,
+        now: Instant,
+    ) {
         let inner = &self.inner;
         let kind = at.key.kind;
         let wait = inner
@@ -642,7 +648,11 @@ impl Resolver {
             inner.stats.wildcard_probed();
             let started = Instant::now();
             // The probe is not cached and not observed.
-            match inner.upstream.query(&probe, kind.record_type(), kind == Kind::Tlsa).await {
+            match inner
+                .upstream
+                .query(&probe, kind.record_type(), kind == Kind::Tlsa)
+                .await
+            {
                 Ok(raw) => {
                     inner.stats.upstream(
                         match raw.rcode {
@@ -662,7 +672,10 @@ impl Resolver {
                 }
             }
         }
-        if inner.wildcard.probed(&at.key, &sample, probed.as_ref(), now) {
+        if inner
+            .wildcard
+            .probed(&at.key, &sample, probed.as_ref(), now)
+        {
             inner.stats.wildcard_marked();
             tracing::warn!(org = %at.key.org, kind = kind.label(), shape = %at.key.shape, "marked wildcard (a random label of the same shape answers the same record): such names answered from a sample");
         }
