@@ -1499,3 +1499,56 @@ async fn wildcard_probe_never_delays_the_question_that_triggers_it() {
     let l = r.spf("r101.wild7.test", now).await.unwrap();
     assert_eq!(l.source, Source::Wildcard);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_mark_via_dns_front_end_never_answers_other_shapes() {
+    use mailpolicyd::serve::{self, Service};
+    let dns = TestDns::start(vec![
+        Zone::new("harden2.test.", 300)
+            .txt("*", 3600, &["v=spf1 -all"])
+            .txt("sel._domainkey", 3600, &[DKIM_KEY])
+            .txt("_dmarc.special", 3600, &["v=DMARC1; p=reject"]),
+    ])
+    .await;
+    let service = Service::new(Resolver::new(roomy(&dns)).unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let addr = serve::dns::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        service.clone(),
+        false,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    // A plain DNS client of the front-end (its own wildcard watch out of the way).
+    let mut cfg = ResolverConfig::default();
+    cfg.upstream.servers = vec![addr];
+    cfg.limits.wildcard_min_names = 1_000_000;
+    cfg.limits.per_second = 100_000;
+    cfg.limits.burst = 100_000;
+    let client = Resolver::new(cfg).unwrap();
+    let now = Instant::now();
+    for i in 0..120 {
+        let l = client
+            .lookup(Kind::Txt, &format!("r{i}.harden2.test"), now)
+            .await
+            .unwrap();
+        assert_eq!(txt_of(&l), ["v=spf1 -all"]);
+    }
+    let s = wait_for(service.resolver(), |s| s.wildcard_marked >= 1).await;
+    assert_eq!(s.wildcard_marked, 1, "{s:?}");
+    // Uncached names of another shape, asked through the front-end, get their own records.
+    let key = client
+        .lookup(Kind::Txt, "sel._domainkey.harden2.test", now)
+        .await
+        .unwrap();
+    assert_eq!(txt_of(&key), [DKIM_KEY]);
+    let dmarc = client
+        .lookup(Kind::Txt, "_dmarc.special.harden2.test", now)
+        .await
+        .unwrap();
+    assert_eq!(txt_of(&dmarc), ["v=DMARC1; p=reject"]);
+    assert_eq!(dns.log.count("sel._domainkey.harden2.test"), 1);
+    assert_eq!(dns.log.count("_dmarc.special.harden2.test"), 1);
+    shutdown.cancel();
+}
