@@ -582,6 +582,41 @@ mod tests {
     }
 
     #[test]
+    fn author_domains_beyond_dns_lengths_are_accepted_garbage_is_not() {
+        let long = format!("{}Example.COM.", "a.".repeat(150));
+        assert_eq!(
+            normalize_author_domain(&long).unwrap(),
+            format!("{}example.com", "a.".repeat(150))
+        );
+        let label = format!("{}.example.com", "b".repeat(64));
+        assert_eq!(normalize_author_domain(&label).unwrap(), label);
+        let idn = format!("{}.bücher.example", "c".repeat(250));
+        assert!(
+            normalize_author_domain(&idn)
+                .unwrap()
+                .ends_with(".xn--bcher-kva.example")
+        );
+        assert_eq!(
+            normalize_author_domain("Example.COM").unwrap(),
+            "example.com"
+        );
+        for bad in [
+            String::new(),
+            ".".to_owned(),
+            "a..b".to_owned(),
+            format!("{}..example.com", "a".repeat(300)),
+            format!("exa mple{}.com", "a".repeat(300)),
+            format!("ctl\u{7}{}.com", "a".repeat(300)),
+        ] {
+            assert_eq!(
+                normalize_author_domain(&bad).unwrap_err().code,
+                "invalid_name",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn versions() {
         assert_eq!(parse_version("1.0"), Some((1, 0)));
         assert_eq!(parse_version("2"), Some((2, 0)));
