@@ -1262,3 +1262,87 @@ async fn wildcard_flood_from_many_tasks_is_bounded_and_marked() {
         assert_eq!(spf_text(&l), "v=spf1 -all");
     }
 }
+
+#[tokio::test]
+async fn negative_answer_through_a_cname_keeps_the_cname_ttl() {
+    // SOA minimum 3600 (the clamp's ceiling): a DKIM key at a CNAME with TTL 40 pointing at a
+    // name without TXT (NODATA) or at no name at all (NXDOMAIN), and a two-hop chain.
+    let dns = TestDns::start(vec![
+        Zone::new("example.test.", 3600)
+            .cname("sel._domainkey", 40, "nokey.example.test.")
+            .record(
+                "nokey",
+                3600,
+                hickory_server::proto::rr::RData::A(hickory_server::proto::rr::rdata::A::new(
+                    192, 0, 2, 1,
+                )),
+            )
+            .cname("gone._domainkey", 45, "missing.example.test.")
+            .cname("two._domainkey", 3600, "hop.example.test.")
+            .cname("hop", 50, "nokey.example.test."),
+    ])
+    .await;
+    let mut cfg = config(&dns);
+    cfg.cache.negative_ttl = (Duration::from_secs(1), Duration::from_secs(3600));
+    let r = Resolver::new(cfg).unwrap();
+    let t0 = Instant::now();
+    for (selector, rcode, ttl) in [
+        ("sel", Rcode::NoError, 40),
+        ("gone", Rcode::NxDomain, 45),
+        ("two", Rcode::NoError, 50),
+    ] {
+        let l = r.dkim_key(selector, "example.test", t0).await.unwrap();
+        assert!(!l.answer.is_positive(), "{selector}: {l:?}");
+        assert_eq!(l.answer.rcode, rcode, "{selector}");
+        assert_eq!(
+            l.answer.ttl, ttl,
+            "{selector}: min over the chain's CNAMEs and the negative TTL, not the SOA's 3600"
+        );
+        assert_eq!(l.ttl_remaining, ttl, "{selector}");
+    }
+    // Published after the CNAME's TTL: the key is seen then, not an hour later.
+    dns.replace_zone(
+        Zone::new("example.test.", 3600)
+            .cname("sel._domainkey", 40, "nokey.example.test.")
+            .txt(
+                "nokey",
+                3600,
+                &["v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="],
+            ),
+    )
+    .await;
+    let later = r
+        .dkim_key("sel", "example.test", t0 + Duration::from_secs(41))
+        .await
+        .unwrap();
+    assert_eq!(later.source, Source::Miss);
+    assert!(later.answer.is_positive(), "{later:?}");
+}
+
+#[tokio::test]
+async fn nxdomain_through_a_cname_cuts_below_the_missing_target_not_the_question() {
+    // `alias` is a CNAME to a name that does not exist: the NXDOMAIN is about `missing`, and
+    // `alias` exists (it is a CNAME), so a name below it is asked, never cut (RFC 8020).
+    let dns = TestDns::start(vec![
+        Zone::new("example.test.", 300)
+            .cname("alias", 3600, "missing.example.test.")
+            .txt("sub.alias", 3600, &["v=spf1 -all"]),
+    ])
+    .await;
+    let mut cfg = config(&dns);
+    cfg.nxdomain_cut = true;
+    let r = Resolver::new(cfg).unwrap();
+    let now = Instant::now();
+    let alias = r.spf("alias.example.test", now).await.unwrap();
+    assert_eq!(alias.answer.rcode, Rcode::NxDomain);
+    let below = r.spf("sub.alias.example.test", now).await.unwrap();
+    assert_eq!(below.source, Source::Miss, "asked upstream, not cut");
+    assert_eq!(spf_text(&below), "v=spf1 -all");
+    assert_eq!(r.stats().await.nxdomain_cut, 0);
+    // The name that does not exist is the one cut below.
+    let before = dns.log.len();
+    let cut = r.spf("x.missing.example.test", now).await.unwrap();
+    assert_eq!(cut.answer.rcode, Rcode::NxDomain);
+    assert_eq!(dns.log.len(), before, "below the missing target: not asked");
+    assert_eq!(r.stats().await.nxdomain_cut, 1);
+}

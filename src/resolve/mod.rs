@@ -458,10 +458,15 @@ impl Resolver {
             _ => "noerror",
         };
         inner.stats.upstream(outcome, raw.elapsed);
+        // The name that does not exist: the question's, or the end of its CNAME chain (the
+        // question name is then a CNAME, and names below it may exist).
+        let nx_name = raw.negative_at.clone();
         let answer = Arc::new(Answer::from_raw(key.kind, &key.name, raw));
         let entry = Arc::new(Entry::new(answer.clone(), now, origin, &inner.cfg.cache));
-        if answer.rcode == Rcode::NxDomain {
-            inner.nx.insert(key.name.clone(), entry.expires_at());
+        if answer.rcode == Rcode::NxDomain
+            && let Some(nx_name) = nx_name
+        {
+            inner.nx.insert(Arc::from(nx_name), entry.expires_at());
         }
         self.watch_wildcard(&key, &org, &answer, now).await;
         Ok(entry)
