@@ -1346,3 +1346,80 @@ async fn nxdomain_through_a_cname_cuts_below_the_missing_target_not_the_question
     assert_eq!(dns.log.len(), before, "below the missing target: not asked");
     assert_eq!(r.stats().await.nxdomain_cut, 1);
 }
+
+/// signed.test. with a TLSA at `_25._tcp.mx`, signed with a fresh key; the resolver's trust
+/// anchor is that key.
+async fn signed_tlsa_zone() -> (TestDns, hickory_server::proto::dnssec::PublicKeyBuf) {
+    use hickory_server::proto::dnssec::crypto::Ed25519SigningKey;
+    use hickory_server::proto::dnssec::rdata::DNSKEY;
+    use hickory_server::proto::dnssec::{DnssecSigner, SigningKey};
+    use hickory_server::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector, TLSA};
+    let tlsa = hickory_server::proto::rr::RData::TLSA(TLSA::new(
+        CertUsage::DaneEe,
+        Selector::Spki,
+        Matching::Sha256,
+        vec![0xab; 32],
+    ));
+    let zone = Zone::signable("signed.test.", 300).record("_25._tcp.mx", 3600, tlsa);
+    let origin = zone.origin().clone();
+    let mut handler = zone.into_handler();
+    let key = Ed25519SigningKey::from_pkcs8(&Ed25519SigningKey::generate_pkcs8().unwrap()).unwrap();
+    let public = key.to_public_key().unwrap();
+    handler
+        .add_zone_signing_key_mut(DnssecSigner::new(
+            DNSKEY::from_key(&public),
+            Box::new(key),
+            origin.clone(),
+            Duration::from_secs(7 * 86_400),
+        ))
+        .unwrap();
+    handler.secure_zone_mut().unwrap();
+    let handler: Arc<dyn hickory_server::zone_handler::ZoneHandler> = Arc::new(handler);
+    (TestDns::start_handlers(vec![(origin, handler)]).await, public)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validating_lookup_gets_time_for_its_chain_of_trust() {
+    // Every exchange takes 150 ms, under the 200 ms per-exchange timeout; a cold validated
+    // TLSA lookup is the TLSA exchange and the zone's DNSKEY exchange (≥ 300 ms), more than
+    // timeout × attempts (200 ms) but within its validation bound (3 × 200 ms).
+    let (dns, anchor) = signed_tlsa_zone().await;
+    dns.delay("_25._tcp.mx.signed.test", Duration::from_millis(150));
+    dns.delay("signed.test", Duration::from_millis(150));
+    let mut ta = hickory_server::proto::dnssec::TrustAnchors::empty();
+    ta.insert_with_name(
+        &anchor,
+        hickory_server::proto::rr::LowerName::new(
+            &hickory_server::proto::rr::Name::from_ascii("signed.test.").unwrap(),
+        ),
+    );
+    let mut cfg = config(&dns);
+    cfg.upstream.timeout = Duration::from_millis(200);
+    cfg.upstream.attempts = 1;
+    cfg.upstream.trust_anchors = Some(Arc::new(ta));
+    let r = Resolver::new(cfg).unwrap();
+    let started = Instant::now();
+    let l = r
+        .tlsa("mx.signed.test", 25, Instant::now())
+        .await
+        .expect("a slow but working chain of trust is not a timeout");
+    let took = started.elapsed();
+    assert_eq!(l.answer.dnssec, mailpolicyd::resolve::DnssecStatus::Secure);
+    assert!(took >= Duration::from_millis(300), "{took:?}: two exchanges");
+    // A plain question at the same speed still has timeout × attempts: a name that never
+    // answers costs at most that, and a validating one at most three times that.
+    dns.silence("_25._tcp.dead.signed.test");
+    let started = Instant::now();
+    let e = r
+        .tlsa("dead.signed.test", 25, Instant::now())
+        .await
+        .unwrap_err();
+    assert_eq!(e, ResolveError::Timeout);
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(800), "{took:?}");
+    dns.silence("dead.signed.test");
+    let started = Instant::now();
+    let e = r.spf("dead.signed.test", Instant::now()).await.unwrap_err();
+    assert_eq!(e, ResolveError::Timeout);
+    assert!(started.elapsed() < Duration::from_millis(350), "{:?}", started.elapsed());
+}

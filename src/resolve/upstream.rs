@@ -34,7 +34,9 @@
 //! lookup runs under [`VALIDATION_DEADLINE_FACTOR`] × `timeout × attempts` (12 s with the
 //! defaults). hickory's own validation cache (1,048,576 entries, kept: it is apart from the
 //! answer cache turned off by `cache_size = 0`) remembers each RRset's proof, the DNSKEY and DS
-//! ones included, for its TTL, so a warm zone's lookups skip re-validating them.
+//! ones included, for its TTL, so they are not re-validated; the DNSKEY/DS exchanges themselves
+//! are sent for every validating lookup whatever `cache_size` is (the validator asks the name
+//! servers below hickory's answer cache), and the recursive upstream's cache answers them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
