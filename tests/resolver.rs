@@ -1423,3 +1423,68 @@ async fn validating_lookup_gets_time_for_its_chain_of_trust() {
     assert_eq!(e, ResolveError::Timeout);
     assert!(started.elapsed() < Duration::from_millis(350), "{:?}", started.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spf_and_txt_questions_share_one_failing_query() {
+    // A SERVFAIL that takes 150 ms to come: 40 questions, SPF and raw TXT for the same name
+    // alternately, started over ~320 ms (before, while and after the query fails), cost one
+    // upstream query: they join the one in flight whatever their kind, or find its failure
+    // remembered, never slipping between the two.
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "mixed",
+        3600,
+        &["v=spf1 -all"],
+    )])
+    .await;
+    dns.servfail("mixed.example.test");
+    dns.delay("mixed.example.test", Duration::from_millis(150));
+    let mut cfg = failing_config(&dns);
+    cfg.upstream.timeout = Duration::from_secs(1);
+    cfg.upstream.attempts = 1;
+    let r = Resolver::new(cfg).unwrap();
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let r = r.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                r.spf("mixed.example.test", t0).await.map(|_| ())
+            } else {
+                r.lookup(Kind::Txt, "mixed.example.test", t0)
+                    .await
+                    .map(|_| ())
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap_err(), ResolveError::ServFail);
+    }
+    let asked = dns.log.count("mixed.example.test");
+    let s = r.stats().await;
+    assert_eq!(
+        s.upstream.iter().find(|(o, _)| o == "servfail").unwrap().1,
+        1,
+        "{:?}",
+        s.upstream
+    );
+    assert_eq!(asked, 1, "40 questions of two kinds, {asked} upstream queries");
+    assert!(
+        s.coalesced + s.failure_cached >= 39,
+        "coalesced {}, failure_cached {}",
+        s.coalesced,
+        s.failure_cached
+    );
+    // After the failure TTL, asked again (one query for both kinds again).
+    dns.heal("mixed.example.test");
+    let (spf, txt) = tokio::join!(
+        r.spf("mixed.example.test", t0 + Duration::from_secs(6)),
+        r.lookup(Kind::Txt, "mixed.example.test", t0 + Duration::from_secs(6))
+    );
+    assert_eq!(spf_text(&spf.unwrap()), "v=spf1 -all");
+    assert_eq!(
+        txt.unwrap().answer.data,
+        Data::Txt(vec!["v=spf1 -all".to_owned()])
+    );
+    assert_eq!(dns.log.count("mixed.example.test"), 2);
+}
