@@ -1488,3 +1488,34 @@ async fn spf_and_txt_questions_share_one_failing_query() {
     );
     assert_eq!(dns.log.count("mixed.example.test"), 2);
 }
+
+#[tokio::test]
+async fn negative_answer_through_an_unconfirmed_cname_gets_the_floor_ttl() {
+    // The CNAME itself cannot be had (its CNAME question is dropped): the negative answer is
+    // still an answer, cached for the negative clamp's floor, never the target's 3600 s.
+    let dns = TestDns::start(vec![
+        Zone::new("example.test.", 3600)
+            .cname("mute._domainkey", 40, "nokey.example.test.")
+            .record(
+                "nokey",
+                3600,
+                hickory_server::proto::rr::RData::A(hickory_server::proto::rr::rdata::A::new(
+                    192, 0, 2, 1,
+                )),
+            ),
+    ])
+    .await;
+    dns.silence_except(
+        "mute._domainkey.example.test",
+        &[hickory_server::proto::rr::RecordType::TXT],
+    );
+    let mut cfg = config(&dns);
+    cfg.upstream.timeout = Duration::from_millis(200);
+    cfg.cache.negative_ttl = (Duration::from_secs(2), Duration::from_secs(3600));
+    let r = Resolver::new(cfg).unwrap();
+    let t0 = Instant::now();
+    let l = r.dkim_key("mute", "example.test", t0).await.unwrap();
+    assert!(!l.answer.is_positive(), "{l:?}");
+    assert_eq!(l.answer.ttl, 0);
+    assert_eq!(l.ttl_remaining, 2, "the negative clamp's floor");
+}
