@@ -1375,7 +1375,10 @@ async fn signed_tlsa_zone() -> (TestDns, hickory_server::proto::dnssec::PublicKe
         .unwrap();
     handler.secure_zone_mut().unwrap();
     let handler: Arc<dyn hickory_server::zone_handler::ZoneHandler> = Arc::new(handler);
-    (TestDns::start_handlers(vec![(origin, handler)]).await, public)
+    (
+        TestDns::start_handlers(vec![(origin, handler)]).await,
+        public,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1405,7 +1408,10 @@ async fn validating_lookup_gets_time_for_its_chain_of_trust() {
         .expect("a slow but working chain of trust is not a timeout");
     let took = started.elapsed();
     assert_eq!(l.answer.dnssec, mailpolicyd::resolve::DnssecStatus::Secure);
-    assert!(took >= Duration::from_millis(300), "{took:?}: two exchanges");
+    assert!(
+        took >= Duration::from_millis(300),
+        "{took:?}: two exchanges"
+    );
     // A plain question at the same speed still has timeout × attempts: a name that never
     // answers costs at most that, and a validating one at most three times that.
     dns.silence("_25._tcp.dead.signed.test");
@@ -1421,7 +1427,11 @@ async fn validating_lookup_gets_time_for_its_chain_of_trust() {
     let started = Instant::now();
     let e = r.spf("dead.signed.test", Instant::now()).await.unwrap_err();
     assert_eq!(e, ResolveError::Timeout);
-    assert!(started.elapsed() < Duration::from_millis(350), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1468,7 +1478,10 @@ async fn spf_and_txt_questions_share_one_failing_query() {
         "{:?}",
         s.upstream
     );
-    assert_eq!(asked, 1, "40 questions of two kinds, {asked} upstream queries");
+    assert_eq!(
+        asked, 1,
+        "40 questions of two kinds, {asked} upstream queries"
+    );
     assert!(
         s.coalesced + s.failure_cached >= 39,
         "coalesced {}, failure_cached {}",

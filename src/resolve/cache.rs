@@ -355,11 +355,7 @@ impl Cache {
     {
         let query = query_of(key);
         let (shared, outcome) = {
-            let mut map = self
-                .inner
-                .queries
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut map = self.inner.queries.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(f) = map.get(&query) {
                 (f.clone(), QueryOutcome::Joined)
             } else if let Some(e) = self.inner.failure(&query, now) {

@@ -258,16 +258,15 @@ impl Upstream {
         } else {
             &self.plain
         };
-        let lookup = match tokio::time::timeout_at(until, resolver.lookup(qname.clone(), rtype))
-            .await
-        {
-            Err(_) => return Err(ResolveError::Timeout),
-            Ok(Ok(l)) => l,
-            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(nr)))) => {
-                return self.negative(&qname, &nr, validate, started, until).await;
-            }
-            Ok(Err(e)) => return Err(error(e)),
-        };
+        let lookup =
+            match tokio::time::timeout_at(until, resolver.lookup(qname.clone(), rtype)).await {
+                Err(_) => return Err(ResolveError::Timeout),
+                Ok(Ok(l)) => l,
+                Ok(Err(NetError::Dns(DnsError::NoRecordsFound(nr)))) => {
+                    return self.negative(&qname, &nr, validate, started, until).await;
+                }
+                Ok(Err(e)) => return Err(error(e)),
+            };
         let elapsed = started.elapsed();
         let chain = answer_chain(&qname, rtype, lookup.answers())?;
         let mut proof = None::<Proof>;
@@ -551,9 +550,9 @@ fn error(e: NetError) -> ResolveError {
             other => ResolveError::Rcode(other.to_string().into()),
         },
         NetError::Timeout => ResolveError::Timeout,
-        NetError::Dns(DnsError::NoRecordsFound(nr)) => ResolveError::Network(
-            format!("no records for {}", nr.query.name()).into(),
-        ),
+        NetError::Dns(DnsError::NoRecordsFound(nr)) => {
+            ResolveError::Network(format!("no records for {}", nr.query.name()).into())
+        }
         other => ResolveError::Network(other.to_string().into()),
     }
 }
