@@ -128,7 +128,7 @@ const SETTINGS: &[Setting] = &[
         "attempts",
         Ty::Int,
         "2",
-        "Sends per upstream query, the first included: a query that gets no answer fails with timeout after at most timeout_ms × attempts.",
+        "Sends per upstream query, the first included: a query that gets no answer fails with timeout after at most timeout_ms × attempts (a DNSSEC-validated TLSA lookup, which also fetches the DNSKEY/DS chain, after at most 3 × that).",
     ),
     s(
         "cache",

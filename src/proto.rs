@@ -448,6 +448,7 @@ mod tests {
         use hickory_proto::op::ResponseCode;
         let raw = |records, rcode| RawAnswer {
             found_at: Some("example.com".into()),
+            negative_at: None,
             rcode,
             ttl: 3600,
             dnssec: DnssecStatus::Insecure,

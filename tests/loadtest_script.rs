@@ -2,6 +2,7 @@
 //! mail host that would be the production resolver), and a leftover of an earlier, killed run
 //! only by its recorded PID while that PID still runs a command naming that run's work directory.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -64,7 +65,11 @@ fn loadtest_stops_only_its_own_leftovers_by_pid() {
         theirs.id(),
         dir = old.display()
     );
-    std::fs::write(tmp.path().join("mailpolicyd-loadtest.pids"), ledger).unwrap();
+    // The ledger's directory is this user's own: `<TMPDIR>/mailpolicyd-loadtest-<uid>/pids`.
+    let uid = std::fs::metadata(&ours_conf).unwrap().uid();
+    let state = tmp.path().join(format!("mailpolicyd-loadtest-{uid}"));
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("pids"), ledger).unwrap();
 
     let out = Command::new("bash")
         .args(["loadtest/run", "--stop-leftovers"])
@@ -82,8 +87,29 @@ fn loadtest_stops_only_its_own_leftovers_by_pid() {
         !exited(&mut theirs, Duration::from_millis(300)),
         "a process not started by a run is left alone: {stderr}"
     );
-    let left = std::fs::read_to_string(tmp.path().join("mailpolicyd-loadtest.pids")).unwrap();
+    let left = std::fs::read_to_string(state.join("pids")).unwrap();
     assert!(left.trim().is_empty(), "the ledger is emptied: {left:?}");
     theirs.kill().unwrap();
     theirs.wait().unwrap();
+}
+
+#[test]
+fn loadtest_refuses_a_planted_ledger_link() {
+    // Someone else plants a symbolic link where the ledger's directory goes: the script, often
+    // run as root, must not write through it.
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let uid = std::fs::metadata(&victim).unwrap().uid();
+    let state = tmp.path().join(format!("mailpolicyd-loadtest-{uid}"));
+    std::os::unix::fs::symlink(&victim, &state).unwrap();
+    let out = Command::new("bash")
+        .args(["loadtest/run", "--stop-leftovers"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a planted link is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing"));
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
 }

@@ -1557,3 +1557,273 @@ async fn wildcard_mark_via_dns_front_end_never_answers_other_shapes() {
     assert_eq!(dns.log.count("_dmarc.special.harden2.test"), 1);
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn negative_answer_through_a_cname_keeps_the_cname_ttl() {
+    // SOA minimum 3600 (the clamp's ceiling): a DKIM key at a CNAME with TTL 40 pointing at a
+    // name without TXT (NODATA) or at no name at all (NXDOMAIN), and a two-hop chain.
+    let dns = TestDns::start(vec![
+        Zone::new("example.test.", 3600)
+            .cname("sel._domainkey", 40, "nokey.example.test.")
+            .record(
+                "nokey",
+                3600,
+                hickory_server::proto::rr::RData::A(hickory_server::proto::rr::rdata::A::new(
+                    192, 0, 2, 1,
+                )),
+            )
+            .cname("gone._domainkey", 45, "missing.example.test.")
+            .cname("two._domainkey", 3600, "hop.example.test.")
+            .cname("hop", 50, "nokey.example.test."),
+    ])
+    .await;
+    let mut cfg = config(&dns);
+    cfg.cache.negative_ttl = (Duration::from_secs(1), Duration::from_secs(3600));
+    let r = Resolver::new(cfg).unwrap();
+    let t0 = Instant::now();
+    for (selector, rcode, ttl) in [
+        ("sel", Rcode::NoError, 40),
+        ("gone", Rcode::NxDomain, 45),
+        ("two", Rcode::NoError, 50),
+    ] {
+        let l = r.dkim_key(selector, "example.test", t0).await.unwrap();
+        assert!(!l.answer.is_positive(), "{selector}: {l:?}");
+        assert_eq!(l.answer.rcode, rcode, "{selector}");
+        assert_eq!(
+            l.answer.ttl, ttl,
+            "{selector}: min over the chain's CNAMEs and the negative TTL, not the SOA's 3600"
+        );
+        assert_eq!(l.ttl_remaining, ttl, "{selector}");
+    }
+    // Published after the CNAME's TTL: the key is seen then, not an hour later.
+    dns.replace_zone(
+        Zone::new("example.test.", 3600)
+            .cname("sel._domainkey", 40, "nokey.example.test.")
+            .txt(
+                "nokey",
+                3600,
+                &["v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="],
+            ),
+    )
+    .await;
+    let later = r
+        .dkim_key("sel", "example.test", t0 + Duration::from_secs(41))
+        .await
+        .unwrap();
+    assert_eq!(later.source, Source::Miss);
+    assert!(later.answer.is_positive(), "{later:?}");
+}
+
+#[tokio::test]
+async fn nxdomain_through_a_cname_cuts_below_the_missing_target_not_the_question() {
+    // `alias` is a CNAME to a name that does not exist: the NXDOMAIN is about `missing`, and
+    // `alias` exists (it is a CNAME), so a name below it is asked, never cut (RFC 8020).
+    let dns = TestDns::start(vec![
+        Zone::new("example.test.", 300)
+            .cname("alias", 3600, "missing.example.test.")
+            .txt("sub.alias", 3600, &["v=spf1 -all"]),
+    ])
+    .await;
+    let mut cfg = config(&dns);
+    cfg.nxdomain_cut = true;
+    let r = Resolver::new(cfg).unwrap();
+    let now = Instant::now();
+    let alias = r.spf("alias.example.test", now).await.unwrap();
+    assert_eq!(alias.answer.rcode, Rcode::NxDomain);
+    let below = r.spf("sub.alias.example.test", now).await.unwrap();
+    assert_eq!(below.source, Source::Miss, "asked upstream, not cut");
+    assert_eq!(spf_text(&below), "v=spf1 -all");
+    assert_eq!(r.stats().await.nxdomain_cut, 0);
+    // The name that does not exist is the one cut below.
+    let before = dns.log.len();
+    let cut = r.spf("x.missing.example.test", now).await.unwrap();
+    assert_eq!(cut.answer.rcode, Rcode::NxDomain);
+    assert_eq!(dns.log.len(), before, "below the missing target: not asked");
+    assert_eq!(r.stats().await.nxdomain_cut, 1);
+}
+
+/// signed.test. with a TLSA at `_25._tcp.mx`, signed with a fresh key; the resolver's trust
+/// anchor is that key.
+async fn signed_tlsa_zone() -> (TestDns, hickory_server::proto::dnssec::PublicKeyBuf) {
+    use hickory_server::proto::dnssec::crypto::Ed25519SigningKey;
+    use hickory_server::proto::dnssec::rdata::DNSKEY;
+    use hickory_server::proto::dnssec::{DnssecSigner, SigningKey};
+    use hickory_server::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector, TLSA};
+    let tlsa = hickory_server::proto::rr::RData::TLSA(TLSA::new(
+        CertUsage::DaneEe,
+        Selector::Spki,
+        Matching::Sha256,
+        vec![0xab; 32],
+    ));
+    let zone = Zone::signable("signed.test.", 300).record("_25._tcp.mx", 3600, tlsa);
+    let origin = zone.origin().clone();
+    let mut handler = zone.into_handler();
+    let key = Ed25519SigningKey::from_pkcs8(&Ed25519SigningKey::generate_pkcs8().unwrap()).unwrap();
+    let public = key.to_public_key().unwrap();
+    handler
+        .add_zone_signing_key_mut(DnssecSigner::new(
+            DNSKEY::from_key(&public),
+            Box::new(key),
+            origin.clone(),
+            Duration::from_secs(7 * 86_400),
+        ))
+        .unwrap();
+    handler.secure_zone_mut().unwrap();
+    let handler: Arc<dyn hickory_server::zone_handler::ZoneHandler> = Arc::new(handler);
+    (
+        TestDns::start_handlers(vec![(origin, handler)]).await,
+        public,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validating_lookup_gets_time_for_its_chain_of_trust() {
+    // Every exchange takes 150 ms, under the 200 ms per-exchange timeout; a cold validated
+    // TLSA lookup is the TLSA exchange and the zone's DNSKEY exchange (≥ 300 ms), more than
+    // timeout × attempts (200 ms) but within its validation bound (3 × 200 ms).
+    let (dns, anchor) = signed_tlsa_zone().await;
+    dns.delay("_25._tcp.mx.signed.test", Duration::from_millis(150));
+    dns.delay("signed.test", Duration::from_millis(150));
+    let mut ta = hickory_server::proto::dnssec::TrustAnchors::empty();
+    ta.insert_with_name(
+        &anchor,
+        hickory_server::proto::rr::LowerName::new(
+            &hickory_server::proto::rr::Name::from_ascii("signed.test.").unwrap(),
+        ),
+    );
+    let mut cfg = config(&dns);
+    cfg.upstream.timeout = Duration::from_millis(200);
+    cfg.upstream.attempts = 1;
+    cfg.upstream.trust_anchors = Some(Arc::new(ta));
+    let r = Resolver::new(cfg).unwrap();
+    let started = Instant::now();
+    let l = r
+        .tlsa("mx.signed.test", 25, Instant::now())
+        .await
+        .expect("a slow but working chain of trust is not a timeout");
+    let took = started.elapsed();
+    assert_eq!(l.answer.dnssec, mailpolicyd::resolve::DnssecStatus::Secure);
+    assert!(
+        took >= Duration::from_millis(300),
+        "{took:?}: two exchanges"
+    );
+    // A plain question at the same speed still has timeout × attempts: a name that never
+    // answers costs at most that, and a validating one at most three times that.
+    dns.silence("_25._tcp.dead.signed.test");
+    let started = Instant::now();
+    let e = r
+        .tlsa("dead.signed.test", 25, Instant::now())
+        .await
+        .unwrap_err();
+    assert_eq!(e, ResolveError::Timeout);
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(800), "{took:?}");
+    dns.silence("dead.signed.test");
+    let started = Instant::now();
+    let e = r.spf("dead.signed.test", Instant::now()).await.unwrap_err();
+    assert_eq!(e, ResolveError::Timeout);
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spf_and_txt_questions_share_one_failing_query() {
+    // A SERVFAIL that takes 150 ms to come: 40 questions, SPF and raw TXT for the same name
+    // alternately, started over ~320 ms (before, while and after the query fails), cost one
+    // upstream query: they join the one in flight whatever their kind, or find its failure
+    // remembered, never slipping between the two.
+    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "mixed",
+        3600,
+        &["v=spf1 -all"],
+    )])
+    .await;
+    dns.servfail("mixed.example.test");
+    dns.delay("mixed.example.test", Duration::from_millis(150));
+    let mut cfg = failing_config(&dns);
+    cfg.upstream.timeout = Duration::from_secs(1);
+    cfg.upstream.attempts = 1;
+    let r = Resolver::new(cfg).unwrap();
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let r = r.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                r.spf("mixed.example.test", t0).await.map(|_| ())
+            } else {
+                r.lookup(Kind::Txt, "mixed.example.test", t0)
+                    .await
+                    .map(|_| ())
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap_err(), ResolveError::ServFail);
+    }
+    let asked = dns.log.count("mixed.example.test");
+    let s = r.stats().await;
+    assert_eq!(
+        s.upstream.iter().find(|(o, _)| o == "servfail").unwrap().1,
+        1,
+        "{:?}",
+        s.upstream
+    );
+    assert_eq!(
+        asked, 1,
+        "40 questions of two kinds, {asked} upstream queries"
+    );
+    assert!(
+        s.coalesced + s.failure_cached >= 39,
+        "coalesced {}, failure_cached {}",
+        s.coalesced,
+        s.failure_cached
+    );
+    // After the failure TTL, asked again (one query for both kinds again).
+    dns.heal("mixed.example.test");
+    let (spf, txt) = tokio::join!(
+        r.spf("mixed.example.test", t0 + Duration::from_secs(6)),
+        r.lookup(Kind::Txt, "mixed.example.test", t0 + Duration::from_secs(6))
+    );
+    assert_eq!(spf_text(&spf.unwrap()), "v=spf1 -all");
+    assert_eq!(
+        txt.unwrap().answer.data,
+        Data::Txt(vec!["v=spf1 -all".to_owned()])
+    );
+    assert_eq!(dns.log.count("mixed.example.test"), 2);
+}
+
+#[tokio::test]
+async fn negative_answer_through_an_unconfirmed_cname_gets_the_floor_ttl() {
+    // The CNAME itself cannot be had (its CNAME question is dropped): the negative answer is
+    // still an answer, cached for the negative clamp's floor, never the target's 3600 s.
+    let dns = TestDns::start(vec![
+        Zone::new("example.test.", 3600)
+            .cname("mute._domainkey", 40, "nokey.example.test.")
+            .record(
+                "nokey",
+                3600,
+                hickory_server::proto::rr::RData::A(hickory_server::proto::rr::rdata::A::new(
+                    192, 0, 2, 1,
+                )),
+            ),
+    ])
+    .await;
+    dns.silence_except(
+        "mute._domainkey.example.test",
+        &[hickory_server::proto::rr::RecordType::TXT],
+    );
+    let mut cfg = config(&dns);
+    cfg.upstream.timeout = Duration::from_millis(200);
+    cfg.cache.negative_ttl = (Duration::from_secs(2), Duration::from_secs(3600));
+    let r = Resolver::new(cfg).unwrap();
+    let t0 = Instant::now();
+    let l = r.dkim_key("mute", "example.test", t0).await.unwrap();
+    assert!(!l.answer.is_positive(), "{l:?}");
+    assert_eq!(l.answer.ttl, 0);
+    assert_eq!(l.ttl_remaining, 2, "the negative clamp's floor");
+}

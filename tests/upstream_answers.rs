@@ -34,7 +34,14 @@ async fn start() -> Daemon {
             .txt("inject", 3600, &["v=spf1 -all"])
             .cname("sel._domainkey", 40, "key.example.test.")
             .txt("key", 3600, &[KEY])
-            .txt("sf", 3600, &["v=spf1 -all"]),
+            .txt("sf", 3600, &["v=spf1 -all"])
+            .cname("nodata._domainkey", 40, "host.example.test.")
+            .record(
+                "host",
+                3600,
+                RData::A(hickory_server::proto::rr::rdata::A::new(192, 0, 2, 1)),
+            )
+            .cname("gone._domainkey", 45, "missing.example.test."),
     ])
     .await;
     dns.inject_extra(
@@ -144,6 +151,19 @@ async fn cname_ttl_bounds_what_socket_and_dns_front_end_serve() {
     let reply = ask_front_end(d.dns_front, "sel._domainkey.example.test.").await;
     assert_eq!(reply.answers.len(), 1);
     assert!(reply.answers[0].ttl <= 40, "{:?}", reply.answers[0]);
+    d.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_key_behind_a_cname_is_cached_for_the_cname_ttl_over_the_socket() {
+    // The zone's negative TTL is 300 s: a key at a CNAME with TTL 40 (45) pointing at a name
+    // without TXT (at no name) is "absent" for 40 s (45 s), not for the SOA's 300 s.
+    let d = start().await;
+    for (selector, ttl) in [("nodata", 40), ("gone", 45)] {
+        let key = d.client.dkim_key(selector, "example.test").await.unwrap();
+        assert!(matches!(key.answer.data, Data::None), "{selector}: {key:?}");
+        assert_eq!(key.answer.ttl, ttl, "{selector}: the CNAME's TTL");
+    }
     d.shutdown.cancel();
 }
 

@@ -17,6 +17,7 @@ use futures_util::future::{BoxFuture, Shared};
 
 use super::ResolveError;
 use super::answer::{Answer, Kind};
+use super::upstream::RawAnswer;
 use hickory_resolver::proto::rr::RecordType;
 
 /// Cache policy (defaults per `../shared/DESIGN.md`).
@@ -170,11 +171,44 @@ const HOUSEKEEPING_EVERY: u64 = 16;
 
 type Inflight = Shared<BoxFuture<'static, Result<Arc<Entry>, ResolveError>>>;
 
+type QueryInflight = Shared<BoxFuture<'static, Result<RawAnswer, ResolveError>>>;
+
+/// The upstream query a question needs: its DNS type and name. Questions of different kinds
+/// may share one (an SPF and a raw TXT question for one name): they share its failure and its
+/// flight.
+type Query = (RecordType, Arc<str>);
+
+fn query_of(key: &Key) -> Query {
+    (key.kind.record_type(), key.name.clone())
+}
+
+/// How [`Cache::query_coalesced`] got its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueryOutcome {
+    /// This caller sent the query.
+    Asked,
+    /// It waited for the same query in flight (for this question or another kind's).
+    Joined,
+    /// A failure of the query was remembered: nothing was sent.
+    Remembered,
+}
+
 /// An upstream failure remembered for a key until `until` (logical time).
 #[derive(Clone)]
 struct Failure {
     error: ResolveError,
     until: Instant,
+}
+
+/// How [`Cache::fetch_coalesced`] got its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// This caller ran the fetch (or `start` refused it).
+    Fetched,
+    /// It waited for the fetch of the same key in flight.
+    Coalesced,
+    /// A failure of the key's query was remembered: no fetch.
+    Remembered,
 }
 
 /// Failures remembered at most (a failure weighs little; the bound keeps a flood of failing
@@ -185,10 +219,12 @@ struct Inner {
     store: moka::sync::Cache<Key, Arc<Entry>>,
     /// Upstream failures per (query name, type), for the failure TTL (RFC 9520 §3: the
     /// failure belongs to the query, so an SPF and a raw TXT question share it).
-    failures: moka::sync::Cache<(RecordType, Arc<str>), Failure>,
+    failures: moka::sync::Cache<Query, Failure>,
     /// Reads since start, to run moka's housekeeping in small steps (see [`Cache::state`]).
     reads: AtomicU64,
     inflight: Mutex<HashMap<Key, Inflight>>,
+    /// Upstream queries in flight, per (DNS type, name): one query for every kind that needs it.
+    queries: Mutex<HashMap<Query, QueryInflight>>,
     cfg: CacheConfig,
 }
 
@@ -222,6 +258,18 @@ impl moka::Expiry<Key, Arc<Entry>> for EntryExpiry {
     }
 }
 
+impl Inner {
+    fn failure(&self, query: &Query, now: Instant) -> Option<ResolveError> {
+        let f = self.failures.get(query)?;
+        (now < f.until).then_some(f.error)
+    }
+
+    fn insert_failure(&self, query: Query, error: ResolveError, now: Instant) {
+        let until = now + self.cfg.failure_ttl;
+        self.failures.insert(query, Failure { error, until });
+    }
+}
+
 impl Cache {
     /// An empty cache.
     pub fn new(cfg: CacheConfig) -> Cache {
@@ -244,6 +292,7 @@ impl Cache {
                 failures,
                 reads: AtomicU64::new(0),
                 inflight: Mutex::new(HashMap::new()),
+                queries: Mutex::new(HashMap::new()),
                 cfg,
             }),
         }
@@ -286,21 +335,61 @@ impl Cache {
     /// The upstream failure remembered for `key`'s query (name and DNS type), if it is still
     /// in force at `now`.
     pub fn failure(&self, key: &Key, now: Instant) -> Option<ResolveError> {
-        let f = self
-            .inner
-            .failures
-            .get(&(key.kind.record_type(), key.name.clone()))?;
-        (now < f.until).then_some(f.error)
+        self.inner.failure(&query_of(key), now)
     }
 
-    /// Remembers an upstream failure for `key`'s query (name and DNS type) from `now` for the
-    /// failure TTL.
-    pub fn insert_failure(&self, key: &Key, error: ResolveError, now: Instant) {
-        let until = now + self.inner.cfg.failure_ttl;
-        self.inner.failures.insert(
-            (key.kind.record_type(), key.name.clone()),
-            Failure { error, until },
-        );
+    /// Sends the upstream query `key` needs (its DNS type and name) unless that query is in
+    /// flight already, for this kind or another (an SPF and a raw TXT question for one name
+    /// send one query), or a failure of it is remembered (RFC 9520). Both are decided under the
+    /// lock that puts a query in flight, and a failure is remembered before its query leaves
+    /// the in-flight map: no question slips between the two and sends another query. The query
+    /// runs as its own task.
+    pub async fn query_coalesced<F>(
+        &self,
+        key: &Key,
+        now: Instant,
+        start: F,
+    ) -> (Result<RawAnswer, ResolveError>, QueryOutcome)
+    where
+        F: FnOnce() -> BoxFuture<'static, Result<RawAnswer, ResolveError>>,
+    {
+        let query = query_of(key);
+        let (shared, outcome) = {
+            let mut map = self.inner.queries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(f) = map.get(&query) {
+                (f.clone(), QueryOutcome::Joined)
+            } else if let Some(e) = self.inner.failure(&query, now) {
+                return (Err(e), QueryOutcome::Remembered);
+            } else {
+                let fetch = start();
+                let inner = self.inner.clone();
+                let task_query = query.clone();
+                let task = tokio::spawn(async move {
+                    let result = fetch.await;
+                    if let Err(e) = &result
+                        && e.is_upstream_failure()
+                    {
+                        inner.insert_failure(task_query.clone(), e.clone(), now);
+                    }
+                    // Taking the lock orders this after the insertion into the map below.
+                    inner
+                        .queries
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&task_query);
+                    result
+                });
+                let shared = async move {
+                    task.await
+                        .unwrap_or(Err(ResolveError::Internal("query task failed".into())))
+                }
+                .boxed()
+                .shared();
+                map.insert(query, shared.clone());
+                (shared, QueryOutcome::Asked)
+            }
+        };
+        (shared.await, outcome)
     }
 
     /// Stores an entry.
@@ -311,12 +400,15 @@ impl Cache {
     /// Runs `fetch` for `key` unless a fetch for it is already in flight, in which case the
     /// caller waits for that one (the flag says so). The fetch runs as its own task: it
     /// completes and fills the cache even if every waiter gives up (a client timeout).
-    /// `start` may refuse to start a fetch (rate limit); then nothing is put in flight.
+    /// `start` may refuse to start a fetch (rate limit); then nothing is put in flight. A
+    /// failure remembered for the key's query at `now` is returned without a fetch (checked
+    /// under the in-flight lock).
     pub async fn fetch_coalesced<F>(
         &self,
         key: &Key,
+        now: Instant,
         start: F,
-    ) -> (Result<Arc<Entry>, ResolveError>, bool)
+    ) -> (Result<Arc<Entry>, ResolveError>, FetchOutcome)
     where
         F: FnOnce() -> Result<BoxFuture<'static, Result<Arc<Entry>, ResolveError>>, ResolveError>,
     {
@@ -328,10 +420,14 @@ impl Cache {
                 .unwrap_or_else(|p| p.into_inner());
             if let Some(f) = map.get(key) {
                 (f.clone(), true)
+            } else if let Some(e) = self.inner.failure(&query_of(key), now) {
+                // Checked again under the lock: a fetch that failed remembered the failure
+                // before it left this map.
+                return (Err(e), FetchOutcome::Remembered);
             } else {
                 let fetch = match start() {
                     Ok(f) => f,
-                    Err(e) => return (Err(e), false),
+                    Err(e) => return (Err(e), FetchOutcome::Fetched),
                 };
                 let inner = self.inner.clone();
                 let task_key = key.clone();
@@ -358,7 +454,12 @@ impl Cache {
                 (shared, false)
             }
         };
-        (shared.await, coalesced)
+        let outcome = if coalesced {
+            FetchOutcome::Coalesced
+        } else {
+            FetchOutcome::Fetched
+        };
+        (shared.await, outcome)
     }
 
     /// Entries and weighted bytes (moka's counts, approximate until its housekeeping runs).

@@ -20,6 +20,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
+use hickory_resolver::proto::op::ResponseCode;
 
 pub use self::answer::{Answer, Data, Found, Kind, Rcode};
 pub use self::cache::{CacheConfig, Origin};
@@ -28,7 +29,7 @@ pub use self::limit::LimitConfig;
 pub use self::stats::StatsSnapshot;
 pub use self::upstream::{DnssecStatus, UpstreamConfig};
 
-use self::cache::{Cache, Entry, Key, State};
+use self::cache::{Cache, Entry, FetchOutcome, Key, QueryOutcome, State};
 use self::limit::{Limiter, Observed, WildcardWatch};
 use self::stats::Stats;
 use self::upstream::Upstream;
@@ -459,7 +460,9 @@ impl Resolver {
     }
 
     /// One coalesced upstream query for `key`, within the organization's budget; a failure
-    /// remembered for the key (RFC 9520) is returned without asking.
+    /// remembered for the key's query (RFC 9520: its DNS type and name, whatever the kind) is
+    /// returned without asking, checked first without a lock and again under the in-flight
+    /// lock (a fetch that fails remembers its failure before it leaves the in-flight map).
     async fn fetch(
         &self,
         key: Key,
@@ -473,18 +476,20 @@ impl Resolver {
         let this = self.clone();
         let org = self.org_of(key.kind.subject(&key.name));
         let task_key = key.clone();
-        let (result, coalesced) = self
+        let (result, outcome) = self
             .inner
             .cache
-            .fetch_coalesced(&key, move || {
+            .fetch_coalesced(&key, now, move || {
                 if !this.inner.limiter.allow(&org) {
                     return Err(ResolveError::RateLimited);
                 }
                 Ok(async move { this.query_upstream(task_key, org, now, origin).await }.boxed())
             })
             .await;
-        if coalesced {
-            self.inner.stats.coalesced();
+        match outcome {
+            FetchOutcome::Coalesced => self.inner.stats.coalesced(),
+            FetchOutcome::Remembered => self.inner.stats.failure_cached(),
+            FetchOutcome::Fetched => {}
         }
         if matches!(result, Err(ResolveError::RateLimited)) {
             self.inner.stats.rate_limited();
@@ -500,37 +505,49 @@ impl Resolver {
         origin: Origin,
     ) -> Result<Arc<Entry>, ResolveError> {
         let inner = &self.inner;
-        let validate = key.kind == Kind::Tlsa;
-        let started = Instant::now();
-        let raw = match inner
-            .upstream
-            .query(&key.name, key.kind.record_type(), validate)
-            .await
-        {
-            Ok(raw) => raw,
-            Err(e) => {
-                let outcome = match e {
-                    ResolveError::DnssecBogus => "bogus",
-                    _ => e.label(),
-                };
-                inner.stats.upstream(outcome, started.elapsed());
-                // Remembered before this fetch leaves the in-flight map, so no question
-                // slips between the two.
-                if e.is_upstream_failure() {
-                    inner.cache.insert_failure(&key, e.clone(), now);
+        let this = self.clone();
+        let query_key = key.clone();
+        // One query for every kind that needs it (an SPF and a raw TXT question for one name),
+        // counted once; its failure is remembered (for the failure TTL) before it leaves the
+        // in-flight map, and a remembered one is answered without a query.
+        let (result, outcome) = inner
+            .cache
+            .query_coalesced(&key, now, move || {
+                async move {
+                    let inner = &this.inner;
+                    let validate = query_key.kind == Kind::Tlsa;
+                    let started = Instant::now();
+                    let result = inner
+                        .upstream
+                        .query(&query_key.name, query_key.kind.record_type(), validate)
+                        .await;
+                    let outcome = match &result {
+                        Err(ResolveError::DnssecBogus) => "bogus",
+                        Err(e) => e.label(),
+                        Ok(raw) if raw.rcode == ResponseCode::NXDomain => "nxdomain",
+                        Ok(_) => "noerror",
+                    };
+                    inner.stats.upstream(outcome, started.elapsed());
+                    result
                 }
-                return Err(e);
-            }
-        };
-        let outcome = match raw.rcode {
-            hickory_resolver::proto::op::ResponseCode::NXDomain => "nxdomain",
-            _ => "noerror",
-        };
-        inner.stats.upstream(outcome, raw.elapsed);
+                .boxed()
+            })
+            .await;
+        match outcome {
+            QueryOutcome::Joined => inner.stats.coalesced(),
+            QueryOutcome::Remembered => inner.stats.failure_cached(),
+            QueryOutcome::Asked => {}
+        }
+        let raw = result?;
+        // The name that does not exist: the question's, or the end of its CNAME chain (the
+        // question name is then a CNAME, and names below it may exist).
+        let nx_name = raw.negative_at.clone();
         let answer = Arc::new(Answer::from_raw(key.kind, &key.name, raw));
         let entry = Arc::new(Entry::new(answer.clone(), now, origin, &inner.cfg.cache));
-        if answer.rcode == Rcode::NxDomain {
-            inner.nx.insert(key.name.clone(), entry.expires_at());
+        if answer.rcode == Rcode::NxDomain
+            && let Some(nx_name) = nx_name
+        {
+            inner.nx.insert(Arc::from(nx_name), entry.expires_at());
         }
         self.watch_wildcard(&key, &org, &answer, now);
         Ok(entry)

@@ -13,10 +13,30 @@
 //! answer, and anything else in the answer section is ignored. The answer's TTL is the minimum
 //! over every record used, the CNAMEs included.
 //!
+//! A negative answer reached through CNAMEs (the question name is a CNAME whose chain ends at a
+//! name without records of the type, or at no name at all) keeps the chain's TTLs too: hickory
+//! follows the chain with a new query for its target and reports the negative answer for the
+//! target's query only, without the CNAMEs, so the CNAMEs are asked for (one `CNAME` query per
+//! hop, at most [`MAX_CNAME_HOPS`]) and the answer's TTL is min(CNAME TTLs, negative TTL).
+//! When they cannot be had within the query's deadline, the TTL is 0 (the negative clamp's
+//! floor), never the target's own. The name the negative answer is about, the chain's end, is
+//! [`RawAnswer::negative_at`]: the question name exists (it is a CNAME) and is never taken as
+//! NXDOMAIN (RFC 8020).
+//!
 //! Failures are errors, never "no records": SERVFAIL, REFUSED, timeouts, and any answer that
 //! failed DNSSEC validation ([`ResolveError::DnssecBogus`]). One query costs at most
 //! `attempts` sends and `timeout × attempts` of time: hickory's `attempts` counts retries after
 //! the first send, so it is given `attempts - 1`, and the whole lookup runs under a deadline.
+//!
+//! A validating lookup (TLSA) is more than one exchange: besides the answer, the validator
+//! fetches the DNSKEY and DS RRsets up the chain of trust (cold: about two per zone cut). Each
+//! exchange is bounded by hickory as above (`timeout`, `attempts` sends); the whole validating
+//! lookup runs under [`VALIDATION_DEADLINE_FACTOR`] × `timeout × attempts` (12 s with the
+//! defaults). hickory's own validation cache (1,048,576 entries, kept: it is apart from the
+//! answer cache turned off by `cache_size = 0`) remembers each RRset's proof, the DNSKEY and DS
+//! ones included, for its TTL, so they are not re-validated; the DNSKEY/DS exchanges themselves
+//! are sent for every validating lookup whatever `cache_size` is (the validator asks the name
+//! servers below hickory's answer cache), and the recursive upstream's cache answers them.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::net::{DnsError, NetError, NoRecords};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::domain::Label;
@@ -37,6 +57,10 @@ use crate::policy::join_txt;
 
 /// The longest CNAME chain followed in an answer.
 pub const MAX_CNAME_HOPS: usize = 16;
+
+/// A validating lookup's deadline is this many times a plain one's (`timeout × attempts`): the
+/// answer plus the DNSKEY/DS exchanges of a cold chain of trust, each bounded by itself.
+pub const VALIDATION_DEADLINE_FACTOR: u32 = 3;
 
 /// Where and how to ask.
 #[derive(Clone)]
@@ -113,6 +137,10 @@ pub enum Records {
 pub struct RawAnswer {
     /// The owner name of the records (after CNAMEs), lower-case without the final dot.
     pub found_at: Option<String>,
+    /// For a negative answer, the name it is about, lower-case without the final dot: the
+    /// question name, or the end of its CNAME chain (the name that does not exist, for
+    /// NXDOMAIN). `None` for a positive answer.
+    pub negative_at: Option<String>,
     /// `NoError` or `NXDomain` (errors are [`ResolveError`]s).
     pub rcode: ResponseCode,
     /// Raw TTL: the smallest record TTL, or the RFC 2308 negative TTL.
@@ -131,6 +159,8 @@ pub struct Upstream {
     validating: TokioResolver,
     /// The most one query may take: `timeout × attempts`.
     deadline: Duration,
+    /// The most one validating query may take: `deadline × VALIDATION_DEADLINE_FACTOR`.
+    validating_deadline: Duration,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -182,13 +212,25 @@ fn build(cfg: &UpstreamConfig, validate: bool) -> Result<TokioResolver, ResolveE
 impl Upstream {
     /// Builds the plain and the validating resolver.
     pub fn new(cfg: &UpstreamConfig) -> Result<Self, ResolveError> {
+        let deadline = cfg
+            .timeout
+            .saturating_mul(u32::try_from(cfg.attempts.max(1)).unwrap_or(u32::MAX));
         Ok(Upstream {
             plain: build(cfg, false)?,
             validating: build(cfg, true)?,
-            deadline: cfg
-                .timeout
-                .saturating_mul(u32::try_from(cfg.attempts.max(1)).unwrap_or(u32::MAX)),
+            deadline,
+            validating_deadline: deadline.saturating_mul(VALIDATION_DEADLINE_FACTOR),
         })
+    }
+
+    /// The most one query may take: `timeout × attempts`, times
+    /// [`VALIDATION_DEADLINE_FACTOR`] when it is validated.
+    pub fn deadline(&self, validate: bool) -> Duration {
+        if validate {
+            self.validating_deadline
+        } else {
+            self.deadline
+        }
     }
 
     /// Asks for `name` (absolute, no trailing dot needed) of type `rtype`.
@@ -210,25 +252,22 @@ impl Upstream {
             .map_err(|e| ResolveError::InvalidName(format!("{name:?}: {e}").into()))?;
         qname.set_fqdn(true);
         let started = Instant::now();
+        let until = tokio::time::Instant::from_std(started) + self.deadline(validate);
         let resolver = if validate {
             &self.validating
         } else {
             &self.plain
         };
-        let result = match tokio::time::timeout(
-            self.deadline,
-            resolver.lookup(qname.clone(), rtype),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => return Err(ResolveError::Timeout),
-        };
+        let lookup =
+            match tokio::time::timeout_at(until, resolver.lookup(qname.clone(), rtype)).await {
+                Err(_) => return Err(ResolveError::Timeout),
+                Ok(Ok(l)) => l,
+                Ok(Err(NetError::Dns(DnsError::NoRecordsFound(nr)))) => {
+                    return self.negative(&qname, &nr, validate, started, until).await;
+                }
+                Ok(Err(e)) => return Err(error(e)),
+            };
         let elapsed = started.elapsed();
-        let lookup = match result {
-            Ok(l) => l,
-            Err(e) => return negative_or_error(e, validate, elapsed),
-        };
         let chain = answer_chain(&qname, rtype, lookup.answers())?;
         let mut proof = None::<Proof>;
         let mut txt = Vec::new();
@@ -272,12 +311,130 @@ impl Upstream {
         }
         Ok(RawAnswer {
             found_at: Some(lower_name(&chain.owner)),
+            negative_at: None,
             rcode: ResponseCode::NoError,
             ttl: chain.ttl,
             dnssec,
             records,
             elapsed,
         })
+    }
+
+    /// A negative answer (NXDOMAIN or NODATA) for `qname`, as hickory reported it in `nr`.
+    /// When hickory followed CNAMEs to get there, `nr` is about the chain's end and carries
+    /// none of the CNAMEs: they are asked for ([`Upstream::cname_chain`]) so their TTLs (and,
+    /// validating, their proofs) count.
+    async fn negative(
+        &self,
+        qname: &Name,
+        nr: &NoRecords,
+        validate: bool,
+        started: Instant,
+        until: tokio::time::Instant,
+    ) -> Result<RawAnswer, ResolveError> {
+        // RFC 2308 §5: the negative TTL is min(SOA TTL, SOA MINIMUM).
+        let soa_ttl = nr.soa.as_ref().map(|soa| soa.ttl.min(soa.data.minimum));
+        let mut ttl = soa_ttl.or(nr.negative_ttl).unwrap_or(0);
+        let mut proof = nr.soa.as_ref().map(|soa| soa.proof);
+        let end = nr.query.name();
+        let negative_at = if same_name(end, qname) {
+            qname
+        } else {
+            let chain = tokio::time::timeout_at(until, self.cname_chain(qname, end, validate))
+                .await
+                .unwrap_or(Err(ResolveError::Timeout));
+            match chain {
+                Ok((chain_ttl, chain_proof)) => {
+                    ttl = ttl.min(chain_ttl);
+                    proof = match (proof, chain_proof) {
+                        (Some(a), Some(b)) => Some(weaker(a, b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Err(ResolveError::DnssecBogus) => return Err(ResolveError::DnssecBogus),
+                Err(e) => {
+                    // The CNAMEs' TTLs are unknown: the floor, never the target's own TTL.
+                    tracing::debug!(name = %qname, error = %e, "negative answer through CNAMEs: chain not confirmed, TTL 0");
+                    ttl = 0;
+                }
+            }
+            end
+        };
+        let dnssec = if !validate {
+            DnssecStatus::Indeterminate
+        } else {
+            proof.map_or(DnssecStatus::Indeterminate, status)
+        };
+        if dnssec == DnssecStatus::Bogus {
+            return Err(ResolveError::DnssecBogus);
+        }
+        let rcode = if nr.response_code == ResponseCode::NXDomain {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        Ok(RawAnswer {
+            found_at: None,
+            negative_at: Some(lower_name(negative_at)),
+            rcode,
+            ttl,
+            dnssec,
+            records: Records::None,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Asks for the CNAMEs from `qname` to `end` one hop at a time (a `CNAME` question is not
+    /// followed by hickory), at most [`MAX_CNAME_HOPS`]; returns the minimum TTL over them and
+    /// their weakest proof. A hop without a CNAME, a loop, or a chain that does not reach `end`
+    /// is an error.
+    async fn cname_chain(
+        &self,
+        qname: &Name,
+        end: &Name,
+        validate: bool,
+    ) -> Result<(u32, Option<Proof>), ResolveError> {
+        let resolver = if validate {
+            &self.validating
+        } else {
+            &self.plain
+        };
+        let mut owner = qname.clone();
+        let mut seen: Vec<Name> = Vec::new();
+        let mut ttl = u32::MAX;
+        let mut proof = None::<Proof>;
+        for _ in 0..MAX_CNAME_HOPS {
+            let lookup = resolver
+                .lookup(owner.clone(), RecordType::CNAME)
+                .await
+                .map_err(error)?;
+            let chain = answer_chain(&owner, RecordType::CNAME, lookup.answers())?;
+            let cname = chain.rrset[0];
+            let RData::CNAME(target) = &cname.data else {
+                return Err(ResolveError::Network("a CNAME without a target".into()));
+            };
+            if chain.rrset.iter().any(|other| other.data != cname.data) {
+                return Err(ResolveError::Network(
+                    format!("two different CNAMEs at {owner}").into(),
+                ));
+            }
+            ttl = ttl.min(cname.ttl);
+            proof = Some(proof.map_or(cname.proof, |p| weaker(p, cname.proof)));
+            let target = target.0.clone();
+            if same_name(&target, end) {
+                return Ok((ttl, proof));
+            }
+            if same_name(&target, qname) || seen.iter().any(|n| same_name(n, &target)) {
+                return Err(ResolveError::Network(
+                    format!("a CNAME loop at {target}").into(),
+                ));
+            }
+            seen.push(owner);
+            owner = target;
+        }
+        Err(ResolveError::Network(
+            format!("a CNAME chain from {qname} longer than {MAX_CNAME_HOPS}").into(),
+        ))
     }
 }
 
@@ -383,49 +540,20 @@ fn weaker(a: Proof, b: Proof) -> Proof {
     if rank(a) <= rank(b) { a } else { b }
 }
 
-/// Maps hickory's errors: negative answers become answers; the rest are classed.
-fn negative_or_error(
-    e: NetError,
-    validate: bool,
-    elapsed: Duration,
-) -> Result<RawAnswer, ResolveError> {
+/// Classes hickory's errors (negative answers are handled before: [`Upstream::negative`]).
+fn error(e: NetError) -> ResolveError {
     match e {
-        NetError::Dns(DnsError::NoRecordsFound(nr)) => {
-            // RFC 2308 §5: the negative TTL is min(SOA TTL, SOA MINIMUM).
-            let soa_ttl = nr.soa.as_ref().map(|soa| soa.ttl.min(soa.data.minimum));
-            let ttl = soa_ttl.or(nr.negative_ttl).unwrap_or(0);
-            let dnssec = if !validate {
-                DnssecStatus::Indeterminate
-            } else {
-                nr.soa
-                    .as_ref()
-                    .map_or(DnssecStatus::Indeterminate, |soa| status(soa.proof))
-            };
-            if dnssec == DnssecStatus::Bogus {
-                return Err(ResolveError::DnssecBogus);
-            }
-            let rcode = if nr.response_code == ResponseCode::NXDomain {
-                ResponseCode::NXDomain
-            } else {
-                ResponseCode::NoError
-            };
-            Ok(RawAnswer {
-                found_at: None,
-                rcode,
-                ttl,
-                dnssec,
-                records: Records::None,
-                elapsed,
-            })
-        }
-        NetError::Dns(DnsError::DnssecBogus) => Err(ResolveError::DnssecBogus),
-        NetError::Dns(DnsError::ResponseCode(code)) => Err(match code {
+        NetError::Dns(DnsError::DnssecBogus) => ResolveError::DnssecBogus,
+        NetError::Dns(DnsError::ResponseCode(code)) => match code {
             ResponseCode::ServFail => ResolveError::ServFail,
             ResponseCode::Refused => ResolveError::Refused,
             other => ResolveError::Rcode(other.to_string().into()),
-        }),
-        NetError::Timeout => Err(ResolveError::Timeout),
-        other => Err(ResolveError::Network(other.to_string().into())),
+        },
+        NetError::Timeout => ResolveError::Timeout,
+        NetError::Dns(DnsError::NoRecordsFound(nr)) => {
+            ResolveError::Network(format!("no records for {}", nr.query.name()).into())
+        }
+        other => ResolveError::Network(other.to_string().into()),
     }
 }
 

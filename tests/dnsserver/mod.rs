@@ -180,6 +180,9 @@ type Failing = Arc<Mutex<Vec<(String, ResponseCode)>>>;
 /// Records appended to the answer section of every response for a name.
 type Injected = Arc<Mutex<Vec<(String, Record)>>>;
 
+/// Names answered only after a delay (a slow upstream path).
+type Delayed = Arc<Mutex<Vec<(String, Duration)>>>;
+
 struct Handler {
     catalog: Arc<RwLock<Catalog>>,
     log: QueryLog,
@@ -187,6 +190,7 @@ struct Handler {
     silent: Silenced,
     failing: Failing,
     injected: Injected,
+    delayed: Delayed,
 }
 
 /// A response handler that keeps the encoded response instead of sending it, so the request
@@ -232,6 +236,17 @@ impl RequestHandler for Handler {
         });
         if let Some((name, rtype)) = &query {
             self.log.0.lock().unwrap().push((name.clone(), *rtype));
+        }
+        let delay = query.as_ref().and_then(|(n, _)| {
+            self.delayed
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(s, _)| s == n)
+                .map(|(_, d)| *d)
+        });
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
         }
         let drop_it = self.down.load(Ordering::SeqCst)
             || query.as_ref().is_some_and(|(n, t)| {
@@ -339,6 +354,7 @@ pub struct TestDns {
     silent: Silenced,
     failing: Failing,
     injected: Injected,
+    delayed: Delayed,
 }
 
 impl TestDns {
@@ -370,6 +386,7 @@ impl TestDns {
         let silent = Arc::new(Mutex::new(Vec::new()));
         let failing = Arc::new(Mutex::new(Vec::new()));
         let injected = Arc::new(Mutex::new(Vec::new()));
+        let delayed = Arc::new(Mutex::new(Vec::new()));
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = udp.local_addr().unwrap();
         let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -380,6 +397,7 @@ impl TestDns {
             silent: silent.clone(),
             failing: failing.clone(),
             injected: injected.clone(),
+            delayed: delayed.clone(),
         };
         let mut server = Server::new(handler);
         server.register_socket(udp);
@@ -395,6 +413,7 @@ impl TestDns {
             silent,
             failing,
             injected,
+            delayed,
         }
     }
 
@@ -455,6 +474,12 @@ impl TestDns {
             .lock()
             .unwrap()
             .push((qname.to_owned(), record));
+    }
+
+    /// Answers every query for `name` (lower-case, no final dot) only after `delay`, each
+    /// exchange on its own (a slow but working upstream path).
+    pub fn delay(&self, name: &str, delay: Duration) {
+        self.delayed.lock().unwrap().push((name.to_owned(), delay));
     }
 
     /// A TXT record at an absolute `owner` (a helper for `inject_extra`).
