@@ -534,3 +534,38 @@ async fn org_burst_over_the_socket_gets_no_rate_limited_errors() {
     assert!(counted >= flagged, "{counted} < {flagged}\n{text}");
     d.shutdown.cancel();
 }
+
+#[test]
+fn parse_orgdomain_shows_unformable_dmarc_names_as_skipped() {
+    for (from, reason) in [
+        (long_name(250, "example.com"), "longer than 253 octets"),
+        (long_name(330, "example.com"), "longer than 253 octets"),
+        (
+            format!("x.{}.example.com", "l".repeat(64)),
+            "a label is longer than 63 octets",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+            .args(["parse", "orgdomain", &from])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["org_domain"], "example.com", "{json}");
+        let queries = json["tree_walk_queries"].as_array().unwrap();
+        // Only names discovery really asks: each within DNS's lengths, down to the TLD.
+        for q in queries {
+            let q = q.as_str().unwrap();
+            assert!(q.len() <= 253 && q.split('.').all(|l| l.len() <= 63), "{q}");
+        }
+        assert!(queries.contains(&serde_json::json!("_dmarc.example.com")));
+        let skipped = json["tree_walk_skipped"].as_array().unwrap();
+        assert!(!skipped.is_empty(), "{json}");
+        assert_eq!(skipped[0]["name"], format!("_dmarc.{from}"), "{json}");
+        assert_eq!(skipped[0]["reason"], reason, "{json}");
+    }
+}
