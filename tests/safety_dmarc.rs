@@ -569,3 +569,46 @@ fn parse_orgdomain_shows_unformable_dmarc_names_as_skipped() {
         assert_eq!(skipped[0]["reason"], reason, "{json}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dmarc_long_from_domain_rejects_over_json_lines() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let dns = TestDns::start(zones()).await;
+    let d = daemon(config(&dns, DiscoveryMode::TreeWalk)).await;
+    let stream = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let from = long_name(320, "reject.test");
+    let garbage = format!("sp ace{}.reject.test", "y".repeat(300));
+    let requests = [
+        serde_json::json!({"id": 1, "op": {"dmarc": {"domain": from}}}),
+        serde_json::json!({"id": 2, "op": {"dmarc_evaluate": {"from_domain": from,
+            "spf": null, "forwarders": [], "seed": null,
+            "dkim": [{"domain": "other.test", "selector": "s", "result": "pass"}]}}}),
+        serde_json::json!({"id": 3, "op": {"dmarc_evaluate": {"from_domain": garbage,
+            "spf": null, "dkim": [], "forwarders": [], "seed": null}}}),
+    ];
+    let mut replies = Vec::new();
+    for r in requests {
+        write.write_all(format!("{r}\n").as_bytes()).await.unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        replies.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+    }
+    let dmarc = &replies[0]["result"]["ok"]["dmarc"];
+    assert_eq!(dmarc["found_at"], "reject.test", "{}", replies[0]);
+    assert_eq!(dmarc["applied"], serde_json::json!(["np", "reject"]));
+    assert_eq!(dmarc["domain_exists"], false);
+    let verdict = &replies[1]["result"]["ok"]["dmarc_verdict"];
+    assert_eq!(verdict["result"], "fail", "{}", replies[1]);
+    assert_eq!(verdict["disposition"], "reject");
+    assert_eq!(
+        replies[2]["result"]["error"]["code"], "invalid_name",
+        "{}",
+        replies[2]
+    );
+    d.shutdown.cancel();
+}
