@@ -360,6 +360,37 @@ pub fn normalize_domain_owned(input: String) -> Result<String, WireError> {
     normalize_domain(&input)
 }
 
+/// [`normalize_domain`] for the author (From) domain of the `dmarc` and `dmarc_evaluate` ops:
+/// a name beyond DNS's lengths (over 253 octets, or a label over 63) that is otherwise a
+/// plausible domain is accepted (it cannot exist, so its organization's `np` applies); garbage
+/// (empty labels, spaces, control characters) is still `invalid_name`.
+pub fn normalize_author_domain(input: &str) -> Result<String, WireError> {
+    let err = match normalize_domain(input) {
+        Ok(d) => return Ok(d),
+        Err(e) => e,
+    };
+    let trimmed = input.strip_suffix('.').unwrap_or(input);
+    let ascii = if trimmed.is_ascii() {
+        trimmed.to_ascii_lowercase()
+    } else {
+        match idna::domain_to_ascii(trimmed) {
+            Ok(a) => a,
+            Err(_) => return Err(err),
+        }
+    };
+    let too_long = ascii.len() > 253 || ascii.split('.').any(|l| l.len() > 63);
+    let plausible = ascii.split('.').all(|l| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if too_long && plausible {
+        Ok(ascii)
+    } else {
+        Err(err)
+    }
+}
+
 /// The lengths and characters of a lower-case ASCII name; the reason when they are wrong.
 fn check_ascii_name(ascii: &str) -> Result<(), &'static str> {
     if ascii.len() > 253 {
@@ -545,6 +576,41 @@ mod tests {
         ] {
             assert_eq!(
                 normalize_domain(bad).unwrap_err().code,
+                "invalid_name",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn author_domains_beyond_dns_lengths_are_accepted_garbage_is_not() {
+        let long = format!("{}Example.COM.", "a.".repeat(150));
+        assert_eq!(
+            normalize_author_domain(&long).unwrap(),
+            format!("{}example.com", "a.".repeat(150))
+        );
+        let label = format!("{}.example.com", "b".repeat(64));
+        assert_eq!(normalize_author_domain(&label).unwrap(), label);
+        let idn = format!("{}.bücher.example", "c".repeat(250));
+        assert!(
+            normalize_author_domain(&idn)
+                .unwrap()
+                .ends_with(".xn--bcher-kva.example")
+        );
+        assert_eq!(
+            normalize_author_domain("Example.COM").unwrap(),
+            "example.com"
+        );
+        for bad in [
+            String::new(),
+            ".".to_owned(),
+            "a..b".to_owned(),
+            format!("{}..example.com", "a".repeat(300)),
+            format!("exa mple{}.com", "a".repeat(300)),
+            format!("ctl\u{7}{}.com", "a".repeat(300)),
+        ] {
+            assert_eq!(
+                normalize_author_domain(&bad).unwrap_err().code,
                 "invalid_name",
                 "{bad:?}"
             );

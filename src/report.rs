@@ -108,13 +108,31 @@ pub fn parse_record(kind: Kind, text: &str) -> Report {
 }
 
 /// The `parse orgdomain` report: the PSL organizational domain and the RFC 9989 tree-walk
-/// query names. Valid when the PSL gives an organizational domain.
+/// query names. A `_dmarc` name that cannot be formed (over 253 octets, or a label over 63) is
+/// not a query: discovery skips it (RFC 9989 §4.10), and the report lists it under
+/// `tree_walk_skipped` with the reason. Valid when the PSL gives an organizational domain.
 pub fn org_domain(list: &SuffixList, domain: &str) -> Report {
     let org = list.org_domain(domain);
-    let walk: Vec<String> = orgdomain::tree_walk(domain)
-        .iter()
-        .map(|d| orgdomain::dmarc_name(d))
-        .collect();
+    let mut walk = Vec::new();
+    let mut skipped = Vec::new();
+    for d in orgdomain::tree_walk(domain) {
+        match orgdomain::dmarc_query_name(&d) {
+            Some(q) => walk.push(q),
+            None => {
+                let name = orgdomain::dmarc_name(&d);
+                let reason = if name.split('.').any(|l| l.len() > 63) {
+                    "a label is longer than 63 octets"
+                } else {
+                    "longer than 253 octets"
+                };
+                skipped.push(json!({
+                    "name": name,
+                    "octets": name.len(),
+                    "reason": reason,
+                }));
+            }
+        }
+    }
     Report {
         valid: org.is_some(),
         json: json!({
@@ -122,6 +140,7 @@ pub fn org_domain(list: &SuffixList, domain: &str) -> Report {
             "domain": domain,
             "org_domain": org,
             "tree_walk_queries": walk,
+            "tree_walk_skipped": skipped,
         }),
     }
 }
@@ -198,5 +217,33 @@ mod tests {
             "_dmarc.a.mail.example.co.uk"
         );
         assert!(!org_domain(&SuffixList::builtin(), "co.uk").valid);
+        assert_eq!(r.json["tree_walk_skipped"], json!([]));
+    }
+
+    #[test]
+    fn org_domain_report_shows_unformable_names_as_skipped() {
+        let long = format!("{}.{}.example.com", "a".repeat(63), "b".repeat(63));
+        let long = format!("{}.{long}", "c".repeat(63));
+        // 63 * 3 + 3 + 11 = 203 octets; one more 50-octet label: 254.
+        let long = format!("{}.{long}", "d".repeat(50));
+        assert_eq!(long.len(), 254);
+        let r = org_domain(&SuffixList::builtin(), &long);
+        assert_eq!(r.json["org_domain"], "example.com");
+        let walk = r.json["tree_walk_queries"].as_array().unwrap();
+        assert!(
+            walk.iter().all(|q| q.as_str().unwrap().len() <= 253),
+            "{walk:?}"
+        );
+        assert!(!walk.iter().any(|q| q == &json!(format!("_dmarc.{long}"))));
+        assert_eq!(walk.last().unwrap(), "_dmarc.com");
+        let skipped = r.json["tree_walk_skipped"].as_array().unwrap();
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0]["name"], format!("_dmarc.{long}"));
+        assert_eq!(skipped[0]["reason"], "longer than 253 octets");
+        let label = format!("x.{}.example.com", "l".repeat(64));
+        let r = org_domain(&SuffixList::builtin(), &label);
+        let skipped = r.json["tree_walk_skipped"].as_array().unwrap();
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert_eq!(skipped[0]["reason"], "a label is longer than 63 octets");
     }
 }

@@ -79,7 +79,8 @@ pub struct DmarcDiscovery {
     pub notes: Vec<String>,
     /// The organization's upstream budget was spent: a longer name's own `_dmarc` record was
     /// not asked, and a shorter name's cached record answered (flagged in `queries` with
-    /// [`Source::RateLimitedFallback`] and in `notes`).
+    /// [`Source::RateLimitedFallback`] and in `notes`), or the author domain's existence was
+    /// not asked and came from the cache (or did not matter: `sp` = `np`). Counted once.
     pub rate_limited_fallback: bool,
 }
 
@@ -89,8 +90,12 @@ impl DmarcDiscovery {
         self.answer.as_deref().and_then(valid_record)
     }
 
-    /// The least fresh source among the answers used (stale beats miss beats hit).
+    /// The least fresh source among the answers used (stale beats miss beats hit);
+    /// [`Source::RateLimitedFallback`] whenever something was not asked because of the limit.
     pub fn source(&self) -> Source {
+        if self.rate_limited_fallback {
+            return Source::RateLimitedFallback;
+        }
         let rank = |s: &Source| match s {
             Source::RateLimitedFallback => 0,
             Source::Stale => 0,
@@ -117,8 +122,11 @@ fn valid_record(a: &Answer) -> Option<&Parsed<DmarcRecord>> {
 
 impl Resolver {
     /// Discovers the DMARC policy that applies to mail from `domain`.
+    ///
+    /// A domain beyond DNS's lengths (see [`super::normalize_author_domain`]) cannot exist: its
+    /// `_dmarc` names that cannot be formed are skipped, and `np` applies without asking.
     pub async fn dmarc(&self, domain: &str, now: Instant) -> Result<DmarcDiscovery, ResolveError> {
-        let domain = super::normalize_name(domain)?.to_string();
+        let domain = super::normalize_author_domain(domain)?.to_string();
         let mut d = DmarcDiscovery {
             domain: domain.clone(),
             answer: None,
@@ -151,6 +159,10 @@ impl Resolver {
             }
         }
         self.choose_tag(&mut d, now).await?;
+        // Counted once per discovery, and only when its answer is used.
+        if d.rate_limited_fallback {
+            self.inner.stats.rate_limited_fallback();
+        }
         Ok(d)
     }
 
@@ -198,11 +210,10 @@ impl Resolver {
         d.reason = Some(reason);
     }
 
-    /// A record found after a longer name was refused by the limiter: it answers, flagged and
-    /// counted.
-    fn flag_fallback(&self, d: &mut DmarcDiscovery, found_at: &str) {
+    /// A record found after a longer name was refused by the limiter: it answers, flagged (and
+    /// counted once, by [`Resolver::dmarc`]).
+    fn flag_fallback(d: &mut DmarcDiscovery, found_at: &str) {
         d.rate_limited_fallback = true;
-        self.inner.stats.rate_limited_fallback();
         d.notes.push(format!(
             "rate limited: the subdomain's own _dmarc record was not asked; the cached record of {found_at} applies"
         ));
@@ -233,7 +244,7 @@ impl Resolver {
             Step::Asked(second) if valid_record(&second.answer).is_some() => {
                 Self::apply(d, &second, &org, FoundAt::OrganizationalDomain);
                 if limited {
-                    self.flag_fallback(d, &org);
+                    Self::flag_fallback(d, &org);
                 }
                 Ok(())
             }
@@ -296,7 +307,7 @@ impl Resolver {
             Self::apply(d, lookup, name, FoundAt::PublicSuffixDomain);
         }
         if limited && let Some(at) = d.found_at.clone() {
-            self.flag_fallback(d, &at);
+            Self::flag_fallback(d, &at);
         } else if limited {
             return Err(ResolveError::RateLimited);
         }
@@ -313,33 +324,50 @@ impl Resolver {
             d.applied = Some((PolicyTag::P, rec.p));
             return Ok(());
         }
-        let exists = match self.lookup(Kind::Exists, &d.domain, now).await {
-            Ok(l) => l.answer.rcode != Rcode::NxDomain,
-            // Refused by the limiter (the organization's record answered, cached): when `sp`
-            // and `np` agree, existence does not matter; when they differ, the stricter one
-            // applies, so a flood that spends the budget never earns a laxer policy for a
-            // non-existent subdomain. Said in a note; `domain_exists` stays unknown.
-            Err(ResolveError::RateLimited) => {
-                let (tag, disposition) = if rec.np.strictness() > rec.sp.strictness() {
-                    (PolicyTag::Np, rec.np)
-                } else {
-                    (PolicyTag::Sp, rec.sp)
-                };
-                d.notes.push(if rec.sp == rec.np {
-                    format!(
-                        "{}: existence not asked (rate limited); sp and np are both {}",
-                        d.domain, rec.sp
-                    )
-                } else {
-                    format!(
-                        "{}: existence not asked (rate limited); the stricter of sp={} and np={} applies",
-                        d.domain, rec.sp, rec.np
-                    )
-                });
-                d.applied = Some((tag, disposition));
-                return Ok(());
+        let exists = if !super::dns_formable(&d.domain) {
+            // Over 253 octets or with a label over 63: no such name can exist in DNS.
+            d.notes.push(format!(
+                "{}: cannot exist in DNS (longer than 253 octets or a label longer than 63): np applies, existence not asked",
+                d.domain
+            ));
+            false
+        } else {
+            match self.lookup(Kind::Exists, &d.domain, now).await {
+                Ok(l) => l.answer.rcode != Rcode::NxDomain,
+                // Refused by the limiter. Existence known from the cache (an answer at the
+                // name, or a known NXDOMAIN at or above it) decides; so does nothing when `sp`
+                // and `np` agree. Otherwise which of them applies is unknown: the error stands
+                // (temperror), never a guess. A fallback used is flagged and counted.
+                Err(ResolveError::RateLimited) => {
+                    d.rate_limited_fallback = true;
+                    match self.cached_existence(&d.domain, now) {
+                        Some(exists) => {
+                            d.notes.push(format!(
+                                "{}: existence not asked (rate limited); known from the cache: {}",
+                                d.domain,
+                                if exists { "exists" } else { "does not exist" }
+                            ));
+                            exists
+                        }
+                        None if rec.sp == rec.np => {
+                            d.notes.push(format!(
+                                "{}: existence not asked (rate limited); sp and np are both {}",
+                                d.domain, rec.sp
+                            ));
+                            d.applied = Some((PolicyTag::Sp, rec.sp));
+                            return Ok(());
+                        }
+                        None => {
+                            d.notes.push(format!(
+                                "{}: existence not asked (rate limited) and unknown, and sp={} differs from np={}",
+                                d.domain, rec.sp, rec.np
+                            ));
+                            return Err(ResolveError::RateLimited);
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
         d.domain_exists = Some(exists);
         d.applied = Some(if exists {
@@ -357,7 +385,22 @@ impl Resolver {
         domain: &str,
         now: Instant,
     ) -> Result<String, ResolveError> {
-        let domain = super::normalize_name(domain)?.to_string();
+        let (org, limited) = self.org_domain_treewalk_flagged(domain, now).await?;
+        if limited {
+            self.inner.stats.rate_limited_fallback();
+        }
+        Ok(org)
+    }
+
+    /// [`Resolver::org_domain_treewalk`], not counting: with whether a name was not asked
+    /// because of the limit (a shorter name's cached record decided). The caller counts it
+    /// once per message.
+    pub(crate) async fn org_domain_treewalk_flagged(
+        &self,
+        domain: &str,
+        now: Instant,
+    ) -> Result<(String, bool), ResolveError> {
+        let domain = super::normalize_author_domain(domain)?.to_string();
         let mut found: Vec<(String, Psd)> = Vec::new();
         let mut limited = false;
         for name in orgdomain::tree_walk(&domain) {
@@ -383,14 +426,11 @@ impl Resolver {
                 }
             }
         }
-        if limited {
-            if found.is_empty() {
-                return Err(ResolveError::RateLimited);
-            }
-            self.inner.stats.rate_limited_fallback();
+        if limited && found.is_empty() {
+            return Err(ResolveError::RateLimited);
         }
         let pairs: Vec<(&str, Psd)> = found.iter().map(|(n, p)| (n.as_str(), *p)).collect();
-        Ok(orgdomain::select_org_domain(&domain, &pairs))
+        Ok((orgdomain::select_org_domain(&domain, &pairs), limited))
     }
 }
 

@@ -156,6 +156,14 @@ pub struct DmarcVerdict {
     pub notes: Vec<String>,
 }
 
+/// What relaxed alignment learns across one message's identifiers: the author domain's
+/// organizational domain (found once), and whether a walk answered from a shorter name's cached
+/// record because the limit refused a longer one (counted once per message).
+struct AlignState {
+    author_org: Option<String>,
+    fallback: bool,
+}
+
 fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -165,11 +173,20 @@ fn splitmix(mut x: u64) -> u64 {
 
 impl Resolver {
     /// The organizational domain for relaxed alignment, by the configured discovery mode.
-    async fn alignment_org(&self, domain: &str, now: Instant) -> Result<String, ResolveError> {
+    /// `fallback` is set when the walk answered from a shorter name's cached record because
+    /// the limit refused a longer one.
+    async fn alignment_org(
+        &self,
+        domain: &str,
+        fallback: &mut bool,
+        now: Instant,
+    ) -> Result<String, ResolveError> {
         match self.config().discovery {
             DiscoveryMode::Psl => Ok(self.org_of(domain)),
             DiscoveryMode::TreeWalk | DiscoveryMode::Both => {
-                self.org_domain_treewalk(domain, now).await
+                let (org, limited) = self.org_domain_treewalk_flagged(domain, now).await?;
+                *fallback |= limited;
+                Ok(org)
             }
         }
     }
@@ -179,11 +196,12 @@ impl Resolver {
         id: &str,
         passed: bool,
         author: &str,
-        author_org: &mut Option<String>,
+        st: &mut AlignState,
         mode: Alignment,
         now: Instant,
     ) -> Result<Aligned, ResolveError> {
-        let id = super::normalize_name(id)?.to_string();
+        // A name beyond DNS's lengths aligns like any other (its org by the same walk).
+        let id = super::normalize_author_domain(id)?.to_string();
         if mode.is_strict() {
             return Ok(Aligned {
                 aligned: id == author,
@@ -199,15 +217,15 @@ impl Resolver {
                 passed,
                 aligned: true,
                 mode: "relaxed".into(),
-                org_domain: author_org.clone(),
+                org_domain: st.author_org.clone(),
             });
         }
-        if author_org.is_none() {
-            *author_org = Some(self.alignment_org(author, now).await?);
+        if st.author_org.is_none() {
+            st.author_org = Some(self.alignment_org(author, &mut st.fallback, now).await?);
         }
-        let org = self.alignment_org(&id, now).await?;
+        let org = self.alignment_org(&id, &mut st.fallback, now).await?;
         Ok(Aligned {
-            aligned: Some(&org) == author_org.as_ref(),
+            aligned: Some(&org) == st.author_org.as_ref(),
             domain: id,
             passed,
             mode: "relaxed".into(),
@@ -259,10 +277,13 @@ impl Resolver {
         };
         v.applied = Some(tag);
         let author = disc.domain.clone();
-        let mut author_org = disc
-            .org_domain
-            .clone()
-            .filter(|_| self.config().discovery == DiscoveryMode::Psl);
+        let mut st = AlignState {
+            author_org: disc
+                .org_domain
+                .clone()
+                .filter(|_| self.config().discovery == DiscoveryMode::Psl),
+            fallback: false,
+        };
 
         // Identifier alignment (RFC 9989 §4.4).
         let mut temp = None;
@@ -272,7 +293,7 @@ impl Resolver {
                     &s.domain,
                     s.result == SpfResult::Pass,
                     &author,
-                    &mut author_org,
+                    &mut st,
                     record.aspf,
                     now,
                 )
@@ -288,7 +309,7 @@ impl Resolver {
                     &d.domain,
                     d.result == DkimResult::Pass,
                     &author,
-                    &mut author_org,
+                    &mut st,
                     record.adkim,
                     now,
                 )
@@ -298,7 +319,14 @@ impl Resolver {
                 Err(e) => temp = Some(e),
             }
         }
-        v.org_domain = author_org.or(disc.org_domain.clone());
+        v.org_domain = st.author_org.or(disc.org_domain.clone());
+        if st.fallback {
+            v.notes.push("rate limited: an organizational domain for alignment was found from cached records (a longer name's _dmarc record was not asked)".into());
+            // One message counts once, however many walks fell back.
+            if !disc.rate_limited_fallback {
+                self.inner.stats.rate_limited_fallback();
+            }
+        }
         if let Some(e) = temp
             && e.is_temporary()
         {

@@ -220,6 +220,39 @@ pub fn normalize_name(name: &str) -> Result<Arc<str>, ResolveError> {
     }
 }
 
+/// Whether `name` (normalized) can be a DNS name at all: at most 253 octets, labels of at most
+/// 63 (RFC 1035 §2.3.4). A longer name cannot exist, nor can any name below it.
+pub fn dns_formable(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(|l| l.len() <= 63)
+}
+
+/// An author (From) domain for DMARC: [`normalize_name`], except that a name beyond DNS's
+/// lengths (over 253 octets, or a label over 63) that is otherwise a plausible domain (labels
+/// of letters, digits, `-` and `_`, none empty) is accepted as it is: such a name cannot exist
+/// (see [`dns_formable`]), so its organization's `np` applies (RFC 9989 §4.10 skips the query
+/// names that cannot be formed). Garbage (empty labels, spaces, control characters) is still
+/// `invalid_name`.
+pub fn normalize_author_domain(name: &str) -> Result<Arc<str>, ResolveError> {
+    match normalize_name(name) {
+        Ok(n) => Ok(n),
+        Err(e) => {
+            let n = name.strip_suffix('.').unwrap_or(name);
+            let plausible = !n.is_empty()
+                && !dns_formable(n)
+                && n.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if plausible {
+                Ok(Arc::from(n.to_ascii_lowercase()))
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
 impl Resolver {
     /// Builds the resolver. Must be called inside a tokio runtime: it starts the limiter's
     /// housekeeping task, which ends when the last clone of the resolver is dropped.
@@ -359,12 +392,11 @@ impl Resolver {
                 ttl_remaining: ttl,
             });
         }
-        let subject = key.kind.subject(&key.name);
-        let org = self.org_of(subject);
-        if subject != org
-            && let Some(sample) = self.wildcard_sample(&key, subject, &org, now)
+        let org = self.org_of(key.kind.subject(&key.name));
+        if let Some(at) = limit::Shaped::of(key.kind, &key.name, &org)
+            && let Some(sample) = self.wildcard_sample(&key, &at, now)
         {
-            return self.wildcard_answer(key, org, sample, now).await;
+            return self.wildcard_answer(key, at, sample, now).await;
         }
         let kind = key.kind;
         let entry = self.fetch(key, now, Origin::Fetched).await?;
@@ -388,6 +420,43 @@ impl Resolver {
             }
         }
         None
+    }
+
+    /// Whether `name` exists as far as fresh cached answers tell, without asking: `false`
+    /// under a known NXDOMAIN (the name or an ancestor), else the response code of an answer
+    /// cached at the name itself (existence, address, MX, TXT or SPF questions); `None` when
+    /// nothing is known.
+    pub(crate) fn cached_existence(&self, name: &str, now: Instant) -> Option<bool> {
+        let inner = &self.inner;
+        if inner.nx.get(name).is_some_and(|until| now < until)
+            || self.nx_ancestor(name, now).is_some()
+        {
+            return Some(false);
+        }
+        let name: Arc<str> = Arc::from(name);
+        [
+            Kind::Exists,
+            Kind::A,
+            Kind::Aaaa,
+            Kind::Mx,
+            Kind::Txt,
+            Kind::Spf,
+        ]
+        .into_iter()
+        .find_map(|kind| {
+            let key = Key {
+                kind,
+                name: name.clone(),
+            };
+            match inner.cache.state(&key, now) {
+                State::Fresh { entry, .. } => match entry.answer.rcode {
+                    Rcode::NoError => Some(true),
+                    Rcode::NxDomain => Some(false),
+                    Rcode::ServFail => None,
+                },
+                _ => None,
+            }
+        })
     }
 
     /// One coalesced upstream query for `key`, within the organization's budget; a failure
@@ -480,39 +549,34 @@ impl Resolver {
         {
             inner.nx.insert(Arc::from(nx_name), entry.expires_at());
         }
-        self.watch_wildcard(&key, &org, &answer, now).await;
+        self.watch_wildcard(&key, &org, &answer, now);
         Ok(entry)
     }
 
-    /// The wildcard sample that may answer `key` (a cache miss under `org`), unless anything
-    /// known about the name says otherwise: it was seen answering differently, it is known
-    /// NXDOMAIN (a DNS wildcard never answers NXDOMAIN below it), or its other TXT question is
-    /// cached with a different record.
-    fn wildcard_sample(
-        &self,
-        key: &Key,
-        subject: &str,
-        org: &str,
-        now: Instant,
-    ) -> Option<Arc<Answer>> {
+    /// The wildcard sample that may answer `key` (a cache miss in the window `at`), unless
+    /// anything known about the name says otherwise: it was seen answering differently (as
+    /// any kind asking the same DNS type), it or an ancestor is known NXDOMAIN (a DNS wildcard
+    /// never answers below an NXDOMAIN), or another kind asking the same DNS type at the name
+    /// is cached with a different answer.
+    fn wildcard_sample(&self, key: &Key, at: &limit::Shaped, now: Instant) -> Option<Arc<Answer>> {
         let inner = &self.inner;
-        let sample = inner.wildcard.synthesize(org, key.kind, subject, now)?;
-        let known_nx = |n: &str| inner.nx.get(n).is_some_and(|until| now < until);
-        if known_nx(&key.name) || known_nx(subject) {
+        let sample = inner.wildcard.synthesize(at, &key.name, now)?;
+        if inner.nx.get(&key.name).is_some_and(|until| now < until)
+            || self.nx_ancestor(&key.name, now).is_some()
+        {
             return None;
         }
-        let other = match key.kind {
-            Kind::Spf => Some(Kind::Txt),
-            Kind::Txt => Some(Kind::Spf),
-            _ => None,
-        };
-        if let Some(other) = other {
+        let rtype = key.kind.record_type();
+        for other in answer::KINDS {
+            if other == key.kind || other.record_type() != rtype {
+                continue;
+            }
             let okey = Key {
                 kind: other,
                 name: key.name.clone(),
             };
             if let State::Fresh { entry, .. } | State::Stale(entry) = inner.cache.state(&okey, now)
-                && entry.answer.fingerprint != sample.fingerprint
+                && !limit::same_answer(&entry.answer, &sample)
             {
                 return None;
             }
@@ -520,27 +584,27 @@ impl Resolver {
         Some(sample)
     }
 
-    /// Answers a miss under an organization marked wildcard: from the sample, or, for a
-    /// sample of questions within the budget, from upstream, ending the mark when the real
-    /// answer differs.
+    /// Answers a miss in a window marked wildcard: from the sample, or, for a sample of
+    /// questions within the budget, from upstream, ending the mark when the real answer
+    /// differs.
     async fn wildcard_answer(
         &self,
         key: Key,
-        org: String,
+        at: limit::Shaped,
         sample: Arc<Answer>,
         now: Instant,
     ) -> Result<Lookup, ResolveError> {
         let inner = &self.inner;
         let kind = key.kind;
         // Over the budget or upstream failed: the mark still stands and the sample answers.
-        if inner.wildcard.claim_verification(&org, kind)
+        if inner.wildcard.claim_verification(&at.key)
             && let Ok(entry) = self.fetch(key, now, Origin::Fetched).await
         {
             inner.stats.wildcard_verified();
             if !limit::same_answer(&entry.answer, &sample) {
-                inner.wildcard.unmark(&org, kind, now);
+                inner.wildcard.unmark(&at.key, now);
                 inner.stats.wildcard_unmarked();
-                tracing::warn!(org = %org, kind = kind.label(), name = %entry.answer.name, "wildcard mark ended: a verified name answered differently from the sample");
+                tracing::warn!(org = %at.key.org, kind = kind.label(), shape = %at.key.shape, name = %entry.answer.name, "wildcard mark ended: a verified name answered differently from the sample");
             }
             inner.stats.miss(kind);
             return Ok(Lookup {
@@ -558,54 +622,79 @@ impl Resolver {
         })
     }
 
-    /// Records a positive answer for a subdomain in the wildcard watch; when the organization
-    /// becomes a candidate, asks one random label under it and marks the organization only if
-    /// that label answers the same record, the evidence of a real DNS wildcard.
-    ///
-    /// The probe is paid from the organization's budget, waiting at most the client timeout
-    /// for a query of it; a window's first probe goes even when a flood keeps the budget empty
-    /// (else the mark that ends the flood's cost could never be earned): one query per
-    /// organization and kind per window beyond the budget at most. Later probes (after one
-    /// that failed upstream) wait for the budget or are not sent.
-    async fn watch_wildcard(&self, key: &Key, org: &str, answer: &Arc<Answer>, now: Instant) {
+    /// Records an upstream answer (positive or negative) in its wildcard window; when the
+    /// window becomes a candidate, starts one probe in the background (the question that
+    /// triggered it is answered at once): a random label of the same shape under the
+    /// organization, marking the window only if it answers the same record, the evidence of a
+    /// real DNS wildcard. One probe per window at a time (the window is *probing* until it
+    /// reports, at most 30 s).
+    fn watch_wildcard(&self, key: &Key, org: &str, answer: &Arc<Answer>, now: Instant) {
         let inner = &self.inner;
-        let subject = key.kind.subject(&key.name);
-        if !answer.is_positive() || subject == org {
+        let Some(at) = limit::Shaped::of(key.kind, &key.name, org) else {
             return;
-        }
-        let Observed::Candidate { sample, first } =
-            inner.wildcard.observe(org, key.kind, subject, answer, now)
+        };
+        let Observed::Candidate { sample } = inner.wildcard.observe(&at, &key.name, answer, now)
         else {
             return;
         };
-        let prefix = &key.name[..key.name.len() - subject.len()];
-        let probe = Key {
-            kind: key.kind,
-            name: Arc::from(format!("{prefix}{}.{org}", probe_label())),
-        };
+        let probe = at.probe_name(&key.name, &probe_label());
+        let this = self.clone();
+        tokio::spawn(async move { this.probe_wildcard(at, probe, sample, now).await });
+    }
+
+    /// The probe of a candidate window, paid from the organization's budget like any query:
+    /// the organization is reserved (no other question of it admitted) until the probe has
+    /// its token, so upstream queries never exceed the budget, and a flood that keeps the
+    /// budget empty cannot starve the probe.
+    async fn probe_wildcard(
+        &self,
+        at: limit::Shaped,
+        probe: String,
+        sample: Arc<Answer>,
+        now: Instant,
+    ) {
+        let inner = &self.inner;
+        let kind = at.key.kind;
+        let wait = inner
+            .cfg
+            .cache
+            .client_timeout
+            .max(inner.limiter.interval() * 2);
         let mut probed = None;
-        let granted = normalize_name(&probe.name).is_ok()
-            && (inner
-                .limiter
-                .wait(org, inner.cfg.cache.client_timeout)
-                .await
-                || first);
-        if granted {
+        if normalize_name(&probe).is_ok() && inner.limiter.reserve(&at.key.org, wait).await {
             inner.stats.wildcard_probed();
-            // The probe is not cached and not observed (the window is marked as probing).
-            probed = Box::pin(self.query_upstream(probe, org.to_owned(), now, Origin::Fetched))
+            let started = Instant::now();
+            // The probe is not cached and not observed.
+            match inner
+                .upstream
+                .query(&probe, kind.record_type(), kind == Kind::Tlsa)
                 .await
-                .ok();
+            {
+                Ok(raw) => {
+                    inner.stats.upstream(
+                        match raw.rcode {
+                            hickory_resolver::proto::op::ResponseCode::NXDomain => "nxdomain",
+                            _ => "noerror",
+                        },
+                        raw.elapsed,
+                    );
+                    probed = Some(Answer::from_raw(kind, &probe, raw));
+                }
+                Err(e) => {
+                    let outcome = match e {
+                        ResolveError::DnssecBogus => "bogus",
+                        _ => e.label(),
+                    };
+                    inner.stats.upstream(outcome, started.elapsed());
+                }
+            }
         }
-        if inner.wildcard.probed(
-            org,
-            key.kind,
-            &sample,
-            probed.as_ref().map(|e| &*e.answer),
-            now,
-        ) {
+        if inner
+            .wildcard
+            .probed(&at.key, &sample, probed.as_ref(), now)
+        {
             inner.stats.wildcard_marked();
-            tracing::warn!(org = %org, kind = key.kind.label(), "organization marked wildcard (a random label answers the same record): subdomains answered from a sample");
+            tracing::warn!(org = %at.key.org, kind = kind.label(), shape = %at.key.shape, "marked wildcard (a random label of the same shape answers the same record): such names answered from a sample");
         }
     }
 

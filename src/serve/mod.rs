@@ -141,16 +141,18 @@ impl Service {
                     format!("{ip:?} is not an IP address"),
                 )),
             },
-            Op::DmarcEvaluate(mut input) => match proto::normalize_domain(&input.from_domain) {
-                Ok(d) => {
-                    input.from_domain = d;
-                    Outcome::Ok(Reply::DmarcVerdict(Box::new(
-                        r.dmarc_evaluate(&input, now).await,
-                    )))
+            Op::DmarcEvaluate(mut input) => {
+                match proto::normalize_author_domain(&input.from_domain) {
+                    Ok(d) => {
+                        input.from_domain = d;
+                        Outcome::Ok(Reply::DmarcVerdict(Box::new(
+                            r.dmarc_evaluate(&input, now).await,
+                        )))
+                    }
+                    Err(e) => Outcome::Error(e),
                 }
-                Err(e) => Outcome::Error(e),
-            },
-            Op::Dmarc { domain } => match proto::normalize_domain_owned(domain) {
+            }
+            Op::Dmarc { domain } => match proto::normalize_author_domain(&domain) {
                 Ok(d) => match r.dmarc(&d, now).await {
                     Ok(disc) => {
                         let source = disc.source();
