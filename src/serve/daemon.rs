@@ -151,11 +151,13 @@ fn raise_fd_limit() {
     {
         use rustix::process::{Resource, getrlimit, setrlimit};
         let mut lim = getrlimit(Resource::Nofile);
-        if lim.current < lim.maximum {
-            let from = lim.current;
-            lim.current = lim.maximum;
-            match setrlimit(Resource::Nofile, lim.clone()) {
-                Ok(()) => tracing::debug!(from, to = lim.current, "RLIMIT_NOFILE raised"),
+        // An unlimited hard limit (None) is left alone: the kernel caps it at nr_open anyway.
+        if let (Some(from), Some(to)) = (lim.current, lim.maximum)
+            && from < to
+        {
+            lim.current = Some(to);
+            match setrlimit(Resource::Nofile, lim) {
+                Ok(()) => tracing::debug!(from, to, "RLIMIT_NOFILE raised"),
                 Err(e) => tracing::debug!(error = %e, "RLIMIT_NOFILE not raised"),
             }
         }
