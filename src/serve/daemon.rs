@@ -93,17 +93,24 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
             })?;
         tracing::info!(dns = %bound, "DNS front-end (TXT, TLSA)");
     }
+    // Periodic snapshots, so a crash (SIGKILL, OOM) restarts from a recent one. Stopped, and
+    // waited for, before the final write (which uses the same temporary file).
+    let stop_snapshots = CancellationToken::new();
+    let mut snapshots = None;
     if let Some(path) = cfg.snapshot.clone()
         && !cfg.snapshot_interval.is_zero()
     {
-        let (resolver, every, stop) =
-            (resolver.clone(), cfg.snapshot_interval, stop_others.clone());
-        background.spawn(async move {
+        let (resolver, every, stop) = (
+            resolver.clone(),
+            cfg.snapshot_interval,
+            stop_snapshots.clone(),
+        );
+        snapshots = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = stop.cancelled() => return Ok(()),
+                    _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
                 match resolver.save_snapshot(&path).await {
@@ -115,12 +122,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
                     }
                 }
             }
-        });
+        }));
     }
     service.set_ready(true);
     socket::run(listener, service.clone(), cfg.socket_cfg.clone(), shutdown).await;
     service.set_ready(false);
     tracing::info!("drained");
+    stop_snapshots.cancel();
+    if let Some(task) = snapshots {
+        let _ = task.await;
+    }
     if let Some(path) = &cfg.snapshot {
         match resolver.save_snapshot(path).await {
             Ok(n) => tracing::info!(path = %path.display(), entries = n, "snapshot written"),
