@@ -220,9 +220,19 @@ async fn second_daemon_does_not_take_over_a_live_socket() {
     let inode = std::fs::metadata(&socket).unwrap().ino();
 
     // A second daemon on the same path: exit 70, a clear message, the first one untouched.
-    let second = daemon_cmd(&socket, &dns).output().unwrap();
-    assert_eq!(second.status.code(), Some(70));
-    let err = String::from_utf8_lossy(&second.stderr);
+    let mut second = Kid(daemon_cmd(&socket, &dns)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap());
+    // (Were it to take the socket over, it would run on: `wait_exit` fails after 20 s.)
+    assert_eq!(wait_exit(&mut second).code(), Some(70));
+    let mut err = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert!(err.contains("in use"), "{err}");
     assert_eq!(std::fs::metadata(&socket).unwrap().ino(), inode);
     assert!(ping(&socket).await, "the first daemon is still reachable");
