@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::orgdomain::SuffixList;
 use crate::resolve::{CacheConfig, DiscoveryMode, LimitConfig, ResolverConfig, UpstreamConfig};
 use crate::serve::SocketConfig;
+use crate::serve::admin::AdminConfig;
 
 /// What a setting holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +95,20 @@ const SETTINGS: &[Setting] = &[
         Ty::Int,
         "10",
         "Nice value (1..=19) of a demoted connection's thread. Only ever raised: an unprivileged process cannot lower it again.",
+    ),
+    s(
+        "socket",
+        "idle_timeout_s",
+        Ty::Int,
+        "300",
+        "Seconds a connection may stay idle (no request) or in the middle of a frame, or stuck writing to a client that does not read, before it is closed.",
+    ),
+    s(
+        "socket",
+        "max_pending_bytes",
+        Ty::Int,
+        "4194304",
+        "Answers not yet sent to one connection, in bytes: past this the connection is not read until its client has taken its answers.",
     ),
     s(
         "socket",
@@ -271,6 +286,27 @@ const SETTINGS: &[Setting] = &[
         "HTTP /live, /ready, /metrics. Empty: off.",
     ),
     s(
+        "admin",
+        "max_connections",
+        Ty::Int,
+        "64",
+        "Admin HTTP connections open at once; a connection over it is closed at once.",
+    ),
+    s(
+        "admin",
+        "header_timeout_s",
+        Ty::Int,
+        "5",
+        "Seconds an admin connection has to send a request's headers.",
+    ),
+    s(
+        "admin",
+        "idle_timeout_s",
+        Ty::Int,
+        "5",
+        "Seconds an admin connection may go without reading or writing anything before it is closed.",
+    ),
+    s(
         "dns",
         "listen",
         Ty::Str,
@@ -306,6 +342,13 @@ const SETTINGS: &[Setting] = &[
         "Seconds to let in-flight requests finish on SIGTERM (below Kubernetes' 30 s grace).",
     ),
     s(
+        "lifecycle",
+        "snapshot_interval",
+        Ty::Int,
+        "300",
+        "Seconds between snapshot writes while running (temp file, then rename), so a crash loses at most this much; 0: only on shutdown.",
+    ),
+    s(
         "log",
         "format",
         Ty::Str,
@@ -332,12 +375,16 @@ pub struct Config {
     pub resolver: ResolverConfig,
     /// Admin listen address, if on.
     pub admin: Option<SocketAddr>,
+    /// Admin endpoint limits.
+    pub admin_cfg: AdminConfig,
     /// DNS front-end address, if on.
     pub dns_listen: Option<SocketAddr>,
     /// Forward DNS types other than TXT/TLSA.
     pub dns_forward: bool,
     /// Snapshot path, if any.
     pub snapshot: Option<PathBuf>,
+    /// How often the snapshot is written while running (zero: only on shutdown).
+    pub snapshot_interval: Duration,
     /// `json` logs.
     pub log_json: bool,
     /// The tracing filter.
@@ -673,6 +720,12 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
     let wc_window = positive("limits", "wildcard_window", 1);
     let wc_mark = positive("limits", "wildcard_mark", 1);
     let drain = positive("lifecycle", "drain_timeout", 0);
+    let idle_timeout = positive("socket", "idle_timeout_s", 1);
+    let max_pending_bytes = positive("socket", "max_pending_bytes", 1024) as usize;
+    let admin_max_connections = positive("admin", "max_connections", 1) as usize;
+    let admin_header_timeout = positive("admin", "header_timeout_s", 1);
+    let admin_idle_timeout = positive("admin", "idle_timeout_s", 1);
+    let snapshot_interval = positive("lifecycle", "snapshot_interval", 0);
     if failure_ttl > 300 {
         problems.push(format!(
             "cache.failure_ttl_s = {failure_ttl} must be at most 300 (RFC 9520: 5 minutes)"
@@ -796,6 +849,8 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
             bulk_batch,
             bulk_nice: bulk_nice.min(19) as i32,
             drain_timeout: Duration::from_secs(drain),
+            idle_timeout: Duration::from_secs(idle_timeout),
+            max_pending_bytes,
             mode,
             allow_uids,
             allow_gids,
@@ -831,9 +886,15 @@ fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> C
             suffix_list: Arc::new(suffix_list),
         },
         admin,
+        admin_cfg: AdminConfig {
+            max_connections: admin_max_connections,
+            header_timeout: Duration::from_secs(admin_header_timeout),
+            idle_timeout: Duration::from_secs(admin_idle_timeout),
+        },
         dns_listen,
         dns_forward: boolean("dns", "forward_other_types"),
         snapshot,
+        snapshot_interval: Duration::from_secs(snapshot_interval),
         log_json: log_format == "json",
         log_level: str_("log", "level"),
     }

@@ -239,6 +239,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "mailpolicyd stopped");
+            eprintln!("mailpolicyd: {e}");
             ExitCode::from(70)
         }
     }

@@ -320,6 +320,74 @@ pub fn decode_request(payload: &[u8]) -> Peeked {
     }
 }
 
+/// The JSON names of the operations this build knows (the `op` key or tag).
+pub const OP_NAMES: [&str; OP_COUNT as usize] = [
+    "hello",
+    "ping",
+    "stats",
+    "dmarc",
+    "spf",
+    "dkim_key",
+    "atps",
+    "tlsa",
+    "spf_check",
+    "dmarc_evaluate",
+];
+
+/// What a JSON request line says.
+pub enum JsonPeeked {
+    /// A request this build can decode.
+    Request(Request),
+    /// A well-formed request (one `id`, an unsigned integer; one `op`) naming an operation
+    /// this build does not know: the id and why.
+    UnknownOp(u64, String),
+    /// Anything else (broken JSON, a missing, negative, fractional or repeated `id`, a known
+    /// operation with bad arguments): the id when it could be read (else 0) and why.
+    BadJson(u64, String),
+}
+
+/// The envelope of a JSON request, decoded strictly (a repeated key is an error) so that only a
+/// well-formed request with an unfamiliar `op` is called an unknown operation.
+#[derive(Deserialize)]
+struct JsonEnvelope {
+    id: u64,
+    op: serde_json::Value,
+}
+
+/// Decodes one JSON request line (without its newline).
+pub fn decode_json_request(line: &[u8]) -> JsonPeeked {
+    let e = match serde_json::from_slice::<Request>(line) {
+        Ok(r) => return JsonPeeked::Request(r),
+        Err(e) => e,
+    };
+    let env = match serde_json::from_slice::<JsonEnvelope>(line) {
+        Ok(env) => env,
+        Err(e2) => {
+            let what = if e2.is_syntax() || e2.is_eof() {
+                "not JSON"
+            } else {
+                "not a request"
+            };
+            // Echo the id when there is exactly one, a valid one.
+            let id = serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .filter(|_| !e2.to_string().contains("duplicate field"))
+                .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64))
+                .unwrap_or(0);
+            return JsonPeeked::BadJson(id, format!("{what}: {e2}"));
+        }
+    };
+    let name = match &env.op {
+        serde_json::Value::String(s) => Some(s.as_str()),
+        serde_json::Value::Object(m) if m.len() == 1 => m.keys().next().map(String::as_str),
+        _ => None,
+    };
+    match name {
+        Some(n) if !OP_NAMES.contains(&n) => JsonPeeked::UnknownOp(env.id, e.to_string()),
+        _ => JsonPeeked::BadJson(env.id, format!("not a request: {e}")),
+    }
+}
+
 /// Parses `"MAJOR.MINOR"`.
 pub fn parse_version(v: &str) -> Option<(u32, u32)> {
     let (a, b) = v.split_once('.').unwrap_or((v, "0"));

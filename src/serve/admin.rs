@@ -4,9 +4,12 @@
 //! at scrape time by a collector, so serving a request costs one atomic add per counter.
 
 use std::fmt::Write as _;
+use std::future::Future as _;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::Router;
@@ -65,7 +68,60 @@ pub struct Metrics {
     duration: Histogram,
     connections: AtomicI64,
     demoted: Counter,
+    /// Requests rejected for their size or syntax, by reason (the error code).
+    bad_frames: Family<[(&'static str, &'static str); 1], Counter>,
+    /// Socket connections closed at once because `socket.max_connections` were open.
+    rejected: Counter,
+    /// Socket connections closed by `socket.idle_timeout_s`.
+    timed_out: Counter,
+    /// Admin connections closed at once because `admin.max_connections` were open.
+    admin_rejected: Counter,
+    /// Rate limits of the warnings about failed accepts, rejected connections and bad frames.
+    pub(crate) accept_log: LogLimit,
+    pub(crate) reject_log: LogLimit,
+    bad_log: LogLimit,
 }
+
+/// At most one log line a second for one kind of event; the rest are counted and reported
+/// with the next line (`suppressed`).
+pub(crate) struct LogLimit {
+    origin: std::time::Instant,
+    /// Milliseconds since `origin` from which the next line may be logged.
+    next: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Default for LogLimit {
+    fn default() -> Self {
+        LogLimit {
+            origin: std::time::Instant::now(),
+            next: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LogLimit {
+    /// `Some(lines suppressed since the last one)` when a line may be logged now.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next.load(Ordering::Relaxed);
+        if now >= next
+            && self
+                .next
+                .compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// The `reason` labels of `mailpolicyd_bad_frames_total`: the error code sent.
+const BAD_FRAME_REASONS: &[&str] = &["bad_json", "bad_frame", "frame_too_large"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -76,6 +132,19 @@ impl Default for Metrics {
             duration: Histogram::new(exponential_buckets(1e-6, 4.0, 12)),
             connections: AtomicI64::new(0),
             demoted: Counter::default(),
+            bad_frames: {
+                let f = Family::default();
+                for r in BAD_FRAME_REASONS {
+                    let _ = f.get_or_create(&[("reason", *r)]);
+                }
+                f
+            },
+            rejected: Counter::default(),
+            timed_out: Counter::default(),
+            admin_rejected: Counter::default(),
+            accept_log: LogLimit::default(),
+            reject_log: LogLimit::default(),
+            bad_log: LogLimit::default(),
         }
     }
 }
@@ -111,6 +180,25 @@ impl Metrics {
     }
     pub(crate) fn connection_closed(&self) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+    /// Counts a socket connection closed at once over `socket.max_connections`.
+    pub(crate) fn connection_rejected(&self) {
+        self.rejected.inc();
+    }
+    /// Counts a socket connection closed by the idle timeout.
+    pub(crate) fn connection_timed_out(&self) {
+        self.timed_out.inc();
+    }
+    /// Counts (and logs, at most once a second) a request rejected for its size or syntax;
+    /// `code` is the error code sent (`bad_json`, `bad_frame`, `frame_too_large`).
+    pub(crate) fn bad_frame(&self, code: &str, message: &str) {
+        let Some(reason) = BAD_FRAME_REASONS.iter().copied().find(|r| *r == code) else {
+            return;
+        };
+        self.bad_frames.get_or_create(&[("reason", reason)]).inc();
+        if let Some(suppressed) = self.bad_log.allow() {
+            tracing::warn!(reason, suppressed, "rejected a request: {message}");
+        }
     }
 }
 
@@ -315,6 +403,26 @@ pub fn render(service: &Service) -> String {
         service.metrics.demoted.clone(),
     );
     registry.register(
+        "bad_frames",
+        "Socket requests rejected for their size or syntax, by reason (the error code sent)",
+        service.metrics.bad_frames.clone(),
+    );
+    registry.register(
+        "connections_rejected",
+        "Socket connections closed at once because socket.max_connections were open",
+        service.metrics.rejected.clone(),
+    );
+    registry.register(
+        "connections_timed_out",
+        "Socket connections closed after socket.idle_timeout_s idle, inside a frame, or not reading their answers",
+        service.metrics.timed_out.clone(),
+    );
+    registry.register(
+        "admin_connections_rejected",
+        "Admin connections closed at once because admin.max_connections were open",
+        service.metrics.admin_rejected.clone(),
+    );
+    registry.register(
         "request_duration_seconds",
         "Time to answer a socket request",
         service.metrics.duration.clone(),
@@ -330,12 +438,50 @@ pub fn render(service: &Service) -> String {
     out
 }
 
-/// Serves the admin endpoint on `listener` until `shutdown`.
+/// Admin endpoint limits: it must never take the file descriptors the filters' socket needs.
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    /// Connections open at once; one over it is closed at once.
+    pub max_connections: usize,
+    /// Time a connection has to send a request's headers (from the connection, or from the
+    /// first byte of a later request).
+    pub header_timeout: Duration,
+    /// Time a connection may go without reading or writing anything.
+    pub idle_timeout: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            max_connections: 64,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serves the admin endpoint on `listener` until `shutdown`, with the default limits.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: Arc<Service>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, service, AdminConfig::default(), shutdown).await
+}
+
+/// Serves the admin endpoint on `listener` until `shutdown`, bounded by `cfg`.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service>,
+    cfg: AdminConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = Bounded {
+        slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.max(1))),
+        inner: listener,
+        service: service.clone(),
+        cfg,
+    };
     let app = Router::new()
         .route(LIVE_PATH, get(|| async { "ok\n" }))
         .route(
@@ -365,6 +511,187 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+/// The admin listener: at most `max_connections` open (one over it is closed at once), each
+/// under the header and idle timeouts ([`TimedIo`]).
+struct Bounded {
+    inner: tokio::net::TcpListener,
+    slots: Arc<tokio::sync::Semaphore>,
+    service: Arc<Service>,
+    cfg: AdminConfig,
+}
+
+impl axum::serve::Listener for Bounded {
+    type Io = TimedIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TimedIo, SocketAddr) {
+        loop {
+            let (stream, addr) = match self.inner.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    if let Some(suppressed) = self.service.metrics.accept_log.allow() {
+                        tracing::warn!(error = %e, suppressed, "admin accept failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                drop(stream);
+                self.service.metrics.admin_rejected.inc();
+                continue;
+            };
+            return (TimedIo::new(stream, permit, &self.cfg), addr);
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// An admin connection: holds its slot, and fails a read or write (so the server closes it)
+/// once nothing moved for `idle_timeout`, or a request's headers took longer than
+/// `header_timeout` (counted from the connection, or from a later request's first byte, to the
+/// blank line that ends them).
+struct TimedIo {
+    io: tokio::net::TcpStream,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    idle: Duration,
+    header: Duration,
+    idle_deadline: tokio::time::Instant,
+    /// Set while a request's headers are being read.
+    header_deadline: Option<tokio::time::Instant>,
+    /// How much of `\r\n\r\n` the last bytes matched.
+    matched: u8,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl TimedIo {
+    fn new(
+        io: tokio::net::TcpStream,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        cfg: &AdminConfig,
+    ) -> TimedIo {
+        let now = tokio::time::Instant::now();
+        TimedIo {
+            io,
+            _slot: slot,
+            idle: cfg.idle_timeout,
+            header: cfg.header_timeout,
+            idle_deadline: now + cfg.idle_timeout,
+            header_deadline: Some(now + cfg.header_timeout),
+            matched: 0,
+            timer: Box::pin(tokio::time::sleep_until(now + cfg.idle_timeout)),
+        }
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        self.header_deadline
+            .map_or(self.idle_deadline, |h| h.min(self.idle_deadline))
+    }
+
+    /// Bytes read: the connection is not idle; follow the headers' end.
+    fn saw(&mut self, data: &[u8]) {
+        let now = tokio::time::Instant::now();
+        self.idle_deadline = now + self.idle;
+        for &b in data {
+            if self.header_deadline.is_none() {
+                self.header_deadline = Some(now + self.header);
+            }
+            self.matched = match (self.matched, b) {
+                (0 | 2, b'\r') | (1 | 3, b'\n') => self.matched + 1,
+                (_, b'\r') => 1,
+                _ => 0,
+            };
+            if self.matched == 4 {
+                self.matched = 0;
+                self.header_deadline = None;
+            }
+        }
+    }
+
+    /// Pending until the nearest deadline, then the error that closes the connection.
+    fn poll_timeout(&mut self, cx: &mut std::task::Context<'_>) -> Poll<std::io::Error> {
+        let deadline = self.deadline();
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "admin connection timed out",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for TimedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.saw(&buf.filled()[before..]);
+                    // A client trickling its headers a byte at a time.
+                    if this
+                        .header_deadline
+                        .is_some_and(|h| tokio::time::Instant::now() >= h)
+                    {
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "admin request headers too slow",
+                        )));
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.poll_timeout(cx).map(Err),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for TimedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.idle_deadline = tokio::time::Instant::now() + this.idle;
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => this.poll_timeout(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 /// Binds the admin listener.

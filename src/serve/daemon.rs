@@ -33,6 +33,7 @@ pub enum DaemonError {
 /// Runs until `shutdown` is cancelled (SIGTERM/SIGINT in `main`), then drains and writes the
 /// snapshot. Returns once everything has stopped.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    raise_fd_limit();
     let resolver = Resolver::new(cfg.resolver.clone())?;
     let service = Service::new(resolver.clone());
     if let Some(path) = &cfg.snapshot {
@@ -45,6 +46,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
             }
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "snapshot ignored"),
         }
+        // Said now, not first at shutdown when it is too late to fix.
+        if let Err(e) = snapshot_dir_writable(path) {
+            tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "the snapshot directory is not writable: the snapshot will not be saved"
+            );
+        }
     }
     for w in &cfg.warnings {
         tracing::warn!("{w}");
@@ -52,7 +61,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     if let Some(note) = &cfg.socket_note {
         tracing::warn!("{note}");
     }
-    let listener = socket::bind(&cfg.socket, cfg.socket_cfg.mode)?;
+    // Removed when this function returns, on success or on a failure below, and only while
+    // the path is still the socket bound here.
+    let (listener, socket_file) = socket::bind_owned(&cfg.socket, cfg.socket_cfg.mode)?;
     tracing::info!(socket = %cfg.socket.display(), "listening");
     let stop_others = CancellationToken::new();
     let mut background = tokio::task::JoinSet::new();
@@ -65,7 +76,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
                 source,
             })?;
         tracing::info!(admin = %addr, "admin endpoint (/live, /ready, /metrics)");
-        background.spawn(admin::serve(l, service.clone(), stop_others.clone()));
+        background.spawn(admin::serve_with(
+            l,
+            service.clone(),
+            cfg.admin_cfg.clone(),
+            stop_others.clone(),
+        ));
     }
     if let Some(addr) = cfg.dns_listen {
         let bound = dns::serve(addr, service.clone(), cfg.dns_forward, stop_others.clone())
@@ -77,20 +93,86 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
             })?;
         tracing::info!(dns = %bound, "DNS front-end (TXT, TLSA)");
     }
+    // Periodic snapshots, so a crash (SIGKILL, OOM) restarts from a recent one. Stopped, and
+    // waited for, before the final write (which uses the same temporary file).
+    let stop_snapshots = CancellationToken::new();
+    let mut snapshots = None;
+    if let Some(path) = cfg.snapshot.clone()
+        && !cfg.snapshot_interval.is_zero()
+    {
+        let (resolver, every, stop) = (
+            resolver.clone(),
+            cfg.snapshot_interval,
+            stop_snapshots.clone(),
+        );
+        snapshots = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match resolver.save_snapshot(&path).await {
+                    Ok(n) => {
+                        tracing::debug!(path = %path.display(), entries = n, "snapshot written")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "snapshot not written")
+                    }
+                }
+            }
+        }));
+    }
     service.set_ready(true);
     socket::run(listener, service.clone(), cfg.socket_cfg.clone(), shutdown).await;
     service.set_ready(false);
     tracing::info!("drained");
+    stop_snapshots.cancel();
+    if let Some(task) = snapshots {
+        let _ = task.await;
+    }
     if let Some(path) = &cfg.snapshot {
         match resolver.save_snapshot(path).await {
             Ok(n) => tracing::info!(path = %path.display(), entries = n, "snapshot written"),
             Err(e) => tracing::warn!(path = %path.display(), error = %e, "snapshot not written"),
         }
     }
-    let _ = std::fs::remove_file(&cfg.socket);
+    socket_file.remove();
     stop_others.cancel();
     while background.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Whether a file can be created next to `path` (the snapshot's temp file and rename).
+fn snapshot_dir_writable(path: &std::path::Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let probe = dir.join(format!(".mailpolicyd-probe.{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
+/// Raises the soft limit on open files to the hard limit, so connections (socket, admin, DNS
+/// over TCP) do not run out of descriptors long before the system would.
+fn raise_fd_limit() {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let mut lim = getrlimit(Resource::Nofile);
+        // An unlimited hard limit (None) is left alone: the kernel caps it at nr_open anyway.
+        if let (Some(from), Some(to)) = (lim.current, lim.maximum)
+            && from < to
+        {
+            lim.current = Some(to);
+            match setrlimit(Resource::Nofile, lim) {
+                Ok(()) => tracing::debug!(from, to, "RLIMIT_NOFILE raised"),
+                Err(e) => tracing::debug!(error = %e, "RLIMIT_NOFILE not raised"),
+            }
+        }
+    }
 }
 
 /// A token cancelled on SIGTERM or SIGINT.

@@ -11,8 +11,8 @@ pub mod daemon;
 pub mod dns;
 pub mod socket;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::proto::{
@@ -29,6 +29,10 @@ pub struct Service {
     /// Request metrics (read by the admin endpoint).
     pub metrics: admin::Metrics,
     ready: AtomicBool,
+    /// The socket server's connection slots, once it runs.
+    socket_slots: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+    /// The socket's last `accept` failed (e.g. EMFILE).
+    accept_failing: AtomicBool,
 }
 
 impl Service {
@@ -38,6 +42,8 @@ impl Service {
             resolver,
             metrics: admin::Metrics::default(),
             ready: AtomicBool::new(false),
+            socket_slots: Mutex::new(None),
+            accept_failing: AtomicBool::new(false),
         })
     }
 
@@ -51,9 +57,34 @@ impl Service {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// Whether `/ready` should say yes.
+    /// Whether `/ready` should say yes: marked ready, and the socket can take a connection (a
+    /// slot is free under `socket.max_connections` and `accept` does not fail).
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.socket_accepts()
+    }
+
+    /// Whether the socket server can take one more connection now (true when none runs).
+    pub fn socket_accepts(&self) -> bool {
+        let slots_free = self
+            .socket_slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_none_or(|s| s.available_permits() > 0);
+        slots_free && !self.accept_failing.load(Ordering::SeqCst)
+    }
+
+    /// The socket server's connection slots (for readiness).
+    pub(crate) fn attach_socket(&self, slots: Arc<tokio::sync::Semaphore>) {
+        *self.socket_slots.lock().unwrap_or_else(|e| e.into_inner()) = Some(slots);
+    }
+
+    /// Records whether the socket's `accept` fails.
+    pub(crate) fn set_accept_failing(&self, failing: bool) {
+        // Read first: the hot accept path writes only on a change.
+        if self.accept_failing.load(Ordering::Relaxed) != failing {
+            self.accept_failing.store(failing, Ordering::SeqCst);
+        }
     }
 
     /// Answers `Hello` here (so the connection can be closed on an unknown major version);

@@ -21,9 +21,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{Read, Write};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -41,7 +41,8 @@ use crate::proto::{self, MAX_FRAME, Outcome, Peeked, Reply, Request, Response, W
 /// Socket server settings.
 #[derive(Clone, Debug)]
 pub struct SocketConfig {
-    /// Connections served at once; more wait in the accept queue.
+    /// Connections served at once; a connection over it is closed at once (the client sees an
+    /// end of file and may retry) and counted (`mailpolicyd_connections_rejected_total`).
     pub max_connections: usize,
     /// Requests waiting on upstream per connection before the connection stops reading.
     pub max_inflight: usize,
@@ -53,6 +54,12 @@ pub struct SocketConfig {
     pub bulk_nice: i32,
     /// How long shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// How long a connection may be idle (no request), in the middle of a frame, or stuck
+    /// writing to a client that does not read, before it is closed.
+    pub idle_timeout: Duration,
+    /// Answers not yet sent to one connection, in bytes: past this the connection is not read
+    /// until its client has taken them.
+    pub max_pending_bytes: usize,
     /// File mode of the socket.
     pub mode: u32,
     /// Peer UIDs allowed (SO_PEERCRED); empty allows all (subject to the file mode).
@@ -69,6 +76,8 @@ impl Default for SocketConfig {
             bulk_batch: 8,
             bulk_nice: 10,
             drain_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_pending_bytes: 4 << 20,
             mode: 0o660,
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
@@ -82,6 +91,12 @@ pub enum BindError {
     /// Something that is not a socket is in the way: refuse to delete it.
     #[error("{0} exists and is not a socket; not replacing it")]
     NotASocket(String),
+    /// A live socket is at the path: something (another mailpolicyd?) accepts connections on
+    /// it. Only a dead socket is replaced.
+    #[error(
+        "{0} is in use: a process accepts connections on it (another mailpolicyd?); not replacing it"
+    )]
+    InUse(String),
     /// The bind or chmod failed.
     #[error("{path}: {source}")]
     Io {
@@ -92,9 +107,68 @@ pub enum BindError {
     },
 }
 
-/// Binds the socket at `path`: a stale socket file is replaced, anything else is refused; the
-/// parent directory is created; the file mode is set.
+/// The socket file this process bound, known by its inode: [`SocketFile::remove`] (or dropping
+/// it) deletes the path only while it is still that inode, so a process never deletes a socket
+/// another one bound there since.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    armed: bool,
+}
+
+impl SocketFile {
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Deletes the path if it is still the socket this process bound; true if it did.
+    pub fn remove(mut self) -> bool {
+        self.remove_if_ours()
+    }
+
+    /// Leaves the file in place (for callers that manage it themselves).
+    pub fn keep(mut self) {
+        self.armed = false;
+    }
+
+    fn remove_if_ours(&mut self) -> bool {
+        if !std::mem::take(&mut self.armed) {
+            return false;
+        }
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => {
+                std::fs::remove_file(&self.path).is_ok()
+            }
+            Ok(_) => {
+                tracing::warn!(path = %self.path.display(), "the socket path is no longer ours: left in place");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        self.remove_if_ours();
+    }
+}
+
+/// Binds the socket at `path` and leaves the file to the caller (see [`bind_owned`]).
 pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
+    let (listener, file) = bind_owned(path, mode)?;
+    file.keep();
+    Ok(listener)
+}
+
+/// Binds the socket at `path`: a live socket (one that accepts a connection) is refused as
+/// [`BindError::InUse`], a dead one is replaced, anything else is refused; the parent
+/// directory is created; the file mode is set. The returned [`SocketFile`] removes the file
+/// when dropped (a start that fails later leaves nothing behind), only if it is still ours.
+pub fn bind_owned(path: &Path, mode: u32) -> Result<(UnixListener, SocketFile), BindError> {
     let io = |source| BindError::Io {
         path: path.display().to_string(),
         source,
@@ -103,7 +177,13 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
         if !meta.file_type().is_socket() {
             return Err(BindError::NotASocket(path.display().to_string()));
         }
-        std::fs::remove_file(path).map_err(io)?;
+        if socket_alive(path).map_err(io)? {
+            return Err(BindError::InUse(path.display().to_string()));
+        }
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
     }
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
@@ -111,8 +191,52 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
     let listener = UnixListener::bind(path).map_err(io)?;
+    let meta = std::fs::symlink_metadata(path).map_err(io)?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        dev: meta.dev(),
+        ino: meta.ino(),
+        armed: true,
+    };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
-    Ok(listener)
+    Ok((listener, file))
+}
+
+/// Whether a process accepts connections on the socket at `path`: one connection attempt that
+/// does not wait (a full accept queue also counts as alive). Refused or gone: dead.
+fn socket_alive(path: &Path) -> std::io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::io::Errno;
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )?;
+        let addr = SocketAddrUnix::new(path)?;
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) | Err(Errno::AGAIN | Errno::INPROGRESS) => Ok(true),
+            Err(Errno::CONNREFUSED | Errno::NOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        match StdStream::connect(path) {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The connections being served: a handle on each socket (to shut it down on drain) and a
@@ -187,24 +311,43 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    // `/ready` answers 503 while no slot is free or `accept` fails.
+    service.attach_socket(slots.clone());
     let live = Arc::new(Live::default());
     let cfg = Arc::new(cfg);
     let runtime = tokio::runtime::Handle::current();
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-        };
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             s = listener.accept() => match s {
-                Ok((s, _)) => s,
+                Ok((s, _)) => {
+                    service.set_accept_failing(false);
+                    s
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and the like: not ready until an accept succeeds again.
+                    service.set_accept_failing(true);
+                    if let Some(suppressed) = service.metrics.accept_log.allow() {
+                        tracing::warn!(error = %e, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
+        };
+        // Over `max_connections`: closed at once (the client sees an end of file and may
+        // retry), never queued.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            service.metrics.connection_rejected();
+            if let Some(suppressed) = service.metrics.reject_log.allow() {
+                tracing::warn!(
+                    max_connections = cfg.max_connections,
+                    suppressed,
+                    "socket full: connection closed"
+                );
+            }
+            continue;
         };
         let allowed = peer_allowed(&stream, &cfg);
         let stream = match stream.into_std().and_then(|s| {
@@ -303,11 +446,14 @@ fn encode(mode: Mode, resp: &Response, out: &mut Vec<u8>) {
     }
 }
 
-/// Requests of one connection waiting on upstream: at most `max`, and a way to wait for all.
+/// Requests of one connection waiting on upstream: at most `max`, and a way to wait for all;
+/// and the bytes of their answers not yet sent.
 struct InFlight {
     count: Mutex<usize>,
     changed: Condvar,
     max: usize,
+    /// Encoded answers of tasks not yet written whole.
+    pending: AtomicUsize,
 }
 
 impl InFlight {
@@ -333,9 +479,65 @@ impl InFlight {
             n = self.changed.wait(n).unwrap_or_else(|e| e.into_inner());
         }
     }
+
+    fn pending_add(&self, bytes: usize) {
+        self.pending.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    fn pending_sub(&self, bytes: usize) {
+        self.pending.fetch_sub(bytes, Ordering::SeqCst);
+        // Under the lock, so a waiter cannot miss the wake-up.
+        let _n = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        self.changed.notify_all();
+    }
+
+    /// Waits while more than `max` answer bytes are unsent; false if they did not drain within
+    /// `timeout` (the client does not read: the connection is closed).
+    fn wait_drained(&self, max: usize, timeout: Duration) -> bool {
+        if self.pending.load(Ordering::SeqCst) <= max {
+            return true;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        while self.pending.load(Ordering::SeqCst) > max {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            n = self
+                .changed
+                .wait_timeout(n, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
 }
 
-/// One connection, on its own thread.
+/// A read or write that waited `idle_timeout` (SO_RCVTIMEO / SO_SNDTIMEO).
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Counts (and logs, rate-limited) a request rejected for its size or syntax.
+fn count_bad(service: &Service, resp: &Response) {
+    if let Outcome::Error(e) = &resp.result
+        && matches!(
+            e.code.as_str(),
+            "bad_json" | "bad_frame" | "frame_too_large"
+        )
+    {
+        service.metrics.bad_frame(&e.code, &e.message);
+    }
+}
+
+/// One connection, on its own thread. This is the one place that bounds a connection: its
+/// idle time and the time a frame may take (`idle_timeout`, as the socket's receive and send
+/// timeouts, set once), its requests waiting on upstream (`max_inflight`) and its unsent
+/// answers (`max_pending_bytes`).
 fn connection(
     stream: StdStream,
     allowed: bool,
@@ -344,13 +546,28 @@ fn connection(
     runtime: &tokio::runtime::Handle,
     live: &Live,
 ) -> std::io::Result<()> {
+    // Set once per connection (no system call per request): a read that waits this long
+    // returns an error, and so does a write to a client that does not read.
+    let idle = cfg.idle_timeout.max(Duration::from_millis(1));
+    stream.set_read_timeout(Some(idle))?;
+    stream.set_write_timeout(Some(idle))?;
     let writer: Writer = Arc::new(tokio::sync::Mutex::new(stream.try_clone()?));
     let mut rd = stream;
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 16 * 1024];
+    let timed_out_close = |what: &str| {
+        service.metrics.connection_timed_out();
+        tracing::debug!(idle_timeout = ?idle, "{what}: connection closed");
+    };
     // The first byte decides the framing.
-    if read_more(&mut rd, &mut buf, &mut chunk)? == 0 {
-        return Ok(());
+    match read_more(&mut rd, &mut buf, &mut chunk) {
+        Ok(0) => return Ok(()),
+        Ok(_) => {}
+        Err(e) if timed_out(&e) => {
+            timed_out_close("idle");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
     }
     let mode = if buf[0] == b'{' {
         Mode::Json
@@ -371,27 +588,36 @@ fn connection(
         count: Mutex::new(0),
         changed: Condvar::new(),
         max: cfg.max_inflight.max(1),
+        pending: AtomicUsize::new(0),
     });
+    let max_pending = cfg.max_pending_bytes.max(1);
     let mut batch: Vec<u8> = Vec::with_capacity(8 * 1024);
     let mut load = Load::default();
+    // When the frame still incomplete in the buffer began (read only when one is left over).
+    let mut partial_since: Option<std::time::Instant> = None;
     // The loop leaves by `?` on a broken connection too, so what follows it always runs.
     let mut serve = || loop {
         // Answer every complete request in the buffer.
         let mut fatal = None;
         let mut answered = 0usize;
+        let mut consumed = false;
         loop {
             let request = match next_request(mode, &mut buf) {
                 Next::Incomplete => break,
                 Next::Request(r) => r,
                 Next::Answer(resp) => {
+                    consumed = true;
+                    count_bad(service, &resp);
                     encode(mode, &resp, &mut batch);
                     continue;
                 }
                 Next::Fatal(resp) => {
+                    count_bad(service, &resp);
                     fatal = Some(resp);
                     break;
                 }
             };
+            consumed = true;
             if let Some(resp) = service.version_check(&request) {
                 if matches!(&resp.result, Outcome::Error(e) if e.code == "unsupported_version") {
                     fatal = Some(resp);
@@ -405,7 +631,15 @@ fn connection(
             let svc = service.clone();
             let mut fut = Box::pin(async move { svc.handle(request.op).await });
             match poll_once(fut.as_mut()) {
-                Poll::Ready(result) => encode(mode, &Response { id, result }, &mut batch),
+                Poll::Ready(result) => {
+                    encode(mode, &Response { id, result }, &mut batch);
+                    // A client that does not read: at most `max_pending_bytes` of its
+                    // answers are held; past it they are written (waiting at most the idle
+                    // timeout) before another request is looked at.
+                    if batch.len() >= max_pending {
+                        flush(&writer, &mut batch)?;
+                    }
+                }
                 Poll::Pending => {
                     // Answers ready so far go out before this one waits for a slot: this is
                     // where a flooding client is slowed down.
@@ -416,7 +650,10 @@ fn connection(
                         let result = fut.await;
                         let mut out = Vec::with_capacity(512);
                         encode(mode, &Response { id, result }, &mut out);
+                        let len = out.len();
+                        inflight.pending_add(len);
                         write_from_task(&writer, out).await;
+                        inflight.pending_sub(len);
                         inflight.release();
                     });
                 }
@@ -430,7 +667,34 @@ fn connection(
             demote(cfg.bulk_nice);
             service.metrics.connection_demoted();
         }
-        if read_more(&mut rd, &mut buf, &mut chunk)? == 0 {
+        // Answers of misses still unsent past the bound: read nothing more until they drain.
+        if !inflight.wait_drained(max_pending, idle) {
+            timed_out_close("answers not taken");
+            break Ok(());
+        }
+        // A frame left incomplete: it has `idle_timeout` from its first byte to be whole (a
+        // client trickling a byte at a time does not hold the connection for ever).
+        if buf.is_empty() {
+            partial_since = None;
+        } else if consumed || partial_since.is_none() {
+            partial_since = Some(std::time::Instant::now());
+        } else if partial_since.is_some_and(|t| t.elapsed() >= idle) {
+            timed_out_close("frame incomplete");
+            break Ok(());
+        }
+        let n = match read_more(&mut rd, &mut buf, &mut chunk) {
+            Ok(n) => n,
+            Err(e) if timed_out(&e) => {
+                timed_out_close(if buf.is_empty() {
+                    "idle"
+                } else {
+                    "frame incomplete"
+                });
+                break Ok(());
+            }
+            Err(e) => break Err(e),
+        };
+        if n == 0 {
             if !buf.is_empty() && !live.draining.load(Ordering::SeqCst) {
                 let resp = err(
                     0,
@@ -440,12 +704,19 @@ fn connection(
                         buf.len()
                     ),
                 );
+                count_bad(service, &resp);
                 let _ = close_with(&writer, mode, &resp);
             }
             break Ok(());
         }
     };
-    let result = serve();
+    let result = match serve() {
+        Err(e) if timed_out(&e) => {
+            timed_out_close("answers not taken");
+            Ok(())
+        }
+        r => r,
+    };
     load.close(&live.interactive);
     // Let requests still waiting on upstream answer before the socket closes.
     inflight.wait_idle();
@@ -678,26 +949,14 @@ fn next_request(mode: Mode, buf: &mut BytesMut) -> Next {
             if line.iter().all(|b| b.is_ascii_whitespace()) {
                 return Next::Answer(err(0, "bad_json", "an empty line"));
             }
-            match serde_json::from_slice::<Request>(line) {
-                Ok(r) => Next::Request(r),
-                Err(e) => {
-                    // Tell an unknown op (valid JSON with an id) from broken JSON.
-                    match serde_json::from_slice::<serde_json::Value>(line) {
-                        Ok(v) => {
-                            let id = v.get("id").and_then(serde_json::Value::as_u64).unwrap_or(0);
-                            if v.get("op").is_some() && v.get("id").is_some() {
-                                Next::Answer(err(
-                                    id,
-                                    "unknown_op",
-                                    format!("not an operation this server knows: {e}"),
-                                ))
-                            } else {
-                                Next::Answer(err(id, "bad_json", format!("not a request: {e}")))
-                            }
-                        }
-                        Err(e) => Next::Answer(err(0, "bad_json", format!("not JSON: {e}"))),
-                    }
-                }
+            match proto::decode_json_request(line) {
+                proto::JsonPeeked::Request(r) => Next::Request(r),
+                proto::JsonPeeked::UnknownOp(id, why) => Next::Answer(err(
+                    id,
+                    "unknown_op",
+                    format!("not an operation this server knows: {why}"),
+                )),
+                proto::JsonPeeked::BadJson(id, why) => Next::Answer(err(id, "bad_json", why)),
             }
         }
     }
