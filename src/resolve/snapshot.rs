@@ -16,7 +16,10 @@ use super::cache::{Entry, Key};
 use super::{Resolver, normalize_name};
 
 const MAGIC: &[u8; 8] = b"MPDSNAP\0";
-const FORMAT: u32 = 1;
+/// 2: answers read under issue 12's rules (only the CNAME chain believed, chain TTLs, a
+/// malformed DKIM key is `invalid` not `absent`, bogus is an error and never stored). A format-1
+/// file is refused whole (logged, cold start) rather than served with the old readings.
+const FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct SnapEntry {
