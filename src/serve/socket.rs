@@ -447,16 +447,31 @@ fn encode(mode: Mode, resp: &Response, out: &mut Vec<u8>) {
 }
 
 /// Requests of one connection waiting on upstream: at most `max`, and a way to wait for all;
-/// and the bytes of their answers not yet sent.
+/// the bytes of their answers not yet sent; and whether the connection is dead.
 struct InFlight {
     count: Mutex<usize>,
     changed: Condvar,
     max: usize,
     /// Encoded answers of tasks not yet written whole.
     pending: AtomicUsize,
+    /// A write failed or timed out (possibly in the middle of a frame): the socket was shut
+    /// down both ways under the writer lock, and nothing more is written to it, so a client
+    /// never reads whole frames after a cut one, and tasks still to answer skip the write
+    /// instead of each waiting out the idle timeout.
+    dead: AtomicBool,
 }
 
 impl InFlight {
+    fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// A write to `stream` (held under the writer lock) failed: no byte is written after it.
+    fn kill(&self, stream: &StdStream) {
+        self.dead.store(true, Ordering::Release);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    }
+
     /// Takes a slot, waiting while all are taken.
     fn acquire(&self) {
         let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
@@ -478,6 +493,11 @@ impl InFlight {
         while *n > 0 {
             n = self.changed.wait(n).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Bytes of misses' answers not yet sent.
+    fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
     }
 
     fn pending_add(&self, bytes: usize) {
@@ -574,6 +594,13 @@ fn connection(
     } else {
         Mode::Binary
     };
+    let inflight = Arc::new(InFlight {
+        count: Mutex::new(0),
+        changed: Condvar::new(),
+        max: cfg.max_inflight.max(1),
+        pending: AtomicUsize::new(0),
+        dead: AtomicBool::new(false),
+    });
     if !allowed {
         let resp = Response {
             id: 0,
@@ -582,14 +609,8 @@ fn connection(
                 "peer credentials not in the allow-list",
             )),
         };
-        return close_with(&writer, mode, &resp);
+        return close_with(&writer, &inflight, mode, &resp);
     }
-    let inflight = Arc::new(InFlight {
-        count: Mutex::new(0),
-        changed: Condvar::new(),
-        max: cfg.max_inflight.max(1),
-        pending: AtomicUsize::new(0),
-    });
     let max_pending = cfg.max_pending_bytes.max(1);
     let mut batch: Vec<u8> = Vec::with_capacity(8 * 1024);
     let mut load = Load::default();
@@ -634,34 +655,37 @@ fn connection(
                 Poll::Ready(result) => {
                     encode(mode, &Response { id, result }, &mut batch);
                     // A client that does not read: at most `max_pending_bytes` of its
-                    // answers are held; past it they are written (waiting at most the idle
-                    // timeout) before another request is looked at.
-                    if batch.len() >= max_pending {
-                        flush(&writer, &mut batch)?;
+                    // answers are held, hits' batch and misses' answers together; past it
+                    // they are written (waiting at most the idle timeout) before another
+                    // request is looked at.
+                    if batch.len() + inflight.pending() >= max_pending {
+                        flush(&writer, &inflight, &mut batch)?;
+                        if !inflight.wait_drained(max_pending, idle) {
+                            return Err(std::io::ErrorKind::TimedOut.into());
+                        }
                     }
                 }
                 Poll::Pending => {
                     // Answers ready so far go out before this one waits for a slot: this is
                     // where a flooding client is slowed down.
-                    flush(&writer, &mut batch)?;
+                    flush(&writer, &inflight, &mut batch)?;
                     inflight.acquire();
                     let (writer, inflight) = (writer.clone(), inflight.clone());
                     runtime.spawn(async move {
                         let result = fut.await;
-                        let mut out = Vec::with_capacity(512);
-                        encode(mode, &Response { id, result }, &mut out);
-                        let len = out.len();
-                        inflight.pending_add(len);
-                        write_from_task(&writer, out).await;
-                        inflight.pending_sub(len);
+                        // Encoded only once this task holds the writer: tasks waiting for it
+                        // hold their result (a policy answer is the cache's `Arc`), not a
+                        // copy of its bytes, so misses completing together cannot pile up
+                        // `max_inflight` encoded answers.
+                        write_from_task(&writer, &inflight, mode, Response { id, result }).await;
                         inflight.release();
                     });
                 }
             }
         }
-        flush(&writer, &mut batch)?;
+        flush(&writer, &inflight, &mut batch)?;
         if let Some(resp) = fatal {
-            break close_with(&writer, mode, &resp);
+            break close_with(&writer, &inflight, mode, &resp);
         }
         if load.read(answered, cfg.bulk_batch, &live.interactive) == Verdict::Demote {
             demote(cfg.bulk_nice);
@@ -705,7 +729,7 @@ fn connection(
                     ),
                 );
                 count_bad(service, &resp);
-                let _ = close_with(&writer, mode, &resp);
+                let _ = close_with(&writer, &inflight, mode, &resp);
             }
             break Ok(());
         }
@@ -811,19 +835,34 @@ fn lock(writer: &Writer) -> tokio::sync::MutexGuard<'_, StdStream> {
     writer.blocking_lock()
 }
 
-/// Writes a miss's answer from its task without blocking a runtime worker: a send that does
-/// not wait (the usual case: the client reads its answers) is done right here; the rest of a
-/// frame that would have to wait is written from the blocking pool, still under the lock.
-async fn write_from_task(writer: &Writer, out: Vec<u8>) {
+/// Writes a miss's answer from its task without blocking a runtime worker: encoded once the
+/// writer is ours; a send that does not wait (the usual case: the client reads its answers) is
+/// done right here; the rest of a frame that would have to wait is written from the blocking
+/// pool, still under the lock. A failed or timed-out write kills the connection (see
+/// [`InFlight::dead`]); on a dead connection nothing is written.
+async fn write_from_task(writer: &Writer, inflight: &Arc<InFlight>, mode: Mode, resp: Response) {
     let guard = writer.clone().lock_owned().await;
+    if inflight.is_dead() {
+        return;
+    }
+    let mut out = Vec::with_capacity(512);
+    encode(mode, &resp, &mut out);
+    drop(resp);
     let from = match send_now(&guard, &out) {
         Some(n) if n < out.len() => n,
-        _ => return,
+        Some(_) => return,
+        None => return inflight.kill(&guard),
     };
+    let unsent = out.len() - from;
+    inflight.pending_add(unsent);
+    let owner = inflight.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        let _ = (&*guard).write_all(&out[from..]);
+        if (&*guard).write_all(&out[from..]).is_err() {
+            owner.kill(&guard);
+        }
     })
     .await;
+    inflight.pending_sub(unsent);
 }
 
 /// One send that does not wait: the bytes sent (0 when none fit), `None` on an error (the
@@ -862,20 +901,49 @@ fn read_more(rd: &mut StdStream, buf: &mut BytesMut, chunk: &mut [u8]) -> std::i
     Ok(n)
 }
 
-fn flush(writer: &Writer, batch: &mut Vec<u8>) -> std::io::Result<()> {
+/// The error of a connection killed by a failed write (from a task or an earlier flush).
+fn dead() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        "a write failed: connection closed",
+    )
+}
+
+/// Writes the batch (blocking, at most the idle timeout per write). A failure kills the
+/// connection: the frame it cut is the last thing the client gets.
+fn flush(writer: &Writer, inflight: &InFlight, batch: &mut Vec<u8>) -> std::io::Result<()> {
+    if inflight.is_dead() {
+        batch.clear();
+        return Err(dead());
+    }
     if batch.is_empty() {
         return Ok(());
     }
-    let r = lock(writer).write_all(batch);
+    let w = lock(writer);
+    let r = (&*w).write_all(batch);
     batch.clear();
+    if r.is_err() {
+        inflight.kill(&w);
+    }
     r
 }
 
-fn close_with(writer: &Writer, mode: Mode, resp: &Response) -> std::io::Result<()> {
+fn close_with(
+    writer: &Writer,
+    inflight: &InFlight,
+    mode: Mode,
+    resp: &Response,
+) -> std::io::Result<()> {
     let mut out = Vec::new();
     encode(mode, resp, &mut out);
     let w = lock(writer);
-    (&*w).write_all(&out)?;
+    if inflight.is_dead() {
+        return Err(dead());
+    }
+    if let Err(e) = (&*w).write_all(&out) {
+        inflight.kill(&w);
+        return Err(e);
+    }
     w.shutdown(std::net::Shutdown::Write)
 }
 
