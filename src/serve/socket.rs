@@ -109,13 +109,16 @@ pub enum BindError {
 
 /// The socket file this process bound, known by its inode: [`SocketFile::remove`] (or dropping
 /// it) deletes the path only while it is still that inode, so a process never deletes a socket
-/// another one bound there since.
+/// another one bound there since. It holds the exclusive lock on `<path>.lock` for as long as
+/// it lives (the socket is removed before the lock is let go).
 #[derive(Debug)]
 pub struct SocketFile {
     path: PathBuf,
     dev: u64,
     ino: u64,
     armed: bool,
+    /// `<path>.lock`, locked (flock, exclusive): declared last, so it is released last.
+    _lock: std::fs::File,
 }
 
 impl SocketFile {
@@ -130,6 +133,7 @@ impl SocketFile {
     }
 
     /// Leaves the file in place (for callers that manage it themselves).
+    /// The lock on `<path>.lock` is released.
     pub fn keep(mut self) {
         self.armed = false;
     }
@@ -164,15 +168,25 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
     Ok(listener)
 }
 
-/// Binds the socket at `path`: a live socket (one that accepts a connection) is refused as
-/// [`BindError::InUse`], a dead one is replaced, anything else is refused; the parent
-/// directory is created; the file mode is set. The returned [`SocketFile`] removes the file
-/// when dropped (a start that fails later leaves nothing behind), only if it is still ours.
+/// Binds the socket at `path`: first the exclusive lock on `<path>.lock` (held by the
+/// returned [`SocketFile`]; another process holding it: [`BindError::InUse`]), so two daemons
+/// starting at once cannot both find a dead socket and replace each other's; then a live
+/// socket (one that accepts a connection) is refused as [`BindError::InUse`], a dead one is
+/// replaced, anything else is refused; the parent directory is created; the file mode is set.
+/// The returned [`SocketFile`] removes the file when dropped (a start that fails later leaves
+/// nothing behind), only if it is still ours. The lock file itself stays (deleting it would let
+/// two processes lock two different files).
 pub fn bind_owned(path: &Path, mode: u32) -> Result<(UnixListener, SocketFile), BindError> {
     let io = |source| BindError::Io {
         path: path.display().to_string(),
         source,
     };
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let lock = lock_path(path)?;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(BindError::NotASocket(path.display().to_string()));
@@ -185,11 +199,6 @@ pub fn bind_owned(path: &Path, mode: u32) -> Result<(UnixListener, SocketFile), 
             _ => {}
         }
     }
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
     let listener = UnixListener::bind(path).map_err(io)?;
     let meta = std::fs::symlink_metadata(path).map_err(io)?;
     let file = SocketFile {
@@ -197,9 +206,44 @@ pub fn bind_owned(path: &Path, mode: u32) -> Result<(UnixListener, SocketFile), 
         dev: meta.dev(),
         ino: meta.ino(),
         armed: true,
+        _lock: lock,
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
     Ok((listener, file))
+}
+
+/// Takes the exclusive lock on `<path>.lock` (created if missing, mode 0600), without waiting.
+fn lock_path(path: &Path) -> Result<std::fs::File, BindError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = PathBuf::from(name);
+    let io = |source| BindError::Io {
+        path: lock.display().to_string(),
+        source,
+    };
+    if std::fs::symlink_metadata(&lock).is_ok_and(|m| !m.file_type().is_file()) {
+        return Err(io(std::io::Error::other(
+            "the socket's lock file is not a regular file; not using it",
+        )));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(BindError::InUse(format!(
+            "{} (its lock {} is held)",
+            path.display(),
+            lock.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 /// Whether a process accepts connections on the socket at `path`: one connection attempt that
