@@ -364,13 +364,10 @@ pub async fn run(
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             s = listener.accept() => match s {
-                Ok((s, _)) => {
-                    service.set_accept_failing(false);
-                    s
-                }
+                Ok((s, _)) => s,
                 Err(e) => {
-                    // EMFILE and the like: not ready until an accept succeeds again.
-                    service.set_accept_failing(true);
+                    // EMFILE and the like: not ready for a second after the last failure.
+                    service.accept_failed();
                     if let Some(suppressed) = service.metrics.accept_log.allow() {
                         tracing::warn!(error = %e, suppressed, "accept failed");
                     }
@@ -382,7 +379,7 @@ pub async fn run(
         // Over `max_connections`: closed at once (the client sees an end of file and may
         // retry), never queued.
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            drop(stream);
+            close_at_once(stream);
             service.metrics.connection_rejected();
             if let Some(suppressed) = service.metrics.reject_log.allow() {
                 tracing::warn!(
@@ -437,6 +434,29 @@ pub async fn run(
     {
         tracing::warn!("drain timeout: closing connections with requests in flight");
         live.shutdown_all(std::net::Shutdown::Both);
+    }
+}
+
+/// Closes a connection refused over `max_connections` so that its client reads an end of file,
+/// not a reset: a Unix socket closed with unread data resets its peer, and a filter writes its
+/// first request right after connecting. Shut both ways first (the peer can send nothing
+/// more), then what it already sent is read and dropped (without waiting, at most 64 KiB).
+fn close_at_once(stream: UnixStream) {
+    if let Ok(mut s) = stream.into_std() {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+        discard_unread(&mut s);
+    }
+}
+
+/// Reads and drops what a non-blocking stream holds, at most 64 KiB, never waiting.
+pub(crate) fn discard_unread(s: &mut impl Read) {
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    while left > 0 {
+        match s.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
     }
 }
 
