@@ -747,7 +747,8 @@ async fn json_negative_or_repeated_id_is_bad_json_and_bad_frames_are_counted() {
     let r = ask("{\"op\": \"ping\"}").await;
     assert_eq!(code(&r), "bad_json");
     // Client bytes in the error text (a new line in an op name) stay one answer line.
-    let r = ask("{\"id\": 6, \"op\": {\"spf\": {\"domain\": 1, \"x\\nmailpolicyd: forged\": 2}}}").await;
+    let r = ask("{\"id\": 6, \"op\": {\"spf\": {\"domain\": 1, \"x\\nmailpolicyd: forged\": 2}}}")
+        .await;
     assert_eq!(code(&r), "bad_json");
     // A well-formed request for an operation this build does not know is still unknown_op.
     let r = ask("{\"id\": 7, \"op\": \"frobnicate\"}").await;
@@ -836,7 +837,11 @@ async fn a_stuck_writer_on_the_miss_path_frees_its_slot_and_never_misaligns_fram
     s.read_to_end(&mut got).unwrap();
     let frames = whole_frames(&got);
     assert!(!frames.is_empty());
-    assert!(frames.len() < 200, "{} answers fit a socket buffer?", frames.len());
+    assert!(
+        frames.len() < 200,
+        "{} answers fit a socket buffer?",
+        frames.len()
+    );
     for r in &frames {
         assert!(r.id < 200);
         assert_eq!(code(r), "ok");
@@ -870,6 +875,7 @@ async fn a_client_that_never_reads_misses_holds_bounded_memory() {
     // The upstream answers after a second; every question of every connection is then done.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = rss_kib(child.id());
+    eprintln!("RSS {before} KiB → {during} KiB");
     assert!(
         during.saturating_sub(before) < 24 * 1024,
         "RSS grew from {before} KiB to {during} KiB"

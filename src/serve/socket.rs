@@ -91,6 +91,12 @@ pub enum BindError {
     /// Something that is not a socket is in the way: refuse to delete it.
     #[error("{0} exists and is not a socket; not replacing it")]
     NotASocket(String),
+    /// Another process holds the socket's lock (`<path>.lock`): another mailpolicyd runs, or
+    /// is starting, on this path.
+    #[error(
+        "{0} is in use: another process (another mailpolicyd?) holds its lock {0}.lock; not replacing it"
+    )]
+    Locked(String),
     /// A live socket is at the path: something (another mailpolicyd?) accepts connections on
     /// it. Only a dead socket is replaced.
     #[error(
@@ -237,11 +243,9 @@ fn lock_path(path: &Path) -> Result<std::fs::File, BindError> {
         .map_err(io)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(BindError::InUse(format!(
-            "{} (its lock {} is held)",
-            path.display(),
-            lock.display()
-        ))),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(BindError::Locked(path.display().to_string()))
+        }
         Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
     }
 }
