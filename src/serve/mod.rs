@@ -245,3 +245,24 @@ fn policy_answer(l: Lookup) -> PolicyAnswer {
         answer: l.answer,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Service;
+    use crate::resolve::{Resolver, ResolverConfig};
+
+    /// A failed `accept` makes `/ready` say no for a second, then it comes back by itself,
+    /// although no connection was accepted since.
+    #[tokio::test]
+    async fn readiness_comes_back_a_second_after_the_last_failed_accept() {
+        let mut cfg = ResolverConfig::default();
+        cfg.upstream.servers = vec!["127.0.0.1:9".parse().unwrap()];
+        let service = Service::new(Resolver::new(cfg).unwrap());
+        service.set_ready(true);
+        assert!(service.is_ready());
+        service.accept_failed();
+        assert!(!service.is_ready());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(service.is_ready());
+    }
+}
