@@ -5,7 +5,7 @@
 //! corrupt or incompatible file is an error for the caller to log, never a reason not to start.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,17 @@ const MAGIC: &[u8; 8] = b"MPDSNAP\0";
 /// malformed DKIM key is `invalid` not `absent`, bogus is an error and never stored). A format-1
 /// file is refused whole (logged, cold start) rather than served with the old readings.
 const FORMAT: u32 = 2;
+
+/// What is written: the same encoding as [`SnapEntry`], borrowed from the cache's `Arc`s (no
+/// answer is copied to write a snapshot).
+#[derive(Serialize)]
+struct SnapEntryRef<'a> {
+    kind: Kind,
+    name: &'a str,
+    stored_unix_ms: u64,
+    ttl_ms: u64,
+    answer: &'a Answer,
+}
 
 #[derive(Serialize, Deserialize)]
 struct SnapEntry {
@@ -53,50 +64,35 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl Resolver {
-    /// Writes every cache entry to `path` (atomically: temp file, fsync, rename). Returns the
-    /// number of entries written.
+    /// Writes every cache entry to `path` (atomically: a new temp file next to it, fsync,
+    /// rename, fsync of the directory). Encoding and writing run on the blocking pool, from the
+    /// cache's `Arc`s. Returns the number of entries written.
     pub async fn save_snapshot(&self, path: &Path) -> Result<usize, SnapshotError> {
         let now = Instant::now();
         let wall = SystemTime::now();
-        let entries: Vec<SnapEntry> = self
-            .inner
-            .cache
-            .entries()
-            .into_iter()
-            .map(|(k, e)| {
-                let age = now.saturating_duration_since(e.stored_at);
-                SnapEntry {
-                    kind: k.kind,
-                    name: k.name.to_string(),
-                    stored_unix_ms: unix_ms(wall - age),
-                    ttl_ms: u64::try_from(e.ttl.as_millis()).unwrap_or(u64::MAX),
-                    answer: (*e.answer).clone(),
-                }
-            })
-            .collect();
-        let count = entries.len();
-        let body =
-            postcard::to_stdvec(&entries).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+        let entries = self.inner.cache.entries();
         let path = path.to_owned();
-        tokio::task::spawn_blocking(move || -> Result<(), SnapshotError> {
-            if let Some(dir) = path.parent()
-                && !dir.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(&FORMAT.to_be_bytes())?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, &path)?;
-            Ok(())
+        tokio::task::spawn_blocking(move || -> Result<usize, SnapshotError> {
+            let refs: Vec<SnapEntryRef<'_>> = entries
+                .iter()
+                .map(|(k, e)| {
+                    let age = now.saturating_duration_since(e.stored_at);
+                    SnapEntryRef {
+                        kind: k.kind,
+                        name: &k.name,
+                        stored_unix_ms: unix_ms(wall - age),
+                        ttl_ms: u64::try_from(e.ttl.as_millis()).unwrap_or(u64::MAX),
+                        answer: &e.answer,
+                    }
+                })
+                .collect();
+            let body =
+                postcard::to_stdvec(&refs).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+            write_atomic(&path, &body)?;
+            Ok(refs.len())
         })
         .await
-        .map_err(|e| SnapshotError::Corrupt(e.to_string()))??;
-        Ok(count)
+        .map_err(|e| SnapshotError::Corrupt(e.to_string()))?
     }
 
     /// Loads a snapshot into the cache. Entries past their stale window are skipped. Returns
@@ -141,4 +137,75 @@ impl Resolver {
         }
         Ok(loaded)
     }
+}
+
+/// The directory a snapshot at `path` lives in.
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// `<path>.tmp.<pid>`: this process's temporary file for the snapshot at `path`.
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".tmp.{}", std::process::id()));
+    PathBuf::from(name)
+}
+
+fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    let dir = dir_of(path);
+    std::fs::create_dir_all(dir)?;
+    let tmp = temp_path(path);
+    // A new file (never one found in place: a leftover is removed at start).
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    let written = (|| {
+        f.write_all(MAGIC)?;
+        f.write_all(&FORMAT.to_be_bytes())?;
+        f.write_all(body)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    // The rename itself is durable only once the directory is.
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes temporary files a crashed process left next to the snapshot at `path`
+/// (`<name>.tmp.<pid>`, and `<stem>.tmp.<pid>` of older versions). Returns how many.
+pub fn remove_stale_temp(path: &Path) -> usize {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return 0;
+    };
+    let stem = path.file_stem().and_then(|n| n.to_str()).unwrap_or(name);
+    let prefixes = [format!("{name}.tmp."), format!("{stem}.tmp.")];
+    let Ok(list) = std::fs::read_dir(dir_of(path)) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in list.flatten() {
+        let file = e.file_name();
+        let Some(file) = file.to_str() else {
+            continue;
+        };
+        let stale = prefixes.iter().any(|p| {
+            file.strip_prefix(p.as_str())
+                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if stale
+            && e.file_type().is_ok_and(|t| t.is_file())
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }

@@ -78,6 +78,8 @@ pub struct Metrics {
     admin_rejected: Counter,
     /// Rate limits of the warnings about failed accepts, rejected connections and bad frames.
     pub(crate) accept_log: LogLimit,
+    /// The admin listener's own: its failures never hide the filters' socket's.
+    pub(crate) admin_accept_log: LogLimit,
     pub(crate) reject_log: LogLimit,
     bad_log: LogLimit,
 }
@@ -143,6 +145,7 @@ impl Default for Metrics {
             timed_out: Counter::default(),
             admin_rejected: Counter::default(),
             accept_log: LogLimit::default(),
+            admin_accept_log: LogLimit::default(),
             reject_log: LogLimit::default(),
             bad_log: LogLimit::default(),
         }
@@ -197,7 +200,8 @@ impl Metrics {
         };
         self.bad_frames.get_or_create(&[("reason", reason)]).inc();
         if let Some(suppressed) = self.bad_log.allow() {
-            tracing::warn!(reason, suppressed, "rejected a request: {message}");
+            // Debug-escaped: the message quotes client bytes, which must not make log lines.
+            tracing::warn!(reason, suppressed, detail = ?message, "rejected a request");
         }
     }
 }
@@ -531,7 +535,7 @@ impl axum::serve::Listener for Bounded {
             let (stream, addr) = match self.inner.accept().await {
                 Ok(x) => x,
                 Err(e) => {
-                    if let Some(suppressed) = self.service.metrics.accept_log.allow() {
+                    if let Some(suppressed) = self.service.metrics.admin_accept_log.allow() {
                         tracing::warn!(error = %e, suppressed, "admin accept failed");
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -539,7 +543,12 @@ impl axum::serve::Listener for Bounded {
                 }
             };
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-                drop(stream);
+                // A FIN, then what the client already sent is dropped (without waiting), so it
+                // reads an end of file rather than a reset when that is still possible.
+                if let Ok(mut s) = stream.into_std() {
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                    super::socket::discard_unread(&mut s);
+                }
                 self.service.metrics.admin_rejected.inc();
                 continue;
             };

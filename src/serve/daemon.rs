@@ -65,6 +65,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     // the path is still the socket bound here.
     let (listener, socket_file) = socket::bind_owned(&cfg.socket, cfg.socket_cfg.mode)?;
     tracing::info!(socket = %cfg.socket.display(), "listening");
+    // This process owns the socket (and so the daemon's files): a temporary snapshot file left
+    // by a crash is removed.
+    if let Some(path) = &cfg.snapshot {
+        let n = crate::resolve::snapshot::remove_stale_temp(path);
+        if n > 0 {
+            tracing::info!(path = %path.display(), files = n, "stale temporary snapshot files removed");
+        }
+    }
     let stop_others = CancellationToken::new();
     let mut background = tokio::task::JoinSet::new();
     if let Some(addr) = cfg.admin {
@@ -144,12 +152,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     Ok(())
 }
 
-/// Whether a file can be created next to `path` (the snapshot's temp file and rename).
+/// Whether a file can be created next to `path` (the snapshot's temp file and rename); the
+/// directory is created first if missing (as the first write would).
 fn snapshot_dir_writable(path: &std::path::Path) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
     };
+    std::fs::create_dir_all(dir)?;
     let probe = dir.join(format!(".mailpolicyd-probe.{}", std::process::id()));
     std::fs::write(&probe, b"")?;
     std::fs::remove_file(&probe)

@@ -11,7 +11,7 @@ pub mod daemon;
 pub mod dns;
 pub mod socket;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -31,9 +31,14 @@ pub struct Service {
     ready: AtomicBool,
     /// The socket server's connection slots, once it runs.
     socket_slots: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
-    /// The socket's last `accept` failed (e.g. EMFILE).
-    accept_failing: AtomicBool,
+    /// When the socket's `accept` last failed (e.g. EMFILE): milliseconds since `origin`, plus
+    /// one; 0 when it never did.
+    accept_failed_at: AtomicU64,
+    origin: Instant,
 }
+
+/// How long after a failed `accept` the socket counts as unable to accept.
+const ACCEPT_FAILING_FOR_MS: u64 = 1000;
 
 impl Service {
     /// A service over `resolver`.
@@ -43,7 +48,8 @@ impl Service {
             metrics: admin::Metrics::default(),
             ready: AtomicBool::new(false),
             socket_slots: Mutex::new(None),
-            accept_failing: AtomicBool::new(false),
+            accept_failed_at: AtomicU64::new(0),
+            origin: Instant::now(),
         })
     }
 
@@ -71,7 +77,20 @@ impl Service {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .is_none_or(|s| s.available_permits() > 0);
-        slots_free && !self.accept_failing.load(Ordering::SeqCst)
+        slots_free && !self.accept_failing()
+    }
+
+    /// Whether `accept` failed within the last second (nothing to clear it: readiness comes
+    /// back by itself once failures stop, even if no client connects).
+    fn accept_failing(&self) -> bool {
+        match self.accept_failed_at.load(Ordering::SeqCst) {
+            0 => false,
+            at => self.millis() < at - 1 + ACCEPT_FAILING_FOR_MS,
+        }
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// The socket server's connection slots (for readiness).
@@ -79,12 +98,10 @@ impl Service {
         *self.socket_slots.lock().unwrap_or_else(|e| e.into_inner()) = Some(slots);
     }
 
-    /// Records whether the socket's `accept` fails.
-    pub(crate) fn set_accept_failing(&self, failing: bool) {
-        // Read first: the hot accept path writes only on a change.
-        if self.accept_failing.load(Ordering::Relaxed) != failing {
-            self.accept_failing.store(failing, Ordering::SeqCst);
-        }
+    /// Records that the socket's `accept` failed: not ready for the next second.
+    pub(crate) fn accept_failed(&self) {
+        self.accept_failed_at
+            .store(self.millis().saturating_add(1), Ordering::SeqCst);
     }
 
     /// Answers `Hello` here (so the connection can be closed on an unknown major version);
@@ -226,5 +243,26 @@ fn policy_answer(l: Lookup) -> PolicyAnswer {
         source: l.source,
         ttl: l.ttl_remaining,
         answer: l.answer,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Service;
+    use crate::resolve::{Resolver, ResolverConfig};
+
+    /// A failed `accept` makes `/ready` say no for a second, then it comes back by itself,
+    /// although no connection was accepted since.
+    #[tokio::test]
+    async fn readiness_comes_back_a_second_after_the_last_failed_accept() {
+        let mut cfg = ResolverConfig::default();
+        cfg.upstream.servers = vec!["127.0.0.1:9".parse().unwrap()];
+        let service = Service::new(Resolver::new(cfg).unwrap());
+        service.set_ready(true);
+        assert!(service.is_ready());
+        service.accept_failed();
+        assert!(!service.is_ready());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(service.is_ready());
     }
 }

@@ -91,6 +91,12 @@ pub enum BindError {
     /// Something that is not a socket is in the way: refuse to delete it.
     #[error("{0} exists and is not a socket; not replacing it")]
     NotASocket(String),
+    /// Another process holds the socket's lock (`<path>.lock`): another mailpolicyd runs, or
+    /// is starting, on this path.
+    #[error(
+        "{0} is in use: another process (another mailpolicyd?) holds its lock {0}.lock; not replacing it"
+    )]
+    Locked(String),
     /// A live socket is at the path: something (another mailpolicyd?) accepts connections on
     /// it. Only a dead socket is replaced.
     #[error(
@@ -109,13 +115,16 @@ pub enum BindError {
 
 /// The socket file this process bound, known by its inode: [`SocketFile::remove`] (or dropping
 /// it) deletes the path only while it is still that inode, so a process never deletes a socket
-/// another one bound there since.
+/// another one bound there since. It holds the exclusive lock on `<path>.lock` for as long as
+/// it lives (the socket is removed before the lock is let go).
 #[derive(Debug)]
 pub struct SocketFile {
     path: PathBuf,
     dev: u64,
     ino: u64,
     armed: bool,
+    /// `<path>.lock`, locked (flock, exclusive): declared last, so it is released last.
+    _lock: std::fs::File,
 }
 
 impl SocketFile {
@@ -130,6 +139,7 @@ impl SocketFile {
     }
 
     /// Leaves the file in place (for callers that manage it themselves).
+    /// The lock on `<path>.lock` is released.
     pub fn keep(mut self) {
         self.armed = false;
     }
@@ -164,15 +174,25 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
     Ok(listener)
 }
 
-/// Binds the socket at `path`: a live socket (one that accepts a connection) is refused as
-/// [`BindError::InUse`], a dead one is replaced, anything else is refused; the parent
-/// directory is created; the file mode is set. The returned [`SocketFile`] removes the file
-/// when dropped (a start that fails later leaves nothing behind), only if it is still ours.
+/// Binds the socket at `path`: first the exclusive lock on `<path>.lock` (held by the
+/// returned [`SocketFile`]; another process holding it: [`BindError::InUse`]), so two daemons
+/// starting at once cannot both find a dead socket and replace each other's; then a live
+/// socket (one that accepts a connection) is refused as [`BindError::InUse`], a dead one is
+/// replaced, anything else is refused; the parent directory is created; the file mode is set.
+/// The returned [`SocketFile`] removes the file when dropped (a start that fails later leaves
+/// nothing behind), only if it is still ours. The lock file itself stays (deleting it would let
+/// two processes lock two different files).
 pub fn bind_owned(path: &Path, mode: u32) -> Result<(UnixListener, SocketFile), BindError> {
     let io = |source| BindError::Io {
         path: path.display().to_string(),
         source,
     };
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let lock = lock_path(path)?;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(BindError::NotASocket(path.display().to_string()));
@@ -185,11 +205,6 @@ pub fn bind_owned(path: &Path, mode: u32) -> Result<(UnixListener, SocketFile), 
             _ => {}
         }
     }
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
     let listener = UnixListener::bind(path).map_err(io)?;
     let meta = std::fs::symlink_metadata(path).map_err(io)?;
     let file = SocketFile {
@@ -197,9 +212,42 @@ pub fn bind_owned(path: &Path, mode: u32) -> Result<(UnixListener, SocketFile), 
         dev: meta.dev(),
         ino: meta.ino(),
         armed: true,
+        _lock: lock,
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
     Ok((listener, file))
+}
+
+/// Takes the exclusive lock on `<path>.lock` (created if missing, mode 0600), without waiting.
+fn lock_path(path: &Path) -> Result<std::fs::File, BindError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock = PathBuf::from(name);
+    let io = |source| BindError::Io {
+        path: lock.display().to_string(),
+        source,
+    };
+    if std::fs::symlink_metadata(&lock).is_ok_and(|m| !m.file_type().is_file()) {
+        return Err(io(std::io::Error::other(
+            "the socket's lock file is not a regular file; not using it",
+        )));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&lock)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(BindError::Locked(path.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
 }
 
 /// Whether a process accepts connections on the socket at `path`: one connection attempt that
@@ -320,13 +368,10 @@ pub async fn run(
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             s = listener.accept() => match s {
-                Ok((s, _)) => {
-                    service.set_accept_failing(false);
-                    s
-                }
+                Ok((s, _)) => s,
                 Err(e) => {
-                    // EMFILE and the like: not ready until an accept succeeds again.
-                    service.set_accept_failing(true);
+                    // EMFILE and the like: not ready for a second after the last failure.
+                    service.accept_failed();
                     if let Some(suppressed) = service.metrics.accept_log.allow() {
                         tracing::warn!(error = %e, suppressed, "accept failed");
                     }
@@ -338,7 +383,7 @@ pub async fn run(
         // Over `max_connections`: closed at once (the client sees an end of file and may
         // retry), never queued.
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            drop(stream);
+            close_at_once(stream);
             service.metrics.connection_rejected();
             if let Some(suppressed) = service.metrics.reject_log.allow() {
                 tracing::warn!(
@@ -396,6 +441,29 @@ pub async fn run(
     }
 }
 
+/// Closes a connection refused over `max_connections` so that its client reads an end of file,
+/// not a reset: a Unix socket closed with unread data resets its peer, and a filter writes its
+/// first request right after connecting. Shut both ways first (the peer can send nothing
+/// more), then what it already sent is read and dropped (without waiting, at most 64 KiB).
+fn close_at_once(stream: UnixStream) {
+    if let Ok(mut s) = stream.into_std() {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+        discard_unread(&mut s);
+    }
+}
+
+/// Reads and drops what a non-blocking stream holds, at most 64 KiB, never waiting.
+pub(crate) fn discard_unread(s: &mut impl Read) {
+    let mut sink = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    while left > 0 {
+        match s.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
 /// Stack of a connection thread: it polls request futures once (deep ones, such as DMARC
 /// discovery, live on the heap) and frames bytes.
 const CONNECTION_STACK: usize = 512 * 1024;
@@ -447,16 +515,31 @@ fn encode(mode: Mode, resp: &Response, out: &mut Vec<u8>) {
 }
 
 /// Requests of one connection waiting on upstream: at most `max`, and a way to wait for all;
-/// and the bytes of their answers not yet sent.
+/// the bytes of their answers not yet sent; and whether the connection is dead.
 struct InFlight {
     count: Mutex<usize>,
     changed: Condvar,
     max: usize,
     /// Encoded answers of tasks not yet written whole.
     pending: AtomicUsize,
+    /// A write failed or timed out (possibly in the middle of a frame): the socket was shut
+    /// down both ways under the writer lock, and nothing more is written to it, so a client
+    /// never reads whole frames after a cut one, and tasks still to answer skip the write
+    /// instead of each waiting out the idle timeout.
+    dead: AtomicBool,
 }
 
 impl InFlight {
+    fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// A write to `stream` (held under the writer lock) failed: no byte is written after it.
+    fn kill(&self, stream: &StdStream) {
+        self.dead.store(true, Ordering::Release);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    }
+
     /// Takes a slot, waiting while all are taken.
     fn acquire(&self) {
         let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
@@ -478,6 +561,11 @@ impl InFlight {
         while *n > 0 {
             n = self.changed.wait(n).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// Bytes of misses' answers not yet sent.
+    fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
     }
 
     fn pending_add(&self, bytes: usize) {
@@ -574,6 +662,13 @@ fn connection(
     } else {
         Mode::Binary
     };
+    let inflight = Arc::new(InFlight {
+        count: Mutex::new(0),
+        changed: Condvar::new(),
+        max: cfg.max_inflight.max(1),
+        pending: AtomicUsize::new(0),
+        dead: AtomicBool::new(false),
+    });
     if !allowed {
         let resp = Response {
             id: 0,
@@ -582,14 +677,8 @@ fn connection(
                 "peer credentials not in the allow-list",
             )),
         };
-        return close_with(&writer, mode, &resp);
+        return close_with(&writer, &inflight, mode, &resp);
     }
-    let inflight = Arc::new(InFlight {
-        count: Mutex::new(0),
-        changed: Condvar::new(),
-        max: cfg.max_inflight.max(1),
-        pending: AtomicUsize::new(0),
-    });
     let max_pending = cfg.max_pending_bytes.max(1);
     let mut batch: Vec<u8> = Vec::with_capacity(8 * 1024);
     let mut load = Load::default();
@@ -634,34 +723,37 @@ fn connection(
                 Poll::Ready(result) => {
                     encode(mode, &Response { id, result }, &mut batch);
                     // A client that does not read: at most `max_pending_bytes` of its
-                    // answers are held; past it they are written (waiting at most the idle
-                    // timeout) before another request is looked at.
-                    if batch.len() >= max_pending {
-                        flush(&writer, &mut batch)?;
+                    // answers are held, hits' batch and misses' answers together; past it
+                    // they are written (waiting at most the idle timeout) before another
+                    // request is looked at.
+                    if batch.len() + inflight.pending() >= max_pending {
+                        flush(&writer, &inflight, &mut batch)?;
+                        if !inflight.wait_drained(max_pending, idle) {
+                            return Err(std::io::ErrorKind::TimedOut.into());
+                        }
                     }
                 }
                 Poll::Pending => {
                     // Answers ready so far go out before this one waits for a slot: this is
                     // where a flooding client is slowed down.
-                    flush(&writer, &mut batch)?;
+                    flush(&writer, &inflight, &mut batch)?;
                     inflight.acquire();
                     let (writer, inflight) = (writer.clone(), inflight.clone());
                     runtime.spawn(async move {
                         let result = fut.await;
-                        let mut out = Vec::with_capacity(512);
-                        encode(mode, &Response { id, result }, &mut out);
-                        let len = out.len();
-                        inflight.pending_add(len);
-                        write_from_task(&writer, out).await;
-                        inflight.pending_sub(len);
+                        // Encoded only once this task holds the writer: tasks waiting for it
+                        // hold their result (a policy answer is the cache's `Arc`), not a
+                        // copy of its bytes, so misses completing together cannot pile up
+                        // `max_inflight` encoded answers.
+                        write_from_task(&writer, &inflight, mode, Response { id, result }).await;
                         inflight.release();
                     });
                 }
             }
         }
-        flush(&writer, &mut batch)?;
+        flush(&writer, &inflight, &mut batch)?;
         if let Some(resp) = fatal {
-            break close_with(&writer, mode, &resp);
+            break close_with(&writer, &inflight, mode, &resp);
         }
         if load.read(answered, cfg.bulk_batch, &live.interactive) == Verdict::Demote {
             demote(cfg.bulk_nice);
@@ -705,7 +797,7 @@ fn connection(
                     ),
                 );
                 count_bad(service, &resp);
-                let _ = close_with(&writer, mode, &resp);
+                let _ = close_with(&writer, &inflight, mode, &resp);
             }
             break Ok(());
         }
@@ -811,19 +903,34 @@ fn lock(writer: &Writer) -> tokio::sync::MutexGuard<'_, StdStream> {
     writer.blocking_lock()
 }
 
-/// Writes a miss's answer from its task without blocking a runtime worker: a send that does
-/// not wait (the usual case: the client reads its answers) is done right here; the rest of a
-/// frame that would have to wait is written from the blocking pool, still under the lock.
-async fn write_from_task(writer: &Writer, out: Vec<u8>) {
+/// Writes a miss's answer from its task without blocking a runtime worker: encoded once the
+/// writer is ours; a send that does not wait (the usual case: the client reads its answers) is
+/// done right here; the rest of a frame that would have to wait is written from the blocking
+/// pool, still under the lock. A failed or timed-out write kills the connection (see
+/// [`InFlight::dead`]); on a dead connection nothing is written.
+async fn write_from_task(writer: &Writer, inflight: &Arc<InFlight>, mode: Mode, resp: Response) {
     let guard = writer.clone().lock_owned().await;
+    if inflight.is_dead() {
+        return;
+    }
+    let mut out = Vec::with_capacity(512);
+    encode(mode, &resp, &mut out);
+    drop(resp);
     let from = match send_now(&guard, &out) {
         Some(n) if n < out.len() => n,
-        _ => return,
+        Some(_) => return,
+        None => return inflight.kill(&guard),
     };
+    let unsent = out.len() - from;
+    inflight.pending_add(unsent);
+    let owner = inflight.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        let _ = (&*guard).write_all(&out[from..]);
+        if (&*guard).write_all(&out[from..]).is_err() {
+            owner.kill(&guard);
+        }
     })
     .await;
+    inflight.pending_sub(unsent);
 }
 
 /// One send that does not wait: the bytes sent (0 when none fit), `None` on an error (the
@@ -862,20 +969,49 @@ fn read_more(rd: &mut StdStream, buf: &mut BytesMut, chunk: &mut [u8]) -> std::i
     Ok(n)
 }
 
-fn flush(writer: &Writer, batch: &mut Vec<u8>) -> std::io::Result<()> {
+/// The error of a connection killed by a failed write (from a task or an earlier flush).
+fn dead() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::BrokenPipe,
+        "a write failed: connection closed",
+    )
+}
+
+/// Writes the batch (blocking, at most the idle timeout per write). A failure kills the
+/// connection: the frame it cut is the last thing the client gets.
+fn flush(writer: &Writer, inflight: &InFlight, batch: &mut Vec<u8>) -> std::io::Result<()> {
+    if inflight.is_dead() {
+        batch.clear();
+        return Err(dead());
+    }
     if batch.is_empty() {
         return Ok(());
     }
-    let r = lock(writer).write_all(batch);
+    let w = lock(writer);
+    let r = (&*w).write_all(batch);
     batch.clear();
+    if r.is_err() {
+        inflight.kill(&w);
+    }
     r
 }
 
-fn close_with(writer: &Writer, mode: Mode, resp: &Response) -> std::io::Result<()> {
+fn close_with(
+    writer: &Writer,
+    inflight: &InFlight,
+    mode: Mode,
+    resp: &Response,
+) -> std::io::Result<()> {
     let mut out = Vec::new();
     encode(mode, resp, &mut out);
     let w = lock(writer);
-    (&*w).write_all(&out)?;
+    if inflight.is_dead() {
+        return Err(dead());
+    }
+    if let Err(e) = (&*w).write_all(&out) {
+        inflight.kill(&w);
+        return Err(e);
+    }
     w.shutdown(std::net::Shutdown::Write)
 }
 
