@@ -41,6 +41,5 @@ pub mod config;
 pub mod orgdomain;
 pub mod policy;
 pub mod proto;
-pub mod report;
 pub mod resolve;
 pub mod serve;
