@@ -34,6 +34,13 @@ pub enum DaemonError {
     },
 }
 
+impl DaemonError {
+    /// The error for a listener (`what`) that could not be bound at `addr`.
+    fn listen(what: &'static str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| DaemonError::Listen { what, addr, source }
+    }
+}
+
 /// What the daemon runs with. Built by `config` (from the file, the environment and the
 /// flags); `serve` does not know where the values came from.
 #[derive(Clone)]
@@ -110,11 +117,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
     if let Some(addr) = cfg.admin {
         let l = admin::bind(addr)
             .await
-            .map_err(|source| DaemonError::Listen {
-                what: "admin",
-                addr,
-                source,
-            })?;
+            .map_err(DaemonError::listen("admin", addr))?;
         tracing::info!(admin = %addr, "admin endpoint (/live, /ready, /metrics)");
         background.spawn(admin::serve_with(
             l,
@@ -126,11 +129,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
     if let Some(addr) = cfg.dns_listen {
         let bound = dns::serve(addr, service.clone(), cfg.dns_forward, stop_others.clone())
             .await
-            .map_err(|source| DaemonError::Listen {
-                what: "dns",
-                addr,
-                source,
-            })?;
+            .map_err(DaemonError::listen("dns", addr))?;
         tracing::info!(dns = %bound, "DNS front-end (TXT, TLSA)");
     }
     // Periodic snapshots, so a crash (SIGKILL, OOM) restarts from a recent one. Stopped, and
