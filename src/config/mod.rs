@@ -5,10 +5,9 @@
 //!
 //! Every problem is collected (unknown keys, wrong types, bad addresses, out-of-range values)
 //! and reported together; the daemon then exits 64 (EX_USAGE), as linkerd2-proxy does.
-
 //!
-//! - [`settings`]: the one table of settings and what is derived from it;
-//! - [`validate`]: the layered values → the typed [`Config`], every problem listed;
+//! - `settings`: the one table of settings and what is derived from it;
+//! - `validate`: the layered values → the typed [`Config`], every problem listed;
 //! - here: [`load`] (default < file < environment < flags) and the paths both the daemon and
 //!   the CLI need.
 //!
