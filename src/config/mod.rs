@@ -123,36 +123,24 @@ pub fn load(
             )),
         }
     }
-    let mut flag = |section: &'static str, key: &'static str, v: toml::Value| {
-        values.insert((section, key), v);
-    };
-    if let Some(v) = &flags.socket {
-        flag("socket", "path", toml::Value::String(v.clone()));
+    let text_flags = [
+        (&flags.socket, ("socket", "path")),
+        (&flags.admin, ("admin", "listen")),
+        (&flags.dns_listen, ("dns", "listen")),
+        (&flags.snapshot, ("lifecycle", "snapshot")),
+        (&flags.log_format, ("log", "format")),
+    ];
+    for (flag, key) in text_flags {
+        if let Some(v) = flag {
+            values.insert(key, toml::Value::String(v.clone()));
+        }
     }
     if !flags.upstream.is_empty() {
-        flag(
-            "upstream",
-            "servers",
-            toml::Value::Array(
-                flags
-                    .upstream
-                    .iter()
-                    .map(|s| toml::Value::String(s.clone()))
-                    .collect(),
-            ),
+        let servers = flags.upstream.iter().cloned().map(toml::Value::String);
+        values.insert(
+            ("upstream", "servers"),
+            toml::Value::Array(servers.collect()),
         );
-    }
-    if let Some(v) = &flags.admin {
-        flag("admin", "listen", toml::Value::String(v.clone()));
-    }
-    if let Some(v) = &flags.dns_listen {
-        flag("dns", "listen", toml::Value::String(v.clone()));
-    }
-    if let Some(v) = &flags.snapshot {
-        flag("lifecycle", "snapshot", toml::Value::String(v.clone()));
-    }
-    if let Some(v) = &flags.log_format {
-        flag("log", "format", toml::Value::String(v.clone()));
     }
     let mut cfg = validate::build(
         &values,
