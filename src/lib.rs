@@ -7,7 +7,7 @@
 //!  filter ──unix socket──▶ serve::socket ─┐   (proto: frames shared with client, CLI)
 //!  filter ──DNS on lo────▶ serve::dns ────┤
 //!  operator ──HTTP───────▶ serve::admin   │   (/live, /ready, /metrics: reads counters)
-//!  main.rs ──▶ config ──▶ serve::daemon ──┤   (signals, drain, snapshot)
+//!  cli ──▶ config ──▶ serve::daemon ──────┤   (DaemonConfig; signals, drain, snapshot)
 //!                                         ▼
 //!                     resolve::Resolver              the engine: one method per question
 //!        ┌──────────────┬─────┴────────┬───────────────────┐
@@ -27,13 +27,14 @@
 //!  resolve::spf (check_host) and resolve::evaluate (DMARC verdict) ask through lookup()
 //!  policy::{dmarc, spf, dkim, atps, tlsa}  pure parsers (policy::tag: the tag=value lexer;
 //!                                          policy::scan: byte-class bitmaps)
-//!  report: the `parse` command's JSON;  client: async and blocking socket clients
+//!  client: async and blocking socket clients (the CLI's `cli::*` modules live in the binary)
 //! ```
 //!
 //! Data flows one way: `policy` imports nothing from the rest of the crate and does no I/O;
 //! `orgdomain` is pure too; `resolve` knows nothing of sockets; only `resolve::upstream` talks
 //! to DNS, and it never parses record text (`resolve::answer` hands it to `policy`); `serve`
-//! turns frames into `Resolver` calls and knows nothing of DNS internals.
+//! turns frames into `Resolver` calls and knows nothing of DNS internals; `config` builds
+//! `serve::daemon::DaemonConfig`, and `serve` never imports `config`.
 #![forbid(unsafe_code)]
 
 pub mod client;
@@ -41,6 +42,5 @@ pub mod config;
 pub mod orgdomain;
 pub mod policy;
 pub mod proto;
-pub mod report;
 pub mod resolve;
 pub mod serve;

@@ -40,6 +40,7 @@ fn manifests_match_the_binary() {
 
     // Ports: the admin listener, the container port, the Service, the scrape annotations.
     let admin = cfg
+        .daemon
         .admin
         .expect("the admin endpoint must be on for probes and scraping");
     assert!(
@@ -113,7 +114,14 @@ fn manifests_match_the_binary() {
 
     // The socket lives in the hostPath directory (mounted as a directory), with group access
     // for the consumers, whose supplemental group is the daemon's group.
-    let socket_dir = cfg.socket.parent().unwrap().to_str().unwrap().to_owned();
+    let socket_dir = cfg
+        .daemon
+        .socket
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
     let sock_mount = find(&c["volumeMounts"], "mountPath", &socket_dir);
     let vol = find(
         &pod["volumes"],
@@ -122,9 +130,13 @@ fn manifests_match_the_binary() {
     );
     assert_eq!(vol["hostPath"]["path"].as_str(), Some(socket_dir.as_str()));
     assert_eq!(vol["hostPath"]["type"].as_str(), Some("DirectoryOrCreate"));
-    assert_eq!(cfg.socket_cfg.mode & 0o060, 0o060, "the group can connect");
     assert_eq!(
-        std::fs::Permissions::from_mode(cfg.socket_cfg.mode).mode() & 0o007,
+        cfg.daemon.socket_cfg.mode & 0o060,
+        0o060,
+        "the group can connect"
+    );
+    assert_eq!(
+        std::fs::Permissions::from_mode(cfg.daemon.socket_cfg.mode).mode() & 0o007,
         0,
         "others cannot"
     );
@@ -146,10 +158,11 @@ fn manifests_match_the_binary() {
         Some(socket_dir.as_str())
     );
     let env = find(&fpod["containers"][0]["env"], "name", "MAILPOLICYD_SOCKET");
-    assert_eq!(env["value"].as_str(), cfg.socket.to_str());
+    assert_eq!(env["value"].as_str(), cfg.daemon.socket.to_str());
 
     // The snapshot survives a rolling update: it is on a hostPath.
     let snap_dir = cfg
+        .daemon
         .snapshot
         .as_ref()
         .unwrap()
@@ -172,9 +185,9 @@ fn manifests_match_the_binary() {
     // The grace period outlasts the drain.
     let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap();
     assert!(
-        cfg.socket_cfg.drain_timeout.as_secs() as i64 + 5 <= grace,
+        cfg.daemon.socket_cfg.drain_timeout.as_secs() as i64 + 5 <= grace,
         "drain {:?} vs grace {grace}",
-        cfg.socket_cfg.drain_timeout
+        cfg.daemon.socket_cfg.drain_timeout
     );
 
     // Hardening: no host network, no capabilities, read-only root, non-root, seccomp.

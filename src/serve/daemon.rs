@@ -1,13 +1,17 @@
 //! The daemon: configuration → resolver → snapshot → socket, admin and DNS servers → signals →
-//! drain → snapshot. `main.rs` only parses arguments and calls [`run`].
+//! drain → snapshot. `main.rs` loads the configuration (`config` builds a [`DaemonConfig`])
+//! and calls [`run`].
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Service, admin, dns, socket};
-use crate::config::Config;
-use crate::resolve::Resolver;
+use super::admin::AdminConfig;
+use super::{Service, SocketConfig, admin, dns, socket};
+use crate::resolve::{Resolver, ResolverConfig};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +34,44 @@ pub enum DaemonError {
     },
 }
 
+impl DaemonError {
+    /// The error for a listener (`what`) that could not be bound at `addr`.
+    fn listen(what: &'static str, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> Self {
+        move |source| DaemonError::Listen { what, addr, source }
+    }
+}
+
+/// What the daemon runs with. Built by `config` (from the file, the environment and the
+/// flags); `serve` does not know where the values came from.
+#[derive(Clone)]
+pub struct DaemonConfig {
+    /// Socket path.
+    pub socket: PathBuf,
+    /// Socket server settings.
+    pub socket_cfg: SocketConfig,
+    /// Resolver settings.
+    pub resolver: ResolverConfig,
+    /// Admin listen address, if on.
+    pub admin: Option<SocketAddr>,
+    /// Admin endpoint limits.
+    pub admin_cfg: AdminConfig,
+    /// DNS front-end address, if on.
+    pub dns_listen: Option<SocketAddr>,
+    /// Forward DNS types other than TXT/TLSA.
+    pub dns_forward: bool,
+    /// Snapshot path, if any.
+    pub snapshot: Option<PathBuf>,
+    /// How often the snapshot is written while running (zero: only on shutdown).
+    pub snapshot_interval: Duration,
+    /// Where the socket path came from, logged at start.
+    pub socket_note: Option<String>,
+    /// Harmless oddities logged at start (unknown `MAILPOLICYD_*` variables).
+    pub warnings: Vec<String>,
+}
+
 /// Runs until `shutdown` is cancelled (SIGTERM/SIGINT in `main`), then drains and writes the
 /// snapshot. Returns once everything has stopped.
-pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
     raise_fd_limit();
     let resolver = Resolver::new(cfg.resolver.clone())?;
     let service = Service::new(resolver.clone());
@@ -78,11 +117,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     if let Some(addr) = cfg.admin {
         let l = admin::bind(addr)
             .await
-            .map_err(|source| DaemonError::Listen {
-                what: "admin",
-                addr,
-                source,
-            })?;
+            .map_err(DaemonError::listen("admin", addr))?;
         tracing::info!(admin = %addr, "admin endpoint (/live, /ready, /metrics)");
         background.spawn(admin::serve_with(
             l,
@@ -94,11 +129,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), DaemonE
     if let Some(addr) = cfg.dns_listen {
         let bound = dns::serve(addr, service.clone(), cfg.dns_forward, stop_others.clone())
             .await
-            .map_err(|source| DaemonError::Listen {
-                what: "dns",
-                addr,
-                source,
-            })?;
+            .map_err(DaemonError::listen("dns", addr))?;
         tracing::info!(dns = %bound, "DNS front-end (TXT, TLSA)");
     }
     // Periodic snapshots, so a crash (SIGKILL, OOM) restarts from a recent one. Stopped, and

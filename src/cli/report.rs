@@ -1,14 +1,21 @@
-//! What `mailpolicyd parse` prints: one JSON object per record, the operator's lint output.
+//! The one renderer of a parsed record. `mailpolicyd parse` prints one JSON object per record,
+//! the operator's lint output; `mailpolicyd query` prints a record's policy and diagnostics in
+//! words ([`describe`], [`diagnostics`]), taken from the same parse outcome.
 //!
 //! Valid records print `{"kind", "valid": true, <the policy's fields>, "canonical",
 //! "diagnostics"}`; invalid ones `{"kind", "valid": false, "error": {code, message},
 //! "diagnostics"}`. Field names are snake_case and stable.
 
+use std::process::ExitCode;
+
+use mailpolicyd::config;
+use mailpolicyd::orgdomain::{self, SuffixList};
+use mailpolicyd::policy::{self, Diagnostics, ErrorCode, ParseResult};
+use mailpolicyd::resolve::{Data, Found};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::orgdomain::{self, SuffixList};
-use crate::policy::{self, Diagnostics, ErrorCode, ParseResult};
+use super::ParseWhat;
 
 /// The record kinds `parse` understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,6 +149,128 @@ pub fn org_domain(list: &SuffixList, domain: &str) -> Report {
             "tree_walk_queries": walk,
             "tree_walk_skipped": skipped,
         }),
+    }
+}
+
+/// A value's JSON name in words, as a mail operator reads it: `organizational_domain` →
+/// "organizational domain", `np` → "np", `hit` → "hit". (The JSON output keeps the names.)
+pub fn words<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s.replace('_', " "),
+        Ok(other) => other.to_string(),
+        Err(_) => "-".to_owned(),
+    }
+}
+
+/// A record's policy in words: the canonical text, "invalid: <why>", or that there is none.
+pub fn describe(d: &Data) -> String {
+    fn found<T: std::fmt::Display, E: std::fmt::Display>(f: &Found<T, E>) -> String {
+        match f {
+            Found::Absent => "no record".to_owned(),
+            Found::Valid(p) => p.policy.to_string(),
+            Found::Invalid(r) => format!("invalid: {}", r.error),
+        }
+    }
+    match d {
+        Data::None => "no records".to_owned(),
+        Data::Dmarc(f) => found(f),
+        Data::Spf(f) => found(f),
+        Data::DkimKey(Found::Valid(p)) => format!(
+            "{} key, {} bits{}",
+            p.policy.k,
+            p.policy.key_bits.map_or("?".to_owned(), |b| b.to_string()),
+            if p.policy.revoked { " (revoked)" } else { "" }
+        ),
+        Data::DkimKey(Found::Invalid(r)) => format!("invalid: {}", r.error),
+        Data::DkimKey(Found::Absent) => "no key record".to_owned(),
+        Data::Atps(Found::Valid(p)) => format!(
+            "authorized{}",
+            p.policy
+                .d
+                .as_ref()
+                .map(|d| format!(" (d={d})"))
+                .unwrap_or_default()
+        ),
+        Data::Atps(Found::Invalid(r)) => format!("invalid: {}", r.error),
+        Data::Atps(Found::Absent) => "no ATPS record".to_owned(),
+        Data::Tlsa(t) => t
+            .iter()
+            .map(|p| p.policy.to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+        Data::Txt(t) => t
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Data::Addrs(a) => a
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Data::Mx(m) => m
+            .iter()
+            .map(|(pref, host)| format!("{pref} {host}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        Data::Names(n) => n.join(", "),
+        #[allow(unreachable_patterns)]
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
+}
+
+/// A record's diagnostics, one line each (valid and invalid records alike; none when absent).
+pub fn diagnostics(d: &Data) -> Vec<String> {
+    fn lines(d: &Diagnostics) -> impl Iterator<Item = String> + '_ {
+        d.as_slice().iter().map(ToString::to_string)
+    }
+    fn of<T, E>(f: &Found<T, E>) -> Vec<String> {
+        match f {
+            Found::Valid(p) => lines(&p.diagnostics).collect(),
+            Found::Invalid(r) => lines(&r.diagnostics).collect(),
+            Found::Absent => Vec::new(),
+        }
+    }
+    match d {
+        Data::Dmarc(f) => of(f),
+        Data::Spf(f) => of(f),
+        Data::DkimKey(f) => of(f),
+        Data::Atps(f) => of(f),
+        Data::Tlsa(t) => t.iter().flat_map(|p| lines(&p.diagnostics)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `mailpolicyd parse ...`: prints the report; exit 0 valid, 1 invalid, 2 usage error.
+pub fn parse(what: ParseWhat) -> ExitCode {
+    let report = match what {
+        ParseWhat::Dmarc { record } => parse_record(Kind::Dmarc, &record),
+        ParseWhat::Spf { record } => parse_record(Kind::Spf, &record),
+        ParseWhat::Dkim { record } => parse_record(Kind::Dkim, &record),
+        ParseWhat::Atps { record } => parse_record(Kind::Atps, &record),
+        ParseWhat::Tlsa { record } => parse_record(Kind::Tlsa, &record),
+        ParseWhat::Orgdomain { domain, psl } => {
+            let list = match psl {
+                None => SuffixList::builtin(),
+                Some(path) => match config::read_suffix_list(&path) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        eprintln!("mailpolicyd: --psl {}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            org_domain(&list, &domain)
+        }
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&report.json).unwrap_or_default()
+    );
+    if report.valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

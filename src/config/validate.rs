@@ -1,0 +1,257 @@
+//! From the layered values to the typed configuration: every range, address, mode and list
+//! checked, every problem collected (never the first only).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::settings::Values;
+use super::{Config, DaemonConfig, default_socket_path, read_suffix_list};
+use crate::orgdomain::SuffixList;
+use crate::resolve::{CacheConfig, DiscoveryMode, LimitConfig, ResolverConfig, UpstreamConfig};
+use crate::serve::SocketConfig;
+use crate::serve::admin::AdminConfig;
+
+pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> Config {
+    let str_ = |s: &str, k: &str| {
+        v.iter()
+            .find(|((a, b), _)| *a == s && *b == k)
+            .and_then(|(_, x)| x.as_str())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let int = |s: &str, k: &str| {
+        v.iter()
+            .find(|((a, b), _)| *a == s && *b == k)
+            .and_then(|(_, x)| x.as_integer())
+            .unwrap_or(0)
+    };
+    let boolean = |s: &str, k: &str| {
+        v.iter()
+            .find(|((a, b), _)| *a == s && *b == k)
+            .and_then(|(_, x)| x.as_bool())
+            .unwrap_or(false)
+    };
+    let list = |s: &str, k: &str| -> Vec<toml::Value> {
+        v.iter()
+            .find(|((a, b), _)| *a == s && *b == k)
+            .and_then(|(_, x)| x.as_array().cloned())
+            .unwrap_or_default()
+    };
+    let mut positive = |s: &str, k: &str, min: i64| -> u64 {
+        let n = int(s, k);
+        if n < min {
+            problems.push(format!("{s}.{k} = {n} must be at least {min}"));
+        }
+        n.max(min) as u64
+    };
+    let max_connections = positive("socket", "max_connections", 1) as usize;
+    let max_inflight = positive("socket", "max_inflight", 1) as usize;
+    let bulk_batch = positive("socket", "bulk_batch", 0) as usize;
+    let bulk_nice = positive("socket", "bulk_nice", 1);
+    let timeout_ms = positive("upstream", "timeout_ms", 1);
+    let attempts = positive("upstream", "attempts", 1) as usize;
+    let max_bytes = positive("cache", "max_bytes", 1024);
+    let pos = (
+        positive("cache", "positive_min_ttl", 0),
+        positive("cache", "positive_max_ttl", 1),
+    );
+    let neg = (
+        positive("cache", "negative_min_ttl", 0),
+        positive("cache", "negative_max_ttl", 1),
+    );
+    let prefetch = positive("cache", "prefetch_percent", 0);
+    let stale_window = positive("cache", "stale_window", 0);
+    let stale_retry = positive("cache", "stale_retry", 0);
+    let client_timeout = positive("cache", "client_timeout_ms", 1);
+    let failure_ttl = positive("cache", "failure_ttl_s", 1);
+    let per_second = positive("limits", "per_second", 1);
+    let burst = positive("limits", "burst", 1);
+    let wc_names = positive("limits", "wildcard_min_names", 2);
+    let wc_pct = positive("limits", "wildcard_identical_percent", 1);
+    let wc_window = positive("limits", "wildcard_window", 1);
+    let wc_mark = positive("limits", "wildcard_mark", 1);
+    let drain = positive("lifecycle", "drain_timeout", 0);
+    let idle_timeout = positive("socket", "idle_timeout_s", 1);
+    let max_pending_bytes = positive("socket", "max_pending_bytes", 1024) as usize;
+    let admin_max_connections = positive("admin", "max_connections", 1) as usize;
+    let admin_header_timeout = positive("admin", "header_timeout_s", 1);
+    let admin_idle_timeout = positive("admin", "idle_timeout_s", 1);
+    let snapshot_interval = positive("lifecycle", "snapshot_interval", 0);
+    if failure_ttl > 300 {
+        problems.push(format!(
+            "cache.failure_ttl_s = {failure_ttl} must be at most 300 (RFC 9520: 5 minutes)"
+        ));
+    }
+    if bulk_nice > 19 {
+        problems.push(format!("socket.bulk_nice = {bulk_nice} must be at most 19"));
+    }
+    if prefetch > 100 || wc_pct > 100 {
+        problems.push(
+            "cache.prefetch_percent and limits.wildcard_identical_percent are percentages (0..100)"
+                .into(),
+        );
+    }
+    if pos.0 > pos.1 || neg.0 > neg.1 {
+        problems.push("cache: a minimum TTL is above its maximum".into());
+    }
+
+    let mode_text = str_("socket", "mode");
+    let mode = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8).unwrap_or_else(|_| {
+        problems.push(format!(
+            "socket.mode = {mode_text:?} is not an octal file mode"
+        ));
+        0o660
+    });
+    let ids = |k: &str, problems: &mut Vec<String>| -> Vec<u32> {
+        list("socket", k)
+            .iter()
+            .filter_map(
+                |x| match x.as_integer().and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) => Some(n),
+                    None => {
+                        problems.push(format!("socket.{k}: {x} is not a user or group id"));
+                        None
+                    }
+                },
+            )
+            .collect()
+    };
+    let allow_uids = ids("allow_uids", problems);
+    let allow_gids = ids("allow_gids", problems);
+
+    let mut servers = Vec::new();
+    for x in list("upstream", "servers") {
+        let text = x.as_str().unwrap_or_default().to_owned();
+        match text.parse::<SocketAddr>().or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        }) {
+            Ok(a) => servers.push(a),
+            Err(_) => problems.push(format!("upstream.servers: {text:?} is not IP:PORT")),
+        }
+    }
+    let discovery = match str_("dmarc", "discovery").as_str() {
+        "treewalk" => DiscoveryMode::TreeWalk,
+        "psl" => DiscoveryMode::Psl,
+        "both" => DiscoveryMode::Both,
+        other => {
+            problems.push(format!(
+                "dmarc.discovery = {other:?} is not treewalk, psl or both"
+            ));
+            DiscoveryMode::TreeWalk
+        }
+    };
+    let psl_file = str_("dmarc", "psl_file");
+    let suffix_list = if psl_file.is_empty() {
+        SuffixList::builtin()
+    } else {
+        match read_suffix_list(std::path::Path::new(&psl_file)) {
+            Ok(l) => l,
+            Err(e) => {
+                problems.push(format!("dmarc.psl_file = {psl_file:?}: {e}"));
+                SuffixList::builtin()
+            }
+        }
+    };
+    let addr = |s: &str, k: &str, problems: &mut Vec<String>| -> Option<SocketAddr> {
+        let text = str_(s, k);
+        if text.is_empty() {
+            return None;
+        }
+        match text.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problems.push(format!("{s}.{k} = {text:?} is not IP:PORT"));
+                None
+            }
+        }
+    };
+    let admin = addr("admin", "listen", problems);
+    let dns_listen = addr("dns", "listen", problems);
+    if let Some(a) = dns_listen
+        && !a.ip().is_loopback()
+        && !boolean("dns", "allow_non_loopback")
+    {
+        problems.push(format!(
+            "dns.listen = {a} is not a loopback address; set dns.allow_non_loopback = true to serve it (beware of running an open resolver)"
+        ));
+    }
+    let log_format = str_("log", "format");
+    if log_format != "human" && log_format != "json" {
+        problems.push(format!("log.format = {log_format:?} is not human or json"));
+    }
+    let socket_text = str_("socket", "path");
+    let (socket, socket_note) = if socket_text.is_empty() {
+        default_socket_path(runtime_dir)
+    } else {
+        (PathBuf::from(socket_text), None)
+    };
+    let snapshot = Some(str_("lifecycle", "snapshot"))
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from);
+
+    let daemon = DaemonConfig {
+        socket,
+        socket_note,
+        warnings: Vec::new(),
+        socket_cfg: SocketConfig {
+            max_connections,
+            max_inflight,
+            bulk_batch,
+            bulk_nice: bulk_nice.min(19) as i32,
+            drain_timeout: Duration::from_secs(drain),
+            idle_timeout: Duration::from_secs(idle_timeout),
+            max_pending_bytes,
+            mode,
+            allow_uids,
+            allow_gids,
+        },
+        resolver: ResolverConfig {
+            upstream: UpstreamConfig {
+                servers,
+                timeout: Duration::from_millis(timeout_ms),
+                attempts,
+                trust_anchors: None,
+            },
+            cache: CacheConfig {
+                max_bytes,
+                positive_ttl: (Duration::from_secs(pos.0), Duration::from_secs(pos.1)),
+                negative_ttl: (Duration::from_secs(neg.0), Duration::from_secs(neg.1)),
+                prefetch_fraction: prefetch as f64 / 100.0,
+                stale_window: Duration::from_secs(stale_window),
+                stale_retry: Duration::from_secs(stale_retry),
+                client_timeout: Duration::from_millis(client_timeout),
+                failure_ttl: Duration::from_secs(failure_ttl.min(300)),
+            },
+            limits: LimitConfig {
+                per_second: u32::try_from(per_second).unwrap_or(u32::MAX),
+                burst: u32::try_from(burst).unwrap_or(u32::MAX),
+                wildcard_min_names: wc_names as usize,
+                wildcard_identical: wc_pct as f64 / 100.0,
+                wildcard_window: Duration::from_secs(wc_window),
+                wildcard_mark: Duration::from_secs(wc_mark),
+                wildcard_max_orgs: 10_000,
+            },
+            discovery,
+            nxdomain_cut: boolean("dmarc", "nxdomain_cut"),
+            suffix_list: Arc::new(suffix_list),
+        },
+        admin,
+        admin_cfg: AdminConfig {
+            max_connections: admin_max_connections,
+            header_timeout: Duration::from_secs(admin_header_timeout),
+            idle_timeout: Duration::from_secs(admin_idle_timeout),
+        },
+        dns_listen,
+        dns_forward: boolean("dns", "forward_other_types"),
+        snapshot,
+        snapshot_interval: Duration::from_secs(snapshot_interval),
+    };
+    Config {
+        daemon,
+        log_json: log_format == "json",
+        log_level: str_("log", "level"),
+    }
+}
