@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::orgdomain::SuffixList;
+use crate::policy::orgdomain::SuffixList;
 use crate::resolve::{CacheConfig, DiscoveryMode, LimitConfig, ResolverConfig, UpstreamConfig};
 use crate::serve::SocketConfig;
 use crate::serve::admin::AdminConfig;

@@ -38,7 +38,6 @@
 
 pub mod client;
 pub mod config;
-pub mod orgdomain;
 pub mod policy;
 pub mod proto;
 pub mod report;

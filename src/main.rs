@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use mailpolicyd::client::{BlockingClient, ClientError};
 use mailpolicyd::config::{self, Flags};
-use mailpolicyd::orgdomain::SuffixList;
+use mailpolicyd::policy::orgdomain::SuffixList;
 use mailpolicyd::policy::atps::AtpsHash;
 use mailpolicyd::proto::{Op, Reply};
 use mailpolicyd::report::{self, Kind};

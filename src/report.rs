@@ -7,7 +7,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::orgdomain::{self, SuffixList};
+use crate::policy::orgdomain::{self, SuffixList};
 use crate::policy::{self, Diagnostics, ErrorCode, ParseResult};
 
 /// The record kinds `parse` understands.

@@ -18,6 +18,7 @@
 pub mod atps;
 pub mod dkim;
 pub mod dmarc;
+pub mod orgdomain;
 mod scan;
 pub mod spf;
 mod tag;

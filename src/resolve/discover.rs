@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::answer::Found;
 use super::{Answer, Data, Kind, Lookup, Rcode, ResolveError, Resolver, Source};
-use crate::orgdomain::{self, dmarc_query_name};
+use crate::policy::orgdomain::{self, dmarc_query_name};
 use crate::policy::Parsed;
 use crate::policy::dmarc::{Disposition, DmarcRecord, Psd};
 
