@@ -113,13 +113,20 @@ pub fn from_txt<'a, I>(records: I) -> Option<ParseResult<AtpsRecord, AtpsError>>
 where
     I: IntoIterator<Item = &'a str>,
 {
-    match super::select(records, is_candidate) {
-        super::Selection::None => None,
-        super::Selection::One(r) => Some(parse(r)),
-        super::Selection::Multiple(count) => Some(Err(Rejected::new(
-            AtpsError::MultipleRecords { count },
-            Diagnostics::default(),
-        ))),
+    super::from_txt(records)
+}
+
+impl super::TxtRecord for AtpsRecord {
+    type Error = AtpsError;
+    const PICK: super::Pick = super::Pick::Unique;
+    fn is_candidate(text: &str) -> bool {
+        is_candidate(text)
+    }
+    fn parse(text: &str) -> ParseResult<Self, AtpsError> {
+        parse(text)
+    }
+    fn multiple(count: usize) -> AtpsError {
+        AtpsError::MultipleRecords { count }
     }
 }
 

@@ -192,47 +192,24 @@ pub fn from_txt<'a, I>(records: I) -> Option<ParseResult<DkimKey, DkimError>>
 where
     I: IntoIterator<Item = &'a str>,
 {
-    let mut total = 0usize;
-    let mut valid: Option<Parsed<DkimKey>> = None;
-    let mut valid_count = 0usize;
-    let mut rejected: Option<Rejected<DkimError>> = None;
-    for r in records {
-        total += 1;
-        match parse(r) {
-            Ok(p) => {
-                valid_count += 1;
-                valid.get_or_insert(p);
-            }
-            Err(e) => {
-                rejected.get_or_insert(e);
-            }
-        }
-    }
-    let others = |n: usize| {
-        format!(
-            "{n} other TXT record{} at this name {} not a valid key record, ignored",
-            if n == 1 { "" } else { "s" },
-            if n == 1 { "is" } else { "are" }
-        )
+    super::from_txt(records)
+}
+
+impl super::TxtRecord for DkimKey {
+    type Error = DkimError;
+    const PICK: super::Pick = super::Pick::OneValid {
+        ignored: code::IGNORED,
+        noun: "key",
     };
-    match (valid_count, valid, rejected) {
-        (0, _, None) => None,
-        (0, _, Some(mut e)) => {
-            if total > 1 {
-                e.diagnostics.warn(code::IGNORED, others(total - 1));
-            }
-            Some(Err(e))
-        }
-        (1, Some(mut p), _) => {
-            if total > 1 {
-                p.diagnostics.warn(code::IGNORED, others(total - 1));
-            }
-            Some(Ok(p))
-        }
-        (count, _, _) => Some(Err(Rejected::new(
-            DkimError::MultipleRecords { count },
-            Diagnostics::default(),
-        ))),
+    /// At a key's name every TXT record is a key record.
+    fn is_candidate(_text: &str) -> bool {
+        true
+    }
+    fn parse(text: &str) -> ParseResult<Self, DkimError> {
+        parse(text)
+    }
+    fn multiple(count: usize) -> DkimError {
+        DkimError::MultipleRecords { count }
     }
 }
 

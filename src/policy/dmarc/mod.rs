@@ -19,7 +19,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Diagnostics, ErrorCode, ParseResult, Rejected, scan, str_enum};
+use super::{ErrorCode, ParseResult, scan, str_enum};
 use parse::{TAGS, tag_bit};
 use uri::trim_wsp;
 
@@ -429,13 +429,20 @@ pub fn from_txt<'a, I>(records: I) -> Option<ParseResult<DmarcRecord, DmarcError
 where
     I: IntoIterator<Item = &'a str>,
 {
-    match super::select(records, is_candidate) {
-        super::Selection::None => None,
-        super::Selection::One(r) => Some(parse(r)),
-        super::Selection::Multiple(count) => Some(Err(Rejected::new(
-            DmarcError::MultipleRecords { count },
-            Diagnostics::default(),
-        ))),
+    super::from_txt(records)
+}
+
+impl super::TxtRecord for DmarcRecord {
+    type Error = DmarcError;
+    const PICK: super::Pick = super::Pick::Unique;
+    fn is_candidate(text: &str) -> bool {
+        is_candidate(text)
+    }
+    fn parse(text: &str) -> ParseResult<Self, DmarcError> {
+        parse(text)
+    }
+    fn multiple(count: usize) -> DmarcError {
+        DmarcError::MultipleRecords { count }
     }
 }
 

@@ -17,7 +17,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Diagnostics, ErrorCode, ParseResult, Rejected, str_enum};
+use super::{ErrorCode, ParseResult, str_enum};
 
 pub use macros::{Macro, MacroContext, MacroLetter, MacroString, Piece};
 pub use parse::parse;
@@ -245,13 +245,20 @@ pub fn from_txt<'a, I>(records: I) -> Option<ParseResult<SpfRecord, SpfError>>
 where
     I: IntoIterator<Item = &'a str>,
 {
-    match super::select(records, is_candidate) {
-        super::Selection::None => None,
-        super::Selection::One(r) => Some(parse(r)),
-        super::Selection::Multiple(count) => Some(Err(Rejected::new(
-            SpfError::MultipleRecords { count },
-            Diagnostics::default(),
-        ))),
+    super::from_txt(records)
+}
+
+impl super::TxtRecord for SpfRecord {
+    type Error = SpfError;
+    const PICK: super::Pick = super::Pick::Unique;
+    fn is_candidate(text: &str) -> bool {
+        is_candidate(text)
+    }
+    fn parse(text: &str) -> ParseResult<Self, SpfError> {
+        parse(text)
+    }
+    fn multiple(count: usize) -> SpfError {
+        SpfError::MultipleRecords { count }
     }
 }
 
