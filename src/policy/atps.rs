@@ -108,26 +108,12 @@ pub fn is_candidate(text: &str) -> bool {
     matches!(tag::lex(text, &classes).next(), Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") && value == "ATPS1")
 }
 
-/// Selects and parses the ATPS record among a name's joined TXT records.
-pub fn from_txt<'a, I>(records: I) -> Option<ParseResult<AtpsRecord, AtpsError>>
-where
-    I: IntoIterator<Item = &'a str>,
-{
-    super::from_txt(records)
-}
-
-impl super::TxtRecord for AtpsRecord {
-    type Error = AtpsError;
-    const PICK: super::Pick = super::Pick::Unique;
-    fn is_candidate(text: &str) -> bool {
-        is_candidate(text)
-    }
-    fn parse(text: &str) -> ParseResult<Self, AtpsError> {
-        parse(text)
-    }
-    fn multiple(count: usize) -> AtpsError {
-        AtpsError::MultipleRecords { count }
-    }
+super::txt_record! {
+    /// Selects and parses the ATPS record among a name's joined TXT records.
+    AtpsRecord,
+    AtpsError,
+    super::Pick::Unique,
+    is_candidate,
 }
 
 /// Parses one ATPS record.
@@ -136,18 +122,14 @@ pub fn parse(text: &str) -> ParseResult<AtpsRecord, AtpsError> {
     let mut classes = Classes::empty();
     classes.index(text.as_bytes());
     let mut items = tag::lex(text, &classes);
-    match items.next() {
-        Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") => {
-            if value != "ATPS1" {
-                return Err(Rejected::new(
-                    AtpsError::VersionInvalid {
-                        value: value.to_owned(),
-                    },
-                    diags,
-                ));
-            }
-        }
-        _ => return Err(Rejected::new(AtpsError::VersionMissing, diags)),
+    if let Err(found) = tag::version(&mut items, "ATPS1", None, &mut diags) {
+        let error = match found {
+            Some(value) => AtpsError::VersionInvalid {
+                value: value.to_owned(),
+            },
+            None => AtpsError::VersionMissing,
+        };
+        return Err(Rejected::new(error, diags));
     }
     let mut rec = AtpsRecord { d: None };
     for item in items {

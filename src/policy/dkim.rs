@@ -180,37 +180,23 @@ impl ErrorCode for DkimError {
     }
 }
 
-/// Selects and parses the key record among the joined TXT records at a `_domainkey` name.
-///
-/// At a key's name every TXT record is a key record, whether or not it parses (`v=` is
-/// optional, RFC 6376 §3.6.1): a malformed one is answered as invalid with its diagnostics,
-/// never as absent, so an operator can tell the domain owner what is wrong. Of several records
-/// the one valid key is used (RFC 6376 §3.6.2.2 lets the verifier pick), the others named in a
-/// diagnostic; several valid keys are an error (which one the signer meant cannot be known);
-/// with none valid, the first record's rejection is the answer. `None` only for no record.
-pub fn from_txt<'a, I>(records: I) -> Option<ParseResult<DkimKey, DkimError>>
-where
-    I: IntoIterator<Item = &'a str>,
-{
-    super::from_txt(records)
-}
-
-impl super::TxtRecord for DkimKey {
-    type Error = DkimError;
-    const PICK: super::Pick = super::Pick::OneValid {
+super::txt_record! {
+    /// Selects and parses the key record among the joined TXT records at a `_domainkey` name.
+    ///
+    /// At a key's name every TXT record is a key record, whether or not it parses (`v=` is
+    /// optional, RFC 6376 §3.6.1): a malformed one is answered as invalid with its diagnostics,
+    /// never as absent, so an operator can tell the domain owner what is wrong. Of several records
+    /// the one valid key is used (RFC 6376 §3.6.2.2 lets the verifier pick), the others named in a
+    /// diagnostic; several valid keys are an error (which one the signer meant cannot be known);
+    /// with none valid, the first record's rejection is the answer. `None` only for no record.
+    DkimKey,
+    DkimError,
+    super::Pick::OneValid {
         ignored: code::IGNORED,
         noun: "key",
-    };
-    /// At a key's name every TXT record is a key record.
-    fn is_candidate(_text: &str) -> bool {
-        true
-    }
-    fn parse(text: &str) -> ParseResult<Self, DkimError> {
-        parse(text)
-    }
-    fn multiple(count: usize) -> DkimError {
-        DkimError::MultipleRecords { count }
-    }
+    },
+    // At a key's name every TXT record is a key record.
+    |_: &str| true,
 }
 
 const TAGS: [&str; 7] = ["v", "h", "k", "n", "p", "s", "t"];

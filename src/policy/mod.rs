@@ -244,7 +244,12 @@ where
     R: TxtRecord,
     I: IntoIterator<Item = &'a str>,
 {
-    let multiple = |count| Some(Err(Rejected::new(R::multiple(count), Diagnostics::default())));
+    let multiple = |count| {
+        Some(Err(Rejected::new(
+            R::multiple(count),
+            Diagnostics::default(),
+        )))
+    };
     let (ignored, noun) = match R::PICK {
         Pick::Unique => {
             return match select(records, R::is_candidate) {
@@ -297,6 +302,36 @@ where
         (count, _, _) => multiple(count),
     }
 }
+
+/// Declares a record module's `from_txt` (the doc comment given) and its record type's
+/// [`TxtRecord`] impl over the module's `parse`, so each module states only what differs: the
+/// record and error types, the [`Pick`] rule and the candidate test.
+macro_rules! txt_record {
+    ($(#[$m:meta])* $rec:ident, $err:ident, $pick:expr, $candidate:expr $(,)?) => {
+        $(#[$m])*
+        pub fn from_txt<'a, I>(records: I) -> Option<$crate::policy::ParseResult<$rec, $err>>
+        where
+            I: IntoIterator<Item = &'a str>,
+        {
+            $crate::policy::from_txt(records)
+        }
+
+        impl $crate::policy::TxtRecord for $rec {
+            type Error = $err;
+            const PICK: $crate::policy::Pick = $pick;
+            fn is_candidate(text: &str) -> bool {
+                ($candidate)(text)
+            }
+            fn parse(text: &str) -> $crate::policy::ParseResult<Self, $err> {
+                parse(text)
+            }
+            fn multiple(count: usize) -> $err {
+                $err::MultipleRecords { count }
+            }
+        }
+    };
+}
+pub(crate) use txt_record;
 
 /// Declares a closed enum of record tokens (`none`, `quarantine`, ...) with `as_str`,
 /// `from_token` (exact match), `Display`, and serde as the token string, so JSON and postcard

@@ -6,6 +6,7 @@
 //! oddity means for it (duplicate tags are fatal in DKIM, a warning in DMARC) and records the
 //! diagnostic under its own code.
 
+use super::Diagnostics;
 use super::scan::{self, ALPHA, Class, Classes, TAG_NAME, is_fws};
 
 /// One lexical item of a tag list.
@@ -62,6 +63,32 @@ pub(crate) fn lex<'a, 'c>(text: &'a str, classes: &'c Classes) -> Lexer<'a, 'c> 
         text,
         classes,
         pos: 0,
+    }
+}
+
+/// Takes the first item of a tag list that must open with `v=<want>` (RFC 9989 §4.7, RFC 6541
+/// §4.3): the name in any case (noted under `case_code` when one is given and the name was
+/// written `V`), the value exactly `want`. `Err(Some(value))` for another value, `Err(None)`
+/// when the list does not open with a `v=` tag.
+#[inline]
+pub(crate) fn version<'a>(
+    items: &mut Lexer<'a, '_>,
+    want: &str,
+    case_code: Option<&'static str>,
+    diags: &mut Diagnostics,
+) -> Result<(), Option<&'a str>> {
+    match items.next() {
+        Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") => {
+            if let Some(code) = case_code.filter(|_| name != "v") {
+                diags.info(code, "tag name V= read as v=");
+            }
+            if value == want {
+                Ok(())
+            } else {
+                Err(Some(value))
+            }
+        }
+        _ => Err(None),
     }
 }
 

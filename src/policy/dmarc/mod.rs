@@ -10,7 +10,6 @@
 //! (or whose `sp`/`np` is invalid) is treated as `p=none` when it has at least one valid `rua`
 //! URI (RFC 7489 §6.6.3, RFC 9989 §4.10.1) and is invalid otherwise.
 
-
 mod parse;
 mod uri;
 
@@ -19,7 +18,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ErrorCode, ParseResult, scan, str_enum};
+use super::{ErrorCode, scan, str_enum};
 use parse::{TAGS, tag_bit};
 use uri::trim_wsp;
 
@@ -423,29 +422,14 @@ pub fn is_candidate(text: &str) -> bool {
             .is_none_or(|c| c == ';' || super::is_fws(c))
 }
 
-/// Selects and parses the DMARC record among a name's joined TXT records. `None` means the
-/// name publishes no DMARC record.
-pub fn from_txt<'a, I>(records: I) -> Option<ParseResult<DmarcRecord, DmarcError>>
-where
-    I: IntoIterator<Item = &'a str>,
-{
-    super::from_txt(records)
+super::txt_record! {
+    /// Selects and parses the DMARC record among a name's joined TXT records. `None` means the
+    /// name publishes no DMARC record.
+    DmarcRecord,
+    DmarcError,
+    super::Pick::Unique,
+    is_candidate,
 }
-
-impl super::TxtRecord for DmarcRecord {
-    type Error = DmarcError;
-    const PICK: super::Pick = super::Pick::Unique;
-    fn is_candidate(text: &str) -> bool {
-        is_candidate(text)
-    }
-    fn parse(text: &str) -> ParseResult<Self, DmarcError> {
-        parse(text)
-    }
-    fn multiple(count: usize) -> DmarcError {
-        DmarcError::MultipleRecords { count }
-    }
-}
-
 
 impl fmt::Display for DmarcRecord {
     /// The canonical record text: `v=DMARC1` then every tag that was not defaulted, in a fixed

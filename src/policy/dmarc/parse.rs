@@ -1,15 +1,16 @@
 //! The DMARC record grammar: the tag table and [`parse`].
 
 use std::borrow::Cow;
+use std::fmt;
 
-use crate::policy::scan::Classes;
-use crate::policy::tag::{self, Item};
-use crate::policy::{Diagnostics, ParseResult, Parsed, Rejected, is_wsp};
 use super::uri::parse_uri_list;
 use super::{
     Alignment, Defaulted, Disposition, DmarcError, DmarcRecord, FailureOptions, Psd, TestMode,
     Version, code,
 };
+use crate::policy::scan::Classes;
+use crate::policy::tag::{self, Item};
+use crate::policy::{Diagnostics, ParseResult, Parsed, Rejected, is_wsp};
 
 /// Every tag a DMARC record may carry, in canonical output order.
 pub(super) const TAGS: [&str; 17] = [
@@ -98,15 +99,23 @@ fn parse_disposition<'a>(
     value: &'a str,
     diags: &mut Diagnostics,
 ) -> Result<Disposition, &'a str> {
-    match Disposition::from_token_lenient(value) {
-        Some((d, case_differs)) => {
-            if case_differs {
-                diags.info(code::VALUE_CASE, format!("{tag}={value} read as {tag}={d}"));
-            }
-            Ok(d)
-        }
-        None => Err(value),
+    token(tag, value, Disposition::from_token_lenient, diags).ok_or(value)
+}
+
+/// A closed-token value (`str_enum`) read ignoring ASCII case; a case that differed from the
+/// token's is noted.
+#[inline]
+fn token<T: fmt::Display>(
+    tag: &str,
+    value: &str,
+    from_token_lenient: fn(&str) -> Option<(T, bool)>,
+    diags: &mut Diagnostics,
+) -> Option<T> {
+    let (v, case_differs) = from_token_lenient(value)?;
+    if case_differs {
+        diags.info(code::VALUE_CASE, format!("{tag}={value} read as {tag}={v}"));
     }
+    Some(v)
 }
 
 /// Where a policy tag's parse left it.
@@ -124,21 +133,14 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
     let mut items = tag::lex(text, &classes);
 
     // RFC 9989 §4.7: v must be the first tag, value exactly "DMARC1".
-    match items.next() {
-        Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") => {
-            if name != "v" {
-                diags.info(code::VERSION_CASE, "tag name V= read as v=");
-            }
-            if value != "DMARC1" {
-                return Err(Rejected::new(
-                    DmarcError::VersionInvalid {
-                        value: value.to_owned(),
-                    },
-                    diags,
-                ));
-            }
-        }
-        _ => return Err(Rejected::new(DmarcError::VersionMissing, diags)),
+    if let Err(found) = tag::version(&mut items, "DMARC1", Some(code::VERSION_CASE), &mut diags) {
+        let error = match found {
+            Some(value) => DmarcError::VersionInvalid {
+                value: value.to_owned(),
+            },
+            None => DmarcError::VersionMissing,
+        };
+        return Err(Rejected::new(error, diags));
     }
 
     // The fields live in locals and the record is built once, in the return expression, so
@@ -207,19 +209,12 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                 }
             }
             ix::ADKIM | ix::ASPF => {
-                let parsed = match Alignment::from_token_lenient(value) {
-                    Some((a, case_differs)) => {
-                        if case_differs {
-                            diags.info(
-                                code::VALUE_CASE,
-                                format!("{canon}={value} read as {canon}={a}"),
-                            );
-                        }
-                        Some(a)
-                    }
-                    None if value.eq_ignore_ascii_case("p") => Some(Alignment::RelaxedMustPass),
-                    None => None,
-                };
+                let parsed = token(canon, value, Alignment::from_token_lenient, &mut diags)
+                    .or_else(|| {
+                        value
+                            .eq_ignore_ascii_case("p")
+                            .then_some(Alignment::RelaxedMustPass)
+                    });
                 match parsed {
                     Some(a) => {
                         if a.must_pass() {
@@ -291,17 +286,8 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                 }
             },
             ix::RF => {
-                let items_ok = !value.is_empty()
-                    && value.split(':').all(|f| {
-                        let f = f.trim_matches(is_wsp);
-                        !f.is_empty() && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                    });
-                if items_ok {
-                    rf = if value == "afrf" {
-                        Cow::Borrowed("afrf")
-                    } else {
-                        Cow::Owned(value.to_ascii_lowercase())
-                    };
+                if let Some(formats) = report_format(value) {
+                    rf = formats;
                     diags.info(
                         code::OBSOLETE_TAG,
                         "rf= is RFC 7489 only; RFC 9989 removed it",
@@ -330,13 +316,8 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                     );
                 }
             },
-            ix::PSD => match Psd::from_token_lenient(value) {
-                Some((v, case_differs)) => {
-                    if case_differs {
-                        diags.info(code::VALUE_CASE, format!("psd={value} read as psd={v}"));
-                    }
-                    psd = v;
-                }
+            ix::PSD => match token(canon, value, Psd::from_token_lenient, &mut diags) {
+                Some(v) => psd = v,
                 None => {
                     seen &= !bit;
                     diags.warn(
@@ -345,13 +326,8 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                     );
                 }
             },
-            ix::T => match TestMode::from_token_lenient(value) {
-                Some((v, case_differs)) => {
-                    if case_differs {
-                        diags.info(code::VALUE_CASE, format!("t={value} read as t={v}"));
-                    }
-                    t = v;
-                }
+            ix::T => match token(canon, value, TestMode::from_token_lenient, &mut diags) {
+                Some(v) => t = v,
                 None => {
                     seen &= !bit;
                     diags.warn(
@@ -388,60 +364,12 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
         );
     }
 
-    // RFC 7489 §6.6.3 / RFC 9989 §4.10.1: a missing or invalid p (or an invalid sp/np) with at
-    // least one valid rua URI acts as p=none; without one the record is unusable.
-    let mut first_problem: Option<DmarcError> = None;
-    for (tag, slot) in [("p", &p_slot), ("sp", &sp_slot), ("np", &np_slot)] {
-        if let Slot::Invalid(v) = slot {
-            let c = match tag {
-                "p" => code::POLICY_INVALID,
-                "sp" => code::SP_INVALID,
-                _ => code::NP_INVALID,
-            };
-            diags.error(c, format!("{tag}={v:?} is not none, quarantine or reject"));
-            first_problem.get_or_insert(DmarcError::PolicyInvalid {
-                tag: Cow::Borrowed(tag),
-                value: (*v).to_owned(),
-            });
-        }
-    }
-    if matches!(p_slot, Slot::Absent) {
-        first_problem.get_or_insert(DmarcError::PolicyMissing);
-    }
-    let fallback = first_problem.is_some();
-    if let Some(problem) = first_problem {
-        if rua.is_empty() {
-            return Err(Rejected::new(problem, diags));
-        }
-        let what = match &problem {
-            DmarcError::PolicyInvalid { tag, value } => format!("{tag}={value:?} is invalid"),
-            _ => "p= is missing".to_owned(),
+    let (p, sp, np, policy_bits) =
+        match policies(&p_slot, &sp_slot, &np_slot, !rua.is_empty(), &mut diags) {
+            Ok(decided) => decided,
+            Err(problem) => return Err(Rejected::new(problem, diags)),
         };
-        diags.warn(
-            code::POLICY_FALLBACK,
-            format!("{what} but the record has a valid rua=, so it is treated as p=none (RFC 7489 §6.6.3, RFC 9989 §4.10.1)"),
-        );
-    }
-
-    let valid = |s: &Slot| match s {
-        Slot::Valid(d) if !fallback => Some(*d),
-        _ => None,
-    };
-    let mut defaulted = Defaulted(0);
-    let p = valid(&p_slot).unwrap_or(Disposition::None);
-    defaulted.0 |= u32::from(fallback) << ix::P;
-    // sp keeps its value under the fallback only if it was itself valid.
-    let sp = match &sp_slot {
-        Slot::Valid(d) => *d,
-        _ => p,
-    };
-    defaulted.0 |= u32::from(!matches!(sp_slot, Slot::Valid(_))) << ix::SP;
-    let np = match &np_slot {
-        Slot::Valid(d) => *d,
-        _ => sp,
-    };
-    defaulted.0 |= u32::from(!matches!(np_slot, Slot::Valid(_))) << ix::NP;
-    defaulted.0 |= !seen & PLAIN_TAGS_MASK;
+    let defaulted = Defaulted(policy_bits | (!seen & PLAIN_TAGS_MASK));
     Ok(Parsed {
         policy: DmarcRecord {
             v: Version,
@@ -464,5 +392,87 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
             defaulted,
         },
         diagnostics: diags,
+    })
+}
+
+/// The record's `p`, `sp`, `np` and their defaulted bits, once every tag has been read.
+#[inline]
+fn policies(
+    p_slot: &Slot<'_>,
+    sp_slot: &Slot<'_>,
+    np_slot: &Slot<'_>,
+    has_rua: bool,
+    diags: &mut Diagnostics,
+) -> Result<(Disposition, Disposition, Disposition, u32), DmarcError> {
+    // RFC 7489 §6.6.3 / RFC 9989 §4.10.1: a missing or invalid p (or an invalid sp/np) with at
+    // least one valid rua URI acts as p=none; without one the record is unusable.
+    let mut first_problem: Option<DmarcError> = None;
+    for (tag, slot) in [("p", p_slot), ("sp", sp_slot), ("np", np_slot)] {
+        if let Slot::Invalid(v) = slot {
+            let c = match tag {
+                "p" => code::POLICY_INVALID,
+                "sp" => code::SP_INVALID,
+                _ => code::NP_INVALID,
+            };
+            diags.error(c, format!("{tag}={v:?} is not none, quarantine or reject"));
+            first_problem.get_or_insert(DmarcError::PolicyInvalid {
+                tag: Cow::Borrowed(tag),
+                value: (*v).to_owned(),
+            });
+        }
+    }
+    if matches!(p_slot, Slot::Absent) {
+        first_problem.get_or_insert(DmarcError::PolicyMissing);
+    }
+    let fallback = first_problem.is_some();
+    if let Some(problem) = first_problem {
+        if !has_rua {
+            return Err(problem);
+        }
+        let what = match &problem {
+            DmarcError::PolicyInvalid { tag, value } => format!("{tag}={value:?} is invalid"),
+            _ => "p= is missing".to_owned(),
+        };
+        diags.warn(
+            code::POLICY_FALLBACK,
+            format!("{what} but the record has a valid rua=, so it is treated as p=none (RFC 7489 §6.6.3, RFC 9989 §4.10.1)"),
+        );
+    }
+
+    let valid = |s: &Slot| match s {
+        Slot::Valid(d) if !fallback => Some(*d),
+        _ => None,
+    };
+    let mut defaulted = 0u32;
+    let p = valid(p_slot).unwrap_or(Disposition::None);
+    defaulted |= u32::from(fallback) << ix::P;
+    // sp keeps its value under the fallback only if it was itself valid.
+    let sp = match sp_slot {
+        Slot::Valid(d) => *d,
+        _ => p,
+    };
+    defaulted |= u32::from(!matches!(sp_slot, Slot::Valid(_))) << ix::SP;
+    let np = match np_slot {
+        Slot::Valid(d) => *d,
+        _ => sp,
+    };
+    defaulted |= u32::from(!matches!(np_slot, Slot::Valid(_))) << ix::NP;
+    Ok((p, sp, np, defaulted))
+}
+
+/// `rf=`: a colon list of report format names (RFC 7489 §6.3), lower-cased; `afrf`, the one
+/// format defined, without a copy.
+fn report_format(value: &str) -> Option<Cow<'static, str>> {
+    let items_ok = !value.is_empty()
+        && value.split(':').all(|f| {
+            let f = f.trim_matches(is_wsp);
+            !f.is_empty() && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    items_ok.then(|| {
+        if value == "afrf" {
+            Cow::Borrowed("afrf")
+        } else {
+            Cow::Owned(value.to_ascii_lowercase())
+        }
     })
 }

@@ -5,9 +5,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::scan::{self, Class, Classes};
-use crate::policy::Diagnostics;
 use super::code;
+use crate::policy::Diagnostics;
+use crate::policy::scan::{self, Class, Classes};
 
 /// A reporting URI, with the RFC 7489 `!size` limit in bytes when one was given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -469,4 +469,3 @@ fn parse_size(s: &str) -> Option<u64> {
     }
     digits.parse::<u64>().ok()?.checked_mul(mult)
 }
-

@@ -7,7 +7,6 @@
 //! function of a [`MacroContext`]; the `p` macro's validated name is supplied by the caller,
 //! which owns the DNS.
 
-
 mod macros;
 mod parse;
 
@@ -17,7 +16,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ErrorCode, ParseResult, str_enum};
+use super::{ErrorCode, str_enum};
 
 pub use macros::{Macro, MacroContext, MacroLetter, MacroString, Piece};
 pub use parse::parse;
@@ -57,7 +56,6 @@ str_enum! {
         Neutral => "?",
     }
 }
-
 
 /// A mechanism (RFC 7208 §5).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -195,7 +193,6 @@ pub enum SpfError {
     },
 }
 
-
 impl fmt::Display for SpfError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -239,27 +236,13 @@ pub fn is_candidate(text: &str) -> bool {
         && matches!(text.as_bytes().get(6), None | Some(b' '))
 }
 
-/// Selects and parses the SPF record among a name's joined TXT records. `None` means no SPF
-/// record (RFC 7208 §4.5: result `none`).
-pub fn from_txt<'a, I>(records: I) -> Option<ParseResult<SpfRecord, SpfError>>
-where
-    I: IntoIterator<Item = &'a str>,
-{
-    super::from_txt(records)
-}
-
-impl super::TxtRecord for SpfRecord {
-    type Error = SpfError;
-    const PICK: super::Pick = super::Pick::Unique;
-    fn is_candidate(text: &str) -> bool {
-        is_candidate(text)
-    }
-    fn parse(text: &str) -> ParseResult<Self, SpfError> {
-        parse(text)
-    }
-    fn multiple(count: usize) -> SpfError {
-        SpfError::MultipleRecords { count }
-    }
+super::txt_record! {
+    /// Selects and parses the SPF record among a name's joined TXT records. `None` means no SPF
+    /// record (RFC 7208 §4.5: result `none`).
+    SpfRecord,
+    SpfError,
+    super::Pick::Unique,
+    is_candidate,
 }
 
 impl fmt::Display for Directive {

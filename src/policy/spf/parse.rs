@@ -7,10 +7,9 @@ use crate::policy::scan::{self, Class, Classes};
 use crate::policy::{Diagnostics, ParseResult, Parsed, Rejected};
 
 use super::{
-    Directive, MAX_DNS_LOOKUPS, MacroString, Mechanism, Piece, Qualifier, SpfError, SpfRecord, UnknownModifier, code,
-    is_candidate,
+    Directive, MAX_DNS_LOOKUPS, MacroString, Mechanism, Piece, Qualifier, SpfError, SpfRecord,
+    UnknownModifier, code, is_candidate,
 };
-
 
 /// Parses one SPF record (already selected and joined).
 pub fn parse(text: &str) -> ParseResult<SpfRecord, SpfError> {
