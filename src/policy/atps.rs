@@ -133,16 +133,8 @@ pub fn parse(text: &str) -> ParseResult<AtpsRecord, AtpsError> {
     }
     let mut rec = AtpsRecord { d: None };
     for item in items {
-        let (name, value) = match item {
-            Item::Tag { name, value, .. } => (name, value),
-            Item::Empty => continue,
-            Item::NoEquals(seg) | Item::BadName(seg) => {
-                diags.warn(
-                    code::TAG_SYNTAX,
-                    format!("{seg:?} is not a tag=value pair, ignored"),
-                );
-                continue;
-            }
+        let Some((name, value, ..)) = item.tag(None, code::TAG_SYNTAX, &mut diags) else {
+            continue;
         };
         if name.eq_ignore_ascii_case("v") {
             return Err(Rejected::new(

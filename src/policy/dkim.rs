@@ -11,7 +11,7 @@ use pkcs1::der::Decode;
 use serde::{Deserialize, Serialize};
 
 use super::scan::Classes;
-use super::tag::{self, Item};
+use super::tag;
 use super::{Diagnostics, ErrorCode, ParseResult, Parsed, Rejected, is_fws};
 
 /// Stable diagnostic codes of this parser.
@@ -228,16 +228,8 @@ pub fn parse(text: &str) -> ParseResult<DkimKey, DkimError> {
     let mut classes = Classes::empty();
     classes.index(text.as_bytes());
     for (index, item) in tag::lex(text, &classes).enumerate() {
-        let (name, value) = match item {
-            Item::Tag { name, value, .. } => (name, value),
-            Item::Empty => continue,
-            Item::NoEquals(seg) | Item::BadName(seg) => {
-                diags.warn(
-                    code::TAG_SYNTAX,
-                    format!("{seg:?} is not a tag=value pair, ignored"),
-                );
-                continue;
-            }
+        let Some((name, value, ..)) = item.tag(None, code::TAG_SYNTAX, &mut diags) else {
+            continue;
         };
         let Some(slot) = TAGS.iter().position(|t| t.eq_ignore_ascii_case(name)) else {
             diags.info(code::TAG_UNKNOWN, format!("unknown tag {name}= ignored"));

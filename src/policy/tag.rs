@@ -32,6 +32,45 @@ pub(crate) enum Item<'a> {
     BadName(&'a str),
 }
 
+/// A well-formed tag's parts: `(name, value, key, at, raw)` as in [`Item::Tag`].
+pub(crate) type Tag<'a> = (&'a str, &'a str, u64, usize, u64);
+
+impl<'a> Item<'a> {
+    /// The item as a tag, or `None` after noting why it is not one: an empty segment under
+    /// `empty_code` (for the record kinds that report it), a segment that is not `name=value`
+    /// under `syntax_code`. Inlined into the parsers' tag loops.
+    #[inline(always)]
+    pub(crate) fn tag(
+        self,
+        empty_code: Option<&'static str>,
+        syntax_code: &'static str,
+        diags: &mut Diagnostics,
+    ) -> Option<Tag<'a>> {
+        match self {
+            Item::Tag {
+                name,
+                value,
+                key,
+                at,
+                raw,
+            } => Some((name, value, key, at, raw)),
+            Item::Empty => {
+                if let Some(code) = empty_code {
+                    diags.info(code, "empty tag between two ';'");
+                }
+                None
+            }
+            Item::NoEquals(seg) | Item::BadName(seg) => {
+                diags.warn(
+                    syntax_code,
+                    format!("{seg:?} is not a tag=value pair, ignored"),
+                );
+                None
+            }
+        }
+    }
+}
+
 /// A tag name of at most 8 bytes packed into a word, lower-cased; `None` for longer names.
 /// Tag names hold only letters, digits and `_`, and `| 0x20` lower-cases the letters without
 /// turning anything else into one, so equal keys mean names equal ignoring ASCII case.

@@ -9,7 +9,7 @@ use super::{
     Version, code,
 };
 use crate::policy::scan::Classes;
-use crate::policy::tag::{self, Item};
+use crate::policy::tag;
 use crate::policy::{Diagnostics, ParseResult, Parsed, Rejected, is_wsp};
 
 /// Every tag a DMARC record may carry, in canonical output order.
@@ -159,25 +159,10 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
     let mut seen: u32 = 1 << ix::V;
 
     for item in items {
-        let (name, value, key, at, raw) = match item {
-            Item::Tag {
-                name,
-                value,
-                key,
-                at,
-                raw,
-            } => (name, value, key, at, raw),
-            Item::Empty => {
-                diags.info(code::TAG_EMPTY, "empty tag between two ';'");
-                continue;
-            }
-            Item::NoEquals(seg) | Item::BadName(seg) => {
-                diags.warn(
-                    code::TAG_SYNTAX,
-                    format!("{seg:?} is not a tag=value pair, ignored"),
-                );
-                continue;
-            }
+        let Some((name, value, key, at, raw)) =
+            item.tag(Some(code::TAG_EMPTY), code::TAG_SYNTAX, &mut diags)
+        else {
+            continue;
         };
         let Some(index) = tag_index_of_key(key) else {
             diags.info(code::TAG_UNKNOWN, format!("unknown tag {name}= ignored"));
