@@ -645,17 +645,7 @@ mod tests {
                 (got, _) => failures.push(format!("[{section}] unexpected {got:?}")),
             }
         }
-        println!(
-            "dkim table: {} cases, {} failed",
-            cases.len(),
-            failures.len()
-        );
-        assert!(
-            failures.is_empty(),
-            "{} failures:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+        crate::policy::assert_table("dkim", cases.len(), &failures);
     }
 
     #[test]

@@ -467,6 +467,22 @@ pub fn is_domain_name(s: &str) -> bool {
     scan::is_domain_name(s.as_bytes())
 }
 
+/// Reports a table test: how many of `cases` rows passed, then fails naming every failure.
+#[cfg(test)]
+pub(crate) fn assert_table(name: &str, cases: usize, failures: &[String]) {
+    println!(
+        "{name} table: {} passed, {} failed",
+        cases - failures.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
