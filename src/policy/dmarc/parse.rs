@@ -215,9 +215,10 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                         }
                     }
                     None => {
-                        seen &= !bit;
-                        diags.warn(
-                            code::VALUE_INVALID,
+                        discard(
+                            &mut seen,
+                            bit,
+                            &mut diags,
                             format!("{canon}={value:?} is not r or s; default r used"),
                         );
                     }
@@ -232,9 +233,10 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                     );
                 }
                 _ => {
-                    seen &= !bit;
-                    diags.warn(
-                        code::VALUE_INVALID,
+                    discard(
+                        &mut seen,
+                        bit,
+                        &mut diags,
                         format!("pct={value:?} is not an integer 0..100; default 100 used"),
                     );
                 }
@@ -263,9 +265,10 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
             ix::FO => match FailureOptions::parse(value) {
                 Some(parsed) => fo = parsed,
                 None => {
-                    seen &= !bit;
-                    diags.warn(
-                        code::VALUE_INVALID,
+                    discard(
+                        &mut seen,
+                        bit,
+                        &mut diags,
                         format!("fo={value:?} is not a colon list of 0, 1, d, s; default 0 used"),
                     );
                 }
@@ -278,9 +281,10 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                         "rf= is RFC 7489 only; RFC 9989 removed it",
                     );
                 } else {
-                    seen &= !bit;
-                    diags.warn(
-                        code::VALUE_INVALID,
+                    discard(
+                        &mut seen,
+                        bit,
+                        &mut diags,
                         format!("rf={value:?} is not a format list; default afrf used"),
                     );
                 }
@@ -294,9 +298,10 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                     );
                 }
                 _ => {
-                    seen &= !bit;
-                    diags.warn(
-                        code::VALUE_INVALID,
+                    discard(
+                        &mut seen,
+                        bit,
+                        &mut diags,
                         format!("ri={value:?} is not a 32-bit integer; default 86400 used"),
                     );
                 }
@@ -304,9 +309,10 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
             ix::PSD => match token(canon, value, Psd::from_token_lenient, &mut diags) {
                 Some(v) => psd = v,
                 None => {
-                    seen &= !bit;
-                    diags.warn(
-                        code::VALUE_INVALID,
+                    discard(
+                        &mut seen,
+                        bit,
+                        &mut diags,
                         format!("psd={value:?} is not y, n or u; default u used"),
                     );
                 }
@@ -314,9 +320,10 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
             ix::T => match token(canon, value, TestMode::from_token_lenient, &mut diags) {
                 Some(v) => t = v,
                 None => {
-                    seen &= !bit;
-                    diags.warn(
-                        code::VALUE_INVALID,
+                    discard(
+                        &mut seen,
+                        bit,
+                        &mut diags,
                         format!("t={value:?} is not y or n; default n used"),
                     );
                 }
@@ -329,9 +336,10 @@ pub fn parse(text: &str) -> ParseResult<DmarcRecord, DmarcError> {
                 match parse_disposition("fp", value, &mut diags) {
                     Ok(d) => fp = Some(d),
                     Err(v) => {
-                        seen &= !bit;
-                        diags.warn(
-                            code::VALUE_INVALID,
+                        discard(
+                            &mut seen,
+                            bit,
+                            &mut diags,
                             format!("fp={v:?} is not none, quarantine or reject; ignored"),
                         );
                     }
@@ -460,4 +468,12 @@ fn report_format(value: &str) -> Option<Cow<'static, str>> {
             Cow::Owned(value.to_ascii_lowercase())
         }
     })
+}
+
+/// A tag whose value is invalid: it keeps its default (its bit leaves `seen`) and the warning
+/// says which default.
+#[cold]
+fn discard(seen: &mut u32, bit: u32, diags: &mut Diagnostics, message: String) {
+    *seen &= !bit;
+    diags.warn(code::VALUE_INVALID, message);
 }

@@ -2,6 +2,7 @@
 //! domain-specs.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
 
 use crate::policy::scan::{self, Class, Classes};
 use crate::policy::{Diagnostics, ParseResult, Parsed, Rejected};
@@ -266,40 +267,18 @@ fn parse_directive(
             },
         };
         Mechanism::Ptr { domain }
-    } else if lower(IP4) {
+    } else if lower(IP4) || lower(IP6) {
         let net = arg
             .strip_prefix(':')
             .ok_or_else(|| syntax("requires ':' and an address"))?;
-        let (addr, len) = match scan::find(net.as_bytes(), b'/') {
-            Some(i) => (&net[..i], Some(&net[i + 1..])),
-            None => (net, None),
-        };
-        let addr: Ipv4Addr = addr.parse().map_err(|_| SpfError::Syntax {
-            term: term.to_owned(),
-            reason: format!("{addr:?} is not an IPv4 address").into(),
-        })?;
-        let prefix = match len {
-            None => 32,
-            Some(l) => parse_cidr(term, l, 32)?,
-        };
-        Mechanism::Ip4 { addr, prefix }
-    } else if lower(IP6) {
-        let net = arg
-            .strip_prefix(':')
-            .ok_or_else(|| syntax("requires ':' and an address"))?;
-        let (addr, len) = match net.rfind('/') {
-            Some(i) => (&net[..i], Some(&net[i + 1..])),
-            None => (net, None),
-        };
-        let addr: Ipv6Addr = addr.parse().map_err(|_| SpfError::Syntax {
-            term: term.to_owned(),
-            reason: format!("{addr:?} is not an IPv6 address").into(),
-        })?;
-        let prefix = match len {
-            None => 128,
-            Some(l) => parse_cidr(term, l, 128)?,
-        };
-        Mechanism::Ip6 { addr, prefix }
+        if lower(IP4) {
+            let slash = scan::find(net.as_bytes(), b'/');
+            let (addr, prefix) = ip_network::<Ipv4Addr>(term, net, slash, "IPv4", 32)?;
+            Mechanism::Ip4 { addr, prefix }
+        } else {
+            let (addr, prefix) = ip_network::<Ipv6Addr>(term, net, net.rfind('/'), "IPv6", 128)?;
+            Mechanism::Ip6 { addr, prefix }
+        }
     } else {
         return Err(unknown());
     };
@@ -418,6 +397,31 @@ fn parse_domain_spec_at(
         text: spec.into(),
         pieces: Box::default(),
     })
+}
+
+/// RFC 7208 §5.6 `ip4-network [ ip4-cidr-length ]` or its IPv6 twin: the address before the
+/// `/` at `slash` and the prefix length after it (`max` when there is none).
+#[inline]
+fn ip_network<A: FromStr>(
+    term: &str,
+    net: &str,
+    slash: Option<usize>,
+    family: &str,
+    max: u8,
+) -> Result<(A, u8), SpfError> {
+    let (addr, len) = match slash {
+        Some(i) => (&net[..i], Some(&net[i + 1..])),
+        None => (net, None),
+    };
+    let addr = addr.parse().map_err(|_| SpfError::Syntax {
+        term: term.to_owned(),
+        reason: format!("{addr:?} is not an {family} address").into(),
+    })?;
+    let prefix = match len {
+        None => max,
+        Some(l) => parse_cidr(term, l, max)?,
+    };
+    Ok((addr, prefix))
 }
 
 /// `domain-spec = macro-string domain-end`, `domain-end = ( "." toplabel [ "." ] ) /
