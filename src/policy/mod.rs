@@ -12,8 +12,10 @@
 //!   takes leaves a diagnostic with a stable [`Diagnostic::code`];
 //! - it never panics, whatever the bytes (checked by property tests and `fuzz/`).
 //!
-//! Which TXT record of a name is "the" record is decided by [`select`], after the strings of
-//! each TXT record have been joined ([`join_txt`]).
+//! Which TXT record of a name is "the" record is decided once for every record kind by
+//! [`from_txt`] (the kind's [`TxtRecord`] impl says how it is picked), after the strings of each
+//! TXT record have been joined ([`join_txt`]). [`orgdomain`] (organizational domains) is pure
+//! too and lives here.
 
 pub mod atps;
 pub mod dkim;
