@@ -12,7 +12,7 @@
 //!                     resolve::Resolver              the engine: one method per question
 //!        ┌──────────────┬─────┴────────┬───────────────────┐
 //!        ▼              ▼              ▼                   ▼
-//!  resolve::discover  resolve::limit  resolve::stats     orgdomain
+//!  resolve::discover  resolve::limit  resolve::stats     policy::orgdomain
 //!  (DMARC: PSL,       (governor per   (counters)         (PSL org domain,
 //!   tree walk, both)   org, wildcard                      RFC 9989 walk names
 //!        │             watch)                             and selection)
@@ -25,13 +25,13 @@
 //!  resolve::upstream  hickory-resolver (cache off; DNSSEC-validating twin for TLSA)
 //!
 //!  resolve::spf (check_host) and resolve::evaluate (DMARC verdict) ask through lookup()
-//!  policy::{dmarc, spf, dkim, atps, tlsa}  pure parsers (policy::tag: the tag=value lexer;
+//!  policy::{dmarc, spf, dkim, atps, tlsa, orgdomain}  pure parsers (policy::tag: the tag=value lexer;
 //!                                          policy::scan: byte-class bitmaps)
 //!  client: async and blocking socket clients (the CLI's `cli::*` modules live in the binary)
 //! ```
 //!
 //! Data flows one way: `policy` imports nothing from the rest of the crate and does no I/O;
-//! `orgdomain` is pure too; `resolve` knows nothing of sockets; only `resolve::upstream` talks
+//! `policy::orgdomain` is pure too; `resolve` knows nothing of sockets; only `resolve::upstream` talks
 //! to DNS, and it never parses record text (`resolve::answer` hands it to `policy`); `serve`
 //! turns frames into `Resolver` calls and knows nothing of DNS internals; `config` builds
 //! `serve::daemon::DaemonConfig`, and `serve` never imports `config`.
@@ -39,7 +39,6 @@
 
 pub mod client;
 pub mod config;
-pub mod orgdomain;
 pub mod policy;
 pub mod proto;
 pub mod resolve;

@@ -3,7 +3,7 @@
 //! - DMARC and SPF: parse → display → parse gives the same policy (the canonical form is
 //!   stable and loses nothing).
 
-use mailpolicyd::orgdomain;
+use mailpolicyd::policy::orgdomain;
 use mailpolicyd::policy::spf::{MacroContext, MacroString};
 use mailpolicyd::policy::{atps, dkim, dmarc, join_txt, spf, tlsa};
 use proptest::prelude::*;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use mailpolicyd::orgdomain::SuffixList;
+use mailpolicyd::policy::orgdomain::SuffixList;
 
 fn null(s: &str) -> Option<&str> {
     (s != "null").then_some(s)

@@ -1,7 +1,7 @@
 #![no_main]
 //! Organizational domain and tree walk: never panic; the walk never exceeds eight queries.
 use libfuzzer_sys::fuzz_target;
-use mailpolicyd::orgdomain::{self, SuffixList};
+use mailpolicyd::policy::orgdomain::{self, SuffixList};
 use mailpolicyd::policy::join_txt;
 
 fuzz_target!(|data: &[u8]| {

@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 
 use mailpolicyd::config;
-use mailpolicyd::orgdomain::{self, SuffixList};
+use mailpolicyd::policy::orgdomain::{self, SuffixList};
 use mailpolicyd::policy::{self, Diagnostics, ErrorCode, ParseResult};
 use mailpolicyd::resolve::{Data, Found};
 use serde::Serialize;

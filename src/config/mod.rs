@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::orgdomain::SuffixList;
+use crate::policy::orgdomain::SuffixList;
 pub use crate::serve::daemon::DaemonConfig;
 
 mod settings;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::settings::Values;
 use super::{Config, DaemonConfig, default_socket_path, read_suffix_list};
-use crate::orgdomain::SuffixList;
+use crate::policy::orgdomain::SuffixList;
 use crate::resolve::{CacheConfig, DiscoveryMode, LimitConfig, ResolverConfig, UpstreamConfig};
 use crate::serve::SocketConfig;
 use crate::serve::admin::AdminConfig;

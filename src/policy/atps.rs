@@ -108,19 +108,12 @@ pub fn is_candidate(text: &str) -> bool {
     matches!(tag::lex(text, &classes).next(), Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") && value == "ATPS1")
 }
 
-/// Selects and parses the ATPS record among a name's joined TXT records.
-pub fn from_txt<'a, I>(records: I) -> Option<ParseResult<AtpsRecord, AtpsError>>
-where
-    I: IntoIterator<Item = &'a str>,
-{
-    match super::select(records, is_candidate) {
-        super::Selection::None => None,
-        super::Selection::One(r) => Some(parse(r)),
-        super::Selection::Multiple(count) => Some(Err(Rejected::new(
-            AtpsError::MultipleRecords { count },
-            Diagnostics::default(),
-        ))),
-    }
+super::txt_record! {
+    /// Selects and parses the ATPS record among a name's joined TXT records.
+    AtpsRecord,
+    AtpsError,
+    super::Pick::Unique,
+    is_candidate,
 }
 
 /// Parses one ATPS record.
@@ -129,31 +122,19 @@ pub fn parse(text: &str) -> ParseResult<AtpsRecord, AtpsError> {
     let mut classes = Classes::empty();
     classes.index(text.as_bytes());
     let mut items = tag::lex(text, &classes);
-    match items.next() {
-        Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") => {
-            if value != "ATPS1" {
-                return Err(Rejected::new(
-                    AtpsError::VersionInvalid {
-                        value: value.to_owned(),
-                    },
-                    diags,
-                ));
-            }
-        }
-        _ => return Err(Rejected::new(AtpsError::VersionMissing, diags)),
+    if let Err(found) = tag::version(&mut items, "ATPS1", None, &mut diags) {
+        let error = match found {
+            Some(value) => AtpsError::VersionInvalid {
+                value: value.to_owned(),
+            },
+            None => AtpsError::VersionMissing,
+        };
+        return Err(Rejected::new(error, diags));
     }
     let mut rec = AtpsRecord { d: None };
     for item in items {
-        let (name, value) = match item {
-            Item::Tag { name, value, .. } => (name, value),
-            Item::Empty => continue,
-            Item::NoEquals(seg) | Item::BadName(seg) => {
-                diags.warn(
-                    code::TAG_SYNTAX,
-                    format!("{seg:?} is not a tag=value pair, ignored"),
-                );
-                continue;
-            }
+        let Some((name, value, ..)) = item.tag(None, code::TAG_SYNTAX, &mut diags) else {
+            continue;
         };
         if name.eq_ignore_ascii_case("v") {
             return Err(Rejected::new(

@@ -11,7 +11,7 @@ use pkcs1::der::Decode;
 use serde::{Deserialize, Serialize};
 
 use super::scan::Classes;
-use super::tag::{self, Item};
+use super::tag;
 use super::{Diagnostics, ErrorCode, ParseResult, Parsed, Rejected, is_fws};
 
 /// Stable diagnostic codes of this parser.
@@ -180,60 +180,23 @@ impl ErrorCode for DkimError {
     }
 }
 
-/// Selects and parses the key record among the joined TXT records at a `_domainkey` name.
-///
-/// At a key's name every TXT record is a key record, whether or not it parses (`v=` is
-/// optional, RFC 6376 §3.6.1): a malformed one is answered as invalid with its diagnostics,
-/// never as absent, so an operator can tell the domain owner what is wrong. Of several records
-/// the one valid key is used (RFC 6376 §3.6.2.2 lets the verifier pick), the others named in a
-/// diagnostic; several valid keys are an error (which one the signer meant cannot be known);
-/// with none valid, the first record's rejection is the answer. `None` only for no record.
-pub fn from_txt<'a, I>(records: I) -> Option<ParseResult<DkimKey, DkimError>>
-where
-    I: IntoIterator<Item = &'a str>,
-{
-    let mut total = 0usize;
-    let mut valid: Option<Parsed<DkimKey>> = None;
-    let mut valid_count = 0usize;
-    let mut rejected: Option<Rejected<DkimError>> = None;
-    for r in records {
-        total += 1;
-        match parse(r) {
-            Ok(p) => {
-                valid_count += 1;
-                valid.get_or_insert(p);
-            }
-            Err(e) => {
-                rejected.get_or_insert(e);
-            }
-        }
-    }
-    let others = |n: usize| {
-        format!(
-            "{n} other TXT record{} at this name {} not a valid key record, ignored",
-            if n == 1 { "" } else { "s" },
-            if n == 1 { "is" } else { "are" }
-        )
-    };
-    match (valid_count, valid, rejected) {
-        (0, _, None) => None,
-        (0, _, Some(mut e)) => {
-            if total > 1 {
-                e.diagnostics.warn(code::IGNORED, others(total - 1));
-            }
-            Some(Err(e))
-        }
-        (1, Some(mut p), _) => {
-            if total > 1 {
-                p.diagnostics.warn(code::IGNORED, others(total - 1));
-            }
-            Some(Ok(p))
-        }
-        (count, _, _) => Some(Err(Rejected::new(
-            DkimError::MultipleRecords { count },
-            Diagnostics::default(),
-        ))),
-    }
+super::txt_record! {
+    /// Selects and parses the key record among the joined TXT records at a `_domainkey` name.
+    ///
+    /// At a key's name every TXT record is a key record, whether or not it parses (`v=` is
+    /// optional, RFC 6376 §3.6.1): a malformed one is answered as invalid with its diagnostics,
+    /// never as absent, so an operator can tell the domain owner what is wrong. Of several records
+    /// the one valid key is used (RFC 6376 §3.6.2.2 lets the verifier pick), the others named in a
+    /// diagnostic; several valid keys are an error (which one the signer meant cannot be known);
+    /// with none valid, the first record's rejection is the answer. `None` only for no record.
+    DkimKey,
+    DkimError,
+    super::Pick::OneValid {
+        ignored: code::IGNORED,
+        noun: "key",
+    },
+    // At a key's name every TXT record is a key record.
+    |_: &str| true,
 }
 
 const TAGS: [&str; 7] = ["v", "h", "k", "n", "p", "s", "t"];
@@ -265,16 +228,8 @@ pub fn parse(text: &str) -> ParseResult<DkimKey, DkimError> {
     let mut classes = Classes::empty();
     classes.index(text.as_bytes());
     for (index, item) in tag::lex(text, &classes).enumerate() {
-        let (name, value) = match item {
-            Item::Tag { name, value, .. } => (name, value),
-            Item::Empty => continue,
-            Item::NoEquals(seg) | Item::BadName(seg) => {
-                diags.warn(
-                    code::TAG_SYNTAX,
-                    format!("{seg:?} is not a tag=value pair, ignored"),
-                );
-                continue;
-            }
+        let Some((name, value, ..)) = item.tag(None, code::TAG_SYNTAX, &mut diags) else {
+            continue;
         };
         let Some(slot) = TAGS.iter().position(|t| t.eq_ignore_ascii_case(name)) else {
             diags.info(code::TAG_UNKNOWN, format!("unknown tag {name}= ignored"));
@@ -690,17 +645,7 @@ mod tests {
                 (got, _) => failures.push(format!("[{section}] unexpected {got:?}")),
             }
         }
-        println!(
-            "dkim table: {} cases, {} failed",
-            cases.len(),
-            failures.len()
-        );
-        assert!(
-            failures.is_empty(),
-            "{} failures:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+        crate::policy::assert_table("dkim", cases.len(), &failures);
     }
 
     #[test]

@@ -12,12 +12,15 @@
 //!   takes leaves a diagnostic with a stable [`Diagnostic::code`];
 //! - it never panics, whatever the bytes (checked by property tests and `fuzz/`).
 //!
-//! Which TXT record of a name is "the" record is decided by [`select`], after the strings of
-//! each TXT record have been joined ([`join_txt`]).
+//! Which TXT record of a name is "the" record is decided once for every record kind by
+//! [`from_txt`] (the kind's [`TxtRecord`] impl says how it is picked), after the strings of each
+//! TXT record have been joined ([`join_txt`]). [`orgdomain`] (organizational domains) is pure
+//! too and lives here.
 
 pub mod atps;
 pub mod dkim;
 pub mod dmarc;
+pub mod orgdomain;
 mod scan;
 pub mod spf;
 mod tag;
@@ -203,6 +206,135 @@ where
     }
 }
 
+/// How the record is picked among a name's TXT records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// Only records with the version prefix ([`TxtRecord::is_candidate`]) count, and exactly
+    /// one must have it (DMARC, SPF, ATPS).
+    Unique,
+    /// Every TXT record at the name is a record of this kind, whether or not it parses; the one
+    /// valid record is used and the others are named in a diagnostic with code `ignored`; with
+    /// none valid, the first rejection is the answer (DKIM keys at a `_domainkey` name).
+    OneValid {
+        /// The diagnostic code naming the ignored records.
+        ignored: &'static str,
+        /// What a record is called in that diagnostic (`key`).
+        noun: &'static str,
+    },
+}
+
+/// A record kind that is published as a TXT record and found by [`from_txt`].
+pub trait TxtRecord: Sized {
+    /// Why a record of this kind is unusable.
+    type Error: ErrorCode;
+    /// How the record is picked among a name's TXT records.
+    const PICK: Pick;
+    /// Whether a joined TXT record carries this kind's version prefix (used with
+    /// [`Pick::Unique`]).
+    fn is_candidate(text: &str) -> bool;
+    /// Parses one record (already selected and joined).
+    fn parse(text: &str) -> ParseResult<Self, Self::Error>;
+    /// The error for `count` (two or more) records where one is allowed.
+    fn multiple(count: usize) -> Self::Error;
+}
+
+/// Selects and parses the record of kind `R` among a name's joined TXT records, the way
+/// [`R::PICK`](TxtRecord::PICK) says. `None` means the name publishes no such record; two or
+/// more where one is allowed are an error (RFC 7208 §4.5, RFC 7489 §6.6.3, RFC 9989 §4.10).
+pub fn from_txt<'a, R, I>(records: I) -> Option<ParseResult<R, R::Error>>
+where
+    R: TxtRecord,
+    I: IntoIterator<Item = &'a str>,
+{
+    let multiple = |count| {
+        Some(Err(Rejected::new(
+            R::multiple(count),
+            Diagnostics::default(),
+        )))
+    };
+    let (ignored, noun) = match R::PICK {
+        Pick::Unique => {
+            return match select(records, R::is_candidate) {
+                Selection::None => None,
+                Selection::One(r) => Some(R::parse(r)),
+                Selection::Multiple(count) => multiple(count),
+            };
+        }
+        Pick::OneValid { ignored, noun } => (ignored, noun),
+    };
+    let mut total = 0usize;
+    let mut valid: Option<Parsed<R>> = None;
+    let mut valid_count = 0usize;
+    let mut rejected: Option<Rejected<R::Error>> = None;
+    for r in records {
+        total += 1;
+        match R::parse(r) {
+            Ok(p) => {
+                valid_count += 1;
+                valid.get_or_insert(p);
+            }
+            Err(e) => {
+                rejected.get_or_insert(e);
+            }
+        }
+    }
+    let others = |diags: &mut Diagnostics| {
+        if total > 1 {
+            let n = total - 1;
+            diags.warn(
+                ignored,
+                format!(
+                    "{n} other TXT record{} at this name {} not a valid {noun} record, ignored",
+                    if n == 1 { "" } else { "s" },
+                    if n == 1 { "is" } else { "are" }
+                ),
+            );
+        }
+    };
+    match (valid_count, valid, rejected) {
+        (0, _, None) => None,
+        (0, _, Some(mut e)) => {
+            others(&mut e.diagnostics);
+            Some(Err(e))
+        }
+        (1, Some(mut p), _) => {
+            others(&mut p.diagnostics);
+            Some(Ok(p))
+        }
+        (count, _, _) => multiple(count),
+    }
+}
+
+/// Declares a record module's `from_txt` (the doc comment given) and its record type's
+/// [`TxtRecord`] impl over the module's `parse`, so each module states only what differs: the
+/// record and error types, the [`Pick`] rule and the candidate test.
+macro_rules! txt_record {
+    ($(#[$m:meta])* $rec:ident, $err:ident, $pick:expr, $candidate:expr $(,)?) => {
+        $(#[$m])*
+        pub fn from_txt<'a, I>(records: I) -> Option<$crate::policy::ParseResult<$rec, $err>>
+        where
+            I: IntoIterator<Item = &'a str>,
+        {
+            $crate::policy::from_txt(records)
+        }
+
+        impl $crate::policy::TxtRecord for $rec {
+            type Error = $err;
+            const PICK: $crate::policy::Pick = $pick;
+            fn is_candidate(text: &str) -> bool {
+                ($candidate)(text)
+            }
+            fn parse(text: &str) -> $crate::policy::ParseResult<Self, $err> {
+                parse(text)
+            }
+            fn multiple(count: usize) -> $err {
+                $err::MultipleRecords { count }
+            }
+        }
+    };
+}
+pub(crate) use txt_record;
+
 /// Declares a closed enum of record tokens (`none`, `quarantine`, ...) with `as_str`,
 /// `from_token` (exact match), `Display`, and serde as the token string, so JSON and postcard
 /// carry the same words the records use.
@@ -335,6 +467,22 @@ pub(crate) fn is_fws(c: char) -> bool {
 /// octets in all, an optional trailing dot.
 pub fn is_domain_name(s: &str) -> bool {
     scan::is_domain_name(s.as_bytes())
+}
+
+/// Reports a table test: how many of `cases` rows passed, then fails naming every failure.
+#[cfg(test)]
+pub(crate) fn assert_table(name: &str, cases: usize, failures: &[String]) {
+    println!(
+        "{name} table: {} passed, {} failed",
+        cases - failures.len(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[cfg(test)]

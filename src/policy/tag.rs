@@ -6,6 +6,7 @@
 //! oddity means for it (duplicate tags are fatal in DKIM, a warning in DMARC) and records the
 //! diagnostic under its own code.
 
+use super::Diagnostics;
 use super::scan::{self, ALPHA, Class, Classes, TAG_NAME, is_fws};
 
 /// One lexical item of a tag list.
@@ -29,6 +30,45 @@ pub(crate) enum Item<'a> {
     NoEquals(&'a str),
     /// A segment whose name is not `ALPHA *ALNUMPUNC`.
     BadName(&'a str),
+}
+
+/// A well-formed tag's parts: `(name, value, key, at, raw)` as in [`Item::Tag`].
+pub(crate) type Tag<'a> = (&'a str, &'a str, u64, usize, u64);
+
+impl<'a> Item<'a> {
+    /// The item as a tag, or `None` after noting why it is not one: an empty segment under
+    /// `empty_code` (for the record kinds that report it), a segment that is not `name=value`
+    /// under `syntax_code`. Inlined into the parsers' tag loops.
+    #[inline(always)]
+    pub(crate) fn tag(
+        self,
+        empty_code: Option<&'static str>,
+        syntax_code: &'static str,
+        diags: &mut Diagnostics,
+    ) -> Option<Tag<'a>> {
+        match self {
+            Item::Tag {
+                name,
+                value,
+                key,
+                at,
+                raw,
+            } => Some((name, value, key, at, raw)),
+            Item::Empty => {
+                if let Some(code) = empty_code {
+                    diags.info(code, "empty tag between two ';'");
+                }
+                None
+            }
+            Item::NoEquals(seg) | Item::BadName(seg) => {
+                diags.warn(
+                    syntax_code,
+                    format!("{seg:?} is not a tag=value pair, ignored"),
+                );
+                None
+            }
+        }
+    }
 }
 
 /// A tag name of at most 8 bytes packed into a word, lower-cased; `None` for longer names.
@@ -62,6 +102,32 @@ pub(crate) fn lex<'a, 'c>(text: &'a str, classes: &'c Classes) -> Lexer<'a, 'c> 
         text,
         classes,
         pos: 0,
+    }
+}
+
+/// Takes the first item of a tag list that must open with `v=<want>` (RFC 9989 §4.7, RFC 6541
+/// §4.3): the name in any case (noted under `case_code` when one is given and the name was
+/// written `V`), the value exactly `want`. `Err(Some(value))` for another value, `Err(None)`
+/// when the list does not open with a `v=` tag.
+#[inline]
+pub(crate) fn version<'a>(
+    items: &mut Lexer<'a, '_>,
+    want: &str,
+    case_code: Option<&'static str>,
+    diags: &mut Diagnostics,
+) -> Result<(), Option<&'a str>> {
+    match items.next() {
+        Some(Item::Tag { name, value, .. }) if name.eq_ignore_ascii_case("v") => {
+            if let Some(code) = case_code.filter(|_| name != "v") {
+                diags.info(code, "tag name V= read as v=");
+            }
+            if value == want {
+                Ok(())
+            } else {
+                Err(Some(value))
+            }
+        }
+        _ => Err(None),
     }
 }
 

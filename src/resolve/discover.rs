@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use super::answer::Found;
 use super::{Answer, Data, Kind, Lookup, Rcode, ResolveError, Resolver, Source};
-use crate::orgdomain::{self, dmarc_query_name};
 use crate::policy::Parsed;
 use crate::policy::dmarc::{Disposition, DmarcRecord, Psd};
+use crate::policy::orgdomain::{self, dmarc_query_name};
 
 /// How the organizational domain is found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

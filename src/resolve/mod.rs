@@ -33,8 +33,8 @@ use self::cache::{Cache, Entry, FetchOutcome, Key, QueryOutcome, State};
 use self::limit::{Limiter, Observed, WildcardWatch};
 use self::stats::Stats;
 use self::upstream::Upstream;
-use crate::orgdomain::SuffixList;
 use crate::policy::atps::{self, AtpsHash};
+use crate::policy::orgdomain::SuffixList;
 
 /// Why a question got no answer. Each is temporary (try again later: SPF/DMARC `temperror`)
 /// or permanent (`permerror`).

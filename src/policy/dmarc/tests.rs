@@ -353,17 +353,7 @@ fn table() {
             (got, _) => failures.push(format!("[{section}] {input:?}: unexpected {got:?}")),
         }
     }
-    println!(
-        "dmarc table: {} passed, {} failed",
-        CASES.len() - failures.len(),
-        failures.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    crate::policy::assert_table("dmarc", CASES.len(), &failures);
 }
 
 #[test]

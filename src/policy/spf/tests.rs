@@ -259,17 +259,7 @@ fn table() {
             (got, _) => failures.push(format!("[{section}] {input:?}: unexpected {got:?}")),
         }
     }
-    println!(
-        "spf table: {} passed, {} failed",
-        CASES.len() - failures.len(),
-        failures.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    crate::policy::assert_table("spf", CASES.len(), &failures);
 }
 
 fn ctx4() -> MacroContext<'static> {

@@ -11,7 +11,7 @@ use std::fmt;
 
 use publicsuffix::Psl as _;
 
-use crate::policy::dmarc::Psd;
+use super::dmarc::Psd;
 
 /// RFC 9989 §4.10: a tree walk never makes more than this many queries.
 pub const MAX_TREE_WALK_QUERIES: usize = 8;
