@@ -200,6 +200,36 @@ pub struct Answer {
     /// The answer's own postcard encoding, once computed ([`Answer::encoded`]).
     #[serde(skip)]
     encoding: Encoding,
+    /// Every TXT string at the name as the upstream gave it, for the parsing kinds
+    /// ([`Answer::txt`]).
+    #[serde(skip)]
+    raw_txt: RawTxt,
+}
+
+/// The TXT records behind a parsed answer (DMARC, SPF, DKIM key, ATPS), kept so the DNS
+/// front-end answers a TXT question from the same cache entry as the socket: the parsed data
+/// keeps only the one record of its kind, and a name may publish other TXT too. Moved, not
+/// copied, from the upstream answer. Not part of the answer's value (the fingerprint already
+/// stands for the raw records): comparisons ignore it, and (de)serialization skips it, so the
+/// wire format is unchanged and an answer restored from a snapshot has none.
+#[derive(Clone, Default)]
+struct RawTxt(Option<Box<[String]>>);
+
+impl PartialEq for RawTxt {
+    fn eq(&self, _: &RawTxt) -> bool {
+        true
+    }
+}
+
+impl Eq for RawTxt {}
+
+impl fmt::Debug for RawTxt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(t) => write!(f, "<{} TXT>", t.len()),
+            None => f.write_str("<no TXT kept>"),
+        }
+    }
 }
 
 /// An answer's postcard encoding, computed once (when the cache weighs the answer) and kept
@@ -237,6 +267,21 @@ impl Answer {
         })
     }
 
+    /// Every TXT string at the name, as the upstream gave it (each record's strings joined):
+    /// the records of a raw TXT answer, or those behind a parsed DMARC, SPF, DKIM key or ATPS
+    /// answer; empty for an answer without records. `None` when they are not known: a parsed
+    /// answer restored from a snapshot, or another kind of answer.
+    pub fn txt(&self) -> Option<&[String]> {
+        match &self.data {
+            Data::None => Some(&[]),
+            Data::Txt(t) => Some(t),
+            Data::Dmarc(_) | Data::Spf(_) | Data::DkimKey(_) | Data::Atps(_) => {
+                self.raw_txt.0.as_deref()
+            }
+            _ => None,
+        }
+    }
+
     /// Parses a raw upstream answer for `kind` at `name`.
     pub fn from_raw(kind: Kind, name: &str, raw: RawAnswer) -> Answer {
         let fingerprint = fingerprint(&raw.records);
@@ -245,29 +290,29 @@ impl Answer {
             ResponseCode::ServFail => Rcode::ServFail,
             _ => Rcode::NoError,
         };
-        let txt = |r: &Records| match r {
-            Records::Txt(t) => t.clone(),
-            _ => Vec::new(),
-        };
-        let data = match (&raw.records, kind) {
+        let mut raw_txt = RawTxt::default();
+        let data = match (raw.records, kind) {
             (Records::None, _) => Data::None,
-            (r, Kind::Dmarc) => {
-                Data::Dmarc(policy::dmarc::from_txt(txt(r).iter().map(String::as_str)).into())
-            }
-            (r, Kind::Spf) => {
-                Data::Spf(policy::spf::from_txt(txt(r).iter().map(String::as_str)).into())
-            }
-            (r, Kind::DkimKey) => {
-                Data::DkimKey(policy::dkim::from_txt(txt(r).iter().map(String::as_str)).into())
-            }
-            (r, Kind::Atps) => {
-                Data::Atps(policy::atps::from_txt(txt(r).iter().map(String::as_str)).into())
+            (r, Kind::Dmarc | Kind::Spf | Kind::DkimKey | Kind::Atps) => {
+                let txt = match r {
+                    Records::Txt(t) => t,
+                    _ => Vec::new(),
+                };
+                let strings = txt.iter().map(String::as_str);
+                let data = match kind {
+                    Kind::Dmarc => Data::Dmarc(policy::dmarc::from_txt(strings).into()),
+                    Kind::Spf => Data::Spf(policy::spf::from_txt(strings).into()),
+                    Kind::DkimKey => Data::DkimKey(policy::dkim::from_txt(strings).into()),
+                    _ => Data::Atps(policy::atps::from_txt(strings).into()),
+                };
+                raw_txt = RawTxt(Some(txt.into_boxed_slice()));
+                data
             }
             (Records::Tlsa(t), _) => Data::Tlsa(t.iter().map(policy::tlsa::from_rdata).collect()),
-            (Records::Txt(t), _) => Data::Txt(t.clone()),
-            (Records::Addrs(a), _) => Data::Addrs(a.clone()),
-            (Records::Mx(m), _) => Data::Mx(m.clone()),
-            (Records::Names(n), _) => Data::Names(n.clone()),
+            (Records::Txt(t), _) => Data::Txt(t),
+            (Records::Addrs(a), _) => Data::Addrs(a),
+            (Records::Mx(m), _) => Data::Mx(m),
+            (Records::Names(n), _) => Data::Names(n),
         };
         Answer {
             kind,
@@ -279,6 +324,7 @@ impl Answer {
             data,
             fingerprint,
             encoding: Encoding::default(),
+            raw_txt,
         }
     }
 
@@ -294,6 +340,7 @@ impl Answer {
             data: Data::None,
             fingerprint: 0,
             encoding: Encoding::default(),
+            raw_txt: RawTxt::default(),
         }
     }
 
@@ -316,8 +363,10 @@ impl Answer {
             // Parsed records: their serialized size is a fair estimate of their heap use.
             _ => encoded * 2,
         };
+        let raw_txt = self.raw_txt.0.as_deref().map_or(0, strings);
         let total = std::mem::size_of::<Answer>()
             + self.name.len()
+            + raw_txt
             + self.found_at.as_ref().map_or(0, String::len)
             + data
             + encoded;
