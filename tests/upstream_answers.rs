@@ -325,3 +325,37 @@ async fn spf_and_dns_front_end_plain_txt_share_one_entry() {
     assert_eq!(requests(&d.service, "dns_txt"), 1);
     d.shutdown.cancel();
 }
+
+/// Issue 13: an entry restored from a snapshot keeps its parsed record but not the TXT records
+/// behind it (the snapshot format is unchanged); the front-end then asks the name's TXT
+/// records once, and still returns every one of them, never only the parsed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_front_end_txt_after_a_snapshot_restore_returns_every_record() {
+    let d = start().await;
+    d.client.dmarc("example.test").await.unwrap();
+    let snap = d._dir.path().join("cache.snap");
+    d.service.resolver().save_snapshot(&snap).await.unwrap();
+
+    let mut cfg = ResolverConfig::default();
+    cfg.upstream.servers = vec![d.dns.addr];
+    let restored = Service::new(Resolver::new(cfg).unwrap());
+    assert!(restored.resolver().load_snapshot(&snap).await.unwrap() > 0);
+    let front = serve::dns::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        restored.clone(),
+        false,
+        d.shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let asked = d.dns.log.count("_dmarc.example.test");
+    let reply = ask_front_end(front, "_dmarc.example.test.").await;
+    assert_eq!(txt_answers(&reply), [OTHER_TXT, DMARC]);
+    assert_eq!(d.dns.log.count("_dmarc.example.test"), asked + 1);
+    // Asked again: a wire-cache hit, no upstream query, counted in the request metrics too.
+    let reply = ask_front_end(front, "_dmarc.EXAMPLE.test.").await;
+    assert_eq!(txt_answers(&reply), [OTHER_TXT, DMARC]);
+    assert_eq!(d.dns.log.count("_dmarc.example.test"), asked + 1);
+    assert_eq!(requests(&restored, "dns_txt"), 2);
+    d.shutdown.cancel();
+}

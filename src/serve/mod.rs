@@ -252,6 +252,16 @@ pub enum DnsType {
 }
 
 impl DnsType {
+    /// Every type, in declaration order (`t as usize` indexes it).
+    pub const ALL: [DnsType; 6] = [
+        DnsType::Txt,
+        DnsType::Tlsa,
+        DnsType::A,
+        DnsType::Aaaa,
+        DnsType::Mx,
+        DnsType::Ptr,
+    ];
+
     /// The `op` label of `mailpolicyd_requests_total` for a DNS front-end question.
     pub fn label(self) -> &'static str {
         match self {
@@ -291,7 +301,8 @@ pub fn txt_kind(name: &str) -> Kind {
 
 impl Service {
     /// Answers one DNS front-end question of type `qtype` at `name` (as asked, any case, a
-    /// trailing dot allowed), counted in the request metrics under [`DnsType::label`]. A TXT
+    /// trailing dot allowed), counted in the request metrics under [`DnsType::label`] (the
+    /// front-end counts its wire-cache hits itself, `ok`, without a duration). A TXT
     /// answer's records are [`crate::resolve::Answer::txt`] of the returned answer: a TXT
     /// question shares its cache entry with the socket's operation on that name
     /// ([`txt_kind`]), costing no upstream query when the socket asked first, and the other way

@@ -92,6 +92,8 @@ fn udp_loop(
     let mut buf = vec![0u8; MAX_QUERY];
     let mut out = Vec::with_capacity(MAX_QUERY);
     let wire_answers = h.service.metrics.dns_counter("wire");
+    // A hit is a request answered `ok`: one counter per question type, fetched once.
+    let requests = DnsType::ALL.map(|t| h.service.metrics.ok_counter(t.label()));
     while !shutdown.is_cancelled() {
         let (len, peer) = match sock.recv_from(&mut buf) {
             Ok(r) => r,
@@ -115,6 +117,9 @@ fn udp_loop(
             && h.wire.answer(msg, q, Instant::now(), &mut out)
         {
             wire_answers.inc();
+            if let Some(t) = dns_type(RecordType::from(q.qtype()), h.forward) {
+                requests[t as usize].inc();
+            }
             if let Err(e) = sock.send_to(&out, peer) {
                 tracing::debug!(error = %e, "dns: send");
             }
@@ -142,14 +147,8 @@ impl Handler {
         if qclass != DNSClass::IN {
             return Answered::refused(ResponseCode::Refused);
         }
-        let dns_type = match qtype {
-            RecordType::TXT => DnsType::Txt,
-            RecordType::TLSA => DnsType::Tlsa,
-            RecordType::A if self.forward => DnsType::A,
-            RecordType::AAAA if self.forward => DnsType::Aaaa,
-            RecordType::MX if self.forward => DnsType::Mx,
-            RecordType::PTR if self.forward => DnsType::Ptr,
-            _ => return Answered::refused(ResponseCode::Refused),
+        let Some(dns_type) = dns_type(qtype, self.forward) else {
+            return Answered::refused(ResponseCode::Refused);
         };
         match self.service.dns_question(&name.to_ascii(), dns_type).await {
             Ok(lookup) => Answered::from_lookup(name, qtype, &lookup),
@@ -212,6 +211,20 @@ impl Handler {
             self.wire.store(q, &bytes, ttl, Instant::now());
         }
         Some(bytes)
+    }
+}
+
+/// The service's question type for a `qtype` question: TXT and TLSA always, A, AAAA, MX and
+/// PTR only when forwarding; `None` is REFUSED.
+fn dns_type(qtype: RecordType, forward: bool) -> Option<DnsType> {
+    match qtype {
+        RecordType::TXT => Some(DnsType::Txt),
+        RecordType::TLSA => Some(DnsType::Tlsa),
+        RecordType::A if forward => Some(DnsType::A),
+        RecordType::AAAA if forward => Some(DnsType::Aaaa),
+        RecordType::MX if forward => Some(DnsType::Mx),
+        RecordType::PTR if forward => Some(DnsType::Ptr),
+        _ => None,
     }
 }
 
