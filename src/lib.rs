@@ -32,8 +32,9 @@
 //!
 //! Data flows one way: `policy` imports nothing from the rest of the crate and does no I/O;
 //! `orgdomain` is pure too; `resolve` knows nothing of sockets; only `resolve::upstream` talks
-//! to DNS, and it never parses record text (`resolve::answer` hands it to `policy`); `serve`
-//! turns frames into `Resolver` calls and knows nothing of DNS internals.
+//! to DNS, and it never parses record text (`resolve::answer` hands it to `policy`); `serve`'s
+//! `Service` turns socket frames and DNS front-end questions into `Resolver` calls (DNS wire
+//! formats stay in `serve::dns`: `records`, `answer_cache`).
 #![forbid(unsafe_code)]
 
 pub mod client;

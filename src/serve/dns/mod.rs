@@ -1,18 +1,21 @@
 //! A DNS front-end on loopback, so an unmodified OpenDMARC, rspamd or Postfix pointed at it gets
-//! the same cache: TXT and TLSA questions are answered through the resolver (TLSA validated,
-//! with the AD bit set only for a secure answer); A, AAAA, MX and PTR only when forwarding is
-//! enabled; anything else REFUSED. Refuses to bind a non-loopback address unless allowed
-//! (the configuration checks that), so it is never an open resolver by accident.
+//! the same cache as the socket: TXT and TLSA questions are answered through
+//! [`Service::dns_question`], which asks the same cache entries as the socket's operations
+//! (TLSA validated, with the AD bit set only for a secure answer); A, AAAA, MX and PTR only when
+//! forwarding is enabled; anything else REFUSED. Refuses to bind a non-loopback address unless
+//! allowed (the configuration checks that), so it is never an open resolver by accident.
 //!
-//! UDP is served by our own loop: a question answered in the last second is answered again
-//! from its wire form ([`answer_cache`]: one hash lookup and one copy, with the ID, RD bit, question
-//! case and TTLs patched); anything else is decoded and encoded by hickory-proto and answered
-//! through the resolver, which also fills the wire cache. TCP is served by hickory-server with
-//! the same handler. A UDP answer is at most [`EDNS_PAYLOAD`] bytes whatever size the client
-//! offers (the size we advertise; a longer one is sent truncated, TC set, for a retry over TCP),
-//! and a question of a class other than IN is REFUSED. (The performance notes measured hickory's stock catalog path at a third of
-//! Unbound's rate, and a custom handler still at under half: building records and a message per
-//! answer costs more than the cache lookup.)
+//! UDP is served by our own loop: a question answered recently (a tenth of its TTL, at most
+//! five seconds) is answered again from its wire form ([`answer_cache`]: one hash lookup and
+//! one copy, with the ID, RD bit, question case and TTLs patched); anything else is decoded and
+//! encoded by hickory-proto and answered through the service, which also fills the wire cache;
+//! [`records`] turns the service's answer into DNS records. TCP is served by hickory-server
+//! with the same handler. A UDP answer is at most [`EDNS_PAYLOAD`] bytes whatever size the
+//! client offers (the size we advertise; a longer one is sent truncated, TC set, for a retry
+//! over TCP), and a question of a class other than IN is REFUSED. (The performance notes
+//! measured hickory's stock catalog path at a third of Unbound's rate, and a custom handler
+//! still at under half: building records and a message per answer costs more than the cache
+//! lookup.)
 
 pub mod answer_cache;
 mod records;
