@@ -350,8 +350,29 @@ fn policy_answer(l: Lookup) -> PolicyAnswer {
 
 #[cfg(test)]
 mod tests {
-    use super::Service;
-    use crate::resolve::{Resolver, ResolverConfig};
+    use super::{Service, txt_kind};
+    use crate::resolve::{Kind, Resolver, ResolverConfig};
+
+    /// Which entry answers a front-end TXT question: the labels, in any case, decide.
+    #[test]
+    fn txt_questions_map_to_the_socket_operations_entries() {
+        for (name, kind) in [
+            ("_dmarc.example.test.", Kind::Dmarc),
+            ("_DMARC.Example.Test", Kind::Dmarc),
+            ("_dmarc.sub.example.test", Kind::Dmarc),
+            ("sel._domainkey.example.test.", Kind::DkimKey),
+            ("a.b._DomainKey.example.test", Kind::DkimKey),
+            ("example.test.", Kind::Spf),
+            ("_dmarc", Kind::Spf),
+            ("_dmarc.", Kind::Spf),
+            ("_domainkey.example.test", Kind::Spf),
+            ("sel._domainkey", Kind::Spf),
+            ("x._dmarc.example.test", Kind::Spf),
+            ("", Kind::Spf),
+        ] {
+            assert_eq!(txt_kind(name), kind, "{name:?}");
+        }
+    }
 
     /// A failed `accept` makes `/ready` say no for a second, then it comes back by itself,
     /// although no connection was accepted since.
