@@ -197,61 +197,44 @@ pub struct Answer {
     pub data: Data,
     /// A hash of the raw record data, equal for byte-identical answers (wildcard watch).
     pub fingerprint: u64,
-    /// The answer's own postcard encoding, once computed ([`Answer::encoded`]).
+    /// What is kept beside the answer's value: its encoding and its TXT records.
     #[serde(skip)]
-    encoding: Encoding,
-    /// Every TXT string at the name as the upstream gave it, for the parsing kinds
-    /// ([`Answer::txt`]).
-    #[serde(skip)]
-    raw_txt: RawTxt,
+    kept: Kept,
 }
 
-/// The TXT records behind a parsed answer (DMARC, SPF, DKIM key, ATPS), kept so the DNS
-/// front-end answers a TXT question from the same cache entry as the socket: the parsed data
-/// keeps only the one record of its kind, and a name may publish other TXT too. Moved, not
-/// copied, from the upstream answer. Not part of the answer's value (the fingerprint already
-/// stands for the raw records): comparisons ignore it, and (de)serialization skips it, so the
-/// wire format is unchanged and an answer restored from a snapshot has none.
+/// What an answer keeps beside its value, derived from the same upstream answer. Not part of
+/// the value: comparisons ignore it and (de)serialization skips it, so the wire format is
+/// unchanged, and an answer restored from a snapshot has no TXT records kept.
 #[derive(Clone, Default)]
-struct RawTxt(Option<Box<[String]>>);
+struct Kept {
+    /// The answer's postcard encoding ([`Answer::encoded`]), computed once (when the cache
+    /// weighs the answer), so a binary client's cache hit is answered with a copy of these
+    /// bytes instead of a walk over the parsed record.
+    encoding: OnceLock<Box<[u8]>>,
+    /// For the parsing kinds (DMARC, SPF, DKIM key, ATPS): every TXT record at the name as the
+    /// upstream gave it ([`Answer::txt`]), moved, not copied, from the upstream answer. The
+    /// parsed data keeps only the one record of its kind, and a name may publish other TXT
+    /// too; the DNS front-end answers a TXT question from the same entry as the socket.
+    txt: Option<Box<[String]>>,
+}
 
-impl PartialEq for RawTxt {
-    fn eq(&self, _: &RawTxt) -> bool {
+impl PartialEq for Kept {
+    fn eq(&self, _: &Kept) -> bool {
         true
     }
 }
 
-impl Eq for RawTxt {}
+impl Eq for Kept {}
 
-impl fmt::Debug for RawTxt {
+impl fmt::Debug for Kept {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Some(t) => write!(f, "<{} TXT>", t.len()),
-            None => f.write_str("<no TXT kept>"),
+        match self.encoding.get() {
+            Some(b) => write!(f, "<{} bytes>", b.len())?,
+            None => f.write_str("<not encoded>")?,
         }
-    }
-}
-
-/// An answer's postcard encoding, computed once (when the cache weighs the answer) and kept
-/// with it, so a binary client's cache hit is answered with a copy of these bytes instead of a
-/// walk over the parsed record. Not part of the answer's value: comparisons ignore it and
-/// (de)serialization skips it.
-#[derive(Clone, Default)]
-struct Encoding(OnceLock<Box<[u8]>>);
-
-impl PartialEq for Encoding {
-    fn eq(&self, _: &Encoding) -> bool {
-        true
-    }
-}
-
-impl Eq for Encoding {}
-
-impl fmt::Debug for Encoding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.get() {
-            Some(b) => write!(f, "<{} bytes>", b.len()),
-            None => f.write_str("<not encoded>"),
+        match &self.txt {
+            Some(t) => write!(f, " <{} TXT>", t.len()),
+            None => f.write_str(" <no TXT kept>"),
         }
     }
 }
@@ -260,7 +243,7 @@ impl Answer {
     /// The answer's postcard encoding (what `postcard::to_allocvec(self)` gives), computed on
     /// first use and kept.
     pub fn encoded(&self) -> &[u8] {
-        self.encoding.0.get_or_init(|| {
+        self.kept.encoding.get_or_init(|| {
             postcard::to_allocvec(self)
                 .map(Vec::into_boxed_slice)
                 .unwrap_or_default()
@@ -276,7 +259,7 @@ impl Answer {
             Data::None => Some(&[]),
             Data::Txt(t) => Some(t),
             Data::Dmarc(_) | Data::Spf(_) | Data::DkimKey(_) | Data::Atps(_) => {
-                self.raw_txt.0.as_deref()
+                self.kept.txt.as_deref()
             }
             _ => None,
         }
@@ -290,7 +273,7 @@ impl Answer {
             ResponseCode::ServFail => Rcode::ServFail,
             _ => Rcode::NoError,
         };
-        let mut raw_txt = RawTxt::default();
+        let mut kept = Kept::default();
         let data = match (raw.records, kind) {
             (Records::None, _) => Data::None,
             (r, Kind::Dmarc | Kind::Spf | Kind::DkimKey | Kind::Atps) => {
@@ -305,7 +288,7 @@ impl Answer {
                     Kind::DkimKey => Data::DkimKey(policy::dkim::from_txt(strings).into()),
                     _ => Data::Atps(policy::atps::from_txt(strings).into()),
                 };
-                raw_txt = RawTxt(Some(txt.into_boxed_slice()));
+                kept.txt = Some(txt.into_boxed_slice());
                 data
             }
             (Records::Tlsa(t), _) => Data::Tlsa(t.iter().map(policy::tlsa::from_rdata).collect()),
@@ -323,8 +306,7 @@ impl Answer {
             dnssec: raw.dnssec,
             data,
             fingerprint,
-            encoding: Encoding::default(),
-            raw_txt,
+            kept,
         }
     }
 
@@ -339,8 +321,7 @@ impl Answer {
             dnssec: DnssecStatus::Indeterminate,
             data: Data::None,
             fingerprint: 0,
-            encoding: Encoding::default(),
-            raw_txt: RawTxt::default(),
+            kept: Kept::default(),
         }
     }
 
@@ -350,7 +331,7 @@ impl Answer {
     }
 
     /// Approximate memory held by this answer, for the byte-bounded cache: the structure, its
-    /// strings, the parsed data (estimated from its encoded size) and the kept encoding.
+    /// strings, the parsed data (estimated from its encoded size), the kept encoding and TXT records.
     pub fn weight(&self) -> u32 {
         let encoded = self.encoded().len();
         let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
@@ -363,7 +344,7 @@ impl Answer {
             // Parsed records: their serialized size is a fair estimate of their heap use.
             _ => encoded * 2,
         };
-        let raw_txt = self.raw_txt.0.as_deref().map_or(0, strings);
+        let raw_txt = self.kept.txt.as_deref().map_or(0, strings);
         let total = std::mem::size_of::<Answer>()
             + self.name.len()
             + raw_txt
