@@ -237,7 +237,7 @@ impl Service {
 /// before it gets here).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DnsType {
-    /// TXT: from the DMARC, DKIM key or SPF entry of the name ([`txt_kind`]).
+    /// TXT: from the DMARC, DKIM key, ATPS or SPF entry of the name ([`txt_kind`]).
     Txt,
     /// TLSA, DNSSEC-validated.
     Tlsa,
@@ -277,8 +277,8 @@ impl DnsType {
 
 /// The cache entry that answers a TXT question at `name` (labels compared without case, a
 /// trailing dot allowed): `_dmarc.<d>` the DMARC entry that the socket's `dmarc` discovery asks,
-/// `<sel>._domainkey.<d>` the DKIM key entry of `dkim_key`, any other name the SPF entry of
-/// `spf` and `spf_check`. Each of these keeps every TXT record at its name
+/// `<sel>._domainkey.<d>` the DKIM key entry of `dkim_key`, `<label>._atps.<d>` the ATPS entry
+/// of `atps`, any other name the SPF entry of `spf` and `spf_check`. Each of these keeps every TXT record at its name
 /// ([`crate::resolve::Answer::txt`]), so the kind never filters what the front-end returns.
 pub fn txt_kind(name: &str) -> Kind {
     let name = name.strip_suffix('.').unwrap_or(name);
@@ -292,8 +292,14 @@ pub fn txt_kind(name: &str) -> Kind {
         return Kind::Dmarc;
     }
     while let Some(label) = rest.next() {
-        if label.eq_ignore_ascii_case("_domainkey") && rest.peek().is_some() {
+        if rest.peek().is_none() {
+            break;
+        }
+        if label.eq_ignore_ascii_case("_domainkey") {
             return Kind::DkimKey;
+        }
+        if label.eq_ignore_ascii_case("_atps") {
+            return Kind::Atps;
         }
     }
     Kind::Spf
@@ -362,6 +368,8 @@ mod tests {
             ("_dmarc.sub.example.test", Kind::Dmarc),
             ("sel._domainkey.example.test.", Kind::DkimKey),
             ("a.b._DomainKey.example.test", Kind::DkimKey),
+            ("abc._atps.signer.test.", Kind::Atps),
+            ("abc._atps", Kind::Spf),
             ("example.test.", Kind::Spf),
             ("_dmarc", Kind::Spf),
             ("_dmarc.", Kind::Spf),
