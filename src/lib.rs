@@ -31,9 +31,10 @@
 //! ```
 //!
 //! Data flows one way: `policy` imports nothing from the rest of the crate and does no I/O;
-//! `policy::orgdomain` is pure too; `resolve` knows nothing of sockets; only `resolve::upstream` talks
-//! to DNS, and it never parses record text (`resolve::answer` hands it to `policy`); `serve`
-//! turns frames into `Resolver` calls and knows nothing of DNS internals; `config` builds
+//! `policy::orgdomain` is pure too; `resolve` knows nothing of sockets; only `resolve::upstream`
+//! talks to DNS, and it never parses record text (`resolve::answer` hands it to `policy`);
+//! `serve`'s `Service` turns socket frames and DNS front-end questions into `Resolver` calls
+//! (DNS wire formats stay in `serve::dns`: `records`, `answer_cache`); `config` builds
 //! `serve::daemon::DaemonConfig`, and `serve` never imports `config`.
 #![forbid(unsafe_code)]
 

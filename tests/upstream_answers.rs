@@ -18,6 +18,9 @@ use mailpolicyd::serve::{self, Service, SocketConfig};
 use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+const DMARC: &str = "v=DMARC1; p=reject; rua=mailto:d@example.test";
+/// Another TXT record at the `_dmarc` name, which the front-end must return too.
+const OTHER_TXT: &str = "site-verification=abc123";
 
 struct Daemon {
     dns: TestDns,
@@ -41,7 +44,10 @@ async fn start() -> Daemon {
                 3600,
                 RData::A(hickory_server::proto::rr::rdata::A::new(192, 0, 2, 1)),
             )
-            .cname("gone._domainkey", 45, "missing.example.test."),
+            .cname("gone._domainkey", 45, "missing.example.test.")
+            .txt("_dmarc", 3600, &[DMARC])
+            .txt("_dmarc", 3600, &[OTHER_TXT])
+            .txt("plain._domainkey", 3600, &[KEY]),
     ])
     .await;
     dns.inject_extra(
@@ -218,4 +224,140 @@ fn failure_ttl_setting_is_validated() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("cache.failure_ttl_s"), "{err}");
     }
+}
+
+/// The TXT strings of a front-end reply, sorted (`site-verification…` before `v=…`).
+fn txt_answers(reply: &Message) -> Vec<String> {
+    let mut texts: Vec<String> = reply
+        .answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::TXT(t) => t.to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    texts.sort();
+    texts
+}
+
+/// The socket's `dmarc` question for example.test: the record at `_dmarc.example.test`.
+async fn socket_dmarc(d: &Daemon) {
+    let dmarc = d.client.dmarc("example.test").await.unwrap();
+    assert_eq!(dmarc.found_at.as_deref(), Some("example.test"), "{dmarc:?}");
+    let record = dmarc.record.expect("the record");
+    match &record.answer.data {
+        Data::Dmarc(Found::Valid(r)) => assert!(r.policy.to_string().contains("p=reject")),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Asserts the `ok` counts of `mailpolicyd_requests_total` by `op`.
+fn assert_requests(service: &Service, counts: &[(&str, u64)]) {
+    for &(op, n) in counts {
+        let name = format!("mailpolicyd_requests_total{{op=\"{op}\",result=\"ok\"}}");
+        assert_eq!(metric(service, &name), n, "{name}");
+    }
+}
+
+/// Issue 13: the front-end's `_dmarc` TXT question is answered from the DMARC entry the
+/// socket's `dmarc` discovery filled: no upstream query, every TXT record at the name (the
+/// DMARC record and another one), both questions counted in the request metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_front_end_dmarc_txt_shares_the_socket_dmarc_entry() {
+    let d = start().await;
+    socket_dmarc(&d).await;
+    let asked = d.dns.log.len();
+    assert_eq!(d.dns.log.count("_dmarc.example.test"), 1);
+    // 0x20 case, as a real stub sends it.
+    let reply = ask_front_end(d.dns_front, "_DmArC.eXample.test.").await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(txt_answers(&reply), [OTHER_TXT, DMARC]);
+    assert_eq!(reply.answers[0].name.to_ascii(), "_DmArC.eXample.test.");
+    assert_eq!(d.dns.log.len(), asked, "the front-end asked upstream");
+    assert_requests(&d.service, &[("dmarc", 1), ("dns_txt", 1)]);
+    d.shutdown.cancel();
+}
+
+/// Issue 13, the other way round: the front-end's `_dmarc` TXT question fills the DMARC entry
+/// that the socket's `dmarc` question then uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_dmarc_uses_the_entry_the_dns_front_end_filled() {
+    let d = start().await;
+    let reply = ask_front_end(d.dns_front, "_dmarc.example.test.").await;
+    assert_eq!(txt_answers(&reply), [OTHER_TXT, DMARC]);
+    let asked = d.dns.log.len();
+    assert_eq!(d.dns.log.count("_dmarc.example.test"), 1);
+    socket_dmarc(&d).await;
+    assert_eq!(d.dns.log.len(), asked, "the socket asked upstream");
+    assert_requests(&d.service, &[("dns_txt", 1), ("dmarc", 1)]);
+    d.shutdown.cancel();
+}
+
+/// Issue 13: a `dkim_key` socket question and the same `_domainkey` TXT over the front-end
+/// share one entry, whichever comes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dkim_key_and_dns_front_end_domainkey_txt_share_one_entry() {
+    let d = start().await;
+    let key = d.client.dkim_key("plain", "example.test").await.unwrap();
+    assert!(matches!(&key.answer.data, Data::DkimKey(Found::Valid(_))));
+    let asked = d.dns.log.len();
+    let reply = ask_front_end(d.dns_front, "plain._DOMAINKEY.example.test.").await;
+    assert_eq!(txt_answers(&reply), [KEY]);
+    assert_eq!(d.dns.log.len(), asked, "the front-end asked upstream");
+    // The other way round, on another name.
+    let reply = ask_front_end(d.dns_front, "sel._domainkey.example.test.").await;
+    assert_eq!(txt_answers(&reply), [KEY]);
+    let asked = d.dns.log.len();
+    let key = d.client.dkim_key("sel", "example.test").await.unwrap();
+    assert_eq!(key.source, mailpolicyd::resolve::Source::Hit);
+    assert_eq!(d.dns.log.len(), asked, "the socket asked upstream");
+    assert_requests(&d.service, &[("dkim_key", 2), ("dns_txt", 2)]);
+    d.shutdown.cancel();
+}
+
+/// Issue 13: a TXT question at a plain name shares the SPF entry of the socket's `spf`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spf_and_dns_front_end_plain_txt_share_one_entry() {
+    let d = start().await;
+    d.client.spf("sf.example.test").await.unwrap();
+    let asked = d.dns.log.len();
+    let reply = ask_front_end(d.dns_front, "sf.example.test.").await;
+    assert_eq!(txt_answers(&reply), ["v=spf1 -all"]);
+    assert_eq!(d.dns.log.len(), asked, "the front-end asked upstream");
+    assert_requests(&d.service, &[("spf", 1), ("dns_txt", 1)]);
+    d.shutdown.cancel();
+}
+
+/// Issue 13: an entry restored from a snapshot keeps its parsed record but not the TXT records
+/// behind it (the snapshot format is unchanged); the front-end then asks the name's TXT
+/// records once, and still returns every one of them, never only the parsed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_front_end_txt_after_a_snapshot_restore_returns_every_record() {
+    let d = start().await;
+    socket_dmarc(&d).await;
+    let snap = d._dir.path().join("cache.snap");
+    d.service.resolver().save_snapshot(&snap).await.unwrap();
+
+    let mut cfg = ResolverConfig::default();
+    cfg.upstream.servers = vec![d.dns.addr];
+    let restored = Service::new(Resolver::new(cfg).unwrap());
+    assert!(restored.resolver().load_snapshot(&snap).await.unwrap() > 0);
+    let front = serve::dns::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        restored.clone(),
+        false,
+        d.shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let asked = d.dns.log.count("_dmarc.example.test");
+    let reply = ask_front_end(front, "_dmarc.example.test.").await;
+    assert_eq!(txt_answers(&reply), [OTHER_TXT, DMARC]);
+    assert_eq!(d.dns.log.count("_dmarc.example.test"), asked + 1);
+    // Asked again: a wire-cache hit, no upstream query, counted in the request metrics too.
+    let reply = ask_front_end(front, "_dmarc.EXAMPLE.test.").await;
+    assert_eq!(txt_answers(&reply), [OTHER_TXT, DMARC]);
+    assert_eq!(d.dns.log.count("_dmarc.example.test"), asked + 1);
+    assert_requests(&restored, &[("dns_txt", 2)]);
+    d.shutdown.cancel();
 }

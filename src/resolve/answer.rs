@@ -197,31 +197,44 @@ pub struct Answer {
     pub data: Data,
     /// A hash of the raw record data, equal for byte-identical answers (wildcard watch).
     pub fingerprint: u64,
-    /// The answer's own postcard encoding, once computed ([`Answer::encoded`]).
+    /// What is kept beside the answer's value: its encoding and its TXT records.
     #[serde(skip)]
-    encoding: Encoding,
+    kept: Kept,
 }
 
-/// An answer's postcard encoding, computed once (when the cache weighs the answer) and kept
-/// with it, so a binary client's cache hit is answered with a copy of these bytes instead of a
-/// walk over the parsed record. Not part of the answer's value: comparisons ignore it and
-/// (de)serialization skips it.
+/// What an answer keeps beside its value, derived from the same upstream answer. Not part of
+/// the value: comparisons ignore it and (de)serialization skips it, so the wire format is
+/// unchanged, and an answer restored from a snapshot has no TXT records kept.
 #[derive(Clone, Default)]
-struct Encoding(OnceLock<Box<[u8]>>);
+struct Kept {
+    /// The answer's postcard encoding ([`Answer::encoded`]), computed once (when the cache
+    /// weighs the answer), so a binary client's cache hit is answered with a copy of these
+    /// bytes instead of a walk over the parsed record.
+    encoding: OnceLock<Box<[u8]>>,
+    /// For the parsing kinds (DMARC, SPF, DKIM key, ATPS): every TXT record at the name as the
+    /// upstream gave it ([`Answer::txt`]), moved, not copied, from the upstream answer. The
+    /// parsed data keeps only the one record of its kind, and a name may publish other TXT
+    /// too; the DNS front-end answers a TXT question from the same entry as the socket.
+    txt: Option<Box<[String]>>,
+}
 
-impl PartialEq for Encoding {
-    fn eq(&self, _: &Encoding) -> bool {
+impl PartialEq for Kept {
+    fn eq(&self, _: &Kept) -> bool {
         true
     }
 }
 
-impl Eq for Encoding {}
+impl Eq for Kept {}
 
-impl fmt::Debug for Encoding {
+impl fmt::Debug for Kept {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.get() {
-            Some(b) => write!(f, "<{} bytes>", b.len()),
-            None => f.write_str("<not encoded>"),
+        match self.encoding.get() {
+            Some(b) => write!(f, "<{} bytes>", b.len())?,
+            None => f.write_str("<not encoded>")?,
+        }
+        match &self.txt {
+            Some(t) => write!(f, " <{} TXT>", t.len()),
+            None => f.write_str(" <no TXT kept>"),
         }
     }
 }
@@ -230,11 +243,26 @@ impl Answer {
     /// The answer's postcard encoding (what `postcard::to_allocvec(self)` gives), computed on
     /// first use and kept.
     pub fn encoded(&self) -> &[u8] {
-        self.encoding.0.get_or_init(|| {
+        self.kept.encoding.get_or_init(|| {
             postcard::to_allocvec(self)
                 .map(Vec::into_boxed_slice)
                 .unwrap_or_default()
         })
+    }
+
+    /// Every TXT string at the name, as the upstream gave it (each record's strings joined):
+    /// the records of a raw TXT answer, or those behind a parsed DMARC, SPF, DKIM key or ATPS
+    /// answer; empty for an answer without records. `None` when they are not known: a parsed
+    /// answer restored from a snapshot, or another kind of answer.
+    pub fn txt(&self) -> Option<&[String]> {
+        match &self.data {
+            Data::None => Some(&[]),
+            Data::Txt(t) => Some(t),
+            Data::Dmarc(_) | Data::Spf(_) | Data::DkimKey(_) | Data::Atps(_) => {
+                self.kept.txt.as_deref()
+            }
+            _ => None,
+        }
     }
 
     /// Parses a raw upstream answer for `kind` at `name`.
@@ -245,29 +273,29 @@ impl Answer {
             ResponseCode::ServFail => Rcode::ServFail,
             _ => Rcode::NoError,
         };
-        let txt = |r: &Records| match r {
-            Records::Txt(t) => t.clone(),
-            _ => Vec::new(),
-        };
-        let data = match (&raw.records, kind) {
+        let mut kept = Kept::default();
+        let data = match (raw.records, kind) {
             (Records::None, _) => Data::None,
-            (r, Kind::Dmarc) => {
-                Data::Dmarc(policy::dmarc::from_txt(txt(r).iter().map(String::as_str)).into())
-            }
-            (r, Kind::Spf) => {
-                Data::Spf(policy::spf::from_txt(txt(r).iter().map(String::as_str)).into())
-            }
-            (r, Kind::DkimKey) => {
-                Data::DkimKey(policy::dkim::from_txt(txt(r).iter().map(String::as_str)).into())
-            }
-            (r, Kind::Atps) => {
-                Data::Atps(policy::atps::from_txt(txt(r).iter().map(String::as_str)).into())
+            (r, Kind::Dmarc | Kind::Spf | Kind::DkimKey | Kind::Atps) => {
+                let txt = match r {
+                    Records::Txt(t) => t,
+                    _ => Vec::new(),
+                };
+                let strings = txt.iter().map(String::as_str);
+                let data = match kind {
+                    Kind::Dmarc => Data::Dmarc(policy::dmarc::from_txt(strings).into()),
+                    Kind::Spf => Data::Spf(policy::spf::from_txt(strings).into()),
+                    Kind::DkimKey => Data::DkimKey(policy::dkim::from_txt(strings).into()),
+                    _ => Data::Atps(policy::atps::from_txt(strings).into()),
+                };
+                kept.txt = Some(txt.into_boxed_slice());
+                data
             }
             (Records::Tlsa(t), _) => Data::Tlsa(t.iter().map(policy::tlsa::from_rdata).collect()),
-            (Records::Txt(t), _) => Data::Txt(t.clone()),
-            (Records::Addrs(a), _) => Data::Addrs(a.clone()),
-            (Records::Mx(m), _) => Data::Mx(m.clone()),
-            (Records::Names(n), _) => Data::Names(n.clone()),
+            (Records::Txt(t), _) => Data::Txt(t),
+            (Records::Addrs(a), _) => Data::Addrs(a),
+            (Records::Mx(m), _) => Data::Mx(m),
+            (Records::Names(n), _) => Data::Names(n),
         };
         Answer {
             kind,
@@ -278,7 +306,7 @@ impl Answer {
             dnssec: raw.dnssec,
             data,
             fingerprint,
-            encoding: Encoding::default(),
+            kept,
         }
     }
 
@@ -293,7 +321,7 @@ impl Answer {
             dnssec: DnssecStatus::Indeterminate,
             data: Data::None,
             fingerprint: 0,
-            encoding: Encoding::default(),
+            kept: Kept::default(),
         }
     }
 
@@ -303,7 +331,7 @@ impl Answer {
     }
 
     /// Approximate memory held by this answer, for the byte-bounded cache: the structure, its
-    /// strings, the parsed data (estimated from its encoded size) and the kept encoding.
+    /// strings, the parsed data (estimated from its encoded size), the kept encoding and TXT records.
     pub fn weight(&self) -> u32 {
         let encoded = self.encoded().len();
         let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
@@ -316,8 +344,10 @@ impl Answer {
             // Parsed records: their serialized size is a fair estimate of their heap use.
             _ => encoded * 2,
         };
+        let raw_txt = self.kept.txt.as_deref().map_or(0, strings);
         let total = std::mem::size_of::<Answer>()
             + self.name.len()
+            + raw_txt
             + self.found_at.as_ref().map_or(0, String::len)
             + data
             + encoded;

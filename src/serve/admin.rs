@@ -165,6 +165,13 @@ impl Metrics {
             .inc();
         self.duration.observe(took.as_secs_f64());
     }
+    /// The counter of `op` requests answered `ok`, for a loop that counts each answer itself
+    /// (one atomic add, no lookup): the DNS front-end's wire-cache hits.
+    pub fn ok_counter(&self, op: &'static str) -> Counter {
+        self.requests
+            .get_or_create(&[("op", op), ("result", "ok")])
+            .clone()
+    }
     /// Counts one DNS front-end answer sent by `path` (`wire` or `full`).
     pub fn dns_answered(&self, path: &'static str) {
         self.dns.get_or_create(&[("path", path)]).inc();
@@ -393,7 +400,7 @@ pub fn render(service: &Service) -> String {
     let mut registry = Registry::with_prefix("mailpolicyd");
     registry.register(
         "requests",
-        "Socket requests by operation and result",
+        "Requests (socket operations and DNS front-end questions) by operation and result",
         service.metrics.requests.clone(),
     );
     registry.register(

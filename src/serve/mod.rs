@@ -1,5 +1,7 @@
 //! Serving: turns socket frames (and DNS questions, and HTTP scrapes) into [`Resolver`] calls
-//! and results into frames. Knows nothing of DNS internals.
+//! and results into frames. [`Service`] is the one place a request becomes resolver calls, for
+//! the socket ([`Service::handle`]) and the DNS front-end ([`Service::dns_question`]) alike;
+//! DNS wire formats live in [`dns`] only.
 //!
 //! - [`socket`]: the Unix-socket server (binary and JSON framings, pipelining, limits);
 //! - [`dns`]: a DNS front-end on loopback for unmodified filters;
@@ -19,7 +21,7 @@ use crate::proto::{
     self, DmarcAnswer, Op, Outcome, PROTOCOL_MAJOR, PROTOCOL_MINOR, PolicyAnswer, Reply, Request,
     Response, WireError,
 };
-use crate::resolve::{Lookup, Resolver};
+use crate::resolve::{Kind, Lookup, ResolveError, Resolver};
 
 pub use self::socket::{SocketConfig, run};
 
@@ -231,6 +233,112 @@ impl Service {
     }
 }
 
+/// The question types the DNS front-end answers through the service (anything else is refused
+/// before it gets here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsType {
+    /// TXT: from the DMARC, DKIM key, ATPS or SPF entry of the name ([`txt_kind`]).
+    Txt,
+    /// TLSA, DNSSEC-validated.
+    Tlsa,
+    /// A (forwarded).
+    A,
+    /// AAAA (forwarded).
+    Aaaa,
+    /// MX (forwarded).
+    Mx,
+    /// PTR (forwarded).
+    Ptr,
+}
+
+impl DnsType {
+    /// Every type, in declaration order (`t as usize` indexes it).
+    pub const ALL: [DnsType; 6] = [
+        DnsType::Txt,
+        DnsType::Tlsa,
+        DnsType::A,
+        DnsType::Aaaa,
+        DnsType::Mx,
+        DnsType::Ptr,
+    ];
+
+    /// The `op` label of `mailpolicyd_requests_total` for a DNS front-end question.
+    pub fn label(self) -> &'static str {
+        match self {
+            DnsType::Txt => "dns_txt",
+            DnsType::Tlsa => "dns_tlsa",
+            DnsType::A => "dns_a",
+            DnsType::Aaaa => "dns_aaaa",
+            DnsType::Mx => "dns_mx",
+            DnsType::Ptr => "dns_ptr",
+        }
+    }
+}
+
+/// The cache entry that answers a TXT question at `name` (labels compared without case, a
+/// trailing dot allowed): `_dmarc.<d>` the DMARC entry that the socket's `dmarc` discovery asks,
+/// `<sel>._domainkey.<d>` the DKIM key entry of `dkim_key`, `<label>._atps.<d>` the ATPS entry
+/// of `atps`, any other name the SPF entry of `spf` and `spf_check`. Each of these keeps every TXT record at its name
+/// ([`crate::resolve::Answer::txt`]), so the kind never filters what the front-end returns.
+pub fn txt_kind(name: &str) -> Kind {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let mut labels = name.split('.');
+    let first = labels.next().unwrap_or_default();
+    let mut rest = labels.peekable();
+    if rest.peek().is_none() {
+        return Kind::Spf;
+    }
+    if first.eq_ignore_ascii_case("_dmarc") {
+        return Kind::Dmarc;
+    }
+    while let Some(label) = rest.next() {
+        if rest.peek().is_none() {
+            break;
+        }
+        if label.eq_ignore_ascii_case("_domainkey") {
+            return Kind::DkimKey;
+        }
+        if label.eq_ignore_ascii_case("_atps") {
+            return Kind::Atps;
+        }
+    }
+    Kind::Spf
+}
+
+impl Service {
+    /// Answers one DNS front-end question of type `qtype` at `name` (as asked, any case, a
+    /// trailing dot allowed), counted in the request metrics under [`DnsType::label`] (the
+    /// front-end counts its wire-cache hits itself, `ok`, without a duration). A TXT
+    /// answer's records are [`crate::resolve::Answer::txt`] of the returned answer: a TXT
+    /// question shares its cache entry with the socket's operation on that name
+    /// ([`txt_kind`]), costing no upstream query when the socket asked first, and the other way
+    /// round. An entry restored from a snapshot does not keep its TXT records: then the name's
+    /// TXT records are asked as raw TXT (cached apart, once).
+    pub async fn dns_question(&self, name: &str, qtype: DnsType) -> Result<Lookup, ResolveError> {
+        let started = Instant::now();
+        let r = &self.resolver;
+        let kind = match qtype {
+            DnsType::Txt => txt_kind(name),
+            DnsType::Tlsa => Kind::Tlsa,
+            DnsType::A => Kind::A,
+            DnsType::Aaaa => Kind::Aaaa,
+            DnsType::Mx => Kind::Mx,
+            DnsType::Ptr => Kind::Ptr,
+        };
+        let mut result = r.lookup(kind, name, started).await;
+        if let Ok(l) = &result
+            && qtype == DnsType::Txt
+            && l.answer.txt().is_none()
+        {
+            result = r.lookup(Kind::Txt, name, started).await;
+        }
+        let error = result.as_ref().err().map(WireError::from);
+        let code = error.as_ref().map_or("ok", |e| e.code.as_str());
+        self.metrics.request(qtype.label(), code, started.elapsed());
+        result
+    }
+}
+
 fn hello() -> Reply {
     Reply::Hello {
         version: format!("{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"),
@@ -248,8 +356,31 @@ fn policy_answer(l: Lookup) -> PolicyAnswer {
 
 #[cfg(test)]
 mod tests {
-    use super::Service;
-    use crate::resolve::{Resolver, ResolverConfig};
+    use super::{Service, txt_kind};
+    use crate::resolve::{Kind, Resolver, ResolverConfig};
+
+    /// Which entry answers a front-end TXT question: the labels, in any case, decide.
+    #[test]
+    fn txt_questions_map_to_the_socket_operations_entries() {
+        for (name, kind) in [
+            ("_dmarc.example.test.", Kind::Dmarc),
+            ("_DMARC.Example.Test", Kind::Dmarc),
+            ("_dmarc.sub.example.test", Kind::Dmarc),
+            ("sel._domainkey.example.test.", Kind::DkimKey),
+            ("a.b._DomainKey.example.test", Kind::DkimKey),
+            ("abc._atps.signer.test.", Kind::Atps),
+            ("abc._atps", Kind::Spf),
+            ("example.test.", Kind::Spf),
+            ("_dmarc", Kind::Spf),
+            ("_dmarc.", Kind::Spf),
+            ("_domainkey.example.test", Kind::Spf),
+            ("sel._domainkey", Kind::Spf),
+            ("x._dmarc.example.test", Kind::Spf),
+            ("", Kind::Spf),
+        ] {
+            assert_eq!(txt_kind(name), kind, "{name:?}");
+        }
+    }
 
     /// A failed `accept` makes `/ready` say no for a second, then it comes back by itself,
     /// although no connection was accepted since.

@@ -1,20 +1,24 @@
 //! A DNS front-end on loopback, so an unmodified OpenDMARC, rspamd or Postfix pointed at it gets
-//! the same cache: TXT and TLSA questions are answered through the resolver (TLSA validated,
-//! with the AD bit set only for a secure answer); A, AAAA, MX and PTR only when forwarding is
-//! enabled; anything else REFUSED. Refuses to bind a non-loopback address unless allowed
-//! (the configuration checks that), so it is never an open resolver by accident.
+//! the same cache as the socket: TXT and TLSA questions are answered through
+//! [`Service::dns_question`], which asks the same cache entries as the socket's operations
+//! (TLSA validated, with the AD bit set only for a secure answer); A, AAAA, MX and PTR only when
+//! forwarding is enabled; anything else REFUSED. Refuses to bind a non-loopback address unless
+//! allowed (the configuration checks that), so it is never an open resolver by accident.
 //!
-//! UDP is served by our own loop: a question answered in the last second is answered again
-//! from its wire form ([`wire`]: one hash lookup and one copy, with the ID, RD bit, question
-//! case and TTLs patched); anything else is decoded and encoded by hickory-proto and answered
-//! through the resolver, which also fills the wire cache. TCP is served by hickory-server with
-//! the same handler. A UDP answer is at most [`EDNS_PAYLOAD`] bytes whatever size the client
-//! offers (the size we advertise; a longer one is sent truncated, TC set, for a retry over TCP),
-//! and a question of a class other than IN is REFUSED. (The performance notes measured hickory's stock catalog path at a third of
-//! Unbound's rate, and a custom handler still at under half: building records and a message per
-//! answer costs more than the cache lookup.)
+//! UDP is served by our own loop: a question answered recently (a tenth of its TTL, at most
+//! five seconds) is answered again from its wire form ([`answer_cache`]: one hash lookup and
+//! one copy, with the ID, RD bit, question case and TTLs patched); anything else is decoded and
+//! encoded by hickory-proto and answered through the service, which also fills the wire cache;
+//! [`records`] turns the service's answer into DNS records. TCP is served by hickory-server
+//! with the same handler. A UDP answer is at most [`EDNS_PAYLOAD`] bytes whatever size the
+//! client offers (the size we advertise; a longer one is sent truncated, TC set, for a retry
+//! over TCP), and a question of a class other than IN is REFUSED. (The performance notes
+//! measured hickory's stock catalog path at a third of Unbound's rate, and a custom handler
+//! still at under half: building records and a message per answer costs more than the cache
+//! lookup.)
 
-pub mod wire;
+pub mod answer_cache;
+mod records;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,16 +27,16 @@ use std::time::{Duration, Instant};
 use hickory_resolver::proto::op::{
     Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
 };
-use hickory_resolver::proto::rr::rdata::{A, AAAA, MX, PTR, TXT, tlsa};
-use hickory_resolver::proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_resolver::proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio_util::sync::CancellationToken;
 
-use super::Service;
-use crate::resolve::{Data, DnssecStatus, Kind, Rcode};
+use self::answer_cache::{Query, WireCache, parse_query};
+use self::records::Answered;
+use super::{DnsType, Service};
 
 /// The EDNS payload size we offer (the DNS flag day 2020 value), and the most any UDP answer
 /// carries, whatever the client offers: beyond it the answer is truncated (TC).
@@ -44,27 +48,7 @@ const MAX_QUERY: usize = 4096;
 struct Handler {
     service: Arc<Service>,
     forward: bool,
-    wire: wire::WireCache,
-}
-
-/// One question's answer, before encoding.
-struct Answered {
-    rcode: ResponseCode,
-    records: Vec<Record>,
-    secure: bool,
-    /// How long the answer may be reused; `None` for refusals and failures.
-    ttl: Option<Duration>,
-}
-
-impl Answered {
-    fn refused(rcode: ResponseCode) -> Answered {
-        Answered {
-            rcode,
-            records: Vec::new(),
-            secure: false,
-            ttl: None,
-        }
-    }
+    wire: WireCache,
 }
 
 /// Serves DNS on `addr` (UDP and TCP) until `shutdown`.
@@ -82,7 +66,7 @@ pub async fn serve(
     let handler = Arc::new(Handler {
         service,
         forward,
-        wire: wire::WireCache::default(),
+        wire: WireCache::default(),
     });
     let mut server = Server::new(TcpHandler(handler.clone()));
     server.register_listener(tcp, Duration::from_secs(5), 4096);
@@ -111,6 +95,8 @@ fn udp_loop(
     let mut buf = vec![0u8; MAX_QUERY];
     let mut out = Vec::with_capacity(MAX_QUERY);
     let wire_answers = h.service.metrics.dns_counter("wire");
+    // A hit is a request answered `ok`: one counter per question type, fetched once.
+    let requests = DnsType::ALL.map(|t| h.service.metrics.ok_counter(t.label()));
     while !shutdown.is_cancelled() {
         let (len, peer) = match sock.recv_from(&mut buf) {
             Ok(r) => r,
@@ -129,11 +115,14 @@ fn udp_loop(
             }
         };
         let msg = &buf[..len];
-        let fast = wire::parse_query(msg);
+        let fast = parse_query(msg);
         if let Some(q) = &fast
             && h.wire.answer(msg, q, Instant::now(), &mut out)
         {
             wire_answers.inc();
+            if let Some(t) = dns_type(RecordType::from(q.qtype()), h.forward) {
+                requests[t as usize].inc();
+            }
             if let Err(e) = sock.send_to(&out, peer) {
                 tracing::debug!(error = %e, "dns: send");
             }
@@ -153,25 +142,6 @@ fn udp_loop(
     }
 }
 
-fn txt_rdata(joined: &str) -> RData {
-    // Character-strings hold at most 255 octets; the joined record is split back into them.
-    let chunks: Vec<&[u8]> = joined.as_bytes().chunks(255).collect();
-    RData::TXT(TXT::from_bytes(if chunks.is_empty() {
-        vec![&b""[..]]
-    } else {
-        chunks
-    }))
-}
-
-fn tlsa_rdata(t: &crate::policy::tlsa::Tlsa) -> RData {
-    RData::TLSA(tlsa::TLSA::new(
-        tlsa::CertUsage::from(t.usage.0),
-        tlsa::Selector::from(t.selector.0),
-        tlsa::Matching::from(t.matching.0),
-        t.data.clone(),
-    ))
-}
-
 impl Handler {
     /// The answer records and response code for one question. Only class IN is answered: the
     /// resolver asks IN, so another class (`CH version.bind`, ANY) is REFUSED, never answered
@@ -180,81 +150,19 @@ impl Handler {
         if qclass != DNSClass::IN {
             return Answered::refused(ResponseCode::Refused);
         }
-        let kind = match qtype {
-            RecordType::TXT => Kind::Txt,
-            RecordType::TLSA => Kind::Tlsa,
-            RecordType::A if self.forward => Kind::A,
-            RecordType::AAAA if self.forward => Kind::Aaaa,
-            RecordType::MX if self.forward => Kind::Mx,
-            RecordType::PTR if self.forward => Kind::Ptr,
-            _ => return Answered::refused(ResponseCode::Refused),
+        let Some(dns_type) = dns_type(qtype, self.forward) else {
+            return Answered::refused(ResponseCode::Refused);
         };
-        let text = name.to_ascii();
-        let lookup = match self
-            .service
-            .resolver()
-            .lookup(kind, &text, Instant::now())
-            .await
-        {
-            Ok(l) => l,
-            Err(_) => return Answered::refused(ResponseCode::ServFail),
-        };
-        let a = &lookup.answer;
-        if a.dnssec == DnssecStatus::Bogus || a.rcode == Rcode::ServFail {
-            return Answered::refused(ResponseCode::ServFail);
-        }
-        let ttl = lookup.ttl_remaining.max(1);
-        let owner = name.clone();
-        let rdatas: Vec<RData> = match &a.data {
-            Data::Txt(t) => t.iter().map(|s| txt_rdata(s)).collect(),
-            Data::Tlsa(t) => t.iter().map(|p| tlsa_rdata(&p.policy)).collect(),
-            Data::Addrs(ips) => ips
-                .iter()
-                .filter_map(|ip| match (ip, qtype) {
-                    (std::net::IpAddr::V4(v4), RecordType::A) => Some(RData::A(A(*v4))),
-                    (std::net::IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(AAAA(*v6))),
-                    _ => None,
-                })
-                .collect(),
-            Data::Mx(m) => m
-                .iter()
-                .filter_map(|(pref, host)| {
-                    Name::from_ascii(format!("{host}."))
-                        .ok()
-                        .map(|n| RData::MX(MX::new(*pref, n)))
-                })
-                .collect(),
-            Data::Names(n) => n
-                .iter()
-                .filter_map(|h| {
-                    Name::from_ascii(format!("{h}."))
-                        .ok()
-                        .map(|n| RData::PTR(PTR(n)))
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let rcode = if a.rcode == Rcode::NxDomain {
-            ResponseCode::NXDomain
-        } else {
-            ResponseCode::NoError
-        };
-        let records = rdatas
-            .into_iter()
-            .map(|rd| Record::from_rdata(owner.clone(), ttl, rd))
-            .collect();
-        Answered {
-            rcode,
-            records,
-            secure: a.dnssec == DnssecStatus::Secure,
-            ttl: Some(Duration::from_secs(u64::from(ttl))),
+        match self.service.dns_question(&name.to_ascii(), dns_type).await {
+            Ok(lookup) => Answered::from_lookup(name, qtype, &lookup),
+            Err(_) => Answered::refused(ResponseCode::ServFail),
         }
     }
 
     /// Answers one UDP message through hickory-proto and the resolver (the full path), and
     /// keeps the encoded answer for the fast path when `fast` says the query qualifies.
     /// `None` when nothing should be sent (a response, or bytes without a DNS header).
-    async fn full_answer(&self, query: &[u8], fast: Option<&wire::Query>) -> Option<Vec<u8>> {
+    async fn full_answer(&self, query: &[u8], fast: Option<&Query>) -> Option<Vec<u8>> {
         let req = match Message::from_vec(query) {
             Ok(m) => m,
             Err(_) => {
@@ -306,6 +214,20 @@ impl Handler {
             self.wire.store(q, &bytes, ttl, Instant::now());
         }
         Some(bytes)
+    }
+}
+
+/// The service's question type for a `qtype` question: TXT and TLSA always, A, AAAA, MX and
+/// PTR only when forwarding; `None` is REFUSED.
+fn dns_type(qtype: RecordType, forward: bool) -> Option<DnsType> {
+    match qtype {
+        RecordType::TXT => Some(DnsType::Txt),
+        RecordType::TLSA => Some(DnsType::Tlsa),
+        RecordType::A if forward => Some(DnsType::A),
+        RecordType::AAAA if forward => Some(DnsType::Aaaa),
+        RecordType::MX if forward => Some(DnsType::Mx),
+        RecordType::PTR if forward => Some(DnsType::Ptr),
+        _ => None,
     }
 }
 

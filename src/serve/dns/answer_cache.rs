@@ -53,6 +53,12 @@ impl Query {
     pub fn key(&self) -> &[u8] {
         &self.key.0[..self.key.1]
     }
+
+    /// The question's type (the key ends with type, class and the flags byte).
+    pub fn qtype(&self) -> u16 {
+        let k = self.key.1;
+        u16::from_be_bytes([self.key.0[k - 5], self.key.0[k - 4]])
+    }
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -323,6 +329,7 @@ mod tests {
         let c = parse_query(&query("example.test.", Some(false))).unwrap();
         let d = parse_query(&query("example.test.", Some(true))).unwrap();
         assert_eq!(a.key(), b.key());
+        assert_eq!(a.qtype(), u16::from(RecordType::TXT));
         assert_ne!(b.key(), c.key());
         assert_ne!(c.key(), d.key());
         assert_eq!(a.max_udp, 512);

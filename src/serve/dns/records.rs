@@ -1,0 +1,110 @@
+//! One resolver answer → the DNS records, response code and flags the front-end sends (owner:
+//! the question name as asked; TTL: what is left of the cached answer's).
+
+use std::time::Duration;
+
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::rdata::{A, AAAA, MX, PTR, TXT, tlsa};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+
+use crate::resolve::{Data, DnssecStatus, Lookup, Rcode};
+
+/// One question's answer, before encoding.
+pub(super) struct Answered {
+    pub(super) rcode: ResponseCode,
+    pub(super) records: Vec<Record>,
+    pub(super) secure: bool,
+    /// How long the answer may be reused; `None` for refusals and failures.
+    pub(super) ttl: Option<Duration>,
+}
+
+impl Answered {
+    /// No records, with `rcode` (REFUSED, SERVFAIL).
+    pub(super) fn refused(rcode: ResponseCode) -> Answered {
+        Answered {
+            rcode,
+            records: Vec::new(),
+            secure: false,
+            ttl: None,
+        }
+    }
+
+    /// The records of `lookup` for a `qtype` question at `name`. A TXT answer holds every TXT
+    /// record at the name ([`crate::resolve::Answer::txt`]), whatever kind of entry it came
+    /// from; a bogus or SERVFAIL answer is SERVFAIL.
+    pub(super) fn from_lookup(name: &Name, qtype: RecordType, lookup: &Lookup) -> Answered {
+        let a = &lookup.answer;
+        if a.dnssec == DnssecStatus::Bogus || a.rcode == Rcode::ServFail {
+            return Answered::refused(ResponseCode::ServFail);
+        }
+        let ttl = lookup.ttl_remaining.max(1);
+        let rdatas: Vec<RData> = match (&a.data, qtype) {
+            (_, RecordType::TXT) => a
+                .txt()
+                .unwrap_or_default()
+                .iter()
+                .map(|s| txt_rdata(s))
+                .collect(),
+            (Data::Tlsa(t), _) => t.iter().map(|p| tlsa_rdata(&p.policy)).collect(),
+            (Data::Addrs(ips), _) => ips
+                .iter()
+                .filter_map(|ip| match (ip, qtype) {
+                    (std::net::IpAddr::V4(v4), RecordType::A) => Some(RData::A(A(*v4))),
+                    (std::net::IpAddr::V6(v6), RecordType::AAAA) => Some(RData::AAAA(AAAA(*v6))),
+                    _ => None,
+                })
+                .collect(),
+            (Data::Mx(m), _) => m
+                .iter()
+                .filter_map(|(pref, host)| {
+                    Name::from_ascii(format!("{host}."))
+                        .ok()
+                        .map(|n| RData::MX(MX::new(*pref, n)))
+                })
+                .collect(),
+            (Data::Names(n), _) => n
+                .iter()
+                .filter_map(|h| {
+                    Name::from_ascii(format!("{h}."))
+                        .ok()
+                        .map(|n| RData::PTR(PTR(n)))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let rcode = if a.rcode == Rcode::NxDomain {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        let records = rdatas
+            .into_iter()
+            .map(|rd| Record::from_rdata(name.clone(), ttl, rd))
+            .collect();
+        Answered {
+            rcode,
+            records,
+            secure: a.dnssec == DnssecStatus::Secure,
+            ttl: Some(Duration::from_secs(u64::from(ttl))),
+        }
+    }
+}
+
+fn txt_rdata(joined: &str) -> RData {
+    // Character-strings hold at most 255 octets; the joined record is split back into them.
+    let chunks: Vec<&[u8]> = joined.as_bytes().chunks(255).collect();
+    RData::TXT(TXT::from_bytes(if chunks.is_empty() {
+        vec![&b""[..]]
+    } else {
+        chunks
+    }))
+}
+
+fn tlsa_rdata(t: &crate::policy::tlsa::Tlsa) -> RData {
+    RData::TLSA(tlsa::TLSA::new(
+        tlsa::CertUsage::from(t.usage.0),
+        tlsa::Selector::from(t.selector.0),
+        tlsa::Matching::from(t.matching.0),
+        t.data.clone(),
+    ))
+}
