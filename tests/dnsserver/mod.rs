@@ -387,9 +387,20 @@ impl TestDns {
         let failing = Arc::new(Mutex::new(Vec::new()));
         let injected = Arc::new(Mutex::new(Vec::new()));
         let delayed = Arc::new(Mutex::new(Vec::new()));
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        // UDP on an ephemeral port, then TCP on the same port: another process may hold that
+        // TCP port, so try a few ephemeral ports (bounded) before giving up.
+        let (udp, addr, tcp) = {
+            let mut tries = 0;
+            loop {
+                let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let addr = udp.local_addr().unwrap();
+                match tokio::net::TcpListener::bind(addr).await {
+                    Ok(tcp) => break (udp, addr, tcp),
+                    Err(_) if tries < 20 => tries += 1,
+                    Err(e) => panic!("no UDP+TCP port pair on 127.0.0.1 after 20 tries: {e}"),
+                }
+            }
+        };
         let handler = Handler {
             catalog: catalog.clone(),
             log: log.clone(),
