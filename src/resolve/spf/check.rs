@@ -1,102 +1,37 @@
-//! SPF `check_host()` (RFC 7208 §4–§6, §8, §9.1) over the resolver's cache, so a filter asks one
-//! question instead of chasing `include:`, `a`, `mx`, `ptr`, `exists` and `redirect=` itself.
-//!
-//! Limits of RFC 7208 §4.6.4: at most 10 DNS-querying terms per evaluation (includes and
-//! redirects count, and share the budget), at most 2 void lookups, at most 10 names from one
-//! `mx` or `ptr`. Every lookup goes through [`Resolver::lookup`], so a second check for the
-//! same domain and address costs no upstream query.
+//! check_host() itself (RFC 7208 §4–§6): the evaluation state of one check, its includes and
+//! redirects, the §4.6.4 counters, each mechanism's lookups and the `exp=` explanation. Cached
+//! records are borrowed from the resolver's answers (`Arc`), never cloned.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 
-use super::answer::{Data, Found, Kind, Rcode};
-use super::{ResolveError, Resolver};
-use crate::policy::spf::{
-    MAX_DNS_LOOKUPS, MacroContext, MacroString, Mechanism, Qualifier, SpfRecord,
-};
-
-/// RFC 7208 §4.6.4: at most this many void lookups.
-pub const MAX_VOID_LOOKUPS: usize = 2;
-/// RFC 7208 §4.6.4: at most this many names from one `mx` or `ptr`.
-pub const MAX_NAMES_PER_TERM: usize = 10;
-
-crate::policy::str_enum! {
-    /// An SPF result (RFC 7208 §2.6, §8).
-    pub enum SpfResult {
-        /// The client is authorized.
-        Pass => "pass",
-        /// The client is not authorized.
-        Fail => "fail",
-        /// Probably not authorized.
-        SoftFail => "softfail",
-        /// No assertion.
-        Neutral => "neutral",
-        /// No SPF record, or no checkable domain.
-        None => "none",
-        /// A transient DNS error.
-        TempError => "temperror",
-        /// The record could not be interpreted.
-        PermError => "permerror",
-    }
-}
-
-impl From<Qualifier> for SpfResult {
-    fn from(q: Qualifier) -> Self {
-        match q {
-            Qualifier::Pass => SpfResult::Pass,
-            Qualifier::Fail => SpfResult::Fail,
-            Qualifier::SoftFail => SpfResult::SoftFail,
-            Qualifier::Neutral => SpfResult::Neutral,
-        }
-    }
-}
-
-/// The outcome of an SPF check.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpfCheck {
-    /// The verdict.
-    pub result: SpfResult,
-    /// The domain checked (the MAIL FROM domain, or the HELO name for a null sender).
-    pub domain: String,
-    /// `mailfrom` or `helo`.
-    pub identity: String,
-    /// The directive that decided (e.g. `-all`, `include:_spf.example.net`), `default` when
-    /// none matched, or where a temperror/permerror arose.
-    pub mechanism: Option<String>,
-    /// The expanded `exp=` explanation, for a fail.
-    pub explanation: Option<String>,
-    /// Why the result is temperror or permerror.
-    pub problem: Option<String>,
-    /// DNS-querying terms used (≤ 10 unless permerror).
-    pub dns_lookups: usize,
-    /// Void lookups (NXDOMAIN or empty answers).
-    pub void_lookups: usize,
-    /// The `Received-SPF:` header field value (RFC 7208 §9.1), without the field name.
-    pub received_spf: String,
-}
+use super::{MAX_NAMES_PER_TERM, MAX_VOID_LOOKUPS, SpfResult};
+use crate::policy::spf::{MAX_DNS_LOOKUPS, MacroContext, MacroString, Mechanism, SpfRecord};
+use crate::resolve::answer::{Data, Found, Kind, Rcode};
+use crate::resolve::{Answer, ResolveError, Resolver};
 
 /// The evaluation state shared by one check and its includes and redirects.
-struct Eval<'a> {
-    resolver: &'a Resolver,
-    ip: IpAddr,
-    sender: String,
-    local: String,
-    sender_domain: String,
-    helo: String,
-    receiver: String,
-    now: Instant,
-    lookups: usize,
-    voids: usize,
-    mechanism: Option<String>,
-    problem: Option<String>,
+pub(super) struct Eval<'a> {
+    pub(super) resolver: &'a Resolver,
+    pub(super) ip: IpAddr,
+    pub(super) sender: String,
+    pub(super) local: String,
+    pub(super) sender_domain: String,
+    pub(super) helo: String,
+    pub(super) receiver: String,
+    pub(super) now: Instant,
+    pub(super) lookups: usize,
+    pub(super) voids: usize,
+    pub(super) mechanism: Option<String>,
+    pub(super) problem: Option<String>,
 }
 
 /// A terminal result with its reason.
-struct Stop(SpfResult, String);
+pub(super) struct Stop(pub(super) SpfResult, pub(super) String);
 
 type Step<T> = Result<T, Stop>;
 
@@ -214,11 +149,11 @@ impl<'a> Eval<'a> {
     /// Expands a domain-spec, resolving `%{p}` only when the string uses it.
     async fn expand(&mut self, ms: &MacroString, domain: &str) -> String {
         let validated = if ms.uses_ptr() {
-            self.validated_name(domain).await
+            Some(self.validated_name(domain).await)
         } else {
             None
         };
-        ms.expand_domain(&self.ctx(domain, validated.as_deref()))
+        ms.expand_domain(&self.ctx(domain, validated.as_ref().and_then(Validated::first)))
     }
 
     /// The domain a mechanism names: its expanded domain-spec, else the current domain.
@@ -229,8 +164,9 @@ impl<'a> Eval<'a> {
         }
     }
 
-    /// Addresses of `name` in the client's family; NXDOMAIN/NODATA are empty.
-    async fn addresses(&mut self, name: &str) -> Result<Option<Vec<IpAddr>>, ResolveError> {
+    /// The cached answer holding the addresses of `name` in the client's family (read with
+    /// [`addrs`]); NXDOMAIN/NODATA are `None`.
+    async fn addresses(&mut self, name: &str) -> Result<Option<Arc<Answer>>, ResolveError> {
         let kind = if self.ip.is_ipv4() {
             Kind::A
         } else {
@@ -238,7 +174,7 @@ impl<'a> Eval<'a> {
         };
         match self.resolver.lookup(kind, name, self.now).await {
             Ok(l) => Ok(match &l.answer.data {
-                Data::Addrs(a) if !a.is_empty() => Some(a.clone()),
+                Data::Addrs(a) if !a.is_empty() => Some(l.answer),
                 _ => None,
             }),
             Err(ResolveError::InvalidName(_)) => Ok(None),
@@ -248,43 +184,37 @@ impl<'a> Eval<'a> {
 
     /// RFC 7208 §5.5: PTR names of the client whose forward lookup contains the client IP, the
     /// ones equal to or under `target` first. At most 10 names are tried.
-    async fn validated_names(&mut self, target: Option<&str>) -> Result<Vec<String>, ResolveError> {
-        let names = match self
+    async fn validated_names(&mut self, target: Option<&str>) -> Result<Validated, ResolveError> {
+        let ptr = match self
             .resolver
             .lookup(Kind::Ptr, &reverse_name(self.ip), self.now)
             .await
         {
-            Ok(l) => match &l.answer.data {
-                Data::Names(n) => n.clone(),
-                _ => Vec::new(),
-            },
-            Err(ResolveError::InvalidName(_)) => Vec::new(),
+            Ok(l) => l.answer,
+            Err(ResolveError::InvalidName(_)) => return Ok(Validated::default()),
             Err(e) => return Err(e),
         };
-        let mut out = Vec::new();
-        for name in names.into_iter().take(MAX_NAMES_PER_TERM) {
+        let mut order = Vec::new();
+        for (i, name) in names(&ptr).iter().enumerate().take(MAX_NAMES_PER_TERM) {
             // A failing forward lookup for one name just disqualifies that name.
-            if let Ok(Some(addrs)) = self.addresses(&name).await
-                && addrs.contains(&self.ip)
+            if let Ok(Some(a)) = self.addresses(name).await
+                && addrs(&a).contains(&self.ip)
             {
-                out.push(name);
+                order.push(i);
             }
         }
         if let Some(t) = target {
-            out.sort_by_key(|n| {
-                !(n.eq_ignore_ascii_case(t)
-                    || n.to_ascii_lowercase()
-                        .ends_with(&format!(".{}", t.to_ascii_lowercase())))
-            });
+            order.sort_by_key(|&i| !at_or_under(&names(&ptr)[i], t));
         }
-        Ok(out)
+        Ok(Validated {
+            ptr: Some(ptr),
+            order,
+        })
     }
 
-    async fn validated_name(&mut self, domain: &str) -> Option<String> {
-        self.validated_names(Some(domain))
-            .await
-            .ok()
-            .and_then(|v| v.into_iter().next())
+    /// The first validated PTR name of the client, preferring `domain` and names under it.
+    async fn validated_name(&mut self, domain: &str) -> Validated {
+        self.validated_names(Some(domain)).await.unwrap_or_default()
     }
 
     /// Evaluates one mechanism: Ok(true) when it matches.
@@ -327,7 +257,7 @@ impl<'a> Eval<'a> {
                 let target = self.target(spec.as_ref(), domain).await;
                 let prefix = prefix_for(ip, *cidr4, *cidr6);
                 match self.addresses(&target).await.map_err(|e| temp(&e, term))? {
-                    Some(addrs) => Ok(addrs.iter().any(|a| in_network(ip, *a, prefix))),
+                    Some(a) => Ok(addrs(&a).iter().any(|a| in_network(ip, *a, prefix))),
                     None => {
                         self.count_void(term)?;
                         Ok(false)
@@ -342,13 +272,15 @@ impl<'a> Eval<'a> {
                 self.count_lookup(term)?;
                 let target = self.target(spec.as_ref(), domain).await;
                 let prefix = prefix_for(ip, *cidr4, *cidr6);
-                let mut mx = match self.resolver.lookup(Kind::Mx, &target, self.now).await {
-                    Ok(l) => match &l.answer.data {
-                        Data::Mx(m) => m.clone(),
-                        _ => Vec::new(),
-                    },
-                    Err(ResolveError::InvalidName(_)) => Vec::new(),
+                let answer = match self.resolver.lookup(Kind::Mx, &target, self.now).await {
+                    Ok(l) => Some(l.answer),
+                    Err(ResolveError::InvalidName(_)) => None,
                     Err(e) => return Err(temp(&e, term)),
+                };
+                // References into the cached answer, sorted by preference (then name).
+                let mut mx: Vec<&(u16, String)> = match answer.as_deref().map(|a| &a.data) {
+                    Some(Data::Mx(m)) => m.iter().collect(),
+                    _ => Vec::new(),
                 };
                 if mx.is_empty() {
                     self.count_void(term)?;
@@ -364,8 +296,8 @@ impl<'a> Eval<'a> {
                 }
                 mx.sort();
                 for (_, host) in mx {
-                    if let Some(addrs) = self.addresses(&host).await.map_err(|e| temp(&e, term))?
-                        && addrs.iter().any(|a| in_network(ip, *a, prefix))
+                    if let Some(a) = self.addresses(host).await.map_err(|e| temp(&e, term))?
+                        && addrs(&a).iter().any(|a| in_network(ip, *a, prefix))
                     {
                         return Ok(true);
                     }
@@ -376,15 +308,11 @@ impl<'a> Eval<'a> {
                 self.count_lookup(term)?;
                 let target = self.target(spec.as_ref(), domain).await;
                 // RFC 7208 §5.5: DNS errors during ptr are treated as no match.
-                let names = self
+                let validated = self
                     .validated_names(Some(&target))
                     .await
                     .unwrap_or_default();
-                let t = target.to_ascii_lowercase();
-                Ok(names.iter().any(|n| {
-                    let n = n.to_ascii_lowercase();
-                    n == t || n.ends_with(&format!(".{t}"))
-                }))
+                Ok(validated.names().any(|n| at_or_under(n, &target)))
             }
             Mechanism::Exists { domain: spec } => {
                 self.count_lookup(term)?;
@@ -409,7 +337,7 @@ impl<'a> Eval<'a> {
     }
 
     /// The record of `domain`: Ok(None) for "no SPF record".
-    async fn record(&mut self, domain: &str) -> Step<Option<std::sync::Arc<super::Answer>>> {
+    async fn record(&mut self, domain: &str) -> Step<Option<Arc<Answer>>> {
         let l = match self.resolver.lookup(Kind::Spf, domain, self.now).await {
             Ok(l) => l,
             Err(ResolveError::InvalidName(_)) => return Ok(None),
@@ -428,7 +356,7 @@ impl<'a> Eval<'a> {
     }
 
     /// check_host() for `domain` (RFC 7208 §4); `depth` > 0 inside include/redirect.
-    fn check(&mut self, domain: String, depth: usize) -> BoxFuture<'_, Step<SpfResult>> {
+    pub(super) fn check(&mut self, domain: String, depth: usize) -> BoxFuture<'_, Step<SpfResult>> {
         async move {
             if !checkable(&domain) {
                 return Ok(SpfResult::None);
@@ -468,10 +396,11 @@ impl<'a> Eval<'a> {
     }
 
     /// The explanation for a fail (RFC 7208 §6.2): the `exp=` of the record that decided.
-    async fn explanation(&mut self, domain: &str) -> Option<String> {
-        let answer = self.record(domain).await.ok()??;
-        let record = spf_of(&answer)?.clone();
+    pub(super) async fn explanation(&mut self, domain: &str) -> Option<String> {
+        let first = self.record(domain).await.ok()??;
+        let record = spf_of(&first)?;
         // Follow redirects to the record whose directive matched.
+        let redirected;
         let (record, at) = if record
             .directives
             .iter()
@@ -481,8 +410,8 @@ impl<'a> Eval<'a> {
             (record, domain.to_owned())
         } else {
             let target = self.expand(record.redirect.as_ref()?, domain).await;
-            let answer = self.record(&target).await.ok()??;
-            (spf_of(&answer)?.clone(), target)
+            redirected = self.record(&target).await.ok()??;
+            (spf_of(&redirected)?, target)
         };
         let exp = record.exp.as_ref()?;
         let name = self.expand(exp, &at).await;
@@ -499,223 +428,67 @@ impl<'a> Eval<'a> {
         }
         let ms = MacroString::parse_explanation(&txt[0]).ok()?;
         let validated = if ms.uses_ptr() {
-            self.validated_name(&at).await
+            Some(self.validated_name(&at).await)
         } else {
             None
         };
-        let text = ms.expand(&self.ctx(&at, validated.as_deref()));
+        let text = ms.expand(&self.ctx(&at, validated.as_ref().and_then(Validated::first)));
         text.is_ascii().then_some(text)
     }
 }
 
+/// The client's validated PTR names (RFC 7208 §5.5): positions in the cached PTR answer, in
+/// the order they are to be tried.
+#[derive(Default)]
+struct Validated {
+    ptr: Option<Arc<Answer>>,
+    order: Vec<usize>,
+}
+
+impl Validated {
+    /// The names, borrowed from the cached answer.
+    fn names(&self) -> impl Iterator<Item = &str> {
+        let all = self.ptr.as_deref().map_or(&[][..], names);
+        self.order.iter().map(move |&i| all[i].as_str())
+    }
+
+    /// The first name, the one `%{p}` expands to.
+    fn first(&self) -> Option<&str> {
+        self.names().next()
+    }
+}
+
+/// The addresses an answer holds (none unless an A/AAAA answer).
+fn addrs(a: &Answer) -> &[IpAddr] {
+    match &a.data {
+        Data::Addrs(a) => a,
+        _ => &[],
+    }
+}
+
+/// The names a PTR answer holds.
+fn names(a: &Answer) -> &[String] {
+    match &a.data {
+        Data::Names(n) => n,
+        _ => &[],
+    }
+}
+
+/// Whether `name` is `target` or a name under it, ASCII case ignored.
+fn at_or_under(name: &str, target: &str) -> bool {
+    let (n, t) = (name.as_bytes(), target.as_bytes());
+    n.eq_ignore_ascii_case(t)
+        || (n.len() > t.len()
+            && n[n.len() - t.len() - 1] == b'.'
+            && n[n.len() - t.len()..].eq_ignore_ascii_case(t))
+}
+
 /// The SPF record an answer holds, when valid.
-fn spf_of(a: &super::Answer) -> Option<&SpfRecord> {
+fn spf_of(a: &Answer) -> Option<&SpfRecord> {
     match &a.data {
         Data::Spf(Found::Valid(p)) => Some(&p.policy),
         _ => None,
     }
-}
-
-/// Splits a MAIL FROM into (sender, local part, domain); an empty or domainless one uses
-/// `postmaster@<helo>` (RFC 7208 §2.4, §4.3).
-fn identity(mail_from: &str, helo: &str) -> (String, String, String, &'static str) {
-    let mf = mail_from
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>');
-    match mf.rsplit_once('@') {
-        Some((local, domain)) if !domain.is_empty() => {
-            let local = if local.is_empty() {
-                "postmaster"
-            } else {
-                local
-            };
-            (
-                format!("{local}@{domain}"),
-                local.to_owned(),
-                domain.to_owned(),
-                "mailfrom",
-            )
-        }
-        _ if !mf.is_empty() && !mf.contains('@') => (
-            format!("postmaster@{mf}"),
-            "postmaster".to_owned(),
-            mf.to_owned(),
-            "mailfrom",
-        ),
-        _ => (
-            format!("postmaster@{helo}"),
-            "postmaster".to_owned(),
-            helo.to_owned(),
-            "helo",
-        ),
-    }
-}
-
-impl Resolver {
-    /// The SPF verdict for a connection from `ip` with envelope sender `mail_from` (empty for
-    /// the null sender, which checks the HELO name) and HELO name `helo`.
-    pub async fn spf_check(
-        &self,
-        ip: IpAddr,
-        mail_from: &str,
-        helo: &str,
-        now: Instant,
-    ) -> SpfCheck {
-        // An IPv4-mapped IPv6 client is the IPv4 client.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        let (sender, local, domain, ident) = identity(mail_from, helo);
-        let mut ev = Eval {
-            resolver: self,
-            ip,
-            sender: sender.clone(),
-            local,
-            sender_domain: domain.clone(),
-            helo: helo.to_owned(),
-            receiver: "unknown".to_owned(),
-            now,
-            lookups: 0,
-            voids: 0,
-            mechanism: None,
-            problem: None,
-        };
-        let result = match ev.check(domain.clone(), 0).await {
-            Ok(r) => r,
-            Err(Stop(r, why)) => {
-                ev.problem = Some(why);
-                r
-            }
-        };
-        let explanation = if result == SpfResult::Fail {
-            ev.explanation(&domain).await
-        } else {
-            None
-        };
-        let received_spf = received_spf(
-            result,
-            &domain,
-            ip,
-            &sender,
-            helo,
-            ident,
-            ev.mechanism.as_deref(),
-            ev.problem.as_deref(),
-        );
-        SpfCheck {
-            result,
-            domain,
-            identity: ident.to_owned(),
-            mechanism: ev.mechanism,
-            explanation,
-            problem: ev.problem,
-            dns_lookups: ev.lookups,
-            void_lookups: ev.voids,
-            received_spf,
-        }
-    }
-}
-
-/// RFC 7208 §9.1: `result (comment) key=value; ...`.
-#[allow(clippy::too_many_arguments)]
-fn received_spf(
-    result: SpfResult,
-    domain: &str,
-    ip: IpAddr,
-    sender: &str,
-    helo: &str,
-    identity: &str,
-    mechanism: Option<&str>,
-    problem: Option<&str>,
-) -> String {
-    let comment = match result {
-        SpfResult::Pass => format!("domain of {domain} designates {ip} as permitted sender"),
-        SpfResult::Fail => {
-            format!("domain of {domain} does not designate {ip} as permitted sender")
-        }
-        SpfResult::SoftFail => {
-            format!("domain of transitioning {domain} does not designate {ip} as permitted sender")
-        }
-        SpfResult::Neutral => format!("{ip} is neither permitted nor denied by domain of {domain}"),
-        SpfResult::None => format!("domain of {domain} does not designate permitted sender hosts"),
-        SpfResult::TempError | SpfResult::PermError => {
-            problem.unwrap_or("error in processing").to_owned()
-        }
-    };
-    // RFC 7208 §9.1 over RFC 5322: the comment is ctext only (no `(`, `)`, `\`), every value a
-    // dot-atom or a quoted-string; nothing from the input can end the comment or add a field.
-    let mut v = format!("{result} (mailpolicyd: {})", comment_text(&comment));
-    let mut sep = " ";
-    let mut pair = |key: &str, value: &str| {
-        v.push_str(sep);
-        sep = "; ";
-        v.push_str(key);
-        v.push('=');
-        push_value(&mut v, value);
-    };
-    pair("client-ip", &ip.to_string());
-    pair("envelope-from", sender);
-    pair("helo", helo);
-    pair("identity", identity);
-    if let Some(m) = mechanism {
-        pair("mechanism", m);
-    }
-    if let Some(p) = problem {
-        pair("problem", p);
-    }
-    v
-}
-
-/// A byte a header field body can carry as itself: printable ASCII or space (RFC 5322 VCHAR / SP).
-fn header_safe(c: char) -> bool {
-    c == ' ' || c.is_ascii_graphic()
-}
-
-/// The comment's text: a character that could end or nest the comment (`(`, `)`, `\`), a control
-/// character or a non-ASCII one is written `?`.
-fn comment_text(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if header_safe(c) && !matches!(c, '(' | ')' | '\\') {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect()
-}
-
-/// RFC 5322 atext.
-fn atext(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c)
-}
-
-/// RFC 5322 §3.2.3 dot-atom-text: atoms of atext joined by single dots.
-fn dot_atom(s: &str) -> bool {
-    !s.is_empty() && s.split('.').all(|a| !a.is_empty() && a.chars().all(atext))
-}
-
-/// A `key=value` value: as itself if a dot-atom, else a quoted-string (`"` and `\` as quoted
-/// pairs; a control or non-ASCII character, which no header value may carry, as `?`).
-fn push_value(out: &mut String, value: &str) {
-    if dot_atom(value) {
-        out.push_str(value);
-        return;
-    }
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if header_safe(c) => out.push(c),
-            _ => out.push('?'),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]
@@ -761,22 +534,5 @@ mod tests {
             reverse_name("2001:db8::cb01".parse().unwrap()).ends_with(".8.b.d.0.1.0.0.2.ip6.arpa")
         );
         assert!(reverse_name("2001:db8::cb01".parse().unwrap()).starts_with("1.0.b.c.0.0."));
-    }
-
-    #[test]
-    fn identities() {
-        assert_eq!(
-            identity("user@example.com", "h"),
-            (
-                "user@example.com".into(),
-                "user".into(),
-                "example.com".into(),
-                "mailfrom"
-            )
-        );
-        assert_eq!(identity("", "mail.example.com").2, "mail.example.com");
-        assert_eq!(identity("", "mail.example.com").3, "helo");
-        assert_eq!(identity("@example.com", "h").0, "postmaster@example.com");
-        assert_eq!(identity("<user@example.com>", "h").2, "example.com");
     }
 }
