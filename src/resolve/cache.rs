@@ -402,10 +402,13 @@ impl Cache {
     /// completes and fills the cache even if every waiter gives up (a client timeout).
     /// `start` may refuse to start a fetch (rate limit); then nothing is put in flight. A
     /// failure remembered for the key's query at `now` is returned without a fetch (checked
-    /// under the in-flight lock).
+    /// under the in-flight lock). So is an entry fresh at `now` other than `seen` (the one the
+    /// caller's cache look found, if any): a fetch for the key that completed between that
+    /// look and this lock already answered it, and asking again would cost a second query.
     pub async fn fetch_coalesced<F>(
         &self,
         key: &Key,
+        seen: Option<&Arc<Entry>>,
         now: Instant,
         start: F,
     ) -> (Result<Arc<Entry>, ResolveError>, FetchOutcome)
@@ -420,6 +423,15 @@ impl Cache {
                 .unwrap_or_else(|p| p.into_inner());
             if let Some(f) = map.get(key) {
                 (f.clone(), true)
+            } else if let Some(entry) = self
+                .inner
+                .store
+                .get(key)
+                .filter(|e| now < e.expires_at() && !seen.is_some_and(|s| Arc::ptr_eq(s, e)))
+            {
+                // Filled since the caller looked (a fetch stores its entry before it leaves
+                // this map).
+                return (Ok(entry), FetchOutcome::Coalesced);
             } else if let Some(e) = self.inner.failure(&query_of(key), now) {
                 // Checked again under the lock: a fetch that failed remembered the failure
                 // before it left this map.

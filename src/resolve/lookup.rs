@@ -58,9 +58,12 @@ impl Resolver {
                 if prefetch && entry.claim_prefetch() {
                     inner.stats.prefetch();
                     let this = self.clone();
+                    let seen = entry.clone();
                     tokio::spawn(async move {
                         let org = this.org_of_key(&key);
-                        let _ = this.fetch(key, org, now, Origin::Prefetched).await;
+                        let _ = this
+                            .fetch(key, org, Some(&seen), now, Origin::Prefetched)
+                            .await;
                     });
                 }
                 inner.stats.hit(kind);
@@ -86,7 +89,7 @@ impl Resolver {
                 let org = self.org_of_key(&key);
                 match tokio::time::timeout(
                     inner.cfg.cache.client_timeout,
-                    self.fetch(key, org, now, Origin::Fetched),
+                    self.fetch(key, org, Some(&entry), now, Origin::Fetched),
                 )
                 .await
                 {
@@ -122,7 +125,7 @@ impl Resolver {
             return self.wildcard_answer(key, org, at, sample, now).await;
         }
         let kind = key.kind;
-        let entry = self.fetch(key, org, now, Origin::Fetched).await?;
+        let entry = self.fetch(key, org, None, now, Origin::Fetched).await?;
         inner.stats.miss(kind);
         Ok(Lookup::of(&entry, Source::Miss, now))
     }
@@ -183,11 +186,13 @@ impl Resolver {
     /// returned without asking, checked first without a lock and again under the in-flight
     /// lock (a fetch that fails remembers its failure before it leaves the in-flight map).
     /// `org` is the key's organizational domain ([`Resolver::org_of_key`]), computed by the
-    /// caller once.
+    /// caller once; `seen` is the entry the caller's cache look found, if any (a different
+    /// fresh one found under the lock answers without a query).
     pub(super) async fn fetch(
         &self,
         key: Key,
         org: String,
+        seen: Option<&Arc<Entry>>,
         now: Instant,
         origin: Origin,
     ) -> Result<Arc<Entry>, ResolveError> {
@@ -200,7 +205,7 @@ impl Resolver {
         let (result, outcome) = self
             .inner
             .cache
-            .fetch_coalesced(&key, now, move || {
+            .fetch_coalesced(&key, seen, now, move || {
                 if !this.inner.limiter.allow(&org) {
                     return Err(ResolveError::RateLimited);
                 }

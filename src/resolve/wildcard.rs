@@ -63,7 +63,7 @@ impl Resolver {
         let kind = key.kind;
         // Over the budget or upstream failed: the mark still stands and the sample answers.
         if inner.wildcard.claim_verification(&at.key)
-            && let Ok(entry) = self.fetch(key, org, now, Origin::Fetched).await
+            && let Ok(entry) = self.fetch(key, org, None, now, Origin::Fetched).await
         {
             inner.stats.wildcard_verified();
             if !limit::same_answer(&entry.answer, &sample) {
