@@ -252,19 +252,8 @@ impl<'a> Eval<'a> {
                 domain: spec,
                 cidr4,
                 cidr6,
-            } => {
-                self.count_lookup(term)?;
-                let target = self.target(spec.as_ref(), domain).await;
-                let prefix = prefix_for(ip, *cidr4, *cidr6);
-                match self.addresses(&target).await.map_err(|e| temp(&e, term))? {
-                    Some(a) => Ok(addrs(&a).iter().any(|a| in_network(ip, *a, prefix))),
-                    None => {
-                        self.count_void(term)?;
-                        Ok(false)
-                    }
-                }
             }
-            Mechanism::Mx {
+            | Mechanism::Mx {
                 domain: spec,
                 cidr4,
                 cidr6,
@@ -272,6 +261,15 @@ impl<'a> Eval<'a> {
                 self.count_lookup(term)?;
                 let target = self.target(spec.as_ref(), domain).await;
                 let prefix = prefix_for(ip, *cidr4, *cidr6);
+                if let Mechanism::A { .. } = mech {
+                    return match self.addresses(&target).await.map_err(|e| temp(&e, term))? {
+                        Some(a) => Ok(addrs(&a).iter().any(|a| in_network(ip, *a, prefix))),
+                        None => {
+                            self.count_void(term)?;
+                            Ok(false)
+                        }
+                    };
+                }
                 let answer = match self.resolver.lookup(Kind::Mx, &target, self.now).await {
                     Ok(l) => Some(l.answer),
                     Err(ResolveError::InvalidName(_)) => None,
@@ -497,31 +495,20 @@ mod tests {
 
     #[test]
     fn networks() {
-        assert!(in_network(
-            "192.0.2.9".parse().unwrap(),
-            "192.0.2.0".parse().unwrap(),
-            24
-        ));
-        assert!(!in_network(
-            "192.0.3.9".parse().unwrap(),
-            "192.0.2.0".parse().unwrap(),
-            24
-        ));
-        assert!(in_network(
-            "10.0.0.1".parse().unwrap(),
-            "0.0.0.0".parse().unwrap(),
-            0
-        ));
-        assert!(in_network(
-            "2001:db8::1".parse().unwrap(),
-            "2001:db8::".parse().unwrap(),
-            32
-        ));
-        assert!(!in_network(
-            "2001:db8::1".parse().unwrap(),
-            "192.0.2.0".parse().unwrap(),
-            0
-        ));
+        let cases = [
+            ("192.0.2.9", "192.0.2.0", 24, true),
+            ("192.0.3.9", "192.0.2.0", 24, false),
+            ("10.0.0.1", "0.0.0.0", 0, true),
+            ("2001:db8::1", "2001:db8::", 32, true),
+            ("2001:db8::1", "192.0.2.0", 0, false),
+        ];
+        for (ip, net, prefix, inside) in cases {
+            assert_eq!(
+                in_network(ip.parse().unwrap(), net.parse().unwrap(), prefix),
+                inside,
+                "{ip} in {net}/{prefix}"
+            );
+        }
     }
 
     #[test]
