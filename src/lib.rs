@@ -25,6 +25,8 @@
 //!  resolve::upstream  hickory-resolver (cache off; DNSSEC-validating twin for TLSA)
 //!
 //!  resolve::spf (check_host) and resolve::evaluate (DMARC verdict) ask through lookup()
+//!  resolve::lookup: the lookup/miss/fetch path (org domain once per miss); resolve::wildcard:
+//!  its wildcard glue; resolve::error: ResolveError; resolve::name: name normalization
 //!  policy::{dmarc, spf, dkim, atps, tlsa, orgdomain}  pure parsers (policy::tag: the tag=value lexer;
 //!                                          policy::scan: byte-class bitmaps)
 //!  client: async and blocking socket clients (the CLI's `cli::*` modules live in the binary)

@@ -1827,3 +1827,27 @@ async fn negative_answer_through_an_unconfirmed_cname_gets_the_floor_ttl() {
     assert_eq!(l.answer.ttl, 0);
     assert_eq!(l.ttl_remaining, 2, "the negative clamp's floor");
 }
+
+/// Issue 13: `ResolveError` lives in `resolve/error.rs` now; its path, variants, labels and
+/// temporary/permanent split are what the wire error table maps from, and must not move.
+#[test]
+fn resolve_error_keeps_its_path_variants_and_labels() {
+    use mailpolicyd::resolve::ResolveError as E;
+    let table: [(E, &str, bool, bool); 10] = [
+        (E::Timeout, "timeout", true, true),
+        (E::ServFail, "servfail", true, true),
+        (E::Refused, "refused", true, true),
+        (E::DnssecBogus, "dnssec_bogus", true, true),
+        (E::Rcode("NOTIMP".into()), "rcode", true, true),
+        (E::Network("reset".into()), "network", true, true),
+        (E::RateLimited, "rate_limited", true, false),
+        (E::InvalidName("x".into()), "invalid_name", false, false),
+        (E::Config("x".into()), "config", false, false),
+        (E::Internal("x".into()), "internal", true, false),
+    ];
+    for (e, label, temporary, upstream) in table {
+        assert_eq!(e.label(), label, "{e:?}");
+        assert_eq!(e.is_temporary(), temporary, "{e:?}");
+        assert_eq!(e.is_upstream_failure(), upstream, "{e:?}");
+    }
+}

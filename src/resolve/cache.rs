@@ -169,9 +169,50 @@ pub enum State {
 /// Reads between two housekeeping steps (moka's own threshold is 64).
 const HOUSEKEEPING_EVERY: u64 = 16;
 
-type Inflight = Shared<BoxFuture<'static, Result<Arc<Entry>, ResolveError>>>;
+/// A task in flight, shared by everyone waiting for it.
+type InFlight<T> = Shared<BoxFuture<'static, Result<T, ResolveError>>>;
 
-type QueryInflight = Shared<BoxFuture<'static, Result<RawAnswer, ResolveError>>>;
+type Inflight = InFlight<Arc<Entry>>;
+
+type QueryInflight = InFlight<RawAnswer>;
+
+/// The tasks in flight, by key.
+type InFlightMap<K, T> = Mutex<HashMap<K, InFlight<T>>>;
+
+/// Runs `work` as its own task, so it completes even if every waiter gives up, and returns its
+/// shared handle for the caller to put in its in-flight map (`map`) under the lock it holds.
+/// When the work ends, `done` records its result (the cache entry, a remembered failure), then
+/// the task leaves the map: taking the lock orders this after the caller's insertion, and a
+/// question that finds the key no longer in flight finds what `done` recorded.
+fn spawn_in_flight<K, T>(
+    inner: &Arc<Inner>,
+    key: K,
+    work: BoxFuture<'static, Result<T, ResolveError>>,
+    map: fn(&Inner) -> &InFlightMap<K, T>,
+    done: impl FnOnce(&Inner, &K, &Result<T, ResolveError>) + Send + 'static,
+    failed: &'static str,
+) -> InFlight<T>
+where
+    K: std::hash::Hash + Eq + Send + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    let inner = inner.clone();
+    let task = tokio::spawn(async move {
+        let result = work.await;
+        done(&inner, &key, &result);
+        map(&inner)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        result
+    });
+    async move {
+        task.await
+            .unwrap_or(Err(ResolveError::Internal(failed.into())))
+    }
+    .boxed()
+    .shared()
+}
 
 /// The upstream query a question needs: its DNS type and name. Questions of different kinds
 /// may share one (an SPF and a raw TXT question for one name): they share its failure and its
@@ -361,30 +402,20 @@ impl Cache {
             } else if let Some(e) = self.inner.failure(&query, now) {
                 return (Err(e), QueryOutcome::Remembered);
             } else {
-                let fetch = start();
-                let inner = self.inner.clone();
-                let task_query = query.clone();
-                let task = tokio::spawn(async move {
-                    let result = fetch.await;
-                    if let Err(e) = &result
-                        && e.is_upstream_failure()
-                    {
-                        inner.insert_failure(task_query.clone(), e.clone(), now);
-                    }
-                    // Taking the lock orders this after the insertion into the map below.
-                    inner
-                        .queries
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&task_query);
-                    result
-                });
-                let shared = async move {
-                    task.await
-                        .unwrap_or(Err(ResolveError::Internal("query task failed".into())))
-                }
-                .boxed()
-                .shared();
+                let shared = spawn_in_flight(
+                    &self.inner,
+                    query.clone(),
+                    start(),
+                    |inner| &inner.queries,
+                    move |inner, query, result| {
+                        if let Err(e) = result
+                            && e.is_upstream_failure()
+                        {
+                            inner.insert_failure(query.clone(), e.clone(), now);
+                        }
+                    },
+                    "query task failed",
+                );
                 map.insert(query, shared.clone());
                 (shared, QueryOutcome::Asked)
             }
@@ -402,10 +433,13 @@ impl Cache {
     /// completes and fills the cache even if every waiter gives up (a client timeout).
     /// `start` may refuse to start a fetch (rate limit); then nothing is put in flight. A
     /// failure remembered for the key's query at `now` is returned without a fetch (checked
-    /// under the in-flight lock).
+    /// under the in-flight lock). So is an entry fresh at `now` other than `seen` (the one the
+    /// caller's cache look found, if any): a fetch for the key that completed between that
+    /// look and this lock already answered it, and asking again would cost a second query.
     pub async fn fetch_coalesced<F>(
         &self,
         key: &Key,
+        seen: Option<&Arc<Entry>>,
         now: Instant,
         start: F,
     ) -> (Result<Arc<Entry>, ResolveError>, FetchOutcome)
@@ -420,6 +454,15 @@ impl Cache {
                 .unwrap_or_else(|p| p.into_inner());
             if let Some(f) = map.get(key) {
                 (f.clone(), true)
+            } else if let Some(entry) = self
+                .inner
+                .store
+                .get(key)
+                .filter(|e| now < e.expires_at() && !seen.is_some_and(|s| Arc::ptr_eq(s, e)))
+            {
+                // Filled since the caller looked (a fetch stores its entry before it leaves
+                // this map).
+                return (Ok(entry), FetchOutcome::Coalesced);
             } else if let Some(e) = self.inner.failure(&query_of(key), now) {
                 // Checked again under the lock: a fetch that failed remembered the failure
                 // before it left this map.
@@ -429,27 +472,18 @@ impl Cache {
                     Ok(f) => f,
                     Err(e) => return (Err(e), FetchOutcome::Fetched),
                 };
-                let inner = self.inner.clone();
-                let task_key = key.clone();
-                let task = tokio::spawn(async move {
-                    let result = fetch.await;
-                    if let Ok(entry) = &result {
-                        inner.store.insert(task_key.clone(), entry.clone());
-                    }
-                    // Taking the lock orders this after the insertion into the map below.
-                    inner
-                        .inflight
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&task_key);
-                    result
-                });
-                let shared = async move {
-                    task.await
-                        .unwrap_or(Err(ResolveError::Internal("fetch task failed".into())))
-                }
-                .boxed()
-                .shared();
+                let shared = spawn_in_flight(
+                    &self.inner,
+                    key.clone(),
+                    fetch,
+                    |inner| &inner.inflight,
+                    |inner, key, result| {
+                        if let Ok(entry) = result {
+                            inner.store.insert(key.clone(), entry.clone());
+                        }
+                    },
+                    "fetch task failed",
+                );
                 map.insert(key.clone(), shared.clone());
                 (shared, false)
             }

@@ -317,7 +317,11 @@ impl Resolver {
     /// `p` for the author domain's own record; otherwise `sp` or `np` by whether the author
     /// domain exists (RFC 9989 §4.10.1, §3.2.13: NXDOMAIN for the domain itself).
     async fn choose_tag(&self, d: &mut DmarcDiscovery, now: Instant) -> Result<(), ResolveError> {
-        let Some(rec) = d.record().map(|r| r.policy.clone()) else {
+        // The cached answer is shared (`Arc`), its record borrowed, never cloned.
+        let Some(answer) = d.answer.clone() else {
+            return Ok(());
+        };
+        let Some(rec) = valid_record(&answer).map(|r| &r.policy) else {
             return Ok(());
         };
         if d.reason == Some(FoundAt::AuthorDomain) {
