@@ -179,6 +179,23 @@ impl FrameBuf {
         self.buf.len() - self.start
     }
 
+    /// How many more bytes the next frame needs at least (0: it is whole, or it is over the
+    /// bound and [`FrameBuf::next_frame`] says so), for a reader that must not read past it.
+    /// Never more than the bound plus the prefix.
+    pub fn wanted(&self) -> usize {
+        let rest = &self.buf[self.start..];
+        match self.framing {
+            Framing::Binary => match rest.first_chunk::<HEADER_LEN>() {
+                None => HEADER_LEN - rest.len(),
+                Some(head) => match u32::from_be_bytes(*head) as usize {
+                    len if len > self.max => 0,
+                    len => (HEADER_LEN + len).saturating_sub(rest.len()),
+                },
+            },
+            Framing::Json => usize::from(!rest.contains(&b'\n') && rest.len() <= self.max),
+        }
+    }
+
     /// The next complete frame's payload, `None` when more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
         Ok(self.next_range()?.map(|r| &self.buf[r]))
@@ -340,6 +357,36 @@ mod tests {
             fb.read_frame(&mut rd).unwrap_err().kind(),
             std::io::ErrorKind::UnexpectedEof
         );
+    }
+
+    #[test]
+    fn wanted_reads_exactly_one_frame() {
+        let wire = binary(&[b"abc", b"de"]);
+        let mut fb = FrameBuf::new(Framing::Binary, MAX_FRAME);
+        let mut at = 0;
+        let mut got = Vec::new();
+        while at < wire.len() {
+            match fb.next_frame().unwrap() {
+                Some(p) => got.push(p.to_vec()),
+                None => {
+                    let n = fb.wanted();
+                    assert!(n > 0);
+                    fb.feed(&wire[at..at + n]);
+                    at += n;
+                }
+            }
+        }
+        got.extend(fb.next_frame().unwrap().map(<[u8]>::to_vec));
+        assert_eq!(got, [b"abc".to_vec(), b"de".to_vec()]);
+        let mut fb = FrameBuf::new(Framing::Binary, MAX_FRAME);
+        fb.feed(&u32::MAX.to_be_bytes());
+        assert_eq!(fb.wanted(), 0);
+        assert!(fb.next_frame().is_err());
+        let mut fb = FrameBuf::new(Framing::Json, MAX_FRAME);
+        fb.feed(b"{");
+        assert_eq!(fb.wanted(), 1);
+        fb.feed(b"}\n");
+        assert_eq!(fb.wanted(), 0);
     }
 
     #[test]
