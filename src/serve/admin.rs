@@ -103,7 +103,11 @@ impl LogLimit {
 }
 
 /// The `reason` labels of `mailpolicyd_bad_frames_total`: the error code sent.
-const BAD_FRAME_REASONS: &[&str] = &["bad_json", "bad_frame", "frame_too_large"];
+const BAD_FRAME_REASONS: &[&str] = &[
+    ErrorCode::BadJson.as_str(),
+    ErrorCode::BadFrame.as_str(),
+    ErrorCode::FrameTooLarge.as_str(),
+];
 
 impl Default for Metrics {
     fn default() -> Self {

@@ -151,8 +151,8 @@ fn timed_out(e: &std::io::Error) -> bool {
 fn count_bad(service: &Service, resp: &Response) {
     if let Outcome::Error(e) = &resp.result
         && matches!(
-            e.code.as_str(),
-            "bad_json" | "bad_frame" | "frame_too_large"
+            e.error_code(),
+            Some(ErrorCode::BadJson | ErrorCode::BadFrame | ErrorCode::FrameTooLarge)
         )
     {
         service.metrics.bad_frame(&e.code, &e.message);
