@@ -242,8 +242,9 @@ pub(super) fn connection(
             consumed = true;
             if let Some(resp) = service.version_check(&request) {
                 // An error that closes the connection (`unsupported_version`) ends it here.
-                if matches!(&resp.result, Outcome::Error(e) if e.error_code().is_some_and(ErrorCode::closes))
-                {
+                let closes = matches!(&resp.result,
+                    Outcome::Error(e) if e.error_code().is_some_and(ErrorCode::closes));
+                if closes {
                     fatal = Some(resp);
                     break;
                 }
