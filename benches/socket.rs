@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dnsserver::{TestDns, Zone};
+use mailpolicyd::proto::frame::{self, Framing, MAX_FRAME, MAX_RESPONSE_FRAME};
 use mailpolicyd::proto::{self, Op, Request};
 use mailpolicyd::resolve::{Resolver, ResolverConfig};
 use mailpolicyd::serve::{self, Service, SocketConfig};
@@ -98,13 +99,8 @@ async fn floor_server(listener: tokio::net::UnixListener) {
                 }
                 have += n;
                 let mut at = 0;
-                while have - at >= 4 {
-                    let len = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
-                        as usize;
-                    if have - at - 4 < len {
-                        break;
-                    }
-                    at += 4 + len;
+                while let Ok(Some(f)) = frame::split(Framing::Binary, &buf[at..have], MAX_FRAME) {
+                    at += f.consumed;
                     out.extend_from_slice(&reply);
                 }
                 buf.copy_within(at..have, 0);
@@ -166,12 +162,10 @@ impl Conn {
             let got = self.s.read(&mut self.buf[have..]).unwrap();
             assert!(got > 0, "server closed");
             have += got;
-            while have - at >= 4 {
-                let len = u32::from_be_bytes(self.buf[at..at + 4].try_into().unwrap()) as usize;
-                if have - at - 4 < len {
-                    break;
-                }
-                at += 4 + len;
+            while let Some(f) =
+                frame::split(Framing::Binary, &self.buf[at..have], MAX_RESPONSE_FRAME).unwrap()
+            {
+                at += f.consumed;
                 frames += 1;
             }
         }

@@ -4,7 +4,7 @@
 //! operation is a read, so retrying it is safe.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,6 +16,7 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Mutex, oneshot};
 
 use crate::policy::atps::AtpsHash;
+use crate::proto::frame::{FrameBuf, Framing, MAX_RESPONSE_FRAME};
 use crate::proto::{
     self, DmarcAnswer, Op, Outcome, PolicyAnswer, Reply, Request, Response, WireError,
 };
@@ -67,27 +68,21 @@ async fn open(path: &Path) -> Result<Arc<Conn>, ClientError> {
     let pending: Pending = Arc::default();
     let p = pending.clone();
     let reader = tokio::spawn(async move {
-        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut frames = FrameBuf::new(Framing::Binary, MAX_RESPONSE_FRAME);
         let mut chunk = vec![0u8; 64 * 1024];
         'read: loop {
             let n = match rd.read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            buf.extend_from_slice(&chunk[..n]);
-            let mut start = 0;
-            while buf.len() - start >= 4 {
-                let len = u32::from_be_bytes([
-                    buf[start],
-                    buf[start + 1],
-                    buf[start + 2],
-                    buf[start + 3],
-                ]) as usize;
-                if buf.len() - start - 4 < len {
-                    break;
-                }
-                let payload = &buf[start + 4..start + 4 + len];
-                start += 4 + len;
+            frames.feed(&chunk[..n]);
+            loop {
+                // A frame over the bound or one that does not decode ends the connection.
+                let payload = match frames.next_frame() {
+                    Ok(Some(payload)) => payload,
+                    Ok(None) => break,
+                    Err(_) => break 'read,
+                };
                 let Ok(resp) = postcard::from_bytes::<Response>(payload) else {
                     break 'read;
                 };
@@ -105,7 +100,6 @@ async fn open(path: &Path) -> Result<Arc<Conn>, ClientError> {
                     None => {}
                 }
             }
-            buf.drain(..start);
         }
         // Connection gone: wake every waiter (their senders drop).
         p.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -299,6 +293,8 @@ fn policy(r: Reply) -> Result<PolicyAnswer, ClientError> {
 pub struct BlockingClient {
     path: PathBuf,
     stream: Option<std::os::unix::net::UnixStream>,
+    /// Bytes read from `stream` and not yet taken as a response.
+    frames: FrameBuf,
     next_id: u64,
     timeout: Duration,
 }
@@ -312,6 +308,7 @@ impl BlockingClient {
         let mut c = BlockingClient {
             path: path.as_ref().to_owned(),
             stream: None,
+            frames: FrameBuf::new(Framing::Binary, MAX_RESPONSE_FRAME),
             next_id: 1,
             timeout,
         };
@@ -324,6 +321,7 @@ impl BlockingClient {
         s.set_read_timeout(Some(self.timeout))?;
         s.set_write_timeout(Some(self.timeout))?;
         self.stream = Some(s);
+        self.frames = FrameBuf::new(Framing::Binary, MAX_RESPONSE_FRAME);
         Ok(())
     }
 
@@ -350,12 +348,17 @@ impl BlockingClient {
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         stream.write_all(&frame)?;
         loop {
-            let mut len = [0u8; 4];
-            stream.read_exact(&mut len)?;
-            let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
-            stream.read_exact(&mut payload)?;
+            let payload = match self.frames.read_frame(stream) {
+                Ok(payload) => payload,
+                // A frame over the bound: this connection is dropped (the next call reconnects).
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    self.stream = None;
+                    return Err(ClientError::Protocol(e.to_string()));
+                }
+                Err(e) => return Err(e.into()),
+            };
             let resp: Response =
-                postcard::from_bytes(&payload).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                postcard::from_bytes(payload).map_err(|e| ClientError::Protocol(e.to_string()))?;
             if resp.id == id || resp.id == 0 {
                 return into_reply(resp);
             }

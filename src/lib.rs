@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! ```text
-//!  filter ──unix socket──▶ serve::socket ─┐   (proto: frames shared with client, CLI)
+//!  filter ──unix socket──▶ serve::socket ─┐   (proto::frame: the one frame codec, shared with client, CLI, load test)
 //!  filter ──DNS on lo────▶ serve::dns ────┤
 //!  operator ──HTTP───────▶ serve::admin   │   (/live, /ready, /metrics: reads counters)
 //!  cli ──▶ config ──▶ serve::daemon ──────┤   (DaemonConfig; signals, drain, snapshot)

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use dnsserver::{TestDns, Zone};
 use mailpolicyd::client::{BlockingClient, Client, ClientError};
 use mailpolicyd::policy::dmarc::Disposition;
+use mailpolicyd::proto::frame::{FrameBuf, Framing, MAX_RESPONSE_FRAME};
 use mailpolicyd::proto::{self, Op, Outcome, Reply, Request, Response};
 use mailpolicyd::resolve::discover::PolicyTag;
 use mailpolicyd::resolve::{Data, Found, Resolver, ResolverConfig, Source};
@@ -596,12 +597,16 @@ async fn bulk_connections_are_demoted_interactive_ones_are_not() {
     let (mut rd, mut wr) = s.into_split();
     let reader = tokio::spawn(async move {
         let mut n = 0;
-        let mut len = [0u8; 4];
+        let mut frames = FrameBuf::new(Framing::Binary, MAX_RESPONSE_FRAME);
+        let mut chunk = vec![0u8; 64 * 1024];
         while n < 5000 {
-            rd.read_exact(&mut len).await.unwrap();
-            let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
-            rd.read_exact(&mut payload).await.unwrap();
-            n += 1;
+            if frames.next_frame().unwrap().is_some() {
+                n += 1;
+                continue;
+            }
+            let got = rd.read(&mut chunk).await.unwrap();
+            assert!(got > 0, "server closed");
+            frames.feed(&chunk[..got]);
         }
         rd
     });
@@ -636,15 +641,20 @@ async fn bulk_connections_are_demoted_interactive_ones_are_not() {
     d.shutdown.cancel();
 }
 
+/// One response, read through the frame codec without reading past it.
 async fn read_frame(s: &mut UnixStream) -> Option<Response> {
-    let mut len = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))
-        .await
-        .ok()?
-        .ok()?;
-    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
-    s.read_exact(&mut payload).await.ok()?;
-    postcard::from_bytes(&payload).ok()
+    let mut frames = FrameBuf::new(Framing::Binary, MAX_RESPONSE_FRAME);
+    loop {
+        if let Some(payload) = frames.next_frame().ok()? {
+            return postcard::from_bytes(payload).ok();
+        }
+        let mut more = vec![0u8; frames.wanted()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut more))
+            .await
+            .ok()?
+            .ok()?;
+        frames.feed(&more);
+    }
 }
 
 async fn read_line(s: &mut tokio::io::BufReader<UnixStream>) -> Option<Response> {

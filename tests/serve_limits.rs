@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use dnsserver::{TestDns, Zone};
 use mailpolicyd::client::Client;
+use mailpolicyd::proto::frame::{FrameBuf, Framing, MAX_RESPONSE_FRAME};
 use mailpolicyd::proto::{self, Op, Outcome, Request, Response};
 use mailpolicyd::resolve::{Resolver, ResolverConfig, Source};
 use mailpolicyd::serve::{self, Service, SocketConfig};
@@ -450,16 +451,12 @@ fn spf_frames(domain: &str, n: u64) -> Vec<u8> {
 /// only be the last thing (its prefix is left over).
 fn whole_frames(bytes: &[u8]) -> Vec<Response> {
     let mut out = Vec::new();
-    let mut at = 0;
-    while bytes.len() - at >= 4 {
-        let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        if at + 4 + len > bytes.len() {
-            break;
-        }
-        let r: Response = postcard::from_bytes(&bytes[at + 4..at + 4 + len])
-            .unwrap_or_else(|e| panic!("frame {} at byte {at} is garbage: {e}", out.len()));
+    let mut frames = FrameBuf::new(Framing::Binary, MAX_RESPONSE_FRAME);
+    frames.feed(bytes);
+    while let Some(payload) = frames.next_frame().unwrap() {
+        let r: Response = postcard::from_bytes(payload)
+            .unwrap_or_else(|e| panic!("frame {} is garbage: {e}", out.len()));
         out.push(r);
-        at += 4 + len;
     }
     out
 }
@@ -525,11 +522,9 @@ async fn a_client_that_never_reads_holds_bounded_memory() {
     // Reading drains it: the connection was paused, not dropped.
     let (mut s, _) = writers.into_iter().next().unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut len = [0u8; 4];
+    let mut frames = FrameBuf::new(Framing::Binary, MAX_RESPONSE_FRAME);
     for _ in 0..20 {
-        s.read_exact(&mut len).unwrap();
-        let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut payload).unwrap();
+        frames.read_frame(&mut s).unwrap();
     }
     assert!(ping(&socket).await);
     signal(&child, "-KILL");
@@ -884,12 +879,9 @@ async fn a_client_that_never_reads_misses_holds_bounded_memory() {
     let mut s = held.pop().unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut ids = Vec::new();
-    let mut len = [0u8; 4];
+    let mut frames = FrameBuf::new(Framing::Binary, MAX_RESPONSE_FRAME);
     for _ in 0..256 {
-        s.read_exact(&mut len).unwrap();
-        let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
-        s.read_exact(&mut payload).unwrap();
-        let r: Response = postcard::from_bytes(&payload).unwrap();
+        let r: Response = postcard::from_bytes(frames.read_frame(&mut s).unwrap()).unwrap();
         assert_eq!(code(&r), "ok");
         ids.push(r.id);
     }

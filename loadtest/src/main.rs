@@ -25,6 +25,7 @@ use hdrhistogram::Histogram;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use mailpolicyd::policy::atps::AtpsHash;
+use mailpolicyd::proto::frame::{self, Framing, MAX_RESPONSE_FRAME};
 use mailpolicyd::proto::{self, Op, Request, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -491,13 +492,14 @@ fn conn_load(
     (done, errors, hist)
 }
 
-/// The next complete length-prefixed frame's payload in `buf` from `*at`, advancing `*at`.
+/// The next complete frame's payload in `buf` from `*at` (cut by `proto::frame`), advancing
+/// `*at`. A frame over the bound is a broken server: the run stops.
 fn next_frame<'b>(buf: &'b [u8], at: &mut usize) -> Option<&'b [u8]> {
-    let head = buf.get(*at..*at + 4)?;
-    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    let payload = buf.get(*at + 4..*at + 4 + len)?;
-    *at += 4 + len;
-    Some(payload)
+    let rest = &buf[*at..];
+    let split = frame::split(Framing::Binary, rest, MAX_RESPONSE_FRAME)
+        .unwrap_or_else(|e| panic!("the server sent a bad frame: {e}"))?;
+    *at += split.consumed;
+    Some(&rest[split.payload])
 }
 
 /// The response id and whether its outcome is `Error` (postcard: varint id, then the outcome's

@@ -27,31 +27,11 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use super::Service;
+use crate::proto::ErrorCode;
 use crate::resolve::Resolver;
 
 /// `op` and `result` labels; both static, so counting a request allocates nothing.
 type Labels = [(&'static str, &'static str); 2];
-
-/// Every `result` label: `ok` and the stable error codes of [`crate::proto::WireError`].
-const RESULTS: &[&str] = &[
-    "ok",
-    "invalid_name",
-    "invalid_ip",
-    "rate_limited",
-    "timeout",
-    "servfail",
-    "refused",
-    "dnssec_bogus",
-    "upstream",
-    "unknown_op",
-    "bad_json",
-    "frame_too_large",
-    "bad_frame",
-    "unsupported_version",
-    "forbidden",
-    "shutting_down",
-    "internal",
-];
 
 /// Liveness path.
 pub const LIVE_PATH: &str = "/live";
@@ -123,7 +103,11 @@ impl LogLimit {
 }
 
 /// The `reason` labels of `mailpolicyd_bad_frames_total`: the error code sent.
-const BAD_FRAME_REASONS: &[&str] = &["bad_json", "bad_frame", "frame_too_large"];
+const BAD_FRAME_REASONS: &[&str] = &[
+    ErrorCode::BadJson.as_str(),
+    ErrorCode::BadFrame.as_str(),
+    ErrorCode::FrameTooLarge.as_str(),
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -155,11 +139,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one answered request.
     pub fn request(&self, op: &'static str, result: &str, took: Duration) {
-        let result = RESULTS
-            .iter()
-            .copied()
-            .find(|r| *r == result)
-            .unwrap_or("other");
+        // `ok` and the codes of the one table (`proto::ERROR_CODES`); anything else is `other`.
+        let result = match result {
+            "ok" => "ok",
+            code => ErrorCode::parse(code).map_or("other", ErrorCode::as_str),
+        };
         self.requests
             .get_or_create(&[("op", op), ("result", result)])
             .inc();

@@ -9,6 +9,11 @@
 //! Requests carry an `id`; responses echo it and may come back in any order, so a client can
 //! keep many requests in flight on one connection. New operations are only ever appended to
 //! [`Op`] (postcard numbers variants by position), so old clients keep working.
+//!
+//! [`frame`] is the one codec of both framings; [`error`] the one table of wire error codes.
+
+pub mod error;
+pub mod frame;
 
 use std::sync::Arc;
 
@@ -25,8 +30,8 @@ use crate::resolve::{Answer, ResolveError, Source, StatsSnapshot};
 pub const PROTOCOL_MAJOR: u32 = 1;
 /// Protocol minor version: additions that old clients can ignore.
 pub const PROTOCOL_MINOR: u32 = 0;
-/// The largest request frame (payload bytes) a server accepts.
-pub const MAX_FRAME: usize = 64 * 1024;
+pub use error::{CodeInfo, ERROR_CODES, ErrorCode};
+pub use frame::MAX_FRAME;
 
 /// A request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,38 +207,52 @@ pub struct DmarcAnswer {
 /// A stable error code plus a human message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireError {
-    /// Stable: `invalid_name`, `rate_limited`, `timeout`, `servfail`, `refused`,
-    /// `dnssec_bogus`, `upstream`,
-    /// `frame_too_large`, `bad_frame`, `bad_json`, `unknown_op`, `unsupported_version`,
-    /// `forbidden`, `shutting_down`, `internal`.
+    /// Stable: one of [`ERROR_CODES`].
     pub code: String,
     /// For people.
     pub message: String,
 }
 
 impl WireError {
-    /// A new error.
+    /// A new error; `code` is one of [`ERROR_CODES`] (checked in debug builds).
     pub fn new(code: &str, message: impl Into<String>) -> WireError {
+        debug_assert!(
+            ErrorCode::parse(code).is_some(),
+            "{code:?} is not in proto::ERROR_CODES"
+        );
         WireError {
             code: code.to_owned(),
             message: message.into(),
         }
+    }
+
+    /// A new error with a code of the table.
+    pub fn of(code: ErrorCode, message: impl Into<String>) -> WireError {
+        WireError {
+            code: code.as_str().to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The code's row of the table, when it is one this build knows.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        ErrorCode::parse(&self.code)
     }
 }
 
 impl From<&ResolveError> for WireError {
     fn from(e: &ResolveError) -> WireError {
         let code = match e {
-            ResolveError::Timeout => "timeout",
-            ResolveError::ServFail => "servfail",
-            ResolveError::Refused => "refused",
-            ResolveError::DnssecBogus => "dnssec_bogus",
-            ResolveError::RateLimited => "rate_limited",
-            ResolveError::InvalidName(_) => "invalid_name",
-            ResolveError::Rcode(_) | ResolveError::Network(_) => "upstream",
-            _ => "internal",
+            ResolveError::Timeout => ErrorCode::Timeout,
+            ResolveError::ServFail => ErrorCode::ServFail,
+            ResolveError::Refused => ErrorCode::Refused,
+            ResolveError::DnssecBogus => ErrorCode::DnssecBogus,
+            ResolveError::RateLimited => ErrorCode::RateLimited,
+            ResolveError::InvalidName(_) => ErrorCode::InvalidName,
+            ResolveError::Rcode(_) | ResolveError::Network(_) => ErrorCode::Upstream,
+            _ => ErrorCode::Internal,
         };
-        WireError::new(code, e.to_string())
+        WireError::of(code, e.to_string())
     }
 }
 
@@ -245,17 +264,20 @@ impl std::fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
-/// Encodes a value as one binary frame (length prefix + postcard) appended to `out`.
+/// Encodes a value as one binary frame (length prefix + postcard) appended to `out` (left as it
+/// was on an error).
 pub fn encode_frame<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), postcard::Error> {
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    let buf = std::mem::take(out);
-    let mut buf = postcard::to_extend(value, buf)?;
-    let len =
-        u32::try_from(buf.len() - start - 4).map_err(|_| postcard::Error::SerializeBufferFull)?;
-    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
-    *out = buf;
-    Ok(())
+    frame::encode_binary(out, |o| postcard::to_extend(value, Append(o)).map(drop))
+        .map_err(|e| e.unwrap_or(postcard::Error::SerializeBufferFull))
+}
+
+/// postcard's writer over a borrowed buffer.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
 }
 
 /// Appends the binary frame of a policy reply, `Response { id, result: Ok(Policy(PolicyAnswer {
@@ -267,14 +289,13 @@ pub fn encode_policy_frame(id: u64, source: Source, ttl: u32, answer: &Answer, o
     /// Variant indices: `Outcome::Ok`, `Reply::Policy`.
     const OK: u8 = 0;
     const POLICY: u8 = 3;
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    push_varint(out, id);
-    out.extend_from_slice(&[OK, POLICY, source as u8]);
-    push_varint(out, u64::from(ttl));
-    out.extend_from_slice(answer.encoded());
-    let len = (out.len() - start - 4) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    let _ = frame::encode_binary::<std::convert::Infallible>(out, |out| {
+        push_varint(out, id);
+        out.extend_from_slice(&[OK, POLICY, source as u8]);
+        push_varint(out, u64::from(ttl));
+        out.extend_from_slice(answer.encoded());
+        Ok(())
+    });
 }
 
 /// postcard's unsigned varint (LEB128).
@@ -398,7 +419,7 @@ pub fn parse_version(v: &str) -> Option<(u32, u32)> {
 /// trailing dot; labels 1..=63 octets, the name at most 253. Names already in A-label form
 /// pass through unchanged (ASCII with `_` is kept: `_dmarc`, `_domainkey`).
 pub fn normalize_domain(input: &str) -> Result<String, WireError> {
-    let bad = |why: &str| WireError::new("invalid_name", format!("{input:?}: {why}"));
+    let bad = |why: &str| WireError::of(ErrorCode::InvalidName, format!("{input:?}: {why}"));
     let trimmed = input.strip_suffix('.').unwrap_or(input);
     if trimmed.is_empty() {
         return Err(bad("empty name"));
