@@ -3,6 +3,7 @@
 //! serve-stale, DMARC discovery and its collapse, the RFC 9989 tree walk, abuse controls,
 //! truncation and DNSSEC.
 
+mod common;
 mod dnsserver;
 
 use std::sync::Arc;
@@ -17,9 +18,7 @@ use mailpolicyd::resolve::{
 };
 
 fn config(dns: &TestDns) -> ResolverConfig {
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = Duration::from_millis(500);
+    let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
     cfg.upstream.attempts = 1;
     cfg
 }
@@ -312,8 +311,7 @@ async fn thousand_subdomains(mode: DiscoveryMode) {
     let dns = TestDns::start(org_zone()).await;
     let mut cfg = config(&dns);
     cfg.discovery = mode;
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    common::no_rate_limit(&mut cfg);
     let r = Resolver::new(cfg).unwrap();
     let now = Instant::now();
     for pass in 0..2 {
@@ -1095,8 +1093,7 @@ async fn dmarc_failure_is_temperror_never_none() {
 
 fn roomy(dns: &TestDns) -> ResolverConfig {
     let mut cfg = config(dns);
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    common::no_rate_limit(&mut cfg);
     cfg
 }
 
@@ -1529,8 +1526,7 @@ async fn wildcard_mark_via_dns_front_end_never_answers_other_shapes() {
     let mut cfg = ResolverConfig::default();
     cfg.upstream.servers = vec![addr];
     cfg.limits.wildcard_min_names = 1_000_000;
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    common::no_rate_limit(&mut cfg);
     let client = Resolver::new(cfg).unwrap();
     let now = Instant::now();
     for i in 0..120 {

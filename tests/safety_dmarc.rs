@@ -8,6 +8,7 @@
 //! - an organization's burst over its upstream budget is answered from the organization's cached
 //!   record, flagged and counted; an error only when nothing cached can answer.
 
+mod common;
 mod dnsserver;
 
 use std::path::PathBuf;
@@ -47,9 +48,7 @@ fn zones() -> Vec<Zone> {
 }
 
 fn config(dns: &TestDns, mode: DiscoveryMode) -> ResolverConfig {
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = Duration::from_millis(500);
+    let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
     cfg.upstream.attempts = 1;
     cfg.discovery = mode;
     cfg
@@ -247,17 +246,12 @@ struct Daemon {
 
 async fn daemon(cfg: ResolverConfig) -> Daemon {
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let socket_cfg = SocketConfig::default();
-    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve::run(
-        listener,
-        service.clone(),
-        socket_cfg,
-        shutdown.clone(),
-    ));
+    let common::Socket {
+        path: socket,
+        shutdown,
+        task: _,
+        dir,
+    } = common::serve_socket(&service, SocketConfig::default());
     Daemon {
         socket,
         service,

@@ -4,6 +4,7 @@
 //! front-end's UDP size cap and classes (item 15), DMARC report-URI amplification (item 18) and
 //! the CLI's human output (item 19).
 
+mod common;
 mod dnsserver;
 
 use std::net::IpAddr;
@@ -22,8 +23,7 @@ async fn resolver(zones: Vec<Zone>) -> (TestDns, Resolver) {
     let dns = TestDns::start(zones).await;
     let mut cfg = ResolverConfig::default();
     cfg.upstream.servers = vec![dns.addr];
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    common::no_rate_limit(&mut cfg);
     (dns, Resolver::new(cfg).unwrap())
 }
 
@@ -56,23 +56,15 @@ impl Drop for Daemon {
 
 async fn daemon(zones: Vec<Zone>) -> Daemon {
     let dns = TestDns::start(zones).await;
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = Duration::from_millis(500);
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
+    common::no_rate_limit(&mut cfg);
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let socket_cfg = SocketConfig::default();
-    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve::run(
-        listener,
-        service.clone(),
-        socket_cfg,
-        shutdown.clone(),
-    ));
+    let common::Socket {
+        path: socket,
+        shutdown,
+        task: _,
+        dir,
+    } = common::serve_socket(&service, SocketConfig::default());
     Daemon {
         socket,
         dns,

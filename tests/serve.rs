@@ -5,6 +5,7 @@
 //! the same answers; pipelining, many connections, the bad-input suite, access control, the
 //! admin endpoint, and a warm restart of the real daemon binary.
 
+mod common;
 mod dnsserver;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -70,22 +71,15 @@ struct Daemon {
 
 async fn start_with(socket_cfg: SocketConfig) -> Daemon {
     let dns = TestDns::start(zones()).await;
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = Duration::from_millis(500);
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
+    common::no_rate_limit(&mut cfg);
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve::run(
-        listener,
-        service.clone(),
-        socket_cfg,
-        shutdown.clone(),
-    ));
+    let common::Socket {
+        path: socket,
+        shutdown,
+        task,
+        dir,
+    } = common::serve_socket(&service, socket_cfg);
     Daemon {
         socket,
         dns,

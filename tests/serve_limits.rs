@@ -14,6 +14,7 @@
 //!   snapshot directory is reported at start;
 //! - item 17: negative or repeated JSON ids are `bad_json`; rejected frames are counted.
 
+mod common;
 mod dnsserver;
 
 use std::io::{Read, Write};
@@ -27,7 +28,7 @@ use dnsserver::{TestDns, Zone};
 use mailpolicyd::client::Client;
 use mailpolicyd::proto::frame::{FrameBuf, Framing, MAX_RESPONSE_FRAME};
 use mailpolicyd::proto::{self, Op, Outcome, Request, Response};
-use mailpolicyd::resolve::{Resolver, ResolverConfig, Source};
+use mailpolicyd::resolve::{Resolver, Source};
 use mailpolicyd::serve::{self, Service, SocketConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -54,22 +55,15 @@ async fn start_with(socket_cfg: SocketConfig) -> Daemon {
 }
 
 async fn start_on(dns: TestDns, socket_cfg: SocketConfig, upstream_timeout: Duration) -> Daemon {
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = upstream_timeout;
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    let mut cfg = common::resolver_config(dns.addr, upstream_timeout);
+    common::no_rate_limit(&mut cfg);
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve::run(
-        listener,
-        service.clone(),
-        socket_cfg,
-        shutdown.clone(),
-    ));
+    let common::Socket {
+        path: socket,
+        shutdown,
+        task: _,
+        dir,
+    } = common::serve_socket(&service, socket_cfg);
     Daemon {
         socket,
         _dns: dns,

@@ -3,6 +3,7 @@
 //! or fails (SERVFAIL, REFUSED, a dropped query); and the `cache.failure_ttl_s` setting.
 //! The upstream is the in-process authority of `tests/dnsserver/`.
 
+mod common;
 mod dnsserver;
 
 use std::process::Command;
@@ -54,22 +55,15 @@ async fn start() -> Daemon {
         "inject.example.test",
         TestDns::txt_record("victim.test.", 3600, &["v=spf1 +all"]),
     );
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = Duration::from_millis(200);
+    let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(200));
     cfg.upstream.attempts = 2;
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let socket_cfg = SocketConfig::default();
-    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve::run(
-        listener,
-        service.clone(),
-        socket_cfg,
-        shutdown.clone(),
-    ));
+    let common::Socket {
+        path: socket,
+        shutdown,
+        task: _,
+        dir,
+    } = common::serve_socket(&service, SocketConfig::default());
     let dns_front = serve::dns::serve(
         "127.0.0.1:0".parse().unwrap(),
         service.clone(),

@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests.
 
+// Each test crate uses some of them.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 
 /// The outside conformance suites (`../shared/conformance`, or `MAILPOLICYD_CONFORMANCE_DIR`).
@@ -23,4 +26,55 @@ pub fn conformance_dir(suite: &str) -> Option<PathBuf> {
     );
     println!("{msg}");
     None
+}
+
+/// The daemon's socket served on a fresh temporary directory (`mp.sock` in `dir`).
+pub struct Socket {
+    pub path: PathBuf,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// The `serve::run` task: it ends once `shutdown` is cancelled and the drain is over.
+    pub task: tokio::task::JoinHandle<()>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Binds `mp.sock` in a new temporary directory with `cfg`'s mode and serves `service` on it
+/// (`serve::run`, spawned) until the returned `shutdown` is cancelled. Call inside a runtime.
+pub fn serve_socket(
+    service: &std::sync::Arc<mailpolicyd::serve::Service>,
+    cfg: mailpolicyd::serve::SocketConfig,
+) -> Socket {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mp.sock");
+    let listener = mailpolicyd::serve::socket::bind(&path, cfg.mode).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(mailpolicyd::serve::run(
+        listener,
+        service.clone(),
+        cfg,
+        shutdown.clone(),
+    ));
+    Socket {
+        path,
+        shutdown,
+        task,
+        dir,
+    }
+}
+
+/// A resolver configuration that asks `server` (the test's DNS server), each attempt bounded by
+/// `timeout`.
+pub fn resolver_config(
+    server: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> mailpolicyd::resolve::ResolverConfig {
+    let mut cfg = mailpolicyd::resolve::ResolverConfig::default();
+    cfg.upstream.servers = vec![server];
+    cfg.upstream.timeout = timeout;
+    cfg
+}
+
+/// Lifts the per-organization rate limit out of a test's way.
+pub fn no_rate_limit(cfg: &mut mailpolicyd::resolve::ResolverConfig) {
+    cfg.limits.per_second = 100_000;
+    cfg.limits.burst = 100_000;
 }
