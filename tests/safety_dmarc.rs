@@ -284,17 +284,7 @@ async fn dmarc_long_from_domain_rejects_over_the_socket_and_cli() {
                 (DmarcResult::Fail, Disposition::Reject),
                 "{mode:?} {len}"
             );
-            let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-                .args(["query", "--socket", d.socket.to_str().unwrap(), "--json"])
-                .args(["dmarc", &from])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let json = common::query_json(&d.socket, &["dmarc", &from]);
             assert_eq!(json["dmarc"]["found_at"], "reject.test", "{json}");
             assert_eq!(json["dmarc"]["applied"][1], "reject", "{json}");
         }

@@ -137,23 +137,7 @@ async fn every_client_gets_the_same_answers() {
     assert_eq!(blocking, want);
 
     // The CLI, as a subprocess.
-    let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-        .args([
-            "query",
-            "--socket",
-            d.socket.to_str().unwrap(),
-            "--json",
-            "spf",
-            "example.test",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cli = common::query_json(&d.socket, &["spf", "example.test"]);
     assert_eq!(
         cli["policy"]["answer"]["data"]["spf"]["valid"]["policy"],
         want
@@ -893,16 +877,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoint() {
     let d = start().await;
-    let listener = serve::admin::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(serve::admin::serve(
-        listener,
-        d.service.clone(),
-        stop.clone(),
-    ));
+    let (addr, stop) = common::serve_admin(&d.service).await;
     assert_eq!(http_get(addr, "/live").await.0, 200);
     assert_eq!(
         http_get(addr, "/ready").await.0,

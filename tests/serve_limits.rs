@@ -536,16 +536,7 @@ async fn stalled_connections_are_closed_and_a_full_socket_is_not_ready() {
     })
     .await;
     d.service.set_ready(true);
-    let listener = serve::admin::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let admin = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(serve::admin::serve(
-        listener,
-        d.service.clone(),
-        stop.clone(),
-    ));
+    let (admin, stop) = common::serve_admin(&d.service).await;
     assert_eq!(http_get(admin, "/ready").await, 200);
 
     // Four connections send half a frame and stall: the socket is full.

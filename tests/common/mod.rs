@@ -78,3 +78,37 @@ pub fn no_rate_limit(cfg: &mut mailpolicyd::resolve::ResolverConfig) {
     cfg.limits.per_second = 100_000;
     cfg.limits.burst = 100_000;
 }
+
+/// `mailpolicyd query --socket SOCKET --json ARGS…` as a subprocess: asserts it succeeded
+/// (showing its stderr otherwise) and returns its JSON output.
+pub fn query_json(socket: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+        .args(["query", "--socket", socket.to_str().unwrap(), "--json"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Serves the admin endpoint (default limits) for `service` on a loopback port until the
+/// returned token is cancelled; returns its address.
+pub async fn serve_admin(
+    service: &std::sync::Arc<mailpolicyd::serve::Service>,
+) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+    let listener = mailpolicyd::serve::admin::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(mailpolicyd::serve::admin::serve(
+        listener,
+        service.clone(),
+        stop.clone(),
+    ));
+    (addr, stop)
+}
