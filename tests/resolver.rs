@@ -1504,7 +1504,7 @@ async fn wildcard_probe_never_delays_the_question_that_triggers_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_mark_via_dns_front_end_never_answers_other_shapes() {
-    use mailpolicyd::serve::{self, Service};
+    use mailpolicyd::serve::Service;
     let dns = TestDns::start(vec![
         Zone::new("harden2.test.", 300)
             .txt("*", 3600, &["v=spf1 -all"])
@@ -1514,14 +1514,7 @@ async fn wildcard_mark_via_dns_front_end_never_answers_other_shapes() {
     .await;
     let service = Service::new(Resolver::new(roomy(&dns)).unwrap());
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let addr = serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        service.clone(),
-        false,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let addr = common::serve_dns_front_end(&service, &shutdown).await;
     // A plain DNS client of the front-end (its own wildcard watch out of the way).
     let mut cfg = ResolverConfig::default();
     cfg.upstream.servers = vec![addr];

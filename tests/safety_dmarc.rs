@@ -246,17 +246,12 @@ struct Daemon {
 
 async fn daemon(cfg: ResolverConfig) -> Daemon {
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let common::Socket {
-        path: socket,
-        shutdown,
-        task: _,
-        dir,
-    } = common::serve_socket(&service, SocketConfig::default());
+    let sock = common::serve_socket(&service, SocketConfig::default());
     Daemon {
-        socket,
+        socket: sock.path,
         service,
-        shutdown,
-        _dir: dir,
+        shutdown: sock.shutdown,
+        _dir: sock.dir,
     }
 }
 

@@ -59,18 +59,13 @@ async fn daemon(zones: Vec<Zone>) -> Daemon {
     let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
     common::no_rate_limit(&mut cfg);
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let common::Socket {
-        path: socket,
-        shutdown,
-        task: _,
-        dir,
-    } = common::serve_socket(&service, SocketConfig::default());
+    let sock = common::serve_socket(&service, SocketConfig::default());
     Daemon {
-        socket,
+        socket: sock.path,
         dns,
         service,
-        shutdown,
-        _dir: dir,
+        shutdown: sock.shutdown,
+        _dir: sock.dir,
     }
 }
 
@@ -421,14 +416,7 @@ async fn dns_udp_answers_are_capped_at_1232_and_other_classes_refused() {
         .txt("version", 3600, &["IN data, not the server's version"]);
     let d = daemon(vec![zone]).await;
     let shutdown = CancellationToken::new();
-    let addr = serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        d.service.clone(),
-        false,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let addr = common::serve_dns_front_end(&d.service, &shutdown).await;
 
     // A client offering 4096 gets at most the 1232 we advertise: TC set, for a retry over TCP.
     // Asked twice, so the second ask goes wherever a kept answer would be served from.

@@ -74,19 +74,14 @@ async fn start_with(socket_cfg: SocketConfig) -> Daemon {
     let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
     common::no_rate_limit(&mut cfg);
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let common::Socket {
-        path: socket,
-        shutdown,
-        task,
-        dir,
-    } = common::serve_socket(&service, socket_cfg);
+    let sock = common::serve_socket(&service, socket_cfg);
     Daemon {
-        socket,
+        socket: sock.path,
         dns,
         service,
-        shutdown,
-        task,
-        _dir: dir,
+        shutdown: sock.shutdown,
+        task: sock.task,
+        _dir: sock.dir,
     }
 }
 
@@ -205,14 +200,7 @@ async fn every_client_gets_the_same_answers() {
 async fn dns_front_end_answers_from_the_same_cache() {
     let d = start().await;
     let shutdown = CancellationToken::new();
-    let addr = serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        d.service.clone(),
-        false,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let addr = common::serve_dns_front_end(&d.service, &shutdown).await;
     // hickory as the DNS client.
     let mut cfg = ResolverConfig::default();
     cfg.upstream.servers = vec![addr];
@@ -344,14 +332,7 @@ async fn dns_front_end_wire_cache_and_edge_cases() {
     use hickory_server::proto::op::ResponseCode;
     let d = start().await;
     let shutdown = CancellationToken::new();
-    let addr = serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        d.service.clone(),
-        false,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let addr = common::serve_dns_front_end(&d.service, &shutdown).await;
 
     // First ask fills the wire cache through the resolver; the second, with another ID and
     // other letter case (0x20), is answered from it: same records, the asker's ID and case.

@@ -58,18 +58,13 @@ async fn start_on(dns: TestDns, socket_cfg: SocketConfig, upstream_timeout: Dura
     let mut cfg = common::resolver_config(dns.addr, upstream_timeout);
     common::no_rate_limit(&mut cfg);
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let common::Socket {
-        path: socket,
-        shutdown,
-        task: _,
-        dir,
-    } = common::serve_socket(&service, socket_cfg);
+    let sock = common::serve_socket(&service, socket_cfg);
     Daemon {
-        socket,
+        socket: sock.path,
         _dns: dns,
         service,
-        shutdown,
-        _dir: dir,
+        shutdown: sock.shutdown,
+        _dir: sock.dir,
     }
 }
 

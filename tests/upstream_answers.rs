@@ -58,28 +58,16 @@ async fn start() -> Daemon {
     let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(200));
     cfg.upstream.attempts = 2;
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let common::Socket {
-        path: socket,
-        shutdown,
-        task: _,
-        dir,
-    } = common::serve_socket(&service, SocketConfig::default());
-    let dns_front = serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        service.clone(),
-        false,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let client = Client::connect(&socket).await.unwrap();
+    let sock = common::serve_socket(&service, SocketConfig::default());
+    let dns_front = common::serve_dns_front_end(&service, &sock.shutdown).await;
+    let client = Client::connect(&sock.path).await.unwrap();
     Daemon {
         dns,
         service,
         client,
         dns_front,
-        shutdown,
-        _dir: dir,
+        shutdown: sock.shutdown,
+        _dir: sock.dir,
     }
 }
 
@@ -336,14 +324,7 @@ async fn dns_front_end_txt_after_a_snapshot_restore_returns_every_record() {
     cfg.upstream.servers = vec![d.dns.addr];
     let restored = Service::new(Resolver::new(cfg).unwrap());
     assert!(restored.resolver().load_snapshot(&snap).await.unwrap() > 0);
-    let front = serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        restored.clone(),
-        false,
-        d.shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let front = common::serve_dns_front_end(&restored, &d.shutdown).await;
     let asked = d.dns.log.count("_dmarc.example.test");
     let reply = ask_front_end(front, "_dmarc.example.test.").await;
     assert_eq!(txt_answers(&reply), [OTHER_TXT, DMARC]);

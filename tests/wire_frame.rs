@@ -72,18 +72,13 @@ async fn start() -> Daemon {
     let dns = TestDns::start(vec![Zone::new("example.test.", 300)]).await;
     let cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let common::Socket {
-        path: socket,
-        shutdown,
-        task: _,
-        dir,
-    } = common::serve_socket(&service, SocketConfig::default());
+    let sock = common::serve_socket(&service, SocketConfig::default());
     Daemon {
-        socket,
+        socket: sock.path,
         service,
-        shutdown,
+        shutdown: sock.shutdown,
         _dns: dns,
-        _dir: dir,
+        _dir: sock.dir,
     }
 }
 

@@ -112,3 +112,19 @@ pub async fn serve_admin(
     ));
     (addr, stop)
 }
+
+/// Serves the DNS front-end (no forwarding) for `service` on a loopback UDP port until
+/// `shutdown`; returns its address.
+pub async fn serve_dns_front_end(
+    service: &std::sync::Arc<mailpolicyd::serve::Service>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> std::net::SocketAddr {
+    mailpolicyd::serve::dns::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        service.clone(),
+        false,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap()
+}
