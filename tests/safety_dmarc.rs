@@ -84,6 +84,33 @@ fn failing(from: &str) -> DmarcInput {
     }
 }
 
+/// `from`'s discovery finds `reject.test`'s record at the organizational domain, knows the name
+/// does not exist and applies np = reject; a message failing DMARC is rejected under np.
+/// Returns the discovery's notes. `what` names the case in failure messages.
+async fn rejected_under_np(r: &Resolver, from: &str, now: Instant, what: &str) -> Vec<String> {
+    let d = r
+        .dmarc(from, now)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(d.found_at.as_deref(), Some("reject.test"), "{what}");
+    assert_eq!(d.reason, Some(FoundAt::OrganizationalDomain));
+    assert_eq!(d.domain_exists, Some(false), "{what}");
+    assert_eq!(
+        d.applied,
+        Some((PolicyTag::Np, Disposition::Reject)),
+        "{what}"
+    );
+    let v = r.dmarc_evaluate(&failing(from), now).await;
+    assert_eq!(
+        (v.result, v.disposition),
+        (DmarcResult::Fail, Disposition::Reject),
+        "{what}: {:?}",
+        v.notes
+    );
+    assert_eq!(v.applied, Some(PolicyTag::Np));
+    d.notes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dmarc_long_from_domain_still_rejects() {
     let dns = TestDns::start(zones()).await;
@@ -92,34 +119,15 @@ async fn dmarc_long_from_domain_still_rejects() {
         let r = Resolver::new(config(&dns, mode)).unwrap();
         for len in 240..=253 {
             let from = long_name(len, "reject.test");
-            let d = r
-                .dmarc(&from, now)
-                .await
-                .unwrap_or_else(|e| panic!("{mode:?} {len}: {e}"));
-            assert_eq!(d.found_at.as_deref(), Some("reject.test"), "{mode:?} {len}");
-            assert_eq!(d.reason, Some(FoundAt::OrganizationalDomain));
             // The existence check asks the name itself (an A query needs no prefix).
-            assert_eq!(d.domain_exists, Some(false), "{mode:?} {len}");
-            assert_eq!(
-                d.applied,
-                Some((PolicyTag::Np, Disposition::Reject)),
-                "{mode:?} {len}"
-            );
+            let notes = rejected_under_np(&r, &from, now, &format!("{mode:?} {len}")).await;
             if len + 7 > 253 {
                 assert!(
-                    d.notes.iter().any(|n| n.contains("longer than 253")),
+                    notes.iter().any(|n| n.contains("longer than 253")),
                     "{mode:?} {len}: {:?}",
-                    d.notes
+                    notes
                 );
             }
-            let v = r.dmarc_evaluate(&failing(&from), now).await;
-            assert_eq!(
-                (v.result, v.disposition),
-                (DmarcResult::Fail, Disposition::Reject),
-                "{mode:?} {len}: {:?}",
-                v.notes
-            );
-            assert_eq!(v.applied, Some(PolicyTag::Np));
             // Relaxed alignment of an identifier that long walks the same way.
             let mut aligned = failing(&from);
             aligned.dkim[0].domain = from.clone();
@@ -163,32 +171,13 @@ async fn dmarc_from_domain_beyond_dns_lengths_gets_np_not_permerror() {
         let r = Resolver::new(config(&dns, mode)).unwrap();
         for from in unformable_names() {
             let len = from.len();
-            let d = r
-                .dmarc(&from, now)
-                .await
-                .unwrap_or_else(|e| panic!("{mode:?} {len}: {e}"));
-            assert_eq!(d.found_at.as_deref(), Some("reject.test"), "{mode:?} {len}");
-            assert_eq!(d.reason, Some(FoundAt::OrganizationalDomain));
             // It cannot exist: np applies, without an existence query.
-            assert_eq!(d.domain_exists, Some(false), "{mode:?} {len}");
-            assert_eq!(
-                d.applied,
-                Some((PolicyTag::Np, Disposition::Reject)),
-                "{mode:?} {len}"
-            );
+            let notes = rejected_under_np(&r, &from, now, &format!("{mode:?} {len}")).await;
             assert!(
-                d.notes.iter().any(|n| n.contains("cannot exist in DNS")),
+                notes.iter().any(|n| n.contains("cannot exist in DNS")),
                 "{mode:?} {len}: {:?}",
-                d.notes
+                notes
             );
-            let v = r.dmarc_evaluate(&failing(&from), now).await;
-            assert_eq!(
-                (v.result, v.disposition),
-                (DmarcResult::Fail, Disposition::Reject),
-                "{mode:?} {len}: {:?}",
-                v.notes
-            );
-            assert_eq!(v.applied, Some(PolicyTag::Np));
             // Relaxed alignment against its organization: a DKIM pass for the org aligns.
             let mut aligned = failing(&from);
             aligned.dkim[0].domain = "reject.test".into();
