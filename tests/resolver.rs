@@ -27,6 +27,16 @@ fn resolver(dns: &TestDns) -> Resolver {
     Resolver::new(config(dns)).unwrap()
 }
 
+/// A DNS server whose only record is `example.test`'s `v=spf1 -all`, with a TTL of `ttl`.
+async fn spf_at_apex(ttl: u32) -> TestDns {
+    TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "@",
+        ttl,
+        &["v=spf1 -all"],
+    )])
+    .await
+}
+
 fn spf_text(l: &mailpolicyd::resolve::Lookup) -> String {
     match &l.answer.data {
         Data::Spf(Found::Valid(p)) => p.policy.to_string(),
@@ -36,12 +46,7 @@ fn spf_text(l: &mailpolicyd::resolve::Lookup) -> String {
 
 #[tokio::test]
 async fn repeated_question_makes_one_query() {
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "@",
-        3600,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = spf_at_apex(3600).await;
     let r = resolver(&dns);
     let now = Instant::now();
     let first = r.spf("example.test", now).await.unwrap();
@@ -59,12 +64,7 @@ async fn repeated_question_makes_one_query() {
 
 #[tokio::test]
 async fn concurrent_identical_questions_make_one_query() {
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "@",
-        3600,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = spf_at_apex(3600).await;
     let r = resolver(&dns);
     let now = Instant::now();
     let tasks: Vec<_> = (0..100)
@@ -85,12 +85,7 @@ async fn concurrent_identical_questions_make_one_query() {
 
 #[tokio::test]
 async fn ttl_expiry_refetches() {
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "@",
-        60,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = spf_at_apex(60).await;
     let r = resolver(&dns);
     let t0 = Instant::now();
     assert_eq!(r.spf("example.test", t0).await.unwrap().ttl_remaining, 60);
@@ -113,12 +108,7 @@ async fn ttl_expiry_refetches() {
 #[tokio::test]
 async fn ttls_are_clamped() {
     // A 5-second TTL is held for the 30-second minimum.
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "@",
-        5,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = spf_at_apex(5).await;
     let r = resolver(&dns);
     let t0 = Instant::now();
     r.spf("example.test", t0).await.unwrap();
@@ -134,12 +124,7 @@ async fn ttls_are_clamped() {
 
 #[tokio::test]
 async fn prefetch_refreshes_in_the_background_once() {
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "@",
-        100,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = spf_at_apex(100).await;
     let r = resolver(&dns);
     let t0 = Instant::now();
     r.spf("example.test", t0).await.unwrap();
@@ -275,12 +260,7 @@ async fn stale_answers_for_the_whole_window_when_upstream_stops() {
 
 #[tokio::test]
 async fn a_slow_refresh_serves_stale_within_the_client_timeout() {
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "@",
-        60,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = spf_at_apex(60).await;
     let mut cfg = config(&dns);
     cfg.upstream.timeout = Duration::from_secs(3);
     cfg.cache.client_timeout = Duration::from_millis(100);
