@@ -513,16 +513,12 @@ fn parse_orgdomain_shows_unformable_dmarc_names_as_skipped() {
             "a label is longer than 63 octets",
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-            .args(["parse", "orgdomain", &from])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = common::run_ok(Command::new(env!("CARGO_BIN_EXE_mailpolicyd")).args([
+            "parse",
+            "orgdomain",
+            &from,
+        ]));
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(json["org_domain"], "example.com", "{json}");
         let queries = json["tree_walk_queries"].as_array().unwrap();
         // Only names discovery really asks: each within DNS's lengths, down to the TLD.

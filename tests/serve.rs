@@ -173,17 +173,8 @@ async fn every_client_gets_the_same_answers() {
 
     // The Python client (stdlib only), speaking JSON lines.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python/check_client.py");
-    let py = Command::new("python3")
-        .arg(&script)
-        .arg(&d.socket)
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let py: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let py = common::run_ok(Command::new("python3").arg(&script).arg(&d.socket));
+    let py: serde_json::Value = serde_json::from_slice(&py).unwrap();
     assert_eq!(py["spf"], want);
     assert_eq!(py["dmarc_found_at"], "example.test");
     assert_eq!(py["dmarc_applied"], serde_json::json!(["sp", "quarantine"]));
@@ -1081,17 +1072,12 @@ async fn evaluation_ops_over_the_socket() {
     );
 
     let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-            .args(["query", "--socket", d.socket.to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = common::run_ok(
+            Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+                .args(["query", "--socket", d.socket.to_str().unwrap()])
+                .args(args),
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&out).into_owned()
     };
     let text = cli(&[
         "spf-check",

@@ -79,20 +79,28 @@ pub fn no_rate_limit(cfg: &mut mailpolicyd::resolve::ResolverConfig) {
     cfg.limits.burst = 100_000;
 }
 
-/// `mailpolicyd query --socket SOCKET --json ARGS…` as a subprocess: asserts it succeeded
-/// (showing its stderr otherwise) and returns its JSON output.
-pub fn query_json(socket: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-        .args(["query", "--socket", socket.to_str().unwrap(), "--json"])
-        .args(args)
-        .output()
-        .unwrap();
+/// Runs `cmd`, asserts it exited 0 (showing the program and its stderr otherwise) and returns
+/// its stdout.
+pub fn run_ok(cmd: &mut std::process::Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{}: {}",
+        cmd.get_program().display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.stdout
+}
+
+/// `mailpolicyd query --socket SOCKET --json ARGS…` as a subprocess: asserts it succeeded
+/// and returns its JSON output.
+pub fn query_json(socket: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+            .args(["query", "--socket", socket.to_str().unwrap(), "--json"])
+            .args(args),
+    );
+    serde_json::from_slice(&out).unwrap()
 }
 
 /// Serves the admin endpoint (default limits) for `service` on a loopback port until the
