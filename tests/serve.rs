@@ -884,20 +884,9 @@ async fn admin_endpoint() {
 }
 
 fn daemon(socket: &Path, dns: &TestDns, snapshot: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-        .args([
-            "serve",
-            "--socket",
-            socket.to_str().unwrap(),
-            "--upstream",
-            &dns.addr.to_string(),
-            "--admin",
-            "",
-        ])
+    common::daemon_command(socket, dns.addr)
+        .args(["--admin", ""])
         .args(["--snapshot", snapshot.to_str().unwrap()])
-        .env("MAILPOLICYD_LIMITS_PER_SECOND", "100000")
-        .env("MAILPOLICYD_LIMITS_BURST", "100000")
-        .env("MAILPOLICYD_LOG_LEVEL", "warn")
         .spawn()
         .unwrap()
 }

@@ -140,23 +140,8 @@ impl Drop for Kid {
 }
 
 fn daemon_cmd(socket: &Path, dns: &TestDns) -> Command {
-    let mut c = daemon_cmd_admin(socket, dns);
+    let mut c = common::daemon_command(socket, dns.addr);
     c.args(["--admin", ""]);
-    c
-}
-
-fn daemon_cmd_admin(socket: &Path, dns: &TestDns) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"));
-    c.args([
-        "serve",
-        "--socket",
-        socket.to_str().unwrap(),
-        "--upstream",
-        &dns.addr.to_string(),
-    ])
-    .env("MAILPOLICYD_LIMITS_PER_SECOND", "100000")
-    .env("MAILPOLICYD_LIMITS_BURST", "100000")
-    .env("MAILPOLICYD_LOG_LEVEL", "warn");
     c
 }
 
@@ -260,7 +245,7 @@ async fn failed_start_leaves_no_socket_file() {
     // The admin port is taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = daemon_cmd_admin(&socket, &dns)
+    let out = common::daemon_command(&socket, dns.addr)
         .args(["--admin", &addr])
         .output()
         .unwrap();
@@ -361,15 +346,8 @@ async fn admin_connections_cannot_starve_the_filter_socket() {
         Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
     };
     let mut child = cmd
-        .args([
-            "serve",
-            "--socket",
-            socket.to_str().unwrap(),
-            "--upstream",
-            &dns.addr.to_string(),
-            "--admin",
-            &port.to_string(),
-        ])
+        .args(common::serve_args(&socket, dns.addr))
+        .args(["--admin", &port.to_string()])
         .env("MAILPOLICYD_LOG_LEVEL", "error")
         .spawn()
         .map(Kid)
@@ -968,7 +946,7 @@ async fn admin_max_connections_from_the_environment_bounds_the_daemon() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let mut child = daemon_cmd_admin(&socket, &dns)
+    let mut child = common::daemon_command(&socket, dns.addr)
         .args(["--admin", &port.to_string()])
         .env("MAILPOLICYD_ADMIN_MAX_CONNECTIONS", "2")
         .spawn()

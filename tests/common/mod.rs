@@ -136,3 +136,27 @@ pub async fn serve_dns_front_end(
     .await
     .unwrap()
 }
+
+/// `serve --socket SOCKET --upstream UPSTREAM`: the daemon's arguments in a test.
+pub fn serve_args(socket: &std::path::Path, upstream: std::net::SocketAddr) -> [String; 5] {
+    [
+        "serve".into(),
+        "--socket".into(),
+        socket.to_str().unwrap().into(),
+        "--upstream".into(),
+        upstream.to_string(),
+    ]
+}
+
+/// The daemon binary with [`serve_args`], the rate limit out of the way and warnings logged.
+pub fn daemon_command(
+    socket: &std::path::Path,
+    upstream: std::net::SocketAddr,
+) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mailpolicyd"));
+    c.args(serve_args(socket, upstream))
+        .env("MAILPOLICYD_LIMITS_PER_SECOND", "100000")
+        .env("MAILPOLICYD_LIMITS_BURST", "100000")
+        .env("MAILPOLICYD_LOG_LEVEL", "warn");
+    c
+}
