@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::metric;
 use dnsserver::{TestDns, Zone};
 use mailpolicyd::client::Client;
 use mailpolicyd::resolve::{Data, Found, Resolver, ResolverConfig};
-use mailpolicyd::serve::{self, Service, SocketConfig};
+use mailpolicyd::serve::{Service, SocketConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -390,14 +391,6 @@ fn txt_len(m: &hickory_server::proto::op::Message) -> usize {
             other => panic!("{other:?}"),
         })
         .sum()
-}
-
-fn metric(service: &Service, line_start: &str) -> u64 {
-    serve::admin::render(service)
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |n| n.parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

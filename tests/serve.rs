@@ -14,6 +14,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::metric;
 use dnsserver::{TestDns, Zone};
 use mailpolicyd::client::{BlockingClient, Client, ClientError};
 use mailpolicyd::policy::dmarc::Disposition;
@@ -466,14 +467,6 @@ async fn pipelining_and_many_connections() {
         t.await.unwrap();
     }
     d.shutdown.cancel();
-}
-
-fn metric(service: &Service, name: &str) -> u64 {
-    serve::admin::render(service)
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |n| n.parse().unwrap())
 }
 
 /// The nice values of this process's connection threads (the server runs in the test).

@@ -24,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::metric;
 use dnsserver::{TestDns, Zone};
 use mailpolicyd::client::Client;
 use mailpolicyd::proto::frame::{FrameBuf, Framing, MAX_RESPONSE_FRAME};
@@ -66,14 +67,6 @@ async fn start_on(dns: TestDns, socket_cfg: SocketConfig, upstream_timeout: Dura
         shutdown: sock.shutdown,
         _dir: sock.dir,
     }
-}
-
-fn metric(service: &Service, name: &str) -> u64 {
-    serve::admin::render(service)
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |n| n.parse().unwrap())
 }
 
 async fn ping(path: &Path) -> bool {

@@ -15,7 +15,7 @@ use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCod
 use hickory_server::proto::rr::{Name, RData, RecordType};
 use mailpolicyd::client::{Client, ClientError};
 use mailpolicyd::resolve::{Data, Found, Resolver, ResolverConfig};
-use mailpolicyd::serve::{self, Service, SocketConfig};
+use mailpolicyd::serve::{Service, SocketConfig};
 use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
@@ -89,12 +89,9 @@ async fn ask_front_end(addr: std::net::SocketAddr, name: &str) -> Message {
     Message::from_vec(&buf[..n]).unwrap()
 }
 
+/// The value of the unlabelled metric `name`.
 fn metric(service: &Service, name: &str) -> u64 {
-    serve::admin::render(service)
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |n| n.parse().unwrap())
+    common::metric(service, &format!("{name} "))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,3 +160,13 @@ pub fn daemon_command(
         .env("MAILPOLICYD_LOG_LEVEL", "warn");
     c
 }
+
+/// The value on the first `/metrics` line of `service` that starts with `line_start` (a metric
+/// name, with its labels if any); 0 when there is none.
+pub fn metric(service: &mailpolicyd::serve::Service, line_start: &str) -> u64 {
+    mailpolicyd::serve::admin::render(service)
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
