@@ -160,14 +160,7 @@ fn signal(child: &Child, sig: &str) {
 }
 
 fn wait_exit(child: &mut Kid) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the daemon did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_exit(&mut child.0)
 }
 
 fn rss_kib(pid: u32) -> u64 {
