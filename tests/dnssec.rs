@@ -3,6 +3,7 @@
 //! `secure`; the same zone with a record changed after signing is the error `dnssec_bogus`,
 //! never `secure` and never an OK-shaped "no records", cached as briefly as other failures.
 
+mod common;
 mod dnsserver;
 
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use hickory_server::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector, TLSA
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
 use hickory_server::zone_handler::ZoneHandler;
 use mailpolicyd::proto::WireError;
-use mailpolicyd::resolve::{Data, DnssecStatus, ResolveError, Resolver, ResolverConfig};
+use mailpolicyd::resolve::{Data, DnssecStatus, ResolveError, Resolver};
 
 const DIGEST: [u8; 32] = [0xab; 32];
 
@@ -64,9 +65,7 @@ fn resolver(dns: &TestDns, anchor: &PublicKeyBuf) -> Resolver {
         anchor,
         LowerName::new(&Name::from_ascii("signed.test.").unwrap()),
     );
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = Duration::from_secs(2);
+    let mut cfg = common::resolver_config(dns.addr, Duration::from_secs(2));
     cfg.upstream.trust_anchors = Some(Arc::new(ta));
     Resolver::new(cfg).unwrap()
 }

@@ -2,6 +2,7 @@
 //! authoritative server on loopback: alignment in both modes, `p`/`sp`/`np`, RFC 9989
 //! Appendix B.4.3's PSD boundaries, `t=y`, `pct` sampling, must-pass and DKIM2 forwarders.
 
+mod common;
 mod dnsserver;
 
 use std::time::{Duration, Instant};
@@ -292,9 +293,7 @@ fn cases() -> Vec<Case> {
 async fn dmarc_evaluation_table() {
     let dns = TestDns::start(zones()).await;
     let resolver = |mode: DiscoveryMode| {
-        let mut cfg = ResolverConfig::default();
-        cfg.upstream.servers = vec![dns.addr];
-        cfg.upstream.timeout = Duration::from_millis(500);
+        let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
         cfg.discovery = mode;
         Resolver::new(cfg).unwrap()
     };

@@ -22,6 +22,16 @@ fn exited(c: &mut Child, within: Duration) -> bool {
     false
 }
 
+/// `loadtest/run --stop-leftovers` with `tmp` as its `TMPDIR`.
+fn stop_leftovers(tmp: &Path) -> std::process::Output {
+    Command::new("bash")
+        .args(["loadtest/run", "--stop-leftovers"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TMPDIR", tmp)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn loadtest_never_stops_processes_by_name() {
     let text = script();
@@ -71,12 +81,7 @@ fn loadtest_stops_only_its_own_leftovers_by_pid() {
     std::fs::create_dir(&state).unwrap();
     std::fs::write(state.join("pids"), ledger).unwrap();
 
-    let out = Command::new("bash")
-        .args(["loadtest/run", "--stop-leftovers"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("TMPDIR", tmp.path())
-        .output()
-        .unwrap();
+    let out = stop_leftovers(tmp.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -103,12 +108,7 @@ fn loadtest_refuses_a_planted_ledger_link() {
     let uid = std::fs::metadata(&victim).unwrap().uid();
     let state = tmp.path().join(format!("mailpolicyd-loadtest-{uid}"));
     std::os::unix::fs::symlink(&victim, &state).unwrap();
-    let out = Command::new("bash")
-        .args(["loadtest/run", "--stop-leftovers"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("TMPDIR", tmp.path())
-        .output()
-        .unwrap();
+    let out = stop_leftovers(tmp.path());
     assert!(!out.status.success(), "a planted link is refused");
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing"));
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");

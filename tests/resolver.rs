@@ -3,6 +3,7 @@
 //! serve-stale, DMARC discovery and its collapse, the RFC 9989 tree walk, abuse controls,
 //! truncation and DNSSEC.
 
+mod common;
 mod dnsserver;
 
 use std::sync::Arc;
@@ -17,15 +18,23 @@ use mailpolicyd::resolve::{
 };
 
 fn config(dns: &TestDns) -> ResolverConfig {
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = Duration::from_millis(500);
+    let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
     cfg.upstream.attempts = 1;
     cfg
 }
 
 fn resolver(dns: &TestDns) -> Resolver {
     Resolver::new(config(dns)).unwrap()
+}
+
+/// A DNS server whose only record is `example.test`'s `v=spf1 -all`, with a TTL of `ttl`.
+async fn spf_at_apex(ttl: u32) -> TestDns {
+    TestDns::start(vec![Zone::new("example.test.", 300).txt(
+        "@",
+        ttl,
+        &["v=spf1 -all"],
+    )])
+    .await
 }
 
 fn spf_text(l: &mailpolicyd::resolve::Lookup) -> String {
@@ -37,12 +46,7 @@ fn spf_text(l: &mailpolicyd::resolve::Lookup) -> String {
 
 #[tokio::test]
 async fn repeated_question_makes_one_query() {
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "@",
-        3600,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = spf_at_apex(3600).await;
     let r = resolver(&dns);
     let now = Instant::now();
     let first = r.spf("example.test", now).await.unwrap();
@@ -60,12 +64,7 @@ async fn repeated_question_makes_one_query() {
 
 #[tokio::test]
 async fn concurrent_identical_questions_make_one_query() {
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "@",
-        3600,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = spf_at_apex(3600).await;
     let r = resolver(&dns);
     let now = Instant::now();
     let tasks: Vec<_> = (0..100)
@@ -86,12 +85,7 @@ async fn concurrent_identical_questions_make_one_query() {
 
 #[tokio::test]
 async fn ttl_expiry_refetches() {
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "@",
-        60,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = spf_at_apex(60).await;
     let r = resolver(&dns);
     let t0 = Instant::now();
     assert_eq!(r.spf("example.test", t0).await.unwrap().ttl_remaining, 60);
@@ -114,12 +108,7 @@ async fn ttl_expiry_refetches() {
 #[tokio::test]
 async fn ttls_are_clamped() {
     // A 5-second TTL is held for the 30-second minimum.
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "@",
-        5,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = spf_at_apex(5).await;
     let r = resolver(&dns);
     let t0 = Instant::now();
     r.spf("example.test", t0).await.unwrap();
@@ -135,12 +124,7 @@ async fn ttls_are_clamped() {
 
 #[tokio::test]
 async fn prefetch_refreshes_in_the_background_once() {
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "@",
-        100,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = spf_at_apex(100).await;
     let r = resolver(&dns);
     let t0 = Instant::now();
     r.spf("example.test", t0).await.unwrap();
@@ -276,12 +260,7 @@ async fn stale_answers_for_the_whole_window_when_upstream_stops() {
 
 #[tokio::test]
 async fn a_slow_refresh_serves_stale_within_the_client_timeout() {
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "@",
-        60,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = spf_at_apex(60).await;
     let mut cfg = config(&dns);
     cfg.upstream.timeout = Duration::from_secs(3);
     cfg.cache.client_timeout = Duration::from_millis(100);
@@ -312,8 +291,7 @@ async fn thousand_subdomains(mode: DiscoveryMode) {
     let dns = TestDns::start(org_zone()).await;
     let mut cfg = config(&dns);
     cfg.discovery = mode;
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    common::no_rate_limit(&mut cfg);
     let r = Resolver::new(cfg).unwrap();
     let now = Instant::now();
     for pass in 0..2 {
@@ -1095,8 +1073,7 @@ async fn dmarc_failure_is_temperror_never_none() {
 
 fn roomy(dns: &TestDns) -> ResolverConfig {
     let mut cfg = config(dns);
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    common::no_rate_limit(&mut cfg);
     cfg
 }
 
@@ -1507,7 +1484,7 @@ async fn wildcard_probe_never_delays_the_question_that_triggers_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_mark_via_dns_front_end_never_answers_other_shapes() {
-    use mailpolicyd::serve::{self, Service};
+    use mailpolicyd::serve::Service;
     let dns = TestDns::start(vec![
         Zone::new("harden2.test.", 300)
             .txt("*", 3600, &["v=spf1 -all"])
@@ -1517,20 +1494,12 @@ async fn wildcard_mark_via_dns_front_end_never_answers_other_shapes() {
     .await;
     let service = Service::new(Resolver::new(roomy(&dns)).unwrap());
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let addr = serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        service.clone(),
-        false,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let addr = common::serve_dns_front_end(&service, &shutdown).await;
     // A plain DNS client of the front-end (its own wildcard watch out of the way).
     let mut cfg = ResolverConfig::default();
     cfg.upstream.servers = vec![addr];
     cfg.limits.wildcard_min_names = 1_000_000;
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    common::no_rate_limit(&mut cfg);
     let client = Resolver::new(cfg).unwrap();
     let now = Instant::now();
     for i in 0..120 {

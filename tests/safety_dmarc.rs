@@ -8,6 +8,7 @@
 //! - an organization's burst over its upstream budget is answered from the organization's cached
 //!   record, flagged and counted; an error only when nothing cached can answer.
 
+mod common;
 mod dnsserver;
 
 use std::path::PathBuf;
@@ -47,9 +48,7 @@ fn zones() -> Vec<Zone> {
 }
 
 fn config(dns: &TestDns, mode: DiscoveryMode) -> ResolverConfig {
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = Duration::from_millis(500);
+    let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
     cfg.upstream.attempts = 1;
     cfg.discovery = mode;
     cfg
@@ -85,6 +84,33 @@ fn failing(from: &str) -> DmarcInput {
     }
 }
 
+/// `from`'s discovery finds `reject.test`'s record at the organizational domain, knows the name
+/// does not exist and applies np = reject; a message failing DMARC is rejected under np.
+/// Returns the discovery's notes. `what` names the case in failure messages.
+async fn rejected_under_np(r: &Resolver, from: &str, now: Instant, what: &str) -> Vec<String> {
+    let d = r
+        .dmarc(from, now)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(d.found_at.as_deref(), Some("reject.test"), "{what}");
+    assert_eq!(d.reason, Some(FoundAt::OrganizationalDomain));
+    assert_eq!(d.domain_exists, Some(false), "{what}");
+    assert_eq!(
+        d.applied,
+        Some((PolicyTag::Np, Disposition::Reject)),
+        "{what}"
+    );
+    let v = r.dmarc_evaluate(&failing(from), now).await;
+    assert_eq!(
+        (v.result, v.disposition),
+        (DmarcResult::Fail, Disposition::Reject),
+        "{what}: {:?}",
+        v.notes
+    );
+    assert_eq!(v.applied, Some(PolicyTag::Np));
+    d.notes
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dmarc_long_from_domain_still_rejects() {
     let dns = TestDns::start(zones()).await;
@@ -93,34 +119,15 @@ async fn dmarc_long_from_domain_still_rejects() {
         let r = Resolver::new(config(&dns, mode)).unwrap();
         for len in 240..=253 {
             let from = long_name(len, "reject.test");
-            let d = r
-                .dmarc(&from, now)
-                .await
-                .unwrap_or_else(|e| panic!("{mode:?} {len}: {e}"));
-            assert_eq!(d.found_at.as_deref(), Some("reject.test"), "{mode:?} {len}");
-            assert_eq!(d.reason, Some(FoundAt::OrganizationalDomain));
             // The existence check asks the name itself (an A query needs no prefix).
-            assert_eq!(d.domain_exists, Some(false), "{mode:?} {len}");
-            assert_eq!(
-                d.applied,
-                Some((PolicyTag::Np, Disposition::Reject)),
-                "{mode:?} {len}"
-            );
+            let notes = rejected_under_np(&r, &from, now, &format!("{mode:?} {len}")).await;
             if len + 7 > 253 {
                 assert!(
-                    d.notes.iter().any(|n| n.contains("longer than 253")),
+                    notes.iter().any(|n| n.contains("longer than 253")),
                     "{mode:?} {len}: {:?}",
-                    d.notes
+                    notes
                 );
             }
-            let v = r.dmarc_evaluate(&failing(&from), now).await;
-            assert_eq!(
-                (v.result, v.disposition),
-                (DmarcResult::Fail, Disposition::Reject),
-                "{mode:?} {len}: {:?}",
-                v.notes
-            );
-            assert_eq!(v.applied, Some(PolicyTag::Np));
             // Relaxed alignment of an identifier that long walks the same way.
             let mut aligned = failing(&from);
             aligned.dkim[0].domain = from.clone();
@@ -164,32 +171,13 @@ async fn dmarc_from_domain_beyond_dns_lengths_gets_np_not_permerror() {
         let r = Resolver::new(config(&dns, mode)).unwrap();
         for from in unformable_names() {
             let len = from.len();
-            let d = r
-                .dmarc(&from, now)
-                .await
-                .unwrap_or_else(|e| panic!("{mode:?} {len}: {e}"));
-            assert_eq!(d.found_at.as_deref(), Some("reject.test"), "{mode:?} {len}");
-            assert_eq!(d.reason, Some(FoundAt::OrganizationalDomain));
             // It cannot exist: np applies, without an existence query.
-            assert_eq!(d.domain_exists, Some(false), "{mode:?} {len}");
-            assert_eq!(
-                d.applied,
-                Some((PolicyTag::Np, Disposition::Reject)),
-                "{mode:?} {len}"
-            );
+            let notes = rejected_under_np(&r, &from, now, &format!("{mode:?} {len}")).await;
             assert!(
-                d.notes.iter().any(|n| n.contains("cannot exist in DNS")),
+                notes.iter().any(|n| n.contains("cannot exist in DNS")),
                 "{mode:?} {len}: {:?}",
-                d.notes
+                notes
             );
-            let v = r.dmarc_evaluate(&failing(&from), now).await;
-            assert_eq!(
-                (v.result, v.disposition),
-                (DmarcResult::Fail, Disposition::Reject),
-                "{mode:?} {len}: {:?}",
-                v.notes
-            );
-            assert_eq!(v.applied, Some(PolicyTag::Np));
             // Relaxed alignment against its organization: a DKIM pass for the org aligns.
             let mut aligned = failing(&from);
             aligned.dkim[0].domain = "reject.test".into();
@@ -247,22 +235,12 @@ struct Daemon {
 
 async fn daemon(cfg: ResolverConfig) -> Daemon {
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let socket_cfg = SocketConfig::default();
-    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve::run(
-        listener,
-        service.clone(),
-        socket_cfg,
-        shutdown.clone(),
-    ));
+    let sock = common::serve_socket(&service, SocketConfig::default());
     Daemon {
-        socket,
+        socket: sock.path,
         service,
-        shutdown,
-        _dir: dir,
+        shutdown: sock.shutdown,
+        _dir: sock.dir,
     }
 }
 
@@ -290,17 +268,7 @@ async fn dmarc_long_from_domain_rejects_over_the_socket_and_cli() {
                 (DmarcResult::Fail, Disposition::Reject),
                 "{mode:?} {len}"
             );
-            let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-                .args(["query", "--socket", d.socket.to_str().unwrap(), "--json"])
-                .args(["dmarc", &from])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let json = common::query_json(&d.socket, &["dmarc", &from]);
             assert_eq!(json["dmarc"]["found_at"], "reject.test", "{json}");
             assert_eq!(json["dmarc"]["applied"][1], "reject", "{json}");
         }
@@ -545,16 +513,12 @@ fn parse_orgdomain_shows_unformable_dmarc_names_as_skipped() {
             "a label is longer than 63 octets",
         ),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-            .args(["parse", "orgdomain", &from])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = common::run_ok(Command::new(env!("CARGO_BIN_EXE_mailpolicyd")).args([
+            "parse",
+            "orgdomain",
+            &from,
+        ]));
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(json["org_domain"], "example.com", "{json}");
         let queries = json["tree_walk_queries"].as_array().unwrap();
         // Only names discovery really asks: each within DNS's lengths, down to the TLD.

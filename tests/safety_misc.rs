@@ -4,6 +4,7 @@
 //! front-end's UDP size cap and classes (item 15), DMARC report-URI amplification (item 18) and
 //! the CLI's human output (item 19).
 
+mod common;
 mod dnsserver;
 
 use std::net::IpAddr;
@@ -11,10 +12,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::metric;
 use dnsserver::{TestDns, Zone};
 use mailpolicyd::client::Client;
 use mailpolicyd::resolve::{Data, Found, Resolver, ResolverConfig};
-use mailpolicyd::serve::{self, Service, SocketConfig};
+use mailpolicyd::serve::{Service, SocketConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -22,8 +24,7 @@ async fn resolver(zones: Vec<Zone>) -> (TestDns, Resolver) {
     let dns = TestDns::start(zones).await;
     let mut cfg = ResolverConfig::default();
     cfg.upstream.servers = vec![dns.addr];
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    common::no_rate_limit(&mut cfg);
     (dns, Resolver::new(cfg).unwrap())
 }
 
@@ -56,29 +57,16 @@ impl Drop for Daemon {
 
 async fn daemon(zones: Vec<Zone>) -> Daemon {
     let dns = TestDns::start(zones).await;
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = Duration::from_millis(500);
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
+    common::no_rate_limit(&mut cfg);
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let socket_cfg = SocketConfig::default();
-    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve::run(
-        listener,
-        service.clone(),
-        socket_cfg,
-        shutdown.clone(),
-    ));
+    let sock = common::serve_socket(&service, SocketConfig::default());
     Daemon {
-        socket,
+        socket: sock.path,
         dns,
         service,
-        shutdown,
-        _dir: dir,
+        shutdown: sock.shutdown,
+        _dir: sock.dir,
     }
 }
 
@@ -405,14 +393,6 @@ fn txt_len(m: &hickory_server::proto::op::Message) -> usize {
         .sum()
 }
 
-fn metric(service: &Service, line_start: &str) -> u64 {
-    serve::admin::render(service)
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |n| n.parse().unwrap())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_udp_answers_are_capped_at_1232_and_other_classes_refused() {
     use hickory_server::proto::op::ResponseCode;
@@ -429,14 +409,7 @@ async fn dns_udp_answers_are_capped_at_1232_and_other_classes_refused() {
         .txt("version", 3600, &["IN data, not the server's version"]);
     let d = daemon(vec![zone]).await;
     let shutdown = CancellationToken::new();
-    let addr = serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        d.service.clone(),
-        false,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let addr = common::serve_dns_front_end(&d.service, &shutdown).await;
 
     // A client offering 4096 gets at most the 1232 we advertise: TC set, for a retry over TCP.
     // Asked twice, so the second ask goes wherever a kept answer would be served from.

@@ -5,6 +5,7 @@
 //! the same answers; pipelining, many connections, the bad-input suite, access control, the
 //! admin endpoint, and a warm restart of the real daemon binary.
 
+mod common;
 mod dnsserver;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -13,6 +14,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::metric;
 use dnsserver::{TestDns, Zone};
 use mailpolicyd::client::{BlockingClient, Client, ClientError};
 use mailpolicyd::policy::dmarc::Disposition;
@@ -70,29 +72,17 @@ struct Daemon {
 
 async fn start_with(socket_cfg: SocketConfig) -> Daemon {
     let dns = TestDns::start(zones()).await;
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = Duration::from_millis(500);
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
+    common::no_rate_limit(&mut cfg);
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve::run(
-        listener,
-        service.clone(),
-        socket_cfg,
-        shutdown.clone(),
-    ));
+    let sock = common::serve_socket(&service, socket_cfg);
     Daemon {
-        socket,
+        socket: sock.path,
         dns,
         service,
-        shutdown,
-        task,
-        _dir: dir,
+        shutdown: sock.shutdown,
+        task: sock.task,
+        _dir: sock.dir,
     }
 }
 
@@ -143,23 +133,7 @@ async fn every_client_gets_the_same_answers() {
     assert_eq!(blocking, want);
 
     // The CLI, as a subprocess.
-    let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-        .args([
-            "query",
-            "--socket",
-            d.socket.to_str().unwrap(),
-            "--json",
-            "spf",
-            "example.test",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cli = common::query_json(&d.socket, &["spf", "example.test"]);
     assert_eq!(
         cli["policy"]["answer"]["data"]["spf"]["valid"]["policy"],
         want
@@ -200,17 +174,8 @@ async fn every_client_gets_the_same_answers() {
 
     // The Python client (stdlib only), speaking JSON lines.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python/check_client.py");
-    let py = Command::new("python3")
-        .arg(&script)
-        .arg(&d.socket)
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let py: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    let py = common::run_ok(Command::new("python3").arg(&script).arg(&d.socket));
+    let py: serde_json::Value = serde_json::from_slice(&py).unwrap();
     assert_eq!(py["spf"], want);
     assert_eq!(py["dmarc_found_at"], "example.test");
     assert_eq!(py["dmarc_applied"], serde_json::json!(["sp", "quarantine"]));
@@ -227,14 +192,7 @@ async fn every_client_gets_the_same_answers() {
 async fn dns_front_end_answers_from_the_same_cache() {
     let d = start().await;
     let shutdown = CancellationToken::new();
-    let addr = serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        d.service.clone(),
-        false,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let addr = common::serve_dns_front_end(&d.service, &shutdown).await;
     // hickory as the DNS client.
     let mut cfg = ResolverConfig::default();
     cfg.upstream.servers = vec![addr];
@@ -366,14 +324,7 @@ async fn dns_front_end_wire_cache_and_edge_cases() {
     use hickory_server::proto::op::ResponseCode;
     let d = start().await;
     let shutdown = CancellationToken::new();
-    let addr = serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        d.service.clone(),
-        false,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let addr = common::serve_dns_front_end(&d.service, &shutdown).await;
 
     // First ask fills the wire cache through the resolver; the second, with another ID and
     // other letter case (0x20), is answered from it: same records, the asker's ID and case.
@@ -516,14 +467,6 @@ async fn pipelining_and_many_connections() {
         t.await.unwrap();
     }
     d.shutdown.cancel();
-}
-
-fn metric(service: &Service, name: &str) -> u64 {
-    serve::admin::render(service)
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |n| n.parse().unwrap())
 }
 
 /// The nice values of this process's connection threads (the server runs in the test).
@@ -899,16 +842,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoint() {
     let d = start().await;
-    let listener = serve::admin::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(serve::admin::serve(
-        listener,
-        d.service.clone(),
-        stop.clone(),
-    ));
+    let (addr, stop) = common::serve_admin(&d.service).await;
     assert_eq!(http_get(addr, "/live").await.0, 200);
     assert_eq!(
         http_get(addr, "/ready").await.0,
@@ -943,20 +877,9 @@ async fn admin_endpoint() {
 }
 
 fn daemon(socket: &Path, dns: &TestDns, snapshot: &Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-        .args([
-            "serve",
-            "--socket",
-            socket.to_str().unwrap(),
-            "--upstream",
-            &dns.addr.to_string(),
-            "--admin",
-            "",
-        ])
+    common::daemon_command(socket, dns.addr)
+        .args(["--admin", ""])
         .args(["--snapshot", snapshot.to_str().unwrap()])
-        .env("MAILPOLICYD_LIMITS_PER_SECOND", "100000")
-        .env("MAILPOLICYD_LIMITS_BURST", "100000")
-        .env("MAILPOLICYD_LOG_LEVEL", "warn")
         .spawn()
         .unwrap()
 }
@@ -980,14 +903,7 @@ fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
         .status()
         .unwrap();
     assert!(ok.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the daemon did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_exit(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1131,17 +1047,12 @@ async fn evaluation_ops_over_the_socket() {
     );
 
     let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-            .args(["query", "--socket", d.socket.to_str().unwrap()])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = common::run_ok(
+            Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+                .args(["query", "--socket", d.socket.to_str().unwrap()])
+                .args(args),
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&out).into_owned()
     };
     let text = cli(&[
         "spf-check",

@@ -14,6 +14,7 @@
 //!   snapshot directory is reported at start;
 //! - item 17: negative or repeated JSON ids are `bad_json`; rejected frames are counted.
 
+mod common;
 mod dnsserver;
 
 use std::io::{Read, Write};
@@ -23,11 +24,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::metric;
 use dnsserver::{TestDns, Zone};
 use mailpolicyd::client::Client;
 use mailpolicyd::proto::frame::{FrameBuf, Framing, MAX_RESPONSE_FRAME};
 use mailpolicyd::proto::{self, Op, Outcome, Request, Response};
-use mailpolicyd::resolve::{Resolver, ResolverConfig, Source};
+use mailpolicyd::resolve::{Resolver, Source};
 use mailpolicyd::serve::{self, Service, SocketConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -54,37 +56,17 @@ async fn start_with(socket_cfg: SocketConfig) -> Daemon {
 }
 
 async fn start_on(dns: TestDns, socket_cfg: SocketConfig, upstream_timeout: Duration) -> Daemon {
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = upstream_timeout;
-    cfg.limits.per_second = 100_000;
-    cfg.limits.burst = 100_000;
+    let mut cfg = common::resolver_config(dns.addr, upstream_timeout);
+    common::no_rate_limit(&mut cfg);
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve::run(
-        listener,
-        service.clone(),
-        socket_cfg,
-        shutdown.clone(),
-    ));
+    let sock = common::serve_socket(&service, socket_cfg);
     Daemon {
-        socket,
+        socket: sock.path,
         _dns: dns,
         service,
-        shutdown,
-        _dir: dir,
+        shutdown: sock.shutdown,
+        _dir: sock.dir,
     }
-}
-
-fn metric(service: &Service, name: &str) -> u64 {
-    serve::admin::render(service)
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |n| n.parse().unwrap())
 }
 
 async fn ping(path: &Path) -> bool {
@@ -151,23 +133,8 @@ impl Drop for Kid {
 }
 
 fn daemon_cmd(socket: &Path, dns: &TestDns) -> Command {
-    let mut c = daemon_cmd_admin(socket, dns);
+    let mut c = common::daemon_command(socket, dns.addr);
     c.args(["--admin", ""]);
-    c
-}
-
-fn daemon_cmd_admin(socket: &Path, dns: &TestDns) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"));
-    c.args([
-        "serve",
-        "--socket",
-        socket.to_str().unwrap(),
-        "--upstream",
-        &dns.addr.to_string(),
-    ])
-    .env("MAILPOLICYD_LIMITS_PER_SECOND", "100000")
-    .env("MAILPOLICYD_LIMITS_BURST", "100000")
-    .env("MAILPOLICYD_LOG_LEVEL", "warn");
     c
 }
 
@@ -193,14 +160,7 @@ fn signal(child: &Child, sig: &str) {
 }
 
 fn wait_exit(child: &mut Kid) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the daemon did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_exit(&mut child.0)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -271,7 +231,7 @@ async fn failed_start_leaves_no_socket_file() {
     // The admin port is taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = daemon_cmd_admin(&socket, &dns)
+    let out = common::daemon_command(&socket, dns.addr)
         .args(["--admin", &addr])
         .output()
         .unwrap();
@@ -372,15 +332,8 @@ async fn admin_connections_cannot_starve_the_filter_socket() {
         Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
     };
     let mut child = cmd
-        .args([
-            "serve",
-            "--socket",
-            socket.to_str().unwrap(),
-            "--upstream",
-            &dns.addr.to_string(),
-            "--admin",
-            &port.to_string(),
-        ])
+        .args(common::serve_args(&socket, dns.addr))
+        .args(["--admin", &port.to_string()])
         .env("MAILPOLICYD_LOG_LEVEL", "error")
         .spawn()
         .map(Kid)
@@ -542,16 +495,7 @@ async fn stalled_connections_are_closed_and_a_full_socket_is_not_ready() {
     })
     .await;
     d.service.set_ready(true);
-    let listener = serve::admin::bind("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let admin = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(serve::admin::serve(
-        listener,
-        d.service.clone(),
-        stop.clone(),
-    ));
+    let (admin, stop) = common::serve_admin(&d.service).await;
     assert_eq!(http_get(admin, "/ready").await, 200);
 
     // Four connections send half a frame and stall: the socket is full.
@@ -988,7 +932,7 @@ async fn admin_max_connections_from_the_environment_bounds_the_daemon() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let mut child = daemon_cmd_admin(&socket, &dns)
+    let mut child = common::daemon_command(&socket, dns.addr)
         .args(["--admin", &port.to_string()])
         .env("MAILPOLICYD_ADMIN_MAX_CONNECTIONS", "2")
         .spawn()

@@ -15,7 +15,7 @@ use dnsserver::{TestDns, Zone};
 use hickory_server::proto::rr::domain::Label;
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, TXT};
 use hickory_server::proto::rr::{Name, RData, RecordType};
-use mailpolicyd::resolve::{Resolver, ResolverConfig};
+use mailpolicyd::resolve::Resolver;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn text(y: &Yaml) -> String {
@@ -123,12 +123,9 @@ async fn rfc7208_suite() {
         for (name, answered) in &timeouts {
             dns.silence_except(name, answered);
         }
-        let mut cfg = ResolverConfig::default();
-        cfg.upstream.servers = vec![dns.addr];
-        cfg.upstream.timeout = Duration::from_millis(150);
+        let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(150));
         cfg.upstream.attempts = 1;
-        cfg.limits.per_second = 100_000;
-        cfg.limits.burst = 100_000;
+        common::no_rate_limit(&mut cfg);
         let resolver = Resolver::new(cfg).unwrap();
         let (mut p, mut f) = (0, 0);
         let Yaml::Hash(tests) = &doc["tests"] else {

@@ -3,6 +3,7 @@
 //! or fails (SERVFAIL, REFUSED, a dropped query); and the `cache.failure_ttl_s` setting.
 //! The upstream is the in-process authority of `tests/dnsserver/`.
 
+mod common;
 mod dnsserver;
 
 use std::process::Command;
@@ -14,7 +15,7 @@ use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCod
 use hickory_server::proto::rr::{Name, RData, RecordType};
 use mailpolicyd::client::{Client, ClientError};
 use mailpolicyd::resolve::{Data, Found, Resolver, ResolverConfig};
-use mailpolicyd::serve::{self, Service, SocketConfig};
+use mailpolicyd::serve::{Service, SocketConfig};
 use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
@@ -54,38 +55,19 @@ async fn start() -> Daemon {
         "inject.example.test",
         TestDns::txt_record("victim.test.", 3600, &["v=spf1 +all"]),
     );
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = Duration::from_millis(200);
+    let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(200));
     cfg.upstream.attempts = 2;
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let socket_cfg = SocketConfig::default();
-    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve::run(
-        listener,
-        service.clone(),
-        socket_cfg,
-        shutdown.clone(),
-    ));
-    let dns_front = serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        service.clone(),
-        false,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
-    let client = Client::connect(&socket).await.unwrap();
+    let sock = common::serve_socket(&service, SocketConfig::default());
+    let dns_front = common::serve_dns_front_end(&service, &sock.shutdown).await;
+    let client = Client::connect(&sock.path).await.unwrap();
     Daemon {
         dns,
         service,
         client,
         dns_front,
-        shutdown,
-        _dir: dir,
+        shutdown: sock.shutdown,
+        _dir: sock.dir,
     }
 }
 
@@ -107,12 +89,9 @@ async fn ask_front_end(addr: std::net::SocketAddr, name: &str) -> Message {
     Message::from_vec(&buf[..n]).unwrap()
 }
 
+/// The value of the unlabelled metric `name`.
 fn metric(service: &Service, name: &str) -> u64 {
-    serve::admin::render(service)
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .map_or(0, |n| n.parse().unwrap())
+    common::metric(service, &format!("{name} "))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,14 +321,7 @@ async fn dns_front_end_txt_after_a_snapshot_restore_returns_every_record() {
     cfg.upstream.servers = vec![d.dns.addr];
     let restored = Service::new(Resolver::new(cfg).unwrap());
     assert!(restored.resolver().load_snapshot(&snap).await.unwrap() > 0);
-    let front = serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        restored.clone(),
-        false,
-        d.shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let front = common::serve_dns_front_end(&restored, &d.shutdown).await;
     let asked = d.dns.log.count("_dmarc.example.test");
     let reply = ask_front_end(front, "_dmarc.example.test.").await;
     assert_eq!(txt_answers(&reply), [OTHER_TXT, DMARC]);

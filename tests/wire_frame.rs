@@ -1,6 +1,7 @@
 //! The wire contract's one frame codec (`proto::frame`) and one error table (`proto::error`),
 //! through the real server and the real clients on real Unix sockets.
 
+mod common;
 mod dnsserver;
 
 use std::io::{Read, Write};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use dnsserver::{TestDns, Zone};
 use mailpolicyd::client::{BlockingClient, Client, ClientError};
 use mailpolicyd::proto::{ERROR_CODES, ErrorCode, Op, Outcome, Reply, Response};
-use mailpolicyd::resolve::{Resolver, ResolverConfig};
+use mailpolicyd::resolve::Resolver;
 use mailpolicyd::serve::{self, Service, SocketConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -69,27 +70,15 @@ struct Daemon {
 
 async fn start() -> Daemon {
     let dns = TestDns::start(vec![Zone::new("example.test.", 300)]).await;
-    let mut cfg = ResolverConfig::default();
-    cfg.upstream.servers = vec![dns.addr];
-    cfg.upstream.timeout = Duration::from_millis(500);
+    let cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
     let service = Service::new(Resolver::new(cfg).unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let socket_cfg = SocketConfig::default();
-    let listener = serve::socket::bind(&socket, socket_cfg.mode).unwrap();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(serve::run(
-        listener,
-        service.clone(),
-        socket_cfg,
-        shutdown.clone(),
-    ));
+    let sock = common::serve_socket(&service, SocketConfig::default());
     Daemon {
-        socket,
+        socket: sock.path,
         service,
-        shutdown,
+        shutdown: sock.shutdown,
         _dns: dns,
-        _dir: dir,
+        _dir: sock.dir,
     }
 }
 

@@ -529,20 +529,7 @@ fn socket_load(
             std::thread::spawn(move || conn_load(path, ops, start, depth, deadline))
         })
         .collect();
-    let mut r = LoadResult {
-        hist: Some(Histogram::new_with_bounds(100, 60_000_000_000, 3).unwrap()),
-        ..LoadResult::default()
-    };
-    for t in threads {
-        let (d, e, h) = t.join().unwrap();
-        r.done += d;
-        r.errors += e;
-        if let Some(all) = r.hist.as_mut() {
-            let _ = all.add(&h);
-        }
-    }
-    r.seconds = started.elapsed().as_secs_f64();
-    r
+    joined(threads, started)
 }
 
 /// Runs every op once, spread over the connections, each keeping `depth` in flight.
@@ -723,12 +710,20 @@ fn udp_load(
             })
         })
         .collect();
+    joined(handles, started)
+}
+
+/// The load threads' counts and latencies summed into one result, timed from `started`.
+fn joined(
+    threads: Vec<std::thread::JoinHandle<(u64, u64, Histogram<u64>)>>,
+    started: Instant,
+) -> LoadResult {
     let mut r = LoadResult {
         hist: Some(Histogram::new_with_bounds(100, 60_000_000_000, 3).unwrap()),
         ..LoadResult::default()
     };
-    for h in handles {
-        let (d, e, hist) = h.join().unwrap();
+    for t in threads {
+        let (d, e, hist) = t.join().unwrap();
         r.done += d;
         r.errors += e;
         if let Some(all) = r.hist.as_mut() {
