@@ -42,6 +42,7 @@
 
 pub mod client;
 pub mod config;
+pub mod model;
 pub mod policy;
 pub mod proto;
 pub mod resolve;

@@ -9,50 +9,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use super::answer::Found;
 use super::{Answer, Data, Kind, Lookup, Rcode, ResolveError, Resolver, Source};
+pub use crate::model::dmarc::{DiscoveryMode, FoundAt, PolicyTag};
 use crate::policy::Parsed;
 use crate::policy::dmarc::{Disposition, DmarcRecord, Psd};
 use crate::policy::orgdomain::{self, dmarc_query_name};
-
-/// How the organizational domain is found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DiscoveryMode {
-    /// RFC 7489: the Public Suffix List.
-    Psl,
-    /// RFC 9989: the DNS tree walk (the default).
-    #[serde(rename = "treewalk")]
-    TreeWalk,
-    /// The tree walk, cross-checked against the PSL in the notes.
-    Both,
-}
-
-/// Where the applied record was found, and so why it applies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FoundAt {
-    /// At the author domain itself: `p` applies.
-    AuthorDomain,
-    /// At the organizational domain: `sp` or `np` applies to the subdomain.
-    OrganizationalDomain,
-    /// At a public suffix domain (`psd=y`, RFC 9989).
-    PublicSuffixDomain,
-}
-
-/// Which policy tag governs the message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PolicyTag {
-    /// `p`: the author domain's own record.
-    P,
-    /// `sp`: an existing subdomain.
-    Sp,
-    /// `np`: a non-existent subdomain (NXDOMAIN for the author domain, RFC 9989 §3.2.13).
-    Np,
-}
 
 /// The outcome of discovery for one author domain.
 #[derive(Clone, Debug)]

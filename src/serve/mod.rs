@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::proto::ErrorCode;
 use crate::proto::{
     self, DmarcAnswer, Op, Outcome, PROTOCOL_MAJOR, PROTOCOL_MINOR, PolicyAnswer, Reply, Request,
     Response, WireError,
@@ -351,6 +352,24 @@ fn policy_answer(l: Lookup) -> PolicyAnswer {
         source: l.source,
         ttl: l.ttl_remaining,
         answer: l.answer,
+    }
+}
+
+/// A resolver error as the wire tells it: its row of `proto::error`'s table (the table stays in
+/// `proto`; this mapping lives here, where both sides are visible).
+impl From<&ResolveError> for WireError {
+    fn from(e: &ResolveError) -> WireError {
+        let code = match e {
+            ResolveError::Timeout => ErrorCode::Timeout,
+            ResolveError::ServFail => ErrorCode::ServFail,
+            ResolveError::Refused => ErrorCode::Refused,
+            ResolveError::DnssecBogus => ErrorCode::DnssecBogus,
+            ResolveError::RateLimited => ErrorCode::RateLimited,
+            ResolveError::InvalidName(_) => ErrorCode::InvalidName,
+            ResolveError::Rcode(_) | ResolveError::Network(_) => ErrorCode::Upstream,
+            _ => ErrorCode::Internal,
+        };
+        WireError::of(code, e.to_string())
     }
 }
 
