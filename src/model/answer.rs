@@ -265,6 +265,14 @@ impl Answer {
         }
     }
 
+    /// The record when this is a valid DMARC policy record.
+    pub fn dmarc_record(&self) -> Option<&Parsed<policy::dmarc::DmarcRecord>> {
+        match &self.data {
+            Data::Dmarc(found) => found.valid(),
+            _ => None,
+        }
+    }
+
     /// Whether the answer has records (not NXDOMAIN/NODATA/bogus).
     pub fn is_positive(&self) -> bool {
         !matches!(self.data, Data::None)

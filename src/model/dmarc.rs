@@ -3,9 +3,79 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::answer::{PolicyAnswer, Source};
 use crate::model::spf::SpfResult;
-use crate::policy::dmarc::Disposition;
+use crate::policy::Parsed;
+use crate::policy::dmarc::{Disposition, DmarcRecord};
 use crate::policy::str_enum;
+
+/// The outcome of DMARC discovery for one author domain: what the resolver finds and, as it is,
+/// what the `dmarc` op answers (`proto::DmarcAnswer` is this type). The fields are in the wire
+/// order (postcard is positional); `rate_limited_fallback` is the resolver's and not sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DmarcDiscovery {
+    /// The author domain asked about, normalized.
+    pub domain: String,
+    /// The domain whose `_dmarc` record applies, if one does.
+    pub found_at: Option<String>,
+    /// Why it applies (author domain, organizational domain, public suffix domain).
+    pub reason: Option<FoundAt>,
+    /// The organizational domain, where discovery determined it.
+    pub org_domain: Option<String>,
+    /// The tag that governs (`p`, `sp`, `np`) and its disposition.
+    pub applied: Option<(PolicyTag, Disposition)>,
+    /// Whether the author domain exists (asked only to choose `sp` or `np`).
+    pub domain_exists: Option<bool>,
+    /// The least fresh source among the answers used ([`DmarcDiscovery::least_fresh_source`],
+    /// set when discovery ends).
+    pub source: Source,
+    /// The answer holding the applied record, where it came from and its remaining TTL.
+    pub record: Option<PolicyAnswer>,
+    /// Every `_dmarc` name asked, in order, with where its answer came from.
+    pub queries: Vec<(String, Source)>,
+    /// Discarded invalid records, PSL/tree-walk disagreements, names skipped.
+    pub notes: Vec<String>,
+    /// The organization's upstream budget was spent: a longer name's own `_dmarc` record was
+    /// not asked, and a shorter name's cached record answered (flagged in `queries` with
+    /// [`Source::RateLimitedFallback`] and in `notes`), or the author domain's existence was
+    /// not asked and came from the cache (or did not matter: `sp` = `np`). Counted once. Not
+    /// on the wire (`source` says it).
+    #[serde(skip)]
+    pub rate_limited_fallback: bool,
+}
+
+impl DmarcDiscovery {
+    /// The applied record.
+    pub fn applied_record(&self) -> Option<&Parsed<DmarcRecord>> {
+        self.record.as_ref().and_then(|r| r.answer.dmarc_record())
+    }
+
+    /// The `source` field: the least fresh source among the answers used, as discovery ended.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// The least fresh source among the answers used (stale beats miss beats hit);
+    /// [`Source::RateLimitedFallback`] whenever something was not asked because of the limit.
+    pub fn least_fresh_source(&self) -> Source {
+        if self.rate_limited_fallback {
+            return Source::RateLimitedFallback;
+        }
+        let rank = |s: &Source| match s {
+            Source::RateLimitedFallback => 0,
+            Source::Stale => 0,
+            Source::Wildcard => 1,
+            Source::Miss => 2,
+            Source::Prefetched => 3,
+            Source::Hit => 4,
+        };
+        self.queries
+            .iter()
+            .map(|(_, s)| *s)
+            .min_by_key(rank)
+            .unwrap_or(Source::Hit)
+    }
+}
 
 /// How the organizational domain is found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

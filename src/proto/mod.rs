@@ -19,11 +19,13 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::model::answer::PolicyAnswer;
 use crate::model::answer::{Answer, Source};
-use crate::model::dmarc::{DmarcInput, DmarcVerdict, FoundAt, PolicyTag};
+/// The answer to `dmarc`: the DMARC policy that applies, and how it was found. The resolver's
+/// discovery result itself, sent as it is (no field-by-field copy).
+pub use crate::model::dmarc::DmarcDiscovery as DmarcAnswer;
+use crate::model::dmarc::{DmarcInput, DmarcVerdict};
 use crate::model::spf::SpfCheck;
 use crate::model::stats::StatsSnapshot;
 use crate::policy::atps::AtpsHash;
-use crate::policy::dmarc::Disposition;
 
 /// Protocol major version: a client announcing another major is refused.
 pub const PROTOCOL_MAJOR: u32 = 1;
@@ -164,31 +166,6 @@ pub enum Reply {
     SpfCheck(Box<SpfCheck>),
     /// To `DmarcEvaluate`.
     DmarcVerdict(Box<DmarcVerdict>),
-}
-
-/// The DMARC policy that applies, and how it was found.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DmarcAnswer {
-    /// The author domain asked about.
-    pub domain: String,
-    /// The domain whose `_dmarc` record applies, if one does.
-    pub found_at: Option<String>,
-    /// Why it applies (author domain, organizational domain, public suffix domain).
-    pub reason: Option<FoundAt>,
-    /// The organizational domain, where discovery determined it.
-    pub org_domain: Option<String>,
-    /// The tag that governs (`p`, `sp`, `np`) and its disposition.
-    pub applied: Option<(PolicyTag, Disposition)>,
-    /// Whether the author domain exists (asked only to choose `sp` or `np`).
-    pub domain_exists: Option<bool>,
-    /// The least fresh source among the answers used.
-    pub source: Source,
-    /// The answer holding the applied record.
-    pub record: Option<PolicyAnswer>,
-    /// Every `_dmarc` name asked, in order, with its source.
-    pub queries: Vec<(String, Source)>,
-    /// Discarded invalid records, PSL/tree-walk disagreements.
-    pub notes: Vec<String>,
 }
 
 /// A stable error code plus a human message.

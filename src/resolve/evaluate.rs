@@ -135,7 +135,7 @@ impl Resolver {
         v.reason = disc.reason;
         v.notes.extend(disc.notes.iter().cloned());
         let (Some(record), Some((tag, published))) =
-            (disc.record().map(|r| &r.policy), disc.applied)
+            (disc.applied_record().map(|r| &r.policy), disc.applied)
         else {
             v.notes
                 .push("no DMARC policy applies: DMARC does not apply to this message".into());
@@ -251,7 +251,7 @@ impl Resolver {
         // DKIM2 forwarders (extension): each one's fp= (else p=) is a candidate.
         for fwd in &input.forwarders {
             match self.dmarc(fwd, now).await {
-                Ok(fd) => match fd.record().map(|r| &r.policy) {
+                Ok(fd) => match fd.applied_record().map(|r| &r.policy) {
                     Some(fr) => {
                         let (disp, tag) = match fr.fp {
                             Some(fp) => (fp, "fp"),

@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use crate::proto::ErrorCode;
 use crate::proto::{
-    self, DmarcAnswer, Op, Outcome, PROTOCOL_MAJOR, PROTOCOL_MINOR, PolicyAnswer, Reply, Request,
-    Response, WireError,
+    self, Op, Outcome, PROTOCOL_MAJOR, PROTOCOL_MINOR, PolicyAnswer, Reply, Request, Response,
+    WireError,
 };
 use crate::resolve::{Kind, Lookup, ResolveError, Resolver};
 
@@ -205,27 +205,7 @@ impl Service {
             }
             Op::Dmarc { domain } => match proto::normalize_author_domain(&domain) {
                 Ok(d) => match r.dmarc(&d, now).await {
-                    Ok(disc) => {
-                        let source = disc.source();
-                        Outcome::Ok(Reply::Dmarc(Box::new(DmarcAnswer {
-                            record: disc.answer.clone().zip(disc.answer_source).map(
-                                |(answer, (source, ttl))| PolicyAnswer {
-                                    source,
-                                    ttl,
-                                    answer,
-                                },
-                            ),
-                            domain: disc.domain,
-                            found_at: disc.found_at,
-                            reason: disc.reason,
-                            org_domain: disc.org_domain,
-                            applied: disc.applied,
-                            domain_exists: disc.domain_exists,
-                            source,
-                            queries: disc.queries,
-                            notes: disc.notes,
-                        })))
-                    }
+                    Ok(disc) => Outcome::Ok(Reply::Dmarc(Box::new(disc))),
                     Err(e) => Outcome::Error(WireError::from(&e)),
                 },
                 Err(e) => Outcome::Error(e),
