@@ -40,42 +40,32 @@ fn answers() -> Vec<Answer> {
             vec![0xab; 32],
         )
     };
-    vec![
-        Answer::from_raw(
+    let txt_answers = [
+        (
             Kind::Spf,
             "example.com",
-            raw(txt("v=spf1 include:_spf.example.net ~all"), ok, ins),
+            "v=spf1 include:_spf.example.net ~all",
         ),
-        Answer::from_raw(
-            Kind::Spf,
-            "example.com",
-            raw(txt("v=spf1 bogus:x"), ok, ins),
-        ),
-        Answer::from_raw(
+        (Kind::Spf, "example.com", "v=spf1 bogus:x"),
+        (
             Kind::Dmarc,
             "_dmarc.example.com",
-            raw(txt("v=DMARC1; p=reject; rua=mailto:d@example.com"), ok, ins),
+            "v=DMARC1; p=reject; rua=mailto:d@example.com",
         ),
-        Answer::from_raw(
-            Kind::Dmarc,
-            "_dmarc.example.com",
-            raw(txt("v=DMARC1; p=rej"), ok, ins),
-        ),
-        Answer::from_raw(
+        (Kind::Dmarc, "_dmarc.example.com", "v=DMARC1; p=rej"),
+        (
             Kind::DkimKey,
             "s1._domainkey.example.com",
-            raw(txt("v=DKIM1; k=rsa; p="), ok, ins),
+            "v=DKIM1; k=rsa; p=",
         ),
-        Answer::from_raw(
-            Kind::Atps,
-            "x._atps.example.com",
-            raw(txt("v=ATPS1;"), ok, ins),
-        ),
-        Answer::from_raw(
-            Kind::Atps,
-            "y._atps.example.com",
-            raw(txt("not atps"), ok, ins),
-        ),
+        (Kind::Atps, "x._atps.example.com", "v=ATPS1;"),
+        (Kind::Atps, "y._atps.example.com", "not atps"),
+    ];
+    let mut all: Vec<Answer> = txt_answers
+        .into_iter()
+        .map(|(kind, name, record)| Answer::from_raw(kind, name, raw(txt(record), ok, ins)))
+        .collect();
+    all.extend([
         Answer::from_raw(
             Kind::Tlsa,
             "_25._tcp.mx.example.com",
@@ -95,7 +85,8 @@ fn answers() -> Vec<Answer> {
         ),
         Answer::nxdomain(Kind::Atps, "z._atps.example.com", 30),
         Answer::nxdomain(Kind::Tlsa, "_25._tcp.nx.example.com", 30),
-    ]
+    ]);
+    all
 }
 
 #[test]
