@@ -2,8 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-/// Appends every `.rs` file below `dir` to `out`.
+/// Appends every `.rs` file below `dir` (or `dir` itself, when it is one) to `out`.
 pub fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    if dir.is_file() {
+        out.push(dir.to_owned());
+        return;
+    }
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
