@@ -150,3 +150,70 @@ fn policy_frame_splice_appends_after_what_the_buffer_holds() {
     encode_frame(&resp, &mut want).unwrap();
     assert_eq!(got, want);
 }
+
+/// `proto::DmarcAnswer` is now the resolver's discovery result itself (`model::DmarcDiscovery`):
+/// it keeps the wire fields of the old mirror struct, by name (JSON) and in order (postcard is
+/// positional, and serde writes both framings in declaration order), and the resolver's own
+/// `rate_limited_fallback` flag is not sent.
+#[test]
+fn dmarc_answer_keeps_its_wire_fields_and_order() {
+    use mailpolicyd::model::dmarc::{FoundAt, PolicyTag};
+    use mailpolicyd::policy::dmarc::Disposition;
+    use mailpolicyd::proto::DmarcAnswer;
+    let answer = Arc::new(Answer::nxdomain(Kind::Dmarc, "_dmarc.example.com", 30));
+    let d = DmarcAnswer {
+        domain: "mail.example.com".into(),
+        found_at: Some("example.com".into()),
+        reason: Some(FoundAt::OrganizationalDomain),
+        org_domain: Some("example.com".into()),
+        applied: Some((PolicyTag::Sp, Disposition::Quarantine)),
+        domain_exists: Some(true),
+        source: Source::Miss,
+        record: Some(PolicyAnswer {
+            source: Source::Hit,
+            ttl: 30,
+            answer,
+        }),
+        queries: vec![("_dmarc.mail.example.com".into(), Source::Miss)],
+        notes: vec!["a note".into()],
+        rate_limited_fallback: true,
+    };
+    let json = serde_json::to_string(&d).unwrap();
+    let keys: Vec<String> = serde_json::from_str::<serde_json::Value>(&json)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    let mut order: Vec<(usize, &str)> = keys
+        .iter()
+        .map(|k| (json.find(&format!("\"{k}\":")).unwrap(), k.as_str()))
+        .collect();
+    order.sort();
+    let order: Vec<&str> = order.into_iter().map(|(_, k)| k).collect();
+    assert_eq!(
+        order,
+        [
+            "domain",
+            "found_at",
+            "reason",
+            "org_domain",
+            "applied",
+            "domain_exists",
+            "source",
+            "record",
+            "queries",
+            "notes"
+        ]
+    );
+    // Both framings decode to the same value, without the resolver's flag.
+    let sent = DmarcAnswer {
+        rate_limited_fallback: false,
+        ..d.clone()
+    };
+    let back: DmarcAnswer = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, sent);
+    let bytes = postcard::to_allocvec(&d).unwrap();
+    assert_eq!(postcard::from_bytes::<DmarcAnswer>(&bytes).unwrap(), sent);
+}
