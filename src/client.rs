@@ -15,14 +15,14 @@ use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Mutex, oneshot};
 
+use crate::model::dmarc::{DmarcInput, DmarcVerdict};
+use crate::model::spf::SpfCheck;
+use crate::model::stats::StatsSnapshot;
 use crate::policy::atps::AtpsHash;
 use crate::proto::frame::{FrameBuf, Framing, MAX_RESPONSE_FRAME};
 use crate::proto::{
     self, DmarcAnswer, Op, Outcome, PolicyAnswer, Reply, Request, Response, WireError,
 };
-use crate::resolve::StatsSnapshot;
-use crate::resolve::evaluate::{DmarcInput, DmarcVerdict};
-use crate::resolve::spf::SpfCheck;
 
 /// What can go wrong talking to the daemon.
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@
 //!  resolve::cache   moka: TTL and negative entries, prefetch, serve-stale, coalescing
 //!        │          (resolve::snapshot: persisted on shutdown, reloaded on start)
 //!        ▼
-//!  resolve::answer  upstream answer → parsed policy (calls `policy`)
+//!  resolve::answer  upstream answer → model::Answer, parsed (calls `policy`)
 //!        ▼
 //!  resolve::upstream  hickory-resolver (cache off; DNSSEC-validating twin for TLSA)
 //!
@@ -30,9 +30,12 @@
 //!  policy::{dmarc, spf, dkim, atps, tlsa, orgdomain}  pure parsers (policy::tag: the tag=value lexer;
 //!                                          policy::scan: byte-class bitmaps)
 //!  client: async and blocking socket clients (the CLI's `cli::*` modules live in the binary)
+//!  model: the value types the resolver answers and proto carries (answer, dmarc, spf, stats)
 //! ```
 //!
 //! Data flows one way: `policy` imports nothing from the rest of the crate and does no I/O;
+//! `proto` and `model` (the wire contract) import nothing from `resolve` or `serve`: `model`'s
+//! declarations are the binary wire format, `resolve` builds them, `proto` carries them;
 //! `policy::orgdomain` is pure too; `resolve` knows nothing of sockets; only `resolve::upstream`
 //! talks to DNS, and it never parses record text (`resolve::answer` hands it to `policy`);
 //! `serve`'s `Service` turns socket frames and DNS front-end questions into `Resolver` calls
@@ -42,6 +45,7 @@
 
 pub mod client;
 pub mod config;
+pub mod model;
 pub mod policy;
 pub mod proto;
 pub mod resolve;

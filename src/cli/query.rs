@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use mailpolicyd::client::{BlockingClient, ClientError};
 use mailpolicyd::config;
+use mailpolicyd::model::dmarc::{DkimIdentity, DkimResult, DmarcInput, SpfIdentity};
+use mailpolicyd::model::spf::SpfResult;
 use mailpolicyd::policy::atps::AtpsHash;
 use mailpolicyd::proto::{Op, Reply};
-use mailpolicyd::resolve::evaluate::{DkimIdentity, DkimResult, DmarcInput, SpfIdentity};
-use mailpolicyd::resolve::spf::SpfResult;
 
 use super::report::{describe, diagnostics, words};
 use super::{ConnArgs, QueryWhat};
@@ -175,8 +175,8 @@ fn print_reply(conn: &ConnArgs, what: &str, reply: &Reply) {
 }
 
 /// A response code in words.
-fn rcode_words(r: mailpolicyd::resolve::Rcode) -> String {
-    use mailpolicyd::resolve::Rcode;
+fn rcode_words(r: mailpolicyd::model::Rcode) -> String {
+    use mailpolicyd::model::Rcode;
     match r {
         Rcode::NoError => "no error".to_owned(),
         Rcode::NxDomain => "no such domain (NXDOMAIN)".to_owned(),

@@ -15,16 +15,17 @@
 pub mod error;
 pub mod frame;
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::answer::PolicyAnswer;
+use crate::model::answer::{Answer, Source};
+/// The answer to `dmarc`: the DMARC policy that applies, and how it was found. The resolver's
+/// discovery result itself, sent as it is (no field-by-field copy).
+pub use crate::model::dmarc::DmarcDiscovery as DmarcAnswer;
+use crate::model::dmarc::{DmarcInput, DmarcVerdict};
+use crate::model::spf::SpfCheck;
+use crate::model::stats::StatsSnapshot;
 use crate::policy::atps::AtpsHash;
-use crate::policy::dmarc::Disposition;
-use crate::resolve::discover::{FoundAt, PolicyTag};
-use crate::resolve::evaluate::{DmarcInput, DmarcVerdict};
-use crate::resolve::spf::SpfCheck;
-use crate::resolve::{Answer, ResolveError, Source, StatsSnapshot};
 
 /// Protocol major version: a client announcing another major is refused.
 pub const PROTOCOL_MAJOR: u32 = 1;
@@ -167,43 +168,6 @@ pub enum Reply {
     DmarcVerdict(Box<DmarcVerdict>),
 }
 
-/// One cached answer with its provenance.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PolicyAnswer {
-    /// Where it came from.
-    pub source: Source,
-    /// Seconds of freshness left.
-    pub ttl: u32,
-    /// The answer: the parsed record (with its diagnostics), the name it was found at, the
-    /// rcode, the DNSSEC status.
-    pub answer: Arc<Answer>,
-}
-
-/// The DMARC policy that applies, and how it was found.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DmarcAnswer {
-    /// The author domain asked about.
-    pub domain: String,
-    /// The domain whose `_dmarc` record applies, if one does.
-    pub found_at: Option<String>,
-    /// Why it applies (author domain, organizational domain, public suffix domain).
-    pub reason: Option<FoundAt>,
-    /// The organizational domain, where discovery determined it.
-    pub org_domain: Option<String>,
-    /// The tag that governs (`p`, `sp`, `np`) and its disposition.
-    pub applied: Option<(PolicyTag, Disposition)>,
-    /// Whether the author domain exists (asked only to choose `sp` or `np`).
-    pub domain_exists: Option<bool>,
-    /// The least fresh source among the answers used.
-    pub source: Source,
-    /// The answer holding the applied record.
-    pub record: Option<PolicyAnswer>,
-    /// Every `_dmarc` name asked, in order, with its source.
-    pub queries: Vec<(String, Source)>,
-    /// Discarded invalid records, PSL/tree-walk disagreements.
-    pub notes: Vec<String>,
-}
-
 /// A stable error code plus a human message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireError {
@@ -240,22 +204,6 @@ impl WireError {
     }
 }
 
-impl From<&ResolveError> for WireError {
-    fn from(e: &ResolveError) -> WireError {
-        let code = match e {
-            ResolveError::Timeout => ErrorCode::Timeout,
-            ResolveError::ServFail => ErrorCode::ServFail,
-            ResolveError::Refused => ErrorCode::Refused,
-            ResolveError::DnssecBogus => ErrorCode::DnssecBogus,
-            ResolveError::RateLimited => ErrorCode::RateLimited,
-            ResolveError::InvalidName(_) => ErrorCode::InvalidName,
-            ResolveError::Rcode(_) | ResolveError::Network(_) => ErrorCode::Upstream,
-            _ => ErrorCode::Internal,
-        };
-        WireError::of(code, e.to_string())
-    }
-}
-
 impl std::fmt::Display for WireError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
@@ -284,27 +232,38 @@ impl Extend<u8> for Append<'_> {
 /// source, ttl, answer })) }`, with the answer's kept encoding spliced in ([`Answer::encoded`]):
 /// postcard is concatenative (a struct is its fields in order, an enum its variant index then
 /// its payload), so the bytes are exactly those of [`encode_frame`] on the same response, without
-/// walking the parsed record (tested against it).
+/// walking the parsed record (tested against it in `tests/proto_splice.rs`). No variant index is
+/// written here: the bytes between the id and the source are taken from postcard itself
+/// ([`policy_reply_prefix`]).
 pub fn encode_policy_frame(id: u64, source: Source, ttl: u32, answer: &Answer, out: &mut Vec<u8>) {
-    /// Variant indices: `Outcome::Ok`, `Reply::Policy`.
-    const OK: u8 = 0;
-    const POLICY: u8 = 3;
-    let _ = frame::encode_binary::<std::convert::Infallible>(out, |out| {
-        push_varint(out, id);
-        out.extend_from_slice(&[OK, POLICY, source as u8]);
-        push_varint(out, u64::from(ttl));
+    let _ = frame::encode_binary(out, |out| {
+        postcard::to_extend(&id, Append(&mut *out))?;
+        out.extend_from_slice(policy_reply_prefix());
+        postcard::to_extend(&(source, ttl), Append(&mut *out))?;
         out.extend_from_slice(answer.encoded());
-        Ok(())
+        Ok::<(), postcard::Error>(())
     });
 }
 
-/// postcard's unsigned varint (LEB128).
-fn push_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+/// The encoding of `Outcome::Ok(Reply::Policy(..))` up to the `PolicyAnswer`'s fields: the two
+/// variant indices, as postcard writes them for these enums (so reordering a variant moves them
+/// too). Computed once, by encoding a tiny policy reply and cutting off its fields.
+fn policy_reply_prefix() -> &'static [u8] {
+    static PREFIX: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let answer = std::sync::Arc::new(Answer::nxdomain(crate::model::Kind::Spf, "", 0));
+        let fields = (Source::Hit, 0u32);
+        let mut tail = postcard::to_allocvec(&fields).unwrap_or_default();
+        tail.extend_from_slice(answer.encoded());
+        let reply = Outcome::Ok(Reply::Policy(PolicyAnswer {
+            source: fields.0,
+            ttl: fields.1,
+            answer,
+        }));
+        let whole = postcard::to_allocvec(&reply).unwrap_or_default();
+        debug_assert!(whole.ends_with(&tail), "postcard is not concatenative");
+        whole[..whole.len().saturating_sub(tail.len())].into()
+    })
 }
 
 /// Encodes a value as one JSON line appended to `out`.
@@ -528,94 +487,6 @@ mod tests {
         assert_eq!(line.last(), Some(&b'\n'));
         assert_eq!(line[0], b'{');
         assert_eq!(serde_json::from_slice::<Request>(&line).unwrap(), req);
-    }
-
-    #[test]
-    fn policy_frames_splice_the_kept_encoding() {
-        use crate::resolve::Kind;
-        use crate::resolve::upstream::{DnssecStatus, RawAnswer, Records};
-        use hickory_proto::op::ResponseCode;
-        let raw = |records, rcode| RawAnswer {
-            found_at: Some("example.com".into()),
-            negative_at: None,
-            rcode,
-            ttl: 3600,
-            dnssec: DnssecStatus::Insecure,
-            records,
-            elapsed: std::time::Duration::ZERO,
-        };
-        let txt = |t: &str| Records::Txt(vec![t.to_owned()]);
-        let answers = [
-            Answer::from_raw(
-                Kind::Spf,
-                "example.com",
-                raw(
-                    txt("v=spf1 include:_spf.example.net ~all"),
-                    ResponseCode::NoError,
-                ),
-            ),
-            Answer::from_raw(
-                Kind::Dmarc,
-                "_dmarc.example.com",
-                raw(txt("v=DMARC1; p=rej"), ResponseCode::NoError),
-            ),
-            Answer::from_raw(
-                Kind::DkimKey,
-                "s1._domainkey.example.com",
-                raw(txt("v=DKIM1; p="), ResponseCode::NoError),
-            ),
-            Answer::from_raw(
-                Kind::Spf,
-                "nx.example.com",
-                raw(Records::None, ResponseCode::NXDomain),
-            ),
-            Answer::nxdomain(Kind::Atps, "x._atps.example.com", 30),
-        ];
-        let sources = [
-            Source::Hit,
-            Source::Miss,
-            Source::Stale,
-            Source::Prefetched,
-            Source::Wildcard,
-        ];
-        for (i, answer) in answers.into_iter().enumerate() {
-            let answer = Arc::new(answer);
-            for (id, ttl) in [(0, 0), (1, 127), (300, 128), (u64::MAX, u32::MAX)] {
-                let source = sources[i % sources.len()];
-                let resp = Response {
-                    id,
-                    result: Outcome::Ok(Reply::Policy(PolicyAnswer {
-                        source,
-                        ttl,
-                        answer: answer.clone(),
-                    })),
-                };
-                let (mut want, mut got) = (Vec::new(), Vec::new());
-                encode_frame(&resp, &mut want).unwrap();
-                encode_policy_frame(id, source, ttl, &answer, &mut got);
-                assert_eq!(got, want, "answer {i}, id {id}, ttl {ttl}");
-            }
-        }
-        for source in sources {
-            let resp = |source| Response {
-                id: 9,
-                result: Outcome::Ok(Reply::Policy(PolicyAnswer {
-                    source,
-                    ttl: 1,
-                    answer: Arc::new(Answer::nxdomain(Kind::Spf, "a.example", 30)),
-                })),
-            };
-            let (mut want, mut got) = (Vec::new(), Vec::new());
-            encode_frame(&resp(source), &mut want).unwrap();
-            encode_policy_frame(
-                9,
-                source,
-                1,
-                &Answer::nxdomain(Kind::Spf, "a.example", 30),
-                &mut got,
-            );
-            assert_eq!(got, want, "{source:?}");
-        }
     }
 
     #[test]

@@ -6,118 +6,18 @@
 //! organization share one cached, coalesced entry: a thousand subdomains without their own
 //! record cost a thousand `_dmarc.<sub>` queries and one `_dmarc.<org>` query.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use super::answer::Found;
-use super::{Answer, Data, Kind, Lookup, Rcode, ResolveError, Resolver, Source};
+use super::{Answer, Data, Kind, Lookup, PolicyAnswer, Rcode, ResolveError, Resolver, Source};
+pub use crate::model::dmarc::{DiscoveryMode, DmarcDiscovery, FoundAt, PolicyTag};
 use crate::policy::Parsed;
-use crate::policy::dmarc::{Disposition, DmarcRecord, Psd};
+use crate::policy::dmarc::{DmarcRecord, Psd};
 use crate::policy::orgdomain::{self, dmarc_query_name};
-
-/// How the organizational domain is found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DiscoveryMode {
-    /// RFC 7489: the Public Suffix List.
-    Psl,
-    /// RFC 9989: the DNS tree walk (the default).
-    #[serde(rename = "treewalk")]
-    TreeWalk,
-    /// The tree walk, cross-checked against the PSL in the notes.
-    Both,
-}
-
-/// Where the applied record was found, and so why it applies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FoundAt {
-    /// At the author domain itself: `p` applies.
-    AuthorDomain,
-    /// At the organizational domain: `sp` or `np` applies to the subdomain.
-    OrganizationalDomain,
-    /// At a public suffix domain (`psd=y`, RFC 9989).
-    PublicSuffixDomain,
-}
-
-/// Which policy tag governs the message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PolicyTag {
-    /// `p`: the author domain's own record.
-    P,
-    /// `sp`: an existing subdomain.
-    Sp,
-    /// `np`: a non-existent subdomain (NXDOMAIN for the author domain, RFC 9989 §3.2.13).
-    Np,
-}
-
-/// The outcome of discovery for one author domain.
-#[derive(Clone, Debug)]
-pub struct DmarcDiscovery {
-    /// The author domain, normalized.
-    pub domain: String,
-    /// The answer holding the applied record, if one applies.
-    pub answer: Option<Arc<Answer>>,
-    /// Where that answer came from and its remaining TTL.
-    pub answer_source: Option<(Source, u32)>,
-    /// The domain whose `_dmarc` record applies.
-    pub found_at: Option<String>,
-    /// Why it applies.
-    pub reason: Option<FoundAt>,
-    /// The organizational domain, where discovery determined it.
-    pub org_domain: Option<String>,
-    /// The tag that governs, and its disposition.
-    pub applied: Option<(PolicyTag, Disposition)>,
-    /// Whether the author domain exists (asked only when `sp`/`np` must be chosen).
-    pub domain_exists: Option<bool>,
-    /// Each `_dmarc` name asked, in order, with where its answer came from.
-    pub queries: Vec<(String, Source)>,
-    /// Human notes: discarded invalid records, PSL/tree-walk disagreements, names skipped.
-    pub notes: Vec<String>,
-    /// The organization's upstream budget was spent: a longer name's own `_dmarc` record was
-    /// not asked, and a shorter name's cached record answered (flagged in `queries` with
-    /// [`Source::RateLimitedFallback`] and in `notes`), or the author domain's existence was
-    /// not asked and came from the cache (or did not matter: `sp` = `np`). Counted once.
-    pub rate_limited_fallback: bool,
-}
-
-impl DmarcDiscovery {
-    /// The applied record.
-    pub fn record(&self) -> Option<&Parsed<DmarcRecord>> {
-        self.answer.as_deref().and_then(valid_record)
-    }
-
-    /// The least fresh source among the answers used (stale beats miss beats hit);
-    /// [`Source::RateLimitedFallback`] whenever something was not asked because of the limit.
-    pub fn source(&self) -> Source {
-        if self.rate_limited_fallback {
-            return Source::RateLimitedFallback;
-        }
-        let rank = |s: &Source| match s {
-            Source::RateLimitedFallback => 0,
-            Source::Stale => 0,
-            Source::Wildcard => 1,
-            Source::Miss => 2,
-            Source::Prefetched => 3,
-            Source::Hit => 4,
-        };
-        self.queries
-            .iter()
-            .map(|(_, s)| *s)
-            .min_by_key(rank)
-            .unwrap_or(Source::Hit)
-    }
-}
 
 /// The record of an answer when it is a valid DMARC policy record.
 fn valid_record(a: &Answer) -> Option<&Parsed<DmarcRecord>> {
-    match &a.data {
-        Data::Dmarc(found) => found.valid(),
-        _ => None,
-    }
+    a.dmarc_record()
 }
 
 impl Resolver {
@@ -129,13 +29,14 @@ impl Resolver {
         let domain = super::normalize_author_domain(domain)?.to_string();
         let mut d = DmarcDiscovery {
             domain: domain.clone(),
-            answer: None,
-            answer_source: None,
             found_at: None,
             reason: None,
             org_domain: None,
             applied: None,
             domain_exists: None,
+            // Set below, once every answer is known.
+            source: Source::Hit,
+            record: None,
             queries: Vec::new(),
             notes: Vec::new(),
             rate_limited_fallback: false,
@@ -163,6 +64,7 @@ impl Resolver {
         if d.rate_limited_fallback {
             self.inner.stats.rate_limited_fallback();
         }
+        d.source = d.least_fresh_source();
         Ok(d)
     }
 
@@ -204,8 +106,11 @@ impl Resolver {
     }
 
     fn apply(d: &mut DmarcDiscovery, l: &Lookup, found_at: &str, reason: FoundAt) {
-        d.answer = Some(l.answer.clone());
-        d.answer_source = Some((l.source, l.ttl_remaining));
+        d.record = Some(PolicyAnswer {
+            source: l.source,
+            ttl: l.ttl_remaining,
+            answer: l.answer.clone(),
+        });
         d.found_at = Some(found_at.to_owned());
         d.reason = Some(reason);
     }
@@ -318,7 +223,7 @@ impl Resolver {
     /// domain exists (RFC 9989 §4.10.1, §3.2.13: NXDOMAIN for the domain itself).
     async fn choose_tag(&self, d: &mut DmarcDiscovery, now: Instant) -> Result<(), ResolveError> {
         // The cached answer is shared (`Arc`), its record borrowed, never cloned.
-        let Some(answer) = d.answer.clone() else {
+        let Some(answer) = d.record.as_ref().map(|r| r.answer.clone()) else {
             return Ok(());
         };
         let Some(rec) = valid_record(&answer).map(|r| &r.policy) else {

@@ -13,148 +13,14 @@
 use std::hash::BuildHasher;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
-use super::discover::{DiscoveryMode, FoundAt, PolicyTag};
+use super::discover::{DiscoveryMode, PolicyTag};
 use super::spf::SpfResult;
 use super::{ResolveError, Resolver};
+pub use crate::model::dmarc::{
+    Aligned, Candidate, DkimIdentity, DkimResult, DmarcInput, DmarcResult, DmarcVerdict,
+    SpfIdentity,
+};
 use crate::policy::dmarc::{Alignment, Disposition, TestMode};
-use crate::policy::str_enum;
-
-str_enum! {
-    /// A DKIM verification result (RFC 8601 §2.7.1).
-    pub enum DkimResult {
-        /// The signature verified.
-        Pass => "pass",
-        /// It did not.
-        Fail => "fail",
-        /// No signature.
-        None => "none",
-        /// Verified but rejected by local policy.
-        Policy => "policy",
-        /// Not evaluated to a conclusion.
-        Neutral => "neutral",
-        /// A transient error (e.g. the key lookup timed out).
-        TempError => "temperror",
-        /// A permanent error (e.g. a malformed signature).
-        PermError => "permerror",
-    }
-}
-
-str_enum! {
-    /// The DMARC result (RFC 9989 §4.8.2 / RFC 8601).
-    pub enum DmarcResult {
-        /// An aligned identifier passed (and any must-pass requirement is met).
-        Pass => "pass",
-        /// It did not.
-        Fail => "fail",
-        /// No DMARC policy applies to the author domain.
-        None => "none",
-        /// Discovery failed for a transient reason.
-        TempError => "temperror",
-        /// Discovery failed for a permanent reason: the From domain is not a valid domain
-        /// name (never "none": the message cannot escape its domain's policy that way).
-        PermError => "permerror",
-    }
-}
-
-/// The SPF result for the RFC 5321.MailFrom (or HELO) identity.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SpfIdentity {
-    /// The domain SPF evaluated.
-    pub domain: String,
-    /// Its result.
-    pub result: SpfResult,
-}
-
-/// One DKIM signature's result.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DkimIdentity {
-    /// The `d=` domain.
-    pub domain: String,
-    /// The `s=` selector.
-    pub selector: String,
-    /// Its result.
-    pub result: DkimResult,
-}
-
-/// What the filter knows about a message.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DmarcInput {
-    /// The RFC 5322.From domain.
-    pub from_domain: String,
-    /// The SPF result, if SPF was evaluated.
-    pub spf: Option<SpfIdentity>,
-    /// The DKIM results, one per signature.
-    pub dkim: Vec<DkimIdentity>,
-    /// DKIM2 forwarder domains the message passed through (extension).
-    pub forwarders: Vec<String>,
-    /// Seed for RFC 7489 `pct` sampling (deterministic); without one the draw is random.
-    pub seed: Option<u64>,
-}
-
-/// One identifier's alignment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Aligned {
-    /// The identifier's domain.
-    pub domain: String,
-    /// Its authentication result passed.
-    pub passed: bool,
-    /// It aligns with the author domain under the record's mode.
-    pub aligned: bool,
-    /// `strict` or `relaxed`.
-    pub mode: String,
-    /// The identifier's organizational domain, when relaxed alignment needed it.
-    pub org_domain: Option<String>,
-}
-
-/// A policy candidate (the author's, or a forwarder's).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Candidate {
-    /// `author` or the forwarder's domain.
-    pub source: String,
-    /// The disposition it asks for.
-    pub disposition: Disposition,
-    /// Where its record was found.
-    pub found_at: Option<String>,
-    /// Which tag gave it (`p`, `sp`, `np`, `fp`).
-    pub tag: String,
-}
-
-/// The verdict.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DmarcVerdict {
-    /// The DMARC result.
-    pub result: DmarcResult,
-    /// What to do with the message.
-    pub disposition: Disposition,
-    /// The author domain.
-    pub from_domain: String,
-    /// Where the applied record was found, and why it applies.
-    pub found_at: Option<String>,
-    /// Author, organizational or public suffix domain.
-    pub reason: Option<FoundAt>,
-    /// The author domain's organizational domain.
-    pub org_domain: Option<String>,
-    /// The tag that applied (`p`, `sp`, `np`).
-    pub applied: Option<PolicyTag>,
-    /// The SPF identifier's alignment.
-    pub spf: Option<Aligned>,
-    /// Each DKIM signature's alignment.
-    pub dkim: Vec<Aligned>,
-    /// Must-pass requirements (extension): (SPF required, DKIM required, met).
-    pub must_pass: Option<(bool, bool, bool)>,
-    /// RFC 9989 `t=y` lowered the disposition one level.
-    pub test_mode_downgrade: bool,
-    /// RFC 7489 `pct`: whether this message was in the sampled share (None when pct = 100).
-    pub pct_sampled: Option<bool>,
-    /// Policy candidates (the author's first, then each forwarder's).
-    pub candidates: Vec<Candidate>,
-    /// Index of the winning candidate.
-    pub winner: Option<usize>,
-    /// Human notes.
-    pub notes: Vec<String>,
-}
 
 /// What relaxed alignment learns across one message's identifiers: the author domain's
 /// organizational domain (found once), and whether a walk answered from a shorter name's cached
@@ -269,7 +135,7 @@ impl Resolver {
         v.reason = disc.reason;
         v.notes.extend(disc.notes.iter().cloned());
         let (Some(record), Some((tag, published))) =
-            (disc.record().map(|r| &r.policy), disc.applied)
+            (disc.applied_record().map(|r| &r.policy), disc.applied)
         else {
             v.notes
                 .push("no DMARC policy applies: DMARC does not apply to this message".into());
@@ -385,7 +251,7 @@ impl Resolver {
         // DKIM2 forwarders (extension): each one's fp= (else p=) is a candidate.
         for fwd in &input.forwarders {
             match self.dmarc(fwd, now).await {
-                Ok(fd) => match fd.record().map(|r| &r.policy) {
+                Ok(fd) => match fd.applied_record().map(|r| &r.policy) {
                     Some(fr) => {
                         let (disp, tag) = match fr.fp {
                             Some(fp) => (fp, "fp"),

@@ -31,6 +31,7 @@ pub use self::limit::LimitConfig;
 pub use self::name::{dns_formable, normalize_author_domain, normalize_name};
 pub use self::stats::StatsSnapshot;
 pub use self::upstream::{DnssecStatus, UpstreamConfig};
+pub use crate::model::answer::{PolicyAnswer, Source};
 
 use self::cache::Cache;
 use self::limit::{Limiter, WildcardWatch};
@@ -38,25 +39,6 @@ use self::stats::Stats;
 use self::upstream::Upstream;
 use crate::policy::atps::{self, AtpsHash};
 use crate::policy::orgdomain::SuffixList;
-
-/// Where an answer came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    /// From the cache, fresh.
-    Hit,
-    /// From upstream, just now.
-    Miss,
-    /// Expired, served because upstream failed or was too slow (RFC 8767).
-    Stale,
-    /// From the cache, refreshed in the background by a prefetch.
-    Prefetched,
-    /// Synthesized from the sample of an organization marked wildcard.
-    Wildcard,
-    /// Not asked: the organization's upstream budget was spent, and a shorter name's cached
-    /// record answered instead (DMARC discovery; listed in its `queries` and `source`).
-    RateLimitedFallback,
-}
 
 /// An answer with its provenance.
 #[derive(Clone, Debug)]

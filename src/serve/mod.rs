@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::proto::ErrorCode;
 use crate::proto::{
-    self, DmarcAnswer, Op, Outcome, PROTOCOL_MAJOR, PROTOCOL_MINOR, PolicyAnswer, Reply, Request,
-    Response, WireError,
+    self, Op, Outcome, PROTOCOL_MAJOR, PROTOCOL_MINOR, PolicyAnswer, Reply, Request, Response,
+    WireError,
 };
 use crate::resolve::{Kind, Lookup, ResolveError, Resolver};
 
@@ -204,27 +205,7 @@ impl Service {
             }
             Op::Dmarc { domain } => match proto::normalize_author_domain(&domain) {
                 Ok(d) => match r.dmarc(&d, now).await {
-                    Ok(disc) => {
-                        let source = disc.source();
-                        Outcome::Ok(Reply::Dmarc(Box::new(DmarcAnswer {
-                            record: disc.answer.clone().zip(disc.answer_source).map(
-                                |(answer, (source, ttl))| PolicyAnswer {
-                                    source,
-                                    ttl,
-                                    answer,
-                                },
-                            ),
-                            domain: disc.domain,
-                            found_at: disc.found_at,
-                            reason: disc.reason,
-                            org_domain: disc.org_domain,
-                            applied: disc.applied,
-                            domain_exists: disc.domain_exists,
-                            source,
-                            queries: disc.queries,
-                            notes: disc.notes,
-                        })))
-                    }
+                    Ok(disc) => Outcome::Ok(Reply::Dmarc(Box::new(disc))),
                     Err(e) => Outcome::Error(WireError::from(&e)),
                 },
                 Err(e) => Outcome::Error(e),
@@ -351,6 +332,24 @@ fn policy_answer(l: Lookup) -> PolicyAnswer {
         source: l.source,
         ttl: l.ttl_remaining,
         answer: l.answer,
+    }
+}
+
+/// A resolver error as the wire tells it: its row of `proto::error`'s table (the table stays in
+/// `proto`; this mapping lives here, where both sides are visible).
+impl From<&ResolveError> for WireError {
+    fn from(e: &ResolveError) -> WireError {
+        let code = match e {
+            ResolveError::Timeout => ErrorCode::Timeout,
+            ResolveError::ServFail => ErrorCode::ServFail,
+            ResolveError::Refused => ErrorCode::Refused,
+            ResolveError::DnssecBogus => ErrorCode::DnssecBogus,
+            ResolveError::RateLimited => ErrorCode::RateLimited,
+            ResolveError::InvalidName(_) => ErrorCode::InvalidName,
+            ResolveError::Rcode(_) | ResolveError::Network(_) => ErrorCode::Upstream,
+            _ => ErrorCode::Internal,
+        };
+        WireError::of(code, e.to_string())
     }
 }
 

@@ -38,6 +38,7 @@
 //! are sent for every validating lookup whatever `cache_size` is (the validator asks the name
 //! servers below hickory's answer cache), and the recursive upstream's cache answers them.
 
+pub use crate::model::answer::DnssecStatus;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,7 +51,6 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::domain::Label;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
-use serde::{Deserialize, Serialize};
 
 mod chain;
 
@@ -103,20 +103,6 @@ impl Default for UpstreamConfig {
             trust_anchors: None,
         }
     }
-}
-
-/// DNSSEC status of an answer (RFC 4035 §4.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DnssecStatus {
-    /// Validated from a trust anchor.
-    Secure,
-    /// Provably unsigned.
-    Insecure,
-    /// Validation failed: never to be used as secure.
-    Bogus,
-    /// Not validated (validation off for this question), or undecidable.
-    Indeterminate,
 }
 
 /// The record data of an answer, by type. TXT records are joined per record but not parsed.
