@@ -67,20 +67,13 @@ fn orgdomain_lives_in_policy() {
     assert!(!walk.is_empty() && walk.len() <= orgdomain::MAX_TREE_WALK_QUERIES);
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
+#[allow(dead_code)] // each test crate uses part of it
+#[path = "common/sources.rs"]
+mod sources;
 
 fn policy_sources() -> Vec<(PathBuf, String)> {
     let mut files = Vec::new();
-    rust_files(
+    sources::rust_files(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/policy"),
         &mut files,
     );
