@@ -5,7 +5,9 @@
 
 pub mod answer;
 pub mod dmarc;
+pub mod name;
 pub mod spf;
 pub mod stats;
 
 pub use answer::{Answer, Data, DnssecStatus, Found, KINDS, Kind, PolicyAnswer, Rcode, Source};
+pub use name::{AuthorDomain, DomainName, NameError};

@@ -23,6 +23,7 @@ use crate::model::answer::{Answer, Source};
 /// discovery result itself, sent as it is (no field-by-field copy).
 pub use crate::model::dmarc::DmarcDiscovery as DmarcAnswer;
 use crate::model::dmarc::{DmarcInput, DmarcVerdict};
+use crate::model::name::{AuthorDomain, DomainName, NameError};
 use crate::model::spf::SpfCheck;
 use crate::model::stats::StatsSnapshot;
 use crate::policy::atps::AtpsHash;
@@ -374,91 +375,28 @@ pub fn parse_version(v: &str) -> Option<(u32, u32)> {
     Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
-/// Normalizes a domain name from a client: IDNA (UTS #46) to A-labels, lower case, no
-/// trailing dot; labels 1..=63 octets, the name at most 253. Names already in A-label form
-/// pass through unchanged (ASCII with `_` is kept: `_dmarc`, `_domainkey`).
-pub fn normalize_domain(input: &str) -> Result<String, WireError> {
-    let bad = |why: &str| WireError::of(ErrorCode::InvalidName, format!("{input:?}: {why}"));
-    let trimmed = input.strip_suffix('.').unwrap_or(input);
-    if trimmed.is_empty() {
-        return Err(bad("empty name"));
-    }
-    let ascii = if trimmed.is_ascii() {
-        trimmed.to_ascii_lowercase()
-    } else {
-        idna::domain_to_ascii(trimmed)
-            .map_err(|_| bad("not a valid internationalized domain name"))?
-    };
-    check_ascii_name(&ascii).map_err(bad)?;
-    Ok(ascii)
+/// A domain name from a client, validated once ([`DomainName::host`]: IDNA (UTS #46) to
+/// A-labels, lower case, no trailing dot, labels 1..=63 octets, the name at most 253; `_` kept
+/// for `_dmarc`, `_domainkey`); an `invalid_name` error otherwise.
+pub fn normalize_domain(input: &str) -> Result<DomainName, WireError> {
+    DomainName::host(input).map_err(|e| invalid_name(input, e))
 }
 
 /// [`normalize_domain`] for a name the caller owns: one already normalized (the usual case: a
-/// filter sends what it read from DNS or a header, lower-cased) is checked and returned as it
-/// is, without a copy.
-pub fn normalize_domain_owned(input: String) -> Result<String, WireError> {
-    let plain = !input.is_empty()
-        && !input.ends_with('.')
-        && input.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        });
-    if plain && check_ascii_name(&input).is_ok() {
-        return Ok(input);
-    }
-    normalize_domain(&input)
+/// filter sends what it read from DNS or a header, lower-cased) is kept without a copy.
+pub fn normalize_domain_owned(input: String) -> Result<DomainName, WireError> {
+    DomainName::host_owned(input).map_err(|(input, e)| invalid_name(&input, e))
 }
 
-/// [`normalize_domain`] for the author (From) domain of the `dmarc` and `dmarc_evaluate` ops:
-/// a name beyond DNS's lengths (over 253 octets, or a label over 63) that is otherwise a
-/// plausible domain is accepted (it cannot exist, so its organization's `np` applies); garbage
-/// (empty labels, spaces, control characters) is still `invalid_name`.
-pub fn normalize_author_domain(input: &str) -> Result<String, WireError> {
-    let err = match normalize_domain(input) {
-        Ok(d) => return Ok(d),
-        Err(e) => e,
-    };
-    let trimmed = input.strip_suffix('.').unwrap_or(input);
-    let ascii = if trimmed.is_ascii() {
-        trimmed.to_ascii_lowercase()
-    } else {
-        match idna::domain_to_ascii(trimmed) {
-            Ok(a) => a,
-            Err(_) => return Err(err),
-        }
-    };
-    let too_long = ascii.len() > 253 || ascii.split('.').any(|l| l.len() > 63);
-    let plausible = ascii.split('.').all(|l| {
-        !l.is_empty()
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    if too_long && plausible {
-        Ok(ascii)
-    } else {
-        Err(err)
-    }
+/// The author (From) domain of the `dmarc` and `dmarc_evaluate` ops ([`AuthorDomain::parse`]):
+/// a name beyond DNS's lengths that is otherwise a plausible domain is accepted (it cannot
+/// exist, so its organization's `np` applies); garbage is still `invalid_name`.
+pub fn normalize_author_domain(input: &str) -> Result<AuthorDomain, WireError> {
+    AuthorDomain::parse(input).map_err(|e| invalid_name(input, e))
 }
 
-/// The lengths and characters of a lower-case ASCII name; the reason when they are wrong.
-fn check_ascii_name(ascii: &str) -> Result<(), &'static str> {
-    if ascii.len() > 253 {
-        return Err("longer than 253 octets");
-    }
-    for label in ascii.split('.') {
-        if label.is_empty() {
-            return Err("empty label");
-        }
-        if label.len() > 63 {
-            return Err("a label is longer than 63 octets");
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err("characters other than letters, digits, '-' and '_'");
-        }
-    }
-    Ok(())
+fn invalid_name(input: &str, e: NameError) -> WireError {
+    WireError::of(ErrorCode::InvalidName, format!("{input:?}: {e}"))
 }
 
 #[cfg(test)]
@@ -500,7 +438,7 @@ mod tests {
 
     #[test]
     fn names_are_normalized() {
-        assert_eq!(normalize_domain("Example.COM.").unwrap(), "example.com");
+        assert_eq!(normalize_domain("Example.COM.").unwrap().as_str(), "example.com");
         // The owned form agrees on every name, taking the no-copy path for normalized ones.
         for name in [
             "example.com",
@@ -520,11 +458,11 @@ mod tests {
             );
         }
         assert_eq!(
-            normalize_domain("bücher.example").unwrap(),
+            normalize_domain("bücher.example").unwrap().as_str(),
             "xn--bcher-kva.example"
         );
         assert_eq!(
-            normalize_domain("_dmarc.example.com").unwrap(),
+            normalize_domain("_dmarc.example.com").unwrap().as_str(),
             "_dmarc.example.com"
         );
         for bad in [
@@ -546,19 +484,19 @@ mod tests {
     fn author_domains_beyond_dns_lengths_are_accepted_garbage_is_not() {
         let long = format!("{}Example.COM.", "a.".repeat(150));
         assert_eq!(
-            normalize_author_domain(&long).unwrap(),
+            normalize_author_domain(&long).unwrap().as_str(),
             format!("{}example.com", "a.".repeat(150))
         );
         let label = format!("{}.example.com", "b".repeat(64));
-        assert_eq!(normalize_author_domain(&label).unwrap(), label);
+        assert_eq!(normalize_author_domain(&label).unwrap().as_str(), label);
         let idn = format!("{}.bücher.example", "c".repeat(250));
         assert!(
             normalize_author_domain(&idn)
-                .unwrap()
+                .unwrap().as_str()
                 .ends_with(".xn--bcher-kva.example")
         );
         assert_eq!(
-            normalize_author_domain("Example.COM").unwrap(),
+            normalize_author_domain("Example.COM").unwrap().as_str(),
             "example.com"
         );
         for bad in [

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
-use super::ResolveError;
 use super::answer::{Answer, Kind};
 use super::upstream::RawAnswer;
+use super::{DomainName, ResolveError};
 use hickory_resolver::proto::rr::RecordType;
 
 /// Cache policy (defaults per `../shared/DESIGN.md`).
@@ -62,8 +62,8 @@ impl Default for CacheConfig {
 pub struct Key {
     /// The question kind.
     pub kind: Kind,
-    /// The normalized name.
-    pub name: Arc<str>,
+    /// The query name.
+    pub name: DomainName,
 }
 
 /// How an entry got into the cache.
@@ -217,7 +217,7 @@ where
 /// The upstream query a question needs: its DNS type and name. Questions of different kinds
 /// may share one (an SPF and a raw TXT question for one name): they share its failure and its
 /// flight.
-type Query = (RecordType, Arc<str>);
+type Query = (RecordType, DomainName);
 
 fn query_of(key: &Key) -> Query {
     (key.kind.record_type(), key.name.clone())

@@ -9,11 +9,14 @@
 use std::time::Instant;
 
 use super::answer::Found;
-use super::{Answer, Data, Kind, Lookup, PolicyAnswer, Rcode, ResolveError, Resolver, Source};
+use super::{
+    Answer, AsAuthor, AuthorDomain, Data, Kind, Lookup, PolicyAnswer, Rcode, ResolveError,
+    Resolver, Source,
+};
 pub use crate::model::dmarc::{DiscoveryMode, DmarcDiscovery, FoundAt, PolicyTag};
 use crate::policy::Parsed;
 use crate::policy::dmarc::{DmarcRecord, Psd};
-use crate::policy::orgdomain::{self, dmarc_query_name};
+use crate::policy::orgdomain;
 
 /// The record of an answer when it is a valid DMARC policy record.
 fn valid_record(a: &Answer) -> Option<&Parsed<DmarcRecord>> {
@@ -23,12 +26,17 @@ fn valid_record(a: &Answer) -> Option<&Parsed<DmarcRecord>> {
 impl Resolver {
     /// Discovers the DMARC policy that applies to mail from `domain`.
     ///
-    /// A domain beyond DNS's lengths (see [`super::normalize_author_domain`]) cannot exist: its
-    /// `_dmarc` names that cannot be formed are skipped, and `np` applies without asking.
-    pub async fn dmarc(&self, domain: &str, now: Instant) -> Result<DmarcDiscovery, ResolveError> {
-        let domain = super::normalize_author_domain(domain)?.to_string();
+    /// A domain beyond DNS's lengths ([`AuthorDomain::Unformable`]) cannot exist: its `_dmarc`
+    /// names that cannot be formed are skipped, and `np` applies without asking.
+    pub async fn dmarc(
+        &self,
+        domain: &(impl AsAuthor + ?Sized),
+        now: Instant,
+    ) -> Result<DmarcDiscovery, ResolveError> {
+        let author = domain.to_author()?;
+        let domain = author.as_str();
         let mut d = DmarcDiscovery {
-            domain: domain.clone(),
+            domain: domain.to_owned(),
             found_at: None,
             reason: None,
             org_domain: None,
@@ -42,11 +50,11 @@ impl Resolver {
             rate_limited_fallback: false,
         };
         match self.config().discovery {
-            DiscoveryMode::Psl => self.discover_psl(&mut d, now).await?,
-            DiscoveryMode::TreeWalk => self.discover_treewalk(&mut d, now).await?,
+            DiscoveryMode::Psl => self.discover_psl(&mut d, &author, now).await?,
+            DiscoveryMode::TreeWalk => self.discover_treewalk(&mut d, &author, now).await?,
             DiscoveryMode::Both => {
-                self.discover_treewalk(&mut d, now).await?;
-                let psl = self.config().suffix_list.org_domain(&domain);
+                self.discover_treewalk(&mut d, &author, now).await?;
+                let psl = self.config().suffix_list.org_domain(domain);
                 if d.reason == Some(FoundAt::OrganizationalDomain) && d.org_domain != psl {
                     d.notes.push(format!(
                         "tree walk found the organizational domain {:?}, the Public Suffix List says {:?}",
@@ -59,7 +67,7 @@ impl Resolver {
                 }
             }
         }
-        self.choose_tag(&mut d, now).await?;
+        self.choose_tag(&mut d, &author, now).await?;
         // Counted once per discovery, and only when its answer is used.
         if d.rate_limited_fallback {
             self.inner.stats.rate_limited_fallback();
@@ -68,7 +76,7 @@ impl Resolver {
         Ok(d)
     }
 
-    /// Asks `_dmarc.<name>` and records the step.
+    /// Asks `_dmarc.<name>` (`name`: `author` or a shorter name of it) and records the step.
     ///
     /// A name whose `_dmarc` form cannot be formed (over 253 octets) is skipped with a note
     /// (RFC 9989 §4.10). A question the organization's budget refuses is recorded as not asked
@@ -77,10 +85,11 @@ impl Resolver {
     async fn ask(
         &self,
         d: &mut DmarcDiscovery,
+        author: &AuthorDomain,
         name: &str,
         now: Instant,
     ) -> Result<Step, ResolveError> {
-        let Some(qname) = dmarc_query_name(name) else {
+        let Some(qname) = author.dmarc_query(name) else {
             d.notes.push(format!(
                 "_dmarc.{name}: skipped, the query name would be longer than 253 octets (RFC 9989 §4.10)"
             ));
@@ -92,7 +101,8 @@ impl Resolver {
                 d.notes.push(format!(
                     "{qname}: not asked, rate limited (the organization's upstream query budget is spent)"
                 ));
-                d.queries.push((qname, Source::RateLimitedFallback));
+                d.queries
+                    .push((qname.to_string(), Source::RateLimitedFallback));
                 return Ok(Step::Limited);
             }
             Err(e) => return Err(e),
@@ -101,7 +111,7 @@ impl Resolver {
             d.notes
                 .push(format!("{qname}: record discarded: {}", rejected.error));
         }
-        d.queries.push((qname, l.source));
+        d.queries.push((qname.to_string(), l.source));
         Ok(Step::Asked(l))
     }
 
@@ -124,16 +134,21 @@ impl Resolver {
         ));
     }
 
-    async fn discover_psl(&self, d: &mut DmarcDiscovery, now: Instant) -> Result<(), ResolveError> {
-        let domain = d.domain.clone();
-        let first = self.ask(d, &domain, now).await?;
-        let org = self.config().suffix_list.org_domain(&domain);
+    async fn discover_psl(
+        &self,
+        d: &mut DmarcDiscovery,
+        author: &AuthorDomain,
+        now: Instant,
+    ) -> Result<(), ResolveError> {
+        let domain = author.as_str();
+        let first = self.ask(d, author, domain, now).await?;
+        let org = self.config().suffix_list.org_domain(domain);
         d.org_domain = org.clone();
         let limited = matches!(first, Step::Limited);
         if let Step::Asked(first) = &first
             && valid_record(&first.answer).is_some()
         {
-            Self::apply(d, first, &domain, FoundAt::AuthorDomain);
+            Self::apply(d, first, domain, FoundAt::AuthorDomain);
             return Ok(());
         }
         // RFC 7489 §6.6.3: the organizational domain's record, also when the author domain's
@@ -145,7 +160,7 @@ impl Resolver {
                 Ok(())
             };
         };
-        match self.ask(d, &org, now).await? {
+        match self.ask(d, author, &org, now).await? {
             Step::Asked(second) if valid_record(&second.answer).is_some() => {
                 Self::apply(d, &second, &org, FoundAt::OrganizationalDomain);
                 if limited {
@@ -163,13 +178,14 @@ impl Resolver {
     async fn discover_treewalk(
         &self,
         d: &mut DmarcDiscovery,
+        author: &AuthorDomain,
         now: Instant,
     ) -> Result<(), ResolveError> {
-        let walk = orgdomain::tree_walk(&d.domain);
+        let walk = orgdomain::tree_walk(author.as_str());
         let mut found: Vec<(String, Lookup, Psd)> = Vec::new();
         let mut limited = false;
         for (i, name) in walk.iter().enumerate() {
-            let lookup = match self.ask(d, name, now).await? {
+            let lookup = match self.ask(d, author, name, now).await? {
                 Step::Asked(l) => l,
                 // RFC 9989 §4.10: a name that cannot be formed is skipped.
                 Step::Skipped => continue,
@@ -221,7 +237,12 @@ impl Resolver {
 
     /// `p` for the author domain's own record; otherwise `sp` or `np` by whether the author
     /// domain exists (RFC 9989 §4.10.1, §3.2.13: NXDOMAIN for the domain itself).
-    async fn choose_tag(&self, d: &mut DmarcDiscovery, now: Instant) -> Result<(), ResolveError> {
+    async fn choose_tag(
+        &self,
+        d: &mut DmarcDiscovery,
+        author: &AuthorDomain,
+        now: Instant,
+    ) -> Result<(), ResolveError> {
         // The cached answer is shared (`Arc`), its record borrowed, never cloned.
         let Some(answer) = d.record.as_ref().map(|r| r.answer.clone()) else {
             return Ok(());
@@ -233,49 +254,52 @@ impl Resolver {
             d.applied = Some((PolicyTag::P, rec.p));
             return Ok(());
         }
-        let exists = if !super::dns_formable(&d.domain) {
+        let exists = match author {
             // Over 253 octets or with a label over 63: no such name can exist in DNS.
-            d.notes.push(format!(
+            AuthorDomain::Unformable(_) => {
+                d.notes.push(format!(
                 "{}: cannot exist in DNS (longer than 253 octets or a label longer than 63): np applies, existence not asked",
                 d.domain
             ));
-            false
-        } else {
-            match self.lookup(Kind::Exists, &d.domain, now).await {
-                Ok(l) => l.answer.rcode != Rcode::NxDomain,
-                // Refused by the limiter. Existence known from the cache (an answer at the
-                // name, or a known NXDOMAIN at or above it) decides; so does nothing when `sp`
-                // and `np` agree. Otherwise which of them applies is unknown: the error stands
-                // (temperror), never a guess. A fallback used is flagged and counted.
-                Err(ResolveError::RateLimited) => {
-                    d.rate_limited_fallback = true;
-                    match self.cached_existence(&d.domain, now) {
-                        Some(exists) => {
-                            d.notes.push(format!(
+                false
+            }
+            AuthorDomain::Dns(name) => {
+                match self.lookup(Kind::Exists, name, now).await {
+                    Ok(l) => l.answer.rcode != Rcode::NxDomain,
+                    // Refused by the limiter. Existence known from the cache (an answer at the
+                    // name, or a known NXDOMAIN at or above it) decides; so does nothing when `sp`
+                    // and `np` agree. Otherwise which of them applies is unknown: the error stands
+                    // (temperror), never a guess. A fallback used is flagged and counted.
+                    Err(ResolveError::RateLimited) => {
+                        d.rate_limited_fallback = true;
+                        match self.cached_existence(name, now) {
+                            Some(exists) => {
+                                d.notes.push(format!(
                                 "{}: existence not asked (rate limited); known from the cache: {}",
                                 d.domain,
                                 if exists { "exists" } else { "does not exist" }
                             ));
-                            exists
-                        }
-                        None if rec.sp == rec.np => {
-                            d.notes.push(format!(
-                                "{}: existence not asked (rate limited); sp and np are both {}",
-                                d.domain, rec.sp
-                            ));
-                            d.applied = Some((PolicyTag::Sp, rec.sp));
-                            return Ok(());
-                        }
-                        None => {
-                            d.notes.push(format!(
+                                exists
+                            }
+                            None if rec.sp == rec.np => {
+                                d.notes.push(format!(
+                                    "{}: existence not asked (rate limited); sp and np are both {}",
+                                    d.domain, rec.sp
+                                ));
+                                d.applied = Some((PolicyTag::Sp, rec.sp));
+                                return Ok(());
+                            }
+                            None => {
+                                d.notes.push(format!(
                                 "{}: existence not asked (rate limited) and unknown, and sp={} differs from np={}",
                                 d.domain, rec.sp, rec.np
                             ));
-                            return Err(ResolveError::RateLimited);
+                                return Err(ResolveError::RateLimited);
+                            }
                         }
                     }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
         };
         d.domain_exists = Some(exists);
@@ -291,7 +315,7 @@ impl Resolver {
     /// identifier alignment).
     pub async fn org_domain_treewalk(
         &self,
-        domain: &str,
+        domain: &(impl AsAuthor + ?Sized),
         now: Instant,
     ) -> Result<String, ResolveError> {
         let (org, limited) = self.org_domain_treewalk_flagged(domain, now).await?;
@@ -306,15 +330,16 @@ impl Resolver {
     /// once per message.
     pub(crate) async fn org_domain_treewalk_flagged(
         &self,
-        domain: &str,
+        domain: &(impl AsAuthor + ?Sized),
         now: Instant,
     ) -> Result<(String, bool), ResolveError> {
-        let domain = super::normalize_author_domain(domain)?.to_string();
+        let author = domain.to_author()?;
+        let domain = author.as_str();
         let mut found: Vec<(String, Psd)> = Vec::new();
         let mut limited = false;
-        for name in orgdomain::tree_walk(&domain) {
+        for name in orgdomain::tree_walk(domain) {
             // RFC 9989 §4.10: a query name that cannot be formed is skipped.
-            let Some(qname) = dmarc_query_name(&name) else {
+            let Some(qname) = author.dmarc_query(&name) else {
                 continue;
             };
             let l = match self.lookup(Kind::Dmarc, &qname, now).await {
@@ -339,7 +364,7 @@ impl Resolver {
             return Err(ResolveError::RateLimited);
         }
         let pairs: Vec<(&str, Psd)> = found.iter().map(|(n, p)| (n.as_str(), *p)).collect();
-        Ok((orgdomain::select_org_domain(&domain, &pairs), limited))
+        Ok((orgdomain::select_org_domain(domain, &pairs), limited))
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use super::discover::{DiscoveryMode, PolicyTag};
 use super::spf::SpfResult;
-use super::{ResolveError, Resolver};
+use super::{AsAuthor, AuthorDomain, ResolveError, Resolver};
 pub use crate::model::dmarc::{
     Aligned, Candidate, DkimIdentity, DkimResult, DmarcInput, DmarcResult, DmarcVerdict,
     SpfIdentity,
@@ -43,12 +43,12 @@ impl Resolver {
     /// the limit refused a longer one.
     async fn alignment_org(
         &self,
-        domain: &str,
+        domain: &AuthorDomain,
         fallback: &mut bool,
         now: Instant,
     ) -> Result<String, ResolveError> {
         match self.config().discovery {
-            DiscoveryMode::Psl => Ok(self.org_of(domain)),
+            DiscoveryMode::Psl => Ok(self.org_of(domain.as_str())),
             DiscoveryMode::TreeWalk | DiscoveryMode::Both => {
                 let (org, limited) = self.org_domain_treewalk_flagged(domain, now).await?;
                 *fallback |= limited;
@@ -61,25 +61,26 @@ impl Resolver {
         &self,
         id: &str,
         passed: bool,
-        author: &str,
+        author: &AuthorDomain,
         st: &mut AlignState,
         mode: Alignment,
         now: Instant,
     ) -> Result<Aligned, ResolveError> {
         // A name beyond DNS's lengths aligns like any other (its org by the same walk).
-        let id = super::normalize_author_domain(id)?.to_string();
+        let id = id.to_author()?;
+        let same = id == *author;
         if mode.is_strict() {
             return Ok(Aligned {
-                aligned: id == author,
-                domain: id,
+                aligned: same,
+                domain: id.to_string(),
                 passed,
                 mode: "strict".into(),
                 org_domain: None,
             });
         }
-        if id == author {
+        if same {
             return Ok(Aligned {
-                domain: id,
+                domain: id.to_string(),
                 passed,
                 aligned: true,
                 mode: "relaxed".into(),
@@ -92,15 +93,36 @@ impl Resolver {
         let org = self.alignment_org(&id, &mut st.fallback, now).await?;
         Ok(Aligned {
             aligned: Some(&org) == st.author_org.as_ref(),
-            domain: id,
+            domain: id.to_string(),
             passed,
             mode: "relaxed".into(),
             org_domain: Some(org),
         })
     }
 
-    /// Evaluates DMARC for a message.
+    /// Evaluates DMARC for a message (its From domain validated here).
     pub async fn dmarc_evaluate(&self, input: &DmarcInput, now: Instant) -> DmarcVerdict {
+        self.verdict(input.from_domain.to_author(), input, now)
+            .await
+    }
+
+    /// [`Resolver::dmarc_evaluate`] for a From domain the caller has validated (the serving
+    /// layer does, once); `input.from_domain` is not read.
+    pub async fn dmarc_evaluate_from(
+        &self,
+        from: &AuthorDomain,
+        input: &DmarcInput,
+        now: Instant,
+    ) -> DmarcVerdict {
+        self.verdict(Ok(from.clone()), input, now).await
+    }
+
+    async fn verdict(
+        &self,
+        from: Result<AuthorDomain, ResolveError>,
+        input: &DmarcInput,
+        now: Instant,
+    ) -> DmarcVerdict {
         let mut v = DmarcVerdict {
             result: DmarcResult::None,
             disposition: Disposition::None,
@@ -118,9 +140,13 @@ impl Resolver {
             winner: None,
             notes: Vec::new(),
         };
-        let disc = match self.dmarc(&input.from_domain, now).await {
-            Ok(d) => d,
-            Err(e) => {
+        let found = match &from {
+            Ok(author) => self.dmarc(author, now).await,
+            Err(e) => Err(e.clone()),
+        };
+        let (author, disc) = match (from, found) {
+            (Ok(author), Ok(d)) => (author, d),
+            (_, Err(e)) | (Err(e), _) => {
                 v.result = if e.is_temporary() {
                     DmarcResult::TempError
                 } else {
@@ -142,7 +168,6 @@ impl Resolver {
             return v;
         };
         v.applied = Some(tag);
-        let author = disc.domain.clone();
         let mut st = AlignState {
             author_org: disc
                 .org_domain

@@ -12,7 +12,7 @@ use hickory_resolver::proto::op::ResponseCode;
 use super::cache::{Entry, FetchOutcome, Key, QueryOutcome, State};
 use super::upstream::RawAnswer;
 use super::{
-    Answer, Kind, Lookup, Origin, Rcode, ResolveError, Resolver, Source, limit, normalize_name,
+    Answer, AsName, DomainName, Kind, Lookup, Origin, Rcode, ResolveError, Resolver, Source, limit,
 };
 
 impl Lookup {
@@ -47,10 +47,10 @@ impl Resolver {
     pub async fn lookup(
         &self,
         kind: Kind,
-        name: &str,
+        name: &(impl AsName + ?Sized),
         now: Instant,
     ) -> Result<Lookup, ResolveError> {
-        let name = normalize_name(name)?;
+        let name = name.to_name()?;
         let key = Key { kind, name };
         let inner = &self.inner;
         match inner.cache.state(&key, now) {
@@ -148,14 +148,13 @@ impl Resolver {
     /// under a known NXDOMAIN (the name or an ancestor), else the response code of an answer
     /// cached at the name itself (existence, address, MX, TXT or SPF questions); `None` when
     /// nothing is known.
-    pub(crate) fn cached_existence(&self, name: &str, now: Instant) -> Option<bool> {
+    pub(crate) fn cached_existence(&self, name: &DomainName, now: Instant) -> Option<bool> {
         let inner = &self.inner;
-        if inner.nx.get(name).is_some_and(|until| now < until)
+        if inner.nx.get(name.as_str()).is_some_and(|until| now < until)
             || self.nx_ancestor(name, now).is_some()
         {
             return Some(false);
         }
-        let name: Arc<str> = Arc::from(name);
         [
             Kind::Exists,
             Kind::A,

@@ -28,7 +28,7 @@ pub use self::cache::{CacheConfig, Origin};
 pub use self::discover::{DiscoveryMode, DmarcDiscovery};
 pub use self::error::ResolveError;
 pub use self::limit::LimitConfig;
-pub use self::name::{dns_formable, normalize_author_domain, normalize_name};
+pub use self::name::{AsAuthor, AsName, AuthorDomain, DomainName, NameError};
 pub use self::stats::StatsSnapshot;
 pub use self::upstream::{DnssecStatus, UpstreamConfig};
 pub use crate::model::answer::{PolicyAnswer, Source};
@@ -160,7 +160,11 @@ impl Resolver {
     }
 
     /// The SPF record of `domain`.
-    pub async fn spf(&self, domain: &str, now: Instant) -> Result<Lookup, ResolveError> {
+    pub async fn spf(
+        &self,
+        domain: &(impl AsName + ?Sized),
+        now: Instant,
+    ) -> Result<Lookup, ResolveError> {
         self.lookup(Kind::Spf, domain, now).await
     }
 
@@ -168,15 +172,11 @@ impl Resolver {
     pub async fn dkim_key(
         &self,
         selector: &str,
-        domain: &str,
+        domain: &(impl AsName + ?Sized),
         now: Instant,
     ) -> Result<Lookup, ResolveError> {
-        self.lookup(
-            Kind::DkimKey,
-            &format!("{selector}._domainkey.{domain}"),
-            now,
-        )
-        .await
+        let name = prefixed(&domain.to_name()?, &format!("{selector}._domainkey"))?;
+        self.lookup(Kind::DkimKey, &name, now).await
     }
 
     /// The ATPS record authorizing `signer` to sign for `author` (RFC 6541), trying the padded
@@ -206,8 +206,22 @@ impl Resolver {
 
     /// The TLSA records at `_<port>._tcp.<host>`, DNSSEC-validated; usable for DANE only when
     /// the answer's status is `secure` (RFC 7672 §2.2).
-    pub async fn tlsa(&self, host: &str, port: u16, now: Instant) -> Result<Lookup, ResolveError> {
-        self.lookup(Kind::Tlsa, &format!("_{port}._tcp.{host}"), now)
-            .await
+    pub async fn tlsa(
+        &self,
+        host: &(impl AsName + ?Sized),
+        port: u16,
+        now: Instant,
+    ) -> Result<Lookup, ResolveError> {
+        let name = prefixed(&host.to_name()?, &format!("_{port}._tcp"))?;
+        self.lookup(Kind::Tlsa, &name, now).await
     }
+}
+
+/// `<prefix>.<name>` ([`DomainName::prefixed`]), or why it cannot be asked.
+fn prefixed(name: &DomainName, prefix: &str) -> Result<DomainName, ResolveError> {
+    name.prefixed(prefix).ok_or_else(|| {
+        ResolveError::InvalidName(
+            format!("{prefix}.{name}: not a DNS name (over 253 octets, or a bad label)").into(),
+        )
+    })
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::answer::{Answer, Kind};
 use super::cache::{Entry, Key};
-use super::{Resolver, normalize_name};
+use super::{DomainName, Resolver};
 
 const MAGIC: &[u8; 8] = b"MPDSNAP\0";
 /// 2: answers read under issue 12's rules (only the CNAME chain believed, chain TTLs, a
@@ -113,7 +113,7 @@ impl Resolver {
         let cfg = self.inner.cache.config().clone();
         let mut loaded = 0;
         for e in entries {
-            let Ok(name) = normalize_name(&e.name) else {
+            let Ok(name) = DomainName::dns(&e.name) else {
                 continue;
             };
             // A bogus answer stored by an older version: a failure now, never served.

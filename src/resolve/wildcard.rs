@@ -9,7 +9,7 @@ use super::answer;
 use super::cache::{Key, Origin, State};
 use super::limit::{self, Observed};
 use super::lookup::upstream_outcome;
-use super::{Answer, Kind, Lookup, ResolveError, Resolver, Source, normalize_name};
+use super::{Answer, DomainName, Kind, Lookup, ResolveError, Resolver, Source};
 
 impl Resolver {
     /// The wildcard sample that may answer `key` (a cache miss in the window `at`), unless
@@ -25,7 +25,10 @@ impl Resolver {
     ) -> Option<Arc<Answer>> {
         let inner = &self.inner;
         let sample = inner.wildcard.synthesize(at, &key.name, now)?;
-        if inner.nx.get(&key.name).is_some_and(|until| now < until)
+        if inner
+            .nx
+            .get(key.name.as_str())
+            .is_some_and(|until| now < until)
             || self.nx_ancestor(&key.name, now).is_some()
         {
             return None;
@@ -122,7 +125,7 @@ impl Resolver {
             .client_timeout
             .max(inner.limiter.interval() * 2);
         let mut probed = None;
-        if normalize_name(&probe).is_ok() && inner.limiter.reserve(&at.key.org, wait).await {
+        if DomainName::dns(&probe).is_ok() && inner.limiter.reserve(&at.key.org, wait).await {
             inner.stats.wildcard_probed();
             let started = Instant::now();
             // The probe is not cached and not observed.

@@ -192,17 +192,12 @@ impl Service {
                     format!("{ip:?} is not an IP address"),
                 )),
             },
-            Op::DmarcEvaluate(mut input) => {
-                match proto::normalize_author_domain(&input.from_domain) {
-                    Ok(d) => {
-                        input.from_domain = d;
-                        Outcome::Ok(Reply::DmarcVerdict(Box::new(
-                            r.dmarc_evaluate(&input, now).await,
-                        )))
-                    }
-                    Err(e) => Outcome::Error(e),
-                }
-            }
+            Op::DmarcEvaluate(input) => match proto::normalize_author_domain(&input.from_domain) {
+                Ok(d) => Outcome::Ok(Reply::DmarcVerdict(Box::new(
+                    r.dmarc_evaluate_from(&d, &input, now).await,
+                ))),
+                Err(e) => Outcome::Error(e),
+            },
             Op::Dmarc { domain } => match proto::normalize_author_domain(&domain) {
                 Ok(d) => match r.dmarc(&d, now).await {
                     Ok(disc) => Outcome::Ok(Reply::Dmarc(Box::new(disc))),
