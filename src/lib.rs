@@ -26,11 +26,12 @@
 //!
 //!  resolve::spf (check_host) and resolve::evaluate (DMARC verdict) ask through lookup()
 //!  resolve::lookup: the lookup/miss/fetch path (org domain once per miss); resolve::wildcard:
-//!  its wildcard glue; resolve::error: ResolveError; resolve::name: name normalization
+//!  its wildcard glue; resolve::error: ResolveError; resolve::name: AsName (text or DomainName in)
 //!  policy::{dmarc, spf, dkim, atps, tlsa, orgdomain}  pure parsers (policy::tag: the tag=value lexer;
 //!                                          policy::scan: byte-class bitmaps)
 //!  client: async and blocking socket clients (the CLI's `cli::*` modules live in the binary)
-//!  model: the value types the resolver answers and proto carries (answer, dmarc, spf, stats)
+//!  model: the value types the resolver answers and proto carries (answer, dmarc, spf, stats,
+//!         name: the one DomainName, validated once where a name enters)
 //! ```
 //!
 //! Data flows one way: `policy` imports nothing from the rest of the crate and does no I/O;
