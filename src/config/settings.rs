@@ -311,8 +311,8 @@ pub(super) const SETTINGS: &[Setting] = &[
         "dns",
         "forward_other_types",
         Ty::Bool,
-        "false",
-        "Answer types other than TXT and TLSA by forwarding; otherwise REFUSED.",
+        "true",
+        "Forward every type other than TXT and TLSA (A, AAAA, MX, PTR, NS, SOA, CNAME, DS, SRV, CAA, ...) to the upstream, cached by TTL; false: REFUSED.",
     ),
     s(
         "lifecycle",

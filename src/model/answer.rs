@@ -36,10 +36,14 @@ pub enum Kind {
     Mx,
     /// PTR records.
     Ptr,
+    /// Any other DNS type of class IN, by its type code, forwarded for the DNS front-end and
+    /// kept as the upstream's records ([`Data::Wire`]).
+    Forward(u16),
 }
 
-/// Every kind, in a fixed order (metrics index by it).
-pub const KINDS: [Kind; 11] = [
+/// Every kind, in a fixed order (metrics index by it); `Forward(0)` stands for every
+/// forwarded type.
+pub const KINDS: [Kind; 12] = [
     Kind::Dmarc,
     Kind::Spf,
     Kind::DkimKey,
@@ -51,6 +55,7 @@ pub const KINDS: [Kind; 11] = [
     Kind::Aaaa,
     Kind::Mx,
     Kind::Ptr,
+    Kind::Forward(0),
 ];
 
 impl Kind {
@@ -68,12 +73,16 @@ impl Kind {
             Kind::Aaaa => "aaaa",
             Kind::Mx => "mx",
             Kind::Ptr => "ptr",
+            Kind::Forward(_) => "forward",
         }
     }
 
     /// Index into [`KINDS`].
     pub fn index(self) -> usize {
-        KINDS.iter().position(|k| *k == self).unwrap_or(0)
+        match self {
+            Kind::Forward(_) => KINDS.len() - 1,
+            k => KINDS.iter().position(|x| *x == k).unwrap_or(0),
+        }
     }
 
     /// The domain a question is about, without the kind's fixed prefix labels
@@ -161,6 +170,22 @@ pub enum Data {
     Mx(Vec<(u16, String)>),
     /// PTR targets.
     Names(Vec<String>),
+    /// A forwarded type's records as the upstream gave them ([`Kind::Forward`]).
+    Wire(WireRecords),
+}
+
+/// Resource records in DNS wire form, as an upstream answer held them: its answer section (the
+/// CNAME chain from the question name, then the records of the asked type) and its authority
+/// records (the SOA of a negative answer, RFC 2308). What the DNS front-end sends, with the TTLs
+/// lowered to what is left; nothing here reads them, `serve::dns` decodes them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WireRecords {
+    /// How many of the records are answers; the rest are authority records.
+    pub answers: u16,
+    /// How many authority records follow the answers.
+    pub authorities: u16,
+    /// The records, each a complete RR (owner, type, class, TTL, RDATA), names uncompressed.
+    pub bytes: Box<[u8]>,
 }
 
 /// One cached answer.
@@ -201,6 +226,9 @@ pub(crate) struct Kept {
     /// parsed data keeps only the one record of its kind, and a name may publish other TXT
     /// too; the DNS front-end answers a TXT question from the same entry as the socket.
     pub(crate) txt: Option<Box<[String]>>,
+    /// The upstream's records for the DNS front-end ([`Answer::wire`]): the CNAME chain and
+    /// records as given (TXT strings as published), the SOA of a negative answer.
+    pub(crate) wire: Option<WireRecords>,
 }
 
 impl PartialEq for Kept {
@@ -250,6 +278,16 @@ impl Answer {
         }
     }
 
+    /// The upstream's records as it gave them, for the DNS front-end: a forwarded type's, or
+    /// those kept beside a parsed answer. `None` when they are not known (an answer restored
+    /// from a snapshot, or synthesized).
+    pub fn wire(&self) -> Option<&WireRecords> {
+        match &self.data {
+            Data::Wire(w) => Some(w),
+            _ => self.kept.wire.as_ref(),
+        }
+    }
+
     /// A negative answer synthesized from an ancestor's NXDOMAIN (RFC 8020).
     pub fn nxdomain(kind: Kind, name: &str, ttl: u32) -> Answer {
         Answer {
@@ -289,10 +327,12 @@ impl Answer {
             Data::Addrs(a) => a.len() * 17,
             Data::Mx(m) => m.iter().map(|(_, s)| s.len() + 32).sum(),
             Data::Tlsa(t) => t.iter().map(|p| p.policy.data.len() + 64).sum(),
+            Data::Wire(w) => w.bytes.len() + 32,
             // Parsed records: their serialized size is a fair estimate of their heap use.
             _ => encoded * 2,
         };
-        let raw_txt = self.kept.txt.as_deref().map_or(0, strings);
+        let raw_txt = self.kept.txt.as_deref().map_or(0, strings)
+            + self.kept.wire.as_ref().map_or(0, |w| w.bytes.len() + 32);
         let total = std::mem::size_of::<Answer>()
             + self.name.len()
             + raw_txt

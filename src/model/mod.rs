@@ -9,5 +9,7 @@ pub mod name;
 pub mod spf;
 pub mod stats;
 
-pub use answer::{Answer, Data, DnssecStatus, Found, KINDS, Kind, PolicyAnswer, Rcode, Source};
+pub use answer::{
+    Answer, Data, DnssecStatus, Found, KINDS, Kind, PolicyAnswer, Rcode, Source, WireRecords,
+};
 pub use name::{AuthorDomain, DomainName, NameError};

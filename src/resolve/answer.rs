@@ -21,6 +21,7 @@ impl Kind {
             Kind::Aaaa => RecordType::AAAA,
             Kind::Mx => RecordType::MX,
             Kind::Ptr => RecordType::PTR,
+            Kind::Forward(t) => RecordType::from(t),
         }
     }
 }
@@ -34,8 +35,20 @@ impl Answer {
             ResponseCode::ServFail => Rcode::ServFail,
             _ => Rcode::NoError,
         };
-        let mut kept = Kept::default();
+        let mut kept = Kept {
+            wire: raw.wire,
+            ..Kept::default()
+        };
+        let positive = !matches!(raw.records, Records::None);
         let data = match (raw.records, kind) {
+            // A forwarded type's records are kept as given; a negative one keeps its SOA.
+            (_, Kind::Forward(_)) => match kept.wire.take() {
+                Some(w) if positive => Data::Wire(w),
+                w => {
+                    kept.wire = w;
+                    Data::None
+                }
+            },
             (Records::None, _) => Data::None,
             (r, Kind::Dmarc | Kind::Spf | Kind::DkimKey | Kind::Atps) => {
                 let txt = match r {
@@ -57,6 +70,7 @@ impl Answer {
             (Records::Addrs(a), _) => Data::Addrs(a),
             (Records::Mx(m), _) => Data::Mx(m),
             (Records::Names(n), _) => Data::Names(n),
+            (Records::Other(_), _) => Data::None,
         };
         Answer {
             kind,

@@ -200,6 +200,10 @@ impl Shaped {
     /// for the organization itself, a name not under it, or a name with no label but
     /// `_`-labels below it (those are never synthesized).
     pub fn of(kind: Kind, name: &str, org: &str) -> Option<Shaped> {
+        // A forwarded type's records name their owner: never synthesized for another name.
+        if matches!(kind, Kind::Forward(_)) {
+            return None;
+        }
         let rest = name.strip_suffix(org)?.strip_suffix('.')?;
         if rest.is_empty() {
             return None;

@@ -242,10 +242,11 @@ impl Resolver {
                     let inner = &this.inner;
                     let validate = query_key.kind == Kind::Tlsa;
                     let started = Instant::now();
-                    let result = inner
-                        .upstream
-                        .query(&query_key.name, query_key.kind.record_type(), validate)
-                        .await;
+                    let (name, rtype) = (&query_key.name, query_key.kind.record_type());
+                    let result = match query_key.kind {
+                        Kind::Forward(_) => inner.upstream.forward(name, rtype).await,
+                        _ => inner.upstream.query(name, rtype, validate).await,
+                    };
                     inner
                         .stats
                         .upstream(upstream_outcome(&result), started.elapsed());

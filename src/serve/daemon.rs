@@ -130,7 +130,17 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
         let bound = dns::serve(addr, service.clone(), cfg.dns_forward, stop_others.clone())
             .await
             .map_err(DaemonError::listen("dns", addr))?;
-        tracing::info!(dns = %bound, "DNS front-end (TXT, TLSA)");
+        if cfg.dns_forward {
+            tracing::info!(
+                dns = %bound,
+                "DNS front-end: TXT and TLSA from the policy cache; every other type of class IN (A, AAAA, MX, PTR, NS, SOA, CNAME, DS, SRV, CAA, ...) forwarded to the upstream and cached by TTL (dns.forward_other_types = true); ANY, AXFR, IXFR refused"
+            );
+        } else {
+            tracing::info!(
+                dns = %bound,
+                "DNS front-end: TXT and TLSA only; other types REFUSED (dns.forward_other_types = false)"
+            );
+        }
     }
     // Periodic snapshots, so a crash (SIGKILL, OOM) restarts from a recent one. Stopped, and
     // waited for, before the final write (which uses the same temporary file).

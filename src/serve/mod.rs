@@ -209,44 +209,56 @@ impl Service {
     }
 }
 
-/// The question types the DNS front-end answers through the service (anything else is refused
-/// before it gets here).
+/// A DNS front-end question's type (its RR type code): TXT and TLSA answered from the policy
+/// entries, any other type forwarded ([`Kind::Forward`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DnsType {
-    /// TXT: from the DMARC, DKIM key, ATPS or SPF entry of the name ([`txt_kind`]).
-    Txt,
-    /// TLSA, DNSSEC-validated.
-    Tlsa,
-    /// A (forwarded).
-    A,
-    /// AAAA (forwarded).
-    Aaaa,
-    /// MX (forwarded).
-    Mx,
-    /// PTR (forwarded).
-    Ptr,
-}
+pub struct DnsType(pub u16);
+
+/// The `op` label of `mailpolicyd_requests_total` for each DNS front-end type with its own,
+/// by RR type code; every other type counts as `dns_other` (the last row).
+pub const DNS_LABELS: [(u16, &str); 14] = [
+    (16, "dns_txt"),
+    (52, "dns_tlsa"),
+    (1, "dns_a"),
+    (28, "dns_aaaa"),
+    (15, "dns_mx"),
+    (12, "dns_ptr"),
+    (2, "dns_ns"),
+    (6, "dns_soa"),
+    (5, "dns_cname"),
+    (33, "dns_srv"),
+    (257, "dns_caa"),
+    (43, "dns_ds"),
+    (48, "dns_dnskey"),
+    (0, "dns_other"),
+];
 
 impl DnsType {
-    /// Every type, in declaration order (`t as usize` indexes it).
-    pub const ALL: [DnsType; 6] = [
-        DnsType::Txt,
-        DnsType::Tlsa,
-        DnsType::A,
-        DnsType::Aaaa,
-        DnsType::Mx,
-        DnsType::Ptr,
-    ];
+    /// TXT.
+    pub const TXT: DnsType = DnsType(16);
+    /// TLSA.
+    pub const TLSA: DnsType = DnsType(52);
 
-    /// The `op` label of `mailpolicyd_requests_total` for a DNS front-end question.
+    /// The row of [`DNS_LABELS`] this type counts under.
+    pub fn index(self) -> usize {
+        DNS_LABELS
+            .iter()
+            .position(|(code, _)| *code == self.0)
+            .unwrap_or(DNS_LABELS.len() - 1)
+    }
+
+    /// The `op` label of `mailpolicyd_requests_total` for a question of this type.
     pub fn label(self) -> &'static str {
+        DNS_LABELS[self.index()].1
+    }
+
+    /// The cache kind that answers a question of this type at `name`: TXT by the name
+    /// ([`txt_kind`]), TLSA validated, anything else forwarded as it is.
+    pub fn kind(self, name: &str) -> Kind {
         match self {
-            DnsType::Txt => "dns_txt",
-            DnsType::Tlsa => "dns_tlsa",
-            DnsType::A => "dns_a",
-            DnsType::Aaaa => "dns_aaaa",
-            DnsType::Mx => "dns_mx",
-            DnsType::Ptr => "dns_ptr",
+            DnsType::TXT => txt_kind(name),
+            DnsType::TLSA => Kind::Tlsa,
+            DnsType(code) => Kind::Forward(code),
         }
     }
 }
@@ -293,17 +305,9 @@ impl Service {
     pub async fn dns_question(&self, name: &str, qtype: DnsType) -> Result<Lookup, ResolveError> {
         let started = Instant::now();
         let r = &self.resolver;
-        let kind = match qtype {
-            DnsType::Txt => txt_kind(name),
-            DnsType::Tlsa => Kind::Tlsa,
-            DnsType::A => Kind::A,
-            DnsType::Aaaa => Kind::Aaaa,
-            DnsType::Mx => Kind::Mx,
-            DnsType::Ptr => Kind::Ptr,
-        };
-        let mut result = r.lookup(kind, name, started).await;
+        let mut result = r.lookup(qtype.kind(name), name, started).await;
         if let Ok(l) = &result
-            && qtype == DnsType::Txt
+            && qtype == DnsType::TXT
             && l.answer.txt().is_none()
         {
             result = r.lookup(Kind::Txt, name, started).await;

@@ -10,7 +10,8 @@ use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
 use super::{
-    DnssecStatus, MAX_CNAME_HOPS, RawAnswer, Records, Upstream, error, lower_name, status, weaker,
+    DnssecStatus, MAX_CNAME_HOPS, RawAnswer, Records, Upstream, encode_wire, error, lower_name,
+    status, weaker,
 };
 use crate::resolve::ResolveError;
 
@@ -75,6 +76,13 @@ impl Upstream {
             ttl,
             dnssec,
             records: Records::None,
+            wire: encode_wire(
+                [],
+                nr.soa
+                    .as_ref()
+                    .map(|s| s.as_ref().clone().into_record_of_rdata())
+                    .as_ref(),
+            ),
             elapsed: started.elapsed(),
         })
     }

@@ -38,7 +38,7 @@
 //! are sent for every validating lookup whatever `cache_size` is (the validator asks the name
 //! servers below hickory's answer cache), and the recursive upstream's cache answers them.
 
-pub use crate::model::answer::DnssecStatus;
+pub use crate::model::answer::{DnssecStatus, WireRecords};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,10 +49,12 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::domain::Label;
-use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_resolver::{Resolver, TokioResolver};
 
 mod chain;
+mod forward;
 
 use super::ResolveError;
 use crate::policy::join_txt;
@@ -120,6 +122,9 @@ pub enum Records {
     Mx(Vec<(u16, String)>),
     /// PTR targets.
     Names(Vec<String>),
+    /// Records of another type (forwarded): a hash of their RDATA, so identical answers
+    /// compare equal.
+    Other(u64),
 }
 
 /// What one upstream query returned.
@@ -139,6 +144,9 @@ pub struct RawAnswer {
     pub dnssec: DnssecStatus,
     /// The data.
     pub records: Records,
+    /// The records as the upstream gave them, for the DNS front-end: the CNAME chain and the
+    /// asked type's records, or a negative answer's CNAMEs and SOA.
+    pub wire: Option<WireRecords>,
     /// How long the query took.
     pub elapsed: Duration,
 }
@@ -146,6 +154,9 @@ pub struct RawAnswer {
 /// The hickory resolvers.
 pub struct Upstream {
     plain: TokioResolver,
+    /// The name servers without hickory's resolver on top (no CNAME chasing, no RFC 6761
+    /// localhost answers, no hosts file): forwarding for the DNS front-end.
+    pool: forward::Pool,
     validating: TokioResolver,
     /// The most one query may take: `timeout × attempts`.
     deadline: Duration,
@@ -159,7 +170,12 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-fn build(cfg: &UpstreamConfig, validate: bool) -> Result<TokioResolver, ResolveError> {
+/// The name servers and options for `cfg`: its servers, or `/etc/resolv.conf`'s; hickory's
+/// cache off, `attempts` sends, TCP after a truncated or failed UDP exchange.
+fn servers_and_options(
+    cfg: &UpstreamConfig,
+    validate: bool,
+) -> Result<(ResolverConfig, ResolverOpts), ResolveError> {
     let (config, mut opts) = if cfg.servers.is_empty() {
         hickory_resolver::system_conf::read_system_conf()
             .map_err(|e| ResolveError::Config(format!("reading /etc/resolv.conf: {e}").into()))?
@@ -189,6 +205,11 @@ fn build(cfg: &UpstreamConfig, validate: bool) -> Result<TokioResolver, ResolveE
     opts.ndots = 0;
     opts.try_tcp_on_error = true;
     opts.preserve_intermediates = true;
+    Ok((config, opts))
+}
+
+fn build(cfg: &UpstreamConfig, validate: bool) -> Result<TokioResolver, ResolveError> {
+    let (config, opts) = servers_and_options(cfg, validate)?;
     let mut builder =
         Resolver::builder_with_config(config, TokioRuntimeProvider::default()).with_options(opts);
     if validate && let Some(ta) = &cfg.trust_anchors {
@@ -207,6 +228,7 @@ impl Upstream {
             .saturating_mul(u32::try_from(cfg.attempts.max(1)).unwrap_or(u32::MAX));
         Ok(Upstream {
             plain: build(cfg, false)?,
+            pool: forward::pool(cfg)?,
             validating: build(cfg, true)?,
             deadline,
             validating_deadline: deadline.saturating_mul(VALIDATION_DEADLINE_FACTOR),
@@ -239,17 +261,7 @@ impl Upstream {
         rtype: RecordType,
         validate: bool,
     ) -> Result<RawAnswer, ResolveError> {
-        // Raw labels, not host-name parsing: labels such as padded base32 ATPS labels
-        // ("...====") are valid DNS but not valid host names, and would be refused.
-        let labels = name
-            .split('.')
-            .filter(|l| !l.is_empty())
-            .map(|l| Label::from_raw_bytes(l.as_bytes()));
-        let mut qname = labels
-            .collect::<Result<Vec<_>, _>>()
-            .and_then(Name::from_labels)
-            .map_err(|e| ResolveError::InvalidName(format!("{name:?}: {e}").into()))?;
-        qname.set_fqdn(true);
+        let qname = query_name(name)?;
         let started = Instant::now();
         let until = tokio::time::Instant::from_std(started) + self.deadline(validate);
         let resolver = self.resolver(validate);
@@ -265,11 +277,6 @@ impl Upstream {
         let elapsed = started.elapsed();
         let chain = answer_chain(&qname, rtype, lookup.answers())?;
         let mut proof = None::<Proof>;
-        let mut txt = Vec::new();
-        let mut tlsa = Vec::new();
-        let mut addrs = Vec::new();
-        let mut mx = Vec::new();
-        let mut names = Vec::new();
         for r in chain.cnames.iter().chain(&chain.rrset) {
             // The weakest proof among the records used (CNAMEs included) is the answer's.
             proof = Some(match proof {
@@ -277,25 +284,8 @@ impl Upstream {
                 Some(p) => weaker(p, r.proof),
             });
         }
-        for r in &chain.rrset {
-            match &r.data {
-                RData::TXT(t) => txt.push(join_txt(&t.txt_data)),
-                RData::TLSA(t) => tlsa.push(t.clone()),
-                RData::A(a) => addrs.push(IpAddr::V4(a.0)),
-                RData::AAAA(a) => addrs.push(IpAddr::V6(a.0)),
-                RData::MX(m) => mx.push((m.preference, lower_name(&m.exchange))),
-                RData::PTR(p) => names.push(lower_name(&p.0)),
-                _ => {}
-            }
-        }
-        let records = match rtype {
-            RecordType::TXT => Records::Txt(txt),
-            RecordType::TLSA => Records::Tlsa(tlsa),
-            RecordType::A | RecordType::AAAA => Records::Addrs(addrs),
-            RecordType::MX => Records::Mx(mx),
-            RecordType::PTR => Records::Names(names),
-            _ => Records::None,
-        };
+        let records = typed_records(rtype, &chain.rrset);
+        let wire = encode_wire(chain.cnames.iter().chain(&chain.rrset).copied(), []);
         let dnssec = if validate {
             proof.map_or(DnssecStatus::Indeterminate, status)
         } else {
@@ -311,9 +301,102 @@ impl Upstream {
             ttl: chain.ttl,
             dnssec,
             records,
+            wire,
             elapsed,
         })
     }
+}
+
+/// A question name from its text: raw labels, not host-name parsing (labels such as padded
+/// base32 ATPS labels, "...====", are valid DNS but not valid host names and would be refused).
+fn query_name(name: &str) -> Result<Name, ResolveError> {
+    let labels = name
+        .split('.')
+        .filter(|l| !l.is_empty())
+        .map(|l| Label::from_raw_bytes(l.as_bytes()));
+    let mut qname = labels
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(Name::from_labels)
+        .map_err(|e| ResolveError::InvalidName(format!("{name:?}: {e}").into()))?;
+    qname.set_fqdn(true);
+    Ok(qname)
+}
+
+/// The data of `rrset` (records of the asked type `rtype`) as the cache keeps it: TXT joined
+/// per record (never parsed here), TLSA, addresses, MX, PTR names; any other type by a hash of
+/// its RDATA.
+fn typed_records(rtype: RecordType, rrset: &[&Record]) -> Records {
+    let data = rrset.iter().map(|r| &r.data);
+    match rtype {
+        RecordType::TXT => Records::Txt(
+            data.filter_map(|d| match d {
+                RData::TXT(t) => Some(join_txt(&t.txt_data)),
+                _ => None,
+            })
+            .collect(),
+        ),
+        RecordType::TLSA => Records::Tlsa(
+            data.filter_map(|d| match d {
+                RData::TLSA(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect(),
+        ),
+        RecordType::A | RecordType::AAAA => Records::Addrs(
+            data.filter_map(|d| match d {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect(),
+        ),
+        RecordType::MX => Records::Mx(
+            data.filter_map(|d| match d {
+                RData::MX(m) => Some((m.preference, lower_name(&m.exchange))),
+                _ => None,
+            })
+            .collect(),
+        ),
+        RecordType::PTR => Records::Names(
+            data.filter_map(|d| match d {
+                RData::PTR(p) => Some(lower_name(&p.0)),
+                _ => None,
+            })
+            .collect(),
+        ),
+        _ => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for d in data {
+                std::hash::Hash::hash(&d.to_string(), &mut h);
+            }
+            Records::Other(std::hash::Hasher::finish(&h))
+        }
+    }
+}
+
+/// `answers` and `authorities` in DNS wire form ([`WireRecords`]); `None` if one does not
+/// encode (it came off the wire, so it does) or there are more than 65,535.
+fn encode_wire<'a>(
+    answers: impl IntoIterator<Item = &'a Record>,
+    authorities: impl IntoIterator<Item = &'a Record>,
+) -> Option<WireRecords> {
+    let mut bytes = Vec::new();
+    let mut encoder = BinEncoder::new(&mut bytes);
+    let mut count = |records: &mut dyn Iterator<Item = &'a Record>| -> Option<u16> {
+        let mut n = 0u16;
+        for r in records {
+            r.emit(&mut encoder).ok()?;
+            n = n.checked_add(1)?;
+        }
+        Some(n)
+    };
+    let answers = count(&mut answers.into_iter())?;
+    let authorities = count(&mut authorities.into_iter())?;
+    Some(WireRecords {
+        answers,
+        authorities,
+        bytes: bytes.into_boxed_slice(),
+    })
 }
 
 /// A name as its raw labels joined by dots, lower-case, no final dot. Not `to_ascii()`, which

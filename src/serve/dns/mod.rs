@@ -1,9 +1,16 @@
-//! A DNS front-end on loopback, so an unmodified OpenDMARC, rspamd or Postfix pointed at it gets
-//! the same cache as the socket: TXT and TLSA questions are answered through
-//! [`Service::dns_question`], which asks the same cache entries as the socket's operations
-//! (TLSA validated, with the AD bit set only for a secure answer); A, AAAA, MX and PTR only when
-//! forwarding is enabled; anything else REFUSED. Refuses to bind a non-loopback address unless
-//! allowed (the configuration checks that), so it is never an open resolver by accident.
+//! A DNS front-end on loopback, a caching resolver for everything an unmodified rspamd,
+//! OpenDMARC, OpenDKIM, pyspf or Postfix asks, sharing the socket's cache: every question goes
+//! through [`Service::dns_question`]. TXT and TLSA are answered from the same cache entries as
+//! the socket's operations (TLSA validated, with the AD bit set only for a secure answer); every
+//! other data type of class IN (A, AAAA, MX, PTR, NS, SOA, CNAME, DS, SRV, CAA, ...) is
+//! forwarded to the upstream as it is ([`Kind::Forward`](crate::resolve::Kind::Forward)) and
+//! cached by TTL with the same machinery (coalescing, negative caching, serve-stale, the
+//! organization's limits) — unless `dns.forward_other_types = false`, then REFUSED; meta types
+//! (ANY, AXFR, IXFR, OPT, TSIG) are always REFUSED. Answers carry the upstream's records as it
+//! gave them: the CNAME chain, TXT strings as published, and for NXDOMAIN and NODATA the SOA in
+//! the authority section (RFC 2308); nothing is answered from a hosts file or made up for
+//! `localhost` names. Refuses to bind a non-loopback address unless allowed (the configuration
+//! checks that), so it is never an open resolver by accident.
 //!
 //! UDP is served by our own loop: a question answered recently (a tenth of its TTL, at most
 //! five seconds) is answered again from its wire form ([`answer_cache`]: one hash lookup and
@@ -36,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::answer_cache::{Query, WireCache, parse_query};
 use self::records::Answered;
-use super::{DnsType, Service};
+use super::{DNS_LABELS, DnsType, Service};
 
 /// The EDNS payload size we offer (the DNS flag day 2020 value), and the most any UDP answer
 /// carries, whatever the client offers: beyond it the answer is truncated (TC).
@@ -96,7 +103,7 @@ fn udp_loop(
     let mut out = Vec::with_capacity(MAX_QUERY);
     let wire_answers = h.service.metrics.dns_counter("wire");
     // A hit is a request answered `ok`: one counter per question type, fetched once.
-    let requests = DnsType::ALL.map(|t| h.service.metrics.ok_counter(t.label()));
+    let requests = DNS_LABELS.map(|(_, label)| h.service.metrics.ok_counter(label));
     while !shutdown.is_cancelled() {
         let (len, peer) = match sock.recv_from(&mut buf) {
             Ok(r) => r,
@@ -121,7 +128,7 @@ fn udp_loop(
         {
             wire_answers.inc();
             if let Some(t) = dns_type(RecordType::from(q.qtype()), h.forward) {
-                requests[t as usize].inc();
+                requests[t.index()].inc();
             }
             if let Err(e) = sock.send_to(&out, peer) {
                 tracing::debug!(error = %e, "dns: send");
@@ -203,6 +210,7 @@ impl Handler {
             resp.metadata.response_code = a.rcode;
             resp.metadata.authentic_data = a.secure;
             resp.add_answers(a.records);
+            resp.add_authorities(a.authority);
             reuse = a.ttl;
         }
         let bytes = resp.to_vec().ok()?;
@@ -217,16 +225,20 @@ impl Handler {
     }
 }
 
-/// The service's question type for a `qtype` question: TXT and TLSA always, A, AAAA, MX and
-/// PTR only when forwarding; `None` is REFUSED.
+/// The service's question type for a `qtype` question: TXT and TLSA always, every other
+/// data type when forwarding (the default); `None` is REFUSED: the meta types (zone
+/// transfers, ANY, OPT, TSIG, TKEY, MAILA/MAILB), which a caching resolver does not forward.
 fn dns_type(qtype: RecordType, forward: bool) -> Option<DnsType> {
     match qtype {
-        RecordType::TXT => Some(DnsType::Txt),
-        RecordType::TLSA => Some(DnsType::Tlsa),
-        RecordType::A if forward => Some(DnsType::A),
-        RecordType::AAAA if forward => Some(DnsType::Aaaa),
-        RecordType::MX if forward => Some(DnsType::Mx),
-        RecordType::PTR if forward => Some(DnsType::Ptr),
+        RecordType::TXT => Some(DnsType::TXT),
+        RecordType::TLSA => Some(DnsType::TLSA),
+        RecordType::AXFR
+        | RecordType::IXFR
+        | RecordType::ANY
+        | RecordType::OPT
+        | RecordType::TSIG
+        | RecordType::Unknown(249 | 253 | 254) => None,
+        other if forward => Some(DnsType(u16::from(other))),
         _ => None,
     }
 }
@@ -268,7 +280,7 @@ impl RequestHandler for TcpHandler {
         let resp = builder.build(
             metadata,
             a.records.iter(),
-            None::<&Record>,
+            a.authority.iter(),
             None::<&Record>,
             None::<&Record>,
         );

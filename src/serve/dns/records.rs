@@ -1,11 +1,19 @@
-//! One resolver answer → the DNS records, response code and flags the front-end sends (owner:
-//! the question name as asked; TTL: what is left of the cached answer's).
+//! One resolver answer → the DNS records, response code and flags the front-end sends: the
+//! upstream's records as it gave them when the entry keeps them ([`Answer::wire`]: the CNAME
+//! chain, TXT strings as published, the SOA of a negative answer), else records rebuilt from
+//! the parsed data (an entry restored from a snapshot; owner: the question name as asked).
+//! TTLs: what is left of the cached answer's.
+//!
+//! [`Answer::wire`]: crate::resolve::Answer::wire
 
 use std::time::Duration;
 
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::rdata::{A, AAAA, MX, PTR, TXT, tlsa};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::proto::serialize::binary::{BinDecodable, BinDecoder};
+
+use crate::model::WireRecords;
 
 use crate::resolve::{Data, DnssecStatus, Lookup, Rcode};
 
@@ -13,6 +21,8 @@ use crate::resolve::{Data, DnssecStatus, Lookup, Rcode};
 pub(super) struct Answered {
     pub(super) rcode: ResponseCode,
     pub(super) records: Vec<Record>,
+    /// Authority records: the SOA of a negative answer.
+    pub(super) authority: Vec<Record>,
     pub(super) secure: bool,
     /// How long the answer may be reused; `None` for refusals and failures.
     pub(super) ttl: Option<Duration>,
@@ -24,6 +34,7 @@ impl Answered {
         Answered {
             rcode,
             records: Vec::new(),
+            authority: Vec::new(),
             secure: false,
             ttl: None,
         }
@@ -38,6 +49,29 @@ impl Answered {
             return Answered::refused(ResponseCode::ServFail);
         }
         let ttl = lookup.ttl_remaining.max(1);
+        let rcode = if a.rcode == Rcode::NxDomain {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        let secure = a.dnssec == DnssecStatus::Secure;
+        let reuse = Some(Duration::from_secs(u64::from(ttl)));
+        // The upstream's own records, when they are this name's (a wildcard sample's are
+        // another name's: rebuilt below with the question as owner).
+        let asked = name.to_ascii();
+        let asked = asked.strip_suffix('.').unwrap_or(&asked);
+        if let Some(wire) = a.wire()
+            && a.name.eq_ignore_ascii_case(asked)
+            && let Some((records, authority)) = decode(wire, ttl)
+        {
+            return Answered {
+                rcode,
+                records,
+                authority,
+                secure,
+                ttl: reuse,
+            };
+        }
         let rdatas: Vec<RData> = match (&a.data, qtype) {
             (_, RecordType::TXT) => a
                 .txt()
@@ -72,11 +106,6 @@ impl Answered {
                 .collect(),
             _ => Vec::new(),
         };
-        let rcode = if a.rcode == Rcode::NxDomain {
-            ResponseCode::NXDomain
-        } else {
-            ResponseCode::NoError
-        };
         let records = rdatas
             .into_iter()
             .map(|rd| Record::from_rdata(name.clone(), ttl, rd))
@@ -84,10 +113,30 @@ impl Answered {
         Answered {
             rcode,
             records,
-            secure: a.dnssec == DnssecStatus::Secure,
-            ttl: Some(Duration::from_secs(u64::from(ttl))),
+            authority: Vec::new(),
+            secure,
+            ttl: reuse,
         }
     }
+}
+
+/// The answer and authority records kept in `wire`, each with TTL `ttl` (what is left of the
+/// entry's). `None` if they do not decode (they were encoded by us, so they do).
+fn decode(wire: &WireRecords, ttl: u32) -> Option<(Vec<Record>, Vec<Record>)> {
+    let mut decoder = BinDecoder::new(&wire.bytes);
+    let mut read = |n: u16| -> Option<Vec<Record>> {
+        (0..n)
+            .map(|_| {
+                Record::read(&mut decoder).ok().map(|mut r| {
+                    r.ttl = ttl;
+                    r
+                })
+            })
+            .collect()
+    };
+    let answers = read(wire.answers)?;
+    let authority = read(wire.authorities)?;
+    Some((answers, authority))
 }
 
 fn txt_rdata(joined: &str) -> RData {
