@@ -20,6 +20,7 @@ fn raw(records: Records, rcode: ResponseCode, dnssec: DnssecStatus) -> RawAnswer
         ttl: 3600,
         dnssec,
         records,
+        wire: None,
         elapsed: Duration::ZERO,
     }
 }

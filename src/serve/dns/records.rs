@@ -62,7 +62,7 @@ impl Answered {
         let asked = asked.strip_suffix('.').unwrap_or(&asked);
         if let Some(wire) = a.wire()
             && a.name.eq_ignore_ascii_case(asked)
-            && let Some((records, authority)) = decode(wire, ttl)
+            && let Some((records, authority)) = decode(wire, ttl, name)
         {
             return Answered {
                 rcode,
@@ -121,14 +121,19 @@ impl Answered {
 }
 
 /// The answer and authority records kept in `wire`, each with TTL `ttl` (what is left of the
-/// entry's). `None` if they do not decode (they were encoded by us, so they do).
-fn decode(wire: &WireRecords, ttl: u32) -> Option<(Vec<Record>, Vec<Record>)> {
+/// entry's); answers owned by the question name get it as asked (its 0x20 case, as a stub
+/// that randomizes case expects). `None` if they do not decode (they were encoded by us, so
+/// they do).
+fn decode(wire: &WireRecords, ttl: u32, asked: &Name) -> Option<(Vec<Record>, Vec<Record>)> {
     let mut decoder = BinDecoder::new(&wire.bytes);
     let mut read = |n: u16| -> Option<Vec<Record>> {
         (0..n)
             .map(|_| {
                 Record::read(&mut decoder).ok().map(|mut r| {
                     r.ttl = ttl;
+                    if r.name.eq_ignore_root(asked) {
+                        r.name = asked.clone();
+                    }
                     r
                 })
             })
