@@ -86,8 +86,32 @@ impl Answer {
     }
 }
 
+/// A hash of the records, kept to 53 bits: JSON readers that hold numbers as doubles (Lua,
+/// JavaScript) or as signed 64-bit integers (rspamd's UCL parser refuses larger ones) read it
+/// exactly.
 fn fingerprint(r: &Records) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     r.hash(&mut h);
-    h.finish()
+    h.finish() & FINGERPRINT_MASK
+}
+
+/// The bits a fingerprint keeps (2^53 - 1).
+pub const FINGERPRINT_MASK: u64 = (1 << 53) - 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_fit_in_a_double() {
+        for i in 0..2_000 {
+            let f = fingerprint(&Records::Txt(vec![format!("v=spf1 ip4:192.0.2.{i} -all")]));
+            assert!(f <= FINGERPRINT_MASK, "{f}");
+            assert_eq!(f as f64 as u64, f);
+        }
+        assert_ne!(
+            fingerprint(&Records::Txt(vec!["a".into()])),
+            fingerprint(&Records::Txt(vec!["b".into()]))
+        );
+    }
 }
