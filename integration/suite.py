@@ -1,0 +1,425 @@
+#!/usr/bin/env python3
+"""The integration suite's Python half, driven by integration/run.
+
+Subcommands (each prints or appends what integration/run needs):
+  zone DIR              write the test zones (real DKIM key made with openssl) and nsd zone list
+  sign DIR              write DIR/signed.eml (DKIM-signed by good.test, s1), forged.eml, soft.eml
+  pyspf NS SOCK OUT     pyspf against NS (IP:PORT, NSD directly) and against the front-end,
+                        and mailpolicyd's spf_check op; appends rows to OUT
+  checkdmarc NSD FE OUT checkdmarc -n NSD vs -n FE (both port 53); appends rows to OUT
+  dkimpy NSD FE SOCK DIR OUT
+                        dkimpy verification through the socket's dkim_key `raw`; appends rows
+  report TSV MD SECONDS print the per-filter table, write MD, exit 1 if a comparison failed
+
+Rows are tab-separated: filter, case, NSD-direct, via mailpolicyd, equal (yes/NO), upstream
+queries (NSD's own query counter around the via-mailpolicyd run; "-" where not measured).
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "clients", "python"))
+
+NSD_NS_ADDR = "127.0.10.1"
+
+# Zones: name -> list of (owner relative to the zone, type, rdata). "@" is the apex.
+# The SPF records cover ip4, ip6, include, mx, a, a:, redirect, ~all, -all; nospf.test has none.
+ZONES = {
+    "good.test": [
+        ("@", "A", "192.0.2.1"),
+        ("@", "AAAA", "2001:db8:1::1"),
+        ("@", "MX", "10 mx.good.test."),
+        ("mx", "A", "198.51.100.25"),
+        ("mx", "AAAA", "2001:db8:1::25"),
+        ("out", "A", "198.51.100.30"),
+        ("@", "TXT", '"v=spf1 ip4:192.0.2.0/24 ip6:2001:db8:1::/48 include:_spf.relay.test mx a:out.good.test -all"'),
+        ("@", "TXT", '"google-site-verification=integration-suite"'),
+        ("_dmarc", "TXT", '"v=DMARC1; p=reject; rua=mailto:dmarc-reports@good.test"'),
+        # s1._domainkey: added by write_zones (the per-run key)
+    ],
+    "relay.test": [
+        ("_spf", "TXT", '"v=spf1 ip4:203.0.113.0/24 -all"'),
+        ("@", "MX", "0 ."),
+    ],
+    "soft.test": [
+        ("@", "A", "198.51.100.50"),
+        ("@", "MX", "10 mail.soft.test."),
+        ("mail", "A", "198.51.100.51"),
+        ("mail", "AAAA", "2001:db8:2::25"),
+        # published as two strings: "TXT strings as published", joined without a space
+        ("@", "TXT", '"v=spf1 a mx" " ~all"'),
+        ("_dmarc", "TXT", '"v=DMARC1; p=none"'),
+    ],
+    "redir.test": [
+        ("@", "MX", "10 mx.good.test."),
+        ("@", "TXT", '"v=spf1 redirect=good.test"'),
+    ],
+    "nospf.test": [
+        ("@", "A", "198.51.100.60"),
+        ("@", "MX", "10 mx.nospf.test."),
+        ("mx", "A", "198.51.100.61"),
+        ("@", "TXT", '"site-verification=no-spf-here"'),
+    ],
+    "cname.test": [
+        ("@", "TXT", '"v=spf1 a:www.cname.test -all"'),
+        ("@", "MX", "10 www.cname.test."),
+        ("www", "CNAME", "alias1.cname.test."),
+        ("alias1", "CNAME", "host.cname.test."),
+        ("host", "A", "192.0.2.80"),
+        ("_dmarc", "TXT", '"v=DMARC1; p=quarantine; sp=none"'),
+    ],
+}
+
+# pyspf / spf_check cases: (case, ip, mail_from, helo)
+SPF_CASES = [
+    ("ip4 pass", "192.0.2.10", "alice@good.test", "mx.good.test"),
+    ("ip6 pass", "2001:db8:1::99", "alice@good.test", "mx.good.test"),
+    ("include pass", "203.0.113.5", "alice@good.test", "mx.good.test"),
+    ("mx pass (A of MX)", "198.51.100.25", "alice@good.test", "mx.good.test"),
+    ("a:host pass", "198.51.100.30", "alice@good.test", "out.good.test"),
+    ("-all fail", "198.51.100.99", "alice@good.test", "bad.example"),
+    ("redirect pass", "192.0.2.10", "bob@redir.test", "mx.good.test"),
+    ("redirect fail", "198.51.100.99", "bob@redir.test", "bad.example"),
+    ("a pass (bare a)", "198.51.100.50", "carol@soft.test", "soft.test"),
+    ("mx pass (AAAA of MX)", "2001:db8:2::25", "carol@soft.test", "mail.soft.test"),
+    ("~all softfail", "198.51.100.99", "carol@soft.test", "bad.example"),
+    ("none (no SPF record)", "192.0.2.10", "dave@nospf.test", "nospf.test"),
+    ("none (NXDOMAIN)", "192.0.2.10", "eve@nx.good.test", "nx.good.test"),
+    ("null sender (HELO)", "192.0.2.10", "", "good.test"),
+    ("a: via CNAME chain", "192.0.2.80", "frank@cname.test", "www.cname.test"),
+]
+
+CHECKDMARC_DOMAINS = ["good.test", "soft.test", "redir.test", "nospf.test", "cname.test"]
+
+
+def txt_strings(text, size=250):
+    return " ".join('"%s"' % text[i : i + size] for i in range(0, len(text), size))
+
+
+def write_zones(d):
+    key = os.path.join(d, "s1.private")
+    subprocess.run(["openssl", "genrsa", "-out", key, "2048"], check=True, capture_output=True)
+    der = subprocess.run(
+        ["openssl", "rsa", "-in", key, "-pubout", "-outform", "DER"], check=True, capture_output=True
+    ).stdout
+    pub = base64.b64encode(der).decode()
+    # the key record published in several strings, as opendkim-genkey does
+    dkim = '"v=DKIM1; k=rsa; " ' + txt_strings("p=" + pub)
+    zones = dict(ZONES)
+    zones["good.test"] = ZONES["good.test"] + [("s1._domainkey", "TXT", dkim)]
+    serial = int(time.time())
+    conf = []
+    for zone, records in zones.items():
+        lines = [
+            "$ORIGIN %s." % zone,
+            "$TTL 300",
+            "@ IN SOA ns1.%s. hostmaster.%s. %d 3600 600 86400 300" % (zone, zone, serial),
+            "@ IN NS ns1.%s." % zone,
+            "ns1 IN A %s" % NSD_NS_ADDR,
+        ]
+        lines += ["%s IN %s %s" % r for r in records]
+        with open(os.path.join(d, zone + ".zone"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        conf.append('zone:\n  name: "%s"\n  zonefile: "%s/%s.zone"\n' % (zone, d, zone))
+    with open(os.path.join(d, "zones.conf"), "w") as f:
+        f.write("\n".join(conf))
+    with open(os.path.join(d, "s1.dns"), "w") as f:
+        f.write("v=DKIM1; k=rsa; p=" + pub + "\n")
+
+
+def message(frm, to, subject, body):
+    return (
+        "From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: Mon, 30 Nov 2026 08:00:00 +0000\r\n"
+        "Message-ID: <%s.%d@integration.test>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=us-ascii\r\n\r\n%s\r\n"
+        % (frm, to, subject, subject.replace(" ", "-"), os.getpid(), body)
+    ).encode()
+
+
+def write_messages(d):
+    import dkim
+
+    with open(os.path.join(d, "s1.private"), "rb") as f:
+        key = f.read()
+    msg = message("Alice <alice@good.test>", "rcpt@receiver.test", "signed and aligned",
+                  "This message is signed by good.test (selector s1) and sent from 192.0.2.10.")
+    sig = dkim.sign(msg, b"s1", b"good.test", key,
+                    include_headers=[b"from", b"to", b"subject", b"date", b"message-id"])
+    signed = sig + msg
+    with open(os.path.join(d, "signed.eml"), "wb") as f:
+        f.write(signed)
+    with open(os.path.join(d, "tampered.eml"), "wb") as f:
+        f.write(signed.replace(b"sent from 192.0.2.10", b"sent from 192.0.2.11"))
+    with open(os.path.join(d, "forged.eml"), "wb") as f:
+        f.write(message("CEO <ceo@good.test>", "rcpt@receiver.test", "urgent wire transfer",
+                        "Unsigned, from 198.51.100.99, which good.test's SPF does not list."))
+    with open(os.path.join(d, "soft.eml"), "wb") as f:
+        f.write(message("Carol <carol@soft.test>", "rcpt@receiver.test", "p=none sender",
+                        "Unsigned, from 198.51.100.99: soft.test says ~all and p=none."))
+
+
+def row(out, filt, case, nsd, via, queries="-", equal=None):
+    if equal is None:
+        equal = nsd == via
+    clean = lambda s: str(s).replace("\t", " ").replace("\n", " ").replace("|", "/")
+    with open(out, "a") as f:
+        f.write("\t".join([filt, clean(case), clean(nsd), clean(via), "yes" if equal else "NO",
+                           str(queries)]) + "\n")
+
+
+def use_resolver(ip, port):
+    import dns.resolver
+
+    r = dns.resolver.Resolver(configure=False)
+    r.nameservers = [ip]
+    r.port = int(port)
+    r.lifetime = 4.0
+    r.timeout = 2.0
+    dns.resolver.default_resolver = r
+    return r
+
+
+def nsd_queries(ctl):
+    """NSD's total query counter (nsd-control stats_noreset), or None without a control socket."""
+    if not ctl:
+        return None
+    out = subprocess.run(ctl.split() + ["stats_noreset"], capture_output=True, text=True, timeout=10)
+    for line in out.stdout.splitlines():
+        if line.startswith("num.queries="):
+            return int(line.split("=", 1)[1])
+    return None
+
+
+def hostport(s):
+    h, p = s.rsplit(":", 1)
+    return h, int(p)
+
+
+def cmd_pyspf(nsd, fe, sock, out, ctl):
+    import spf
+    from mailpolicy import Client, MailpolicyError
+
+    def run_all(server):
+        use_resolver(*hostport(server))
+        res = {}
+        for case, ip, s, h in SPF_CASES:
+            try:
+                r, _code, expl = spf.check2(i=ip, s=s, h=h, timeout=8, querytime=8)
+                res[case] = r if r not in ("temperror", "permerror") else "%s (%s)" % (r, expl)
+            except Exception as e:  # a crash in the filter is a result too
+                res[case] = "exception: %r" % e
+        return res
+
+    direct = run_all(nsd)
+    before = nsd_queries(ctl)
+    via = run_all(fe)
+    after = nsd_queries(ctl)
+    first = after - before if before is not None and after is not None else "-"
+    again = run_all(fe)
+    after2 = nsd_queries(ctl)
+    second = after2 - after if after is not None and after2 is not None else "-"
+    for case, *_ in SPF_CASES:
+        row(out, "pyspf", case, direct[case], via[case])
+    row(out, "pyspf", "all cases, second pass through the front-end", "same answers",
+        "same answers" if again == via else "different: %s" % again,
+        queries="%s first pass, %s second" % (first, second), equal=(again == via))
+    # mailpolicyd's own SPF evaluation against pyspf's NSD-direct verdicts
+    with Client(sock) as c:
+        for case, ip, s, h in SPF_CASES:
+            try:
+                r = c.spf_check(ip, s, h)["result"]
+            except MailpolicyError as e:
+                r = "error %s" % e.code
+            row(out, "pyspf vs spf_check op", case, direct[case], r)
+
+
+def summarize_checkdmarc(d):
+    """The DMARC/SPF/MX/NS parts of one domain's checkdmarc JSON, as a comparable string each."""
+    def part(section, keys):
+        sec = d.get(section) or {}
+        got = {k: sec.get(k) for k in keys if k in sec}
+        return json.dumps(got, sort_keys=True)
+
+    mx = d.get("mx") or {}
+    hosts = [
+        {"hostname": h.get("hostname"), "preference": h.get("preference"),
+         "addresses": sorted(h.get("addresses") or [])}
+        for h in (mx.get("hosts") or [])
+    ]
+    return {
+        "DMARC": part("dmarc", ["record", "valid", "error", "location"]),
+        "SPF": part("spf", ["record", "valid", "error", "dns_lookups", "parsed"]),
+        "MX": json.dumps({"hosts": hosts, "error": mx.get("error"),
+                          "warnings": mx.get("warnings")}, sort_keys=True),
+        "NS": part("ns", ["hostnames", "error", "warnings"]),
+    }
+
+
+def run_checkdmarc(server):
+    exe = os.path.join(os.path.dirname(sys.executable), "checkdmarc")
+    p = subprocess.run([exe, *CHECKDMARC_DOMAINS, "-f", "json", "-t", "3", "-n", server],
+                       capture_output=True, text=True, timeout=120)
+    data = json.loads(p.stdout)
+    if isinstance(data, dict):
+        data = [data]
+    return {d["domain"]: summarize_checkdmarc(d) for d in data}
+
+
+def cmd_checkdmarc(nsd_ip, fe_ip, out, ctl):
+    direct = run_checkdmarc(nsd_ip)
+    before = nsd_queries(ctl)
+    via = run_checkdmarc(fe_ip)
+    after = nsd_queries(ctl)
+    q = after - before if before is not None and after is not None else "-"
+    for dom in CHECKDMARC_DOMAINS:
+        for sec in ("DMARC", "SPF", "MX", "NS"):
+            row(out, "checkdmarc", "%s %s" % (dom, sec), direct[dom][sec], via[dom][sec],
+                queries=q if (dom, sec) == (CHECKDMARC_DOMAINS[0], "DMARC") else "")
+
+
+def find_raw(obj):
+    """The `raw` string of a socket answer, wherever the answer carries it; None if absent."""
+    if isinstance(obj, dict):
+        if isinstance(obj.get("raw"), str):
+            return obj["raw"]
+        for v in obj.values():
+            r = find_raw(v)
+            if r is not None:
+                return r
+    elif isinstance(obj, list):
+        for v in obj:
+            r = find_raw(v)
+            if r is not None:
+                return r
+    return None
+
+
+def cmd_dkimpy(nsd, fe, sock, d, out, ctl):
+    import dkim
+    import dns.resolver
+    from mailpolicy import Client
+
+    with open(os.path.join(d, "signed.eml"), "rb") as f:
+        signed = f.read()
+    with open(os.path.join(d, "tampered.eml"), "rb") as f:
+        tampered = f.read()
+
+    def dnspython_func(server):
+        ip, port = hostport(server)
+
+        def f(name, timeout=5):
+            r = use_resolver(ip, port)
+            try:
+                ans = r.resolve(name.decode().rstrip("."), "TXT")
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+                return None
+            return b"".join(b"".join(rr.strings) for rr in ans)
+
+        return f
+
+    client = Client(sock)
+    notes = []
+
+    def socket_func(name, timeout=5):
+        labels = name.decode().rstrip(".").split(".")
+        i = labels.index("_domainkey")
+        selector, domain = ".".join(labels[:i]), ".".join(labels[i + 1 :])
+        answer = client.dkim_key(selector, domain)
+        raw = find_raw(answer)
+        if raw is None:
+            notes.append("the dkim_key answer has no `raw` field: %s" % json.dumps(answer)[:300])
+            raise KeyError("raw")
+        return raw.encode()
+
+    def verify(msg, func):
+        try:
+            return "pass" if dkim.verify(msg, dnsfunc=func) else "fail"
+        except Exception as e:
+            return "error: %r" % e
+
+    direct_ok = verify(signed, dnspython_func(nsd))
+    direct_bad = verify(tampered, dnspython_func(nsd))
+    before = nsd_queries(ctl)
+    sock_ok = verify(signed, socket_func)
+    sock_bad = verify(tampered, socket_func)
+    after = nsd_queries(ctl)
+    q = after - before if before is not None and after is not None else "-"
+    row(out, "dkimpy (dnsfunc = socket dkim_key raw)", "signed message", direct_ok, sock_ok,
+        queries=q, equal=(direct_ok == sock_ok == "pass"))
+    row(out, "dkimpy (dnsfunc = socket dkim_key raw)", "tampered copy", direct_bad, sock_bad,
+        equal=(direct_bad == sock_bad == "fail"))
+    # the comparison the brief allows while `raw` is missing: dnspython against the front-end
+    fe_ok = verify(signed, dnspython_func(fe))
+    fe_bad = verify(tampered, dnspython_func(fe))
+    row(out, "dkimpy (dnsfunc = dnspython at front-end)", "signed message", direct_ok, fe_ok,
+        equal=(direct_ok == fe_ok == "pass"))
+    row(out, "dkimpy (dnsfunc = dnspython at front-end)", "tampered copy", direct_bad, fe_bad,
+        equal=(direct_bad == fe_bad == "fail"))
+    client.close()
+    for n in dict.fromkeys(notes):
+        print("dkimpy: " + n)
+
+
+def cmd_report(tsv, md, seconds, header):
+    rows = []
+    with open(tsv) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) == 6:
+                rows.append(parts)
+    cols = ["filter", "case", "NSD-direct", "via mailpolicyd", "equal?", "upstream queries"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(c if c else " " for c in r) + " |")
+    failed = [r for r in rows if r[4] != "yes"]
+    summary = "%d comparisons, %d failed; run time %s s" % (len(rows), len(failed), seconds)
+    table = "\n".join(lines)
+    print(table)
+    print(summary)
+    with open(header) as f:
+        head = f.read()
+    with open(md, "w") as f:
+        f.write(head.rstrip("\n") + "\n\n" + summary + ".\n\n" + table + "\n")
+        if failed:
+            f.write("\n## Failed comparisons\n\n")
+            for r in failed:
+                f.write("- **%s / %s**: NSD-direct `%s`, via mailpolicyd `%s`\n" % (r[0], r[1], r[2], r[3]))
+    if not rows:
+        print("no results at all", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
+def main(argv):
+    cmd = argv[1]
+    ctl = os.environ.get("INTEG_NSD_CONTROL", "")
+    if cmd == "zone":
+        write_zones(argv[2])
+    elif cmd == "sign":
+        write_messages(argv[2])
+    elif cmd == "pyspf":
+        cmd_pyspf(argv[2], argv[3], argv[4], argv[5], ctl)
+    elif cmd == "checkdmarc":
+        cmd_checkdmarc(argv[2], argv[3], argv[4], ctl)
+    elif cmd == "dkimpy":
+        cmd_dkimpy(argv[2], argv[3], argv[4], argv[5], argv[6], ctl)
+    elif cmd == "report":
+        return cmd_report(argv[2], argv[3], argv[4], argv[5])
+    elif cmd == "summarize-rspamd":
+        # rspamc -j output -> sorted symbol names and the action
+        data = json.load(open(argv[2]))
+        syms = sorted((data.get("symbols") or {}).keys())
+        print(json.dumps({"action": data.get("action"), "symbols": syms}))
+    else:
+        print("unknown subcommand " + cmd, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
