@@ -94,6 +94,12 @@ SPF_CASES = [
     ("a: via CNAME chain", "192.0.2.80", "frank@cname.test", "www.cname.test"),
 ]
 
+# Reverse zones, so that PTR questions (rspamd's RDNS, checkdmarc's MX checks) have real answers
+REVERSE = {
+    "2.0.192.in-addr.arpa": [("10", "PTR", "mx.good.test."), ("80", "PTR", "host.cname.test.")],
+    "100.51.198.in-addr.arpa": [("25", "PTR", "mx.good.test."), ("51", "PTR", "mail.soft.test.")],
+}
+
 CHECKDMARC_DOMAINS = ["good.test", "soft.test", "redir.test", "nospf.test", "cname.test"]
 
 
@@ -113,15 +119,22 @@ def write_zones(d):
     zones = dict(ZONES)
     zones["good.test"] = ZONES["good.test"] + [("s1._domainkey", "TXT", dkim)]
     serial = int(time.time())
+    # the parent zone test., delegating to each child (NSD serves both): names between the
+    # zones (_dmarc.test, which checkdmarc asks) get a real NXDOMAIN, not REFUSED
+    parent = [("ns1", "A", NSD_NS_ADDR)]
+    for zone in zones:
+        child = zone[: -len(".test")]
+        parent += [(child, "NS", "ns1.%s." % zone), ("ns1." + child, "A", NSD_NS_ADDR)]
     conf = []
-    for zone, records in zones.items():
+    for zone, records in [("test", parent)] + list(zones.items()) + list(REVERSE.items()):
         lines = [
             "$ORIGIN %s." % zone,
             "$TTL 300",
             "@ IN SOA ns1.%s. hostmaster.%s. %d 3600 600 86400 300" % (zone, zone, serial),
-            "@ IN NS ns1.%s." % zone,
-            "ns1 IN A %s" % NSD_NS_ADDR,
+            "@ IN NS ns1.%s." % (zone if zone.endswith("test") else "test"),
         ]
+        if zone.endswith(".test"):
+            lines.append("ns1 IN A %s" % NSD_NS_ADDR)
         lines += ["%s IN %s %s" % r for r in records]
         with open(os.path.join(d, zone + ".zone"), "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -209,7 +222,7 @@ def cmd_pyspf(nsd, fe, sock, out, ctl):
         res = {}
         for case, ip, s, h in SPF_CASES:
             try:
-                r, _code, expl = spf.check2(i=ip, s=s, h=h, timeout=8, querytime=8)
+                r, expl = spf.check2(i=ip, s=s, h=h, timeout=8, querytime=8)
                 res[case] = r if r not in ("temperror", "permerror") else "%s (%s)" % (r, expl)
             except Exception as e:  # a crash in the filter is a result too
                 res[case] = "exception: %r" % e
@@ -238,25 +251,45 @@ def cmd_pyspf(nsd, fe, sock, out, ctl):
             row(out, "pyspf vs spf_check op", case, direct[case], r)
 
 
-def summarize_checkdmarc(d):
-    """The DMARC/SPF/MX/NS parts of one domain's checkdmarc JSON, as a comparable string each."""
-    def part(section, keys):
-        sec = d.get(section) or {}
-        got = {k: sec.get(k) for k in keys if k in sec}
-        return json.dumps(got, sort_keys=True)
+def spf_mechanisms(parsed):
+    """checkdmarc's parsed SPF mechanisms as short strings, with what each resolved to."""
+    out = []
+    for m in (parsed or {}).get("mechanisms") or []:
+        s = "%s:%s" % (m.get("mechanism"), m.get("value"))
+        if "addresses" in m:
+            s += "->" + ",".join(sorted(m["addresses"]))
+        if "hosts" in m:
+            s += "->" + ",".join(sorted(str(h.get("hostname")) for h in m["hosts"]))
+        if "parsed" in m:
+            s += "{" + " ".join(spf_mechanisms(m["parsed"])) + "}"
+        out.append(s)
+    redirect = (parsed or {}).get("redirect")
+    if redirect:
+        out.append("redirect=%s{%s}" % (redirect.get("domain"),
+                                        " ".join(spf_mechanisms(redirect.get("parsed")))))
+    return out
 
+
+def summarize_checkdmarc(d):
+    """The DMARC/SPF/MX/NS parts of one domain's checkdmarc JSON, as a short string each."""
+    def fields(sec, keys):
+        return "; ".join("%s=%s" % (k, sec.get(k)) for k in keys if sec.get(k) not in (None, [], ""))
+
+    dmarc = d.get("dmarc") or {}
+    spf_ = d.get("spf") or {}
     mx = d.get("mx") or {}
-    hosts = [
-        {"hostname": h.get("hostname"), "preference": h.get("preference"),
-         "addresses": sorted(h.get("addresses") or [])}
-        for h in (mx.get("hosts") or [])
-    ]
+    ns = d.get("ns") or {}
+    warnings = list(spf_.get("warnings") or [])
+    redirect = (spf_.get("parsed") or {}).get("redirect") or {}
+    warnings += redirect.get("warnings") or []
+    hosts = ["%s %s %s" % (h.get("preference"), h.get("hostname"), ",".join(sorted(h.get("addresses") or [])))
+             for h in (mx.get("hosts") or [])]
     return {
-        "DMARC": part("dmarc", ["record", "valid", "error", "location"]),
-        "SPF": part("spf", ["record", "valid", "error", "dns_lookups", "parsed"]),
-        "MX": json.dumps({"hosts": hosts, "error": mx.get("error"),
-                          "warnings": mx.get("warnings")}, sort_keys=True),
-        "NS": part("ns", ["hostnames", "error", "warnings"]),
+        "DMARC": fields(dmarc, ["record", "location", "valid", "error"]),
+        "SPF": fields(spf_, ["record", "valid", "error"]) + "; mechanisms=" + " ".join(
+            spf_mechanisms(spf_.get("parsed"))) + ("; warnings=%s" % warnings if warnings else ""),
+        "MX": "hosts=%s" % hosts + ("; error=%s" % mx["error"] if mx.get("error") else ""),
+        "NS": fields(ns, ["hostnames", "error"]),
     }
 
 
