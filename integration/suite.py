@@ -4,6 +4,7 @@
 Subcommands (each prints or appends what integration/run needs):
   zone DIR              write the test zones (real DKIM key made with openssl) and nsd zone list
   sign DIR              write DIR/signed.eml (DKIM-signed by good.test, s1), forged.eml, soft.eml
+  probe NSD FE OUT      the questions filters ask, to NSD and to the front-end; appends rows
   pyspf NS SOCK OUT     pyspf against NS (IP:PORT, NSD directly) and against the front-end,
                         and mailpolicyd's spf_check op; appends rows to OUT
   checkdmarc NSD FE OUT checkdmarc -n NSD vs -n FE (both port 53); appends rows to OUT
@@ -321,6 +322,57 @@ def cmd_checkdmarc(nsd_ip, fe_ip, out, ctl):
                 queries=q if (dom, sec) == (CHECKDMARC_DOMAINS[0], "DMARC") else "")
 
 
+# What a filter's resolver asks: each question to NSD and to the front-end, compared on the
+# rcode, the answer section (names, types, data in order: a CNAME chain stays a chain; TXT
+# strings as published) and, for NXDOMAIN and NODATA, the SOA in the authority section.
+PROBES = [
+    ("good.test", "TXT"), ("s1._domainkey.good.test", "TXT"), ("soft.test", "TXT"),
+    ("_dmarc.good.test", "TXT"), ("good.test", "A"), ("good.test", "AAAA"), ("good.test", "MX"),
+    ("good.test", "NS"), ("good.test", "SOA"), ("www.cname.test", "A"),
+    ("10.2.0.192.in-addr.arpa", "PTR"), ("nx.good.test", "TXT"), ("nx.good.test", "A"),
+    ("mx.good.test", "TXT"), ("good.test", "CAA"), ("_dmarc.nospf.test", "TXT"),
+]
+
+
+def probe(server, name, rdtype):
+    import dns.flags
+    import dns.message
+    import dns.query
+    import dns.rcode
+
+    q = dns.message.make_query(name, rdtype, use_edns=0, payload=1232)
+    q.flags |= dns.flags.RD
+    ip, port = hostport(server)
+    try:
+        r = dns.query.udp(q, ip, port=port, timeout=3)
+    except Exception as e:
+        return "no answer (%s)" % type(e).__name__
+    rcode = dns.rcode.to_text(r.rcode())
+    ans = []
+    for rrset in r.answer:
+        for rd in rrset:
+            if rrset.rdtype == 16:  # TXT: the strings one by one, as published
+                data = "+".join(
+                    '"%s"(%d)' % (x.decode()[:20] + ("..." if len(x) > 20 else ""), len(x))
+                    for x in rd.strings)
+            else:
+                data = rd.to_text()
+            ans.append("%s %s %s" % (rrset.name.to_text(omit_final_dot=True),
+                                     dns.rdatatype.to_text(rrset.rdtype), data))
+    out = rcode + ": " + ("; ".join(ans) if ans else "(no answer)")
+    if r.rcode() == dns.rcode.NXDOMAIN or (r.rcode() == dns.rcode.NOERROR and not r.answer):
+        soa = [x for x in r.authority if x.rdtype == 6]
+        out += " | authority SOA %s" % (soa[0].name.to_text(omit_final_dot=True) if soa else "MISSING")
+    return out
+
+
+def cmd_probe(nsd, fe, out):
+    for name, rdtype in PROBES:
+        a = probe(nsd, name, rdtype)
+        b = probe(fe, name, rdtype)
+        row(out, "front-end (dnspython)", "%s %s" % (name, rdtype), a, b)
+
+
 def find_raw(obj):
     """The `raw` string of a socket answer, wherever the answer carries it; None if absent."""
     if isinstance(obj, dict):
@@ -447,6 +499,8 @@ def main(argv):
         write_messages(argv[2])
     elif cmd == "pyspf":
         cmd_pyspf(argv[2], argv[3], argv[4], argv[5], ctl)
+    elif cmd == "probe":
+        cmd_probe(argv[2], argv[3], argv[4])
     elif cmd == "checkdmarc":
         cmd_checkdmarc(argv[2], argv[3], argv[4], ctl)
     elif cmd == "dkimpy":
