@@ -331,6 +331,7 @@ PROBES = [
     ("good.test", "NS"), ("good.test", "SOA"), ("www.cname.test", "A"),
     ("10.2.0.192.in-addr.arpa", "PTR"), ("nx.good.test", "TXT"), ("nx.good.test", "A"),
     ("mx.good.test", "TXT"), ("good.test", "CAA"), ("_dmarc.nospf.test", "TXT"),
+    ("_25._tcp.mx.good.test", "TLSA"),
 ]
 
 
@@ -366,11 +367,15 @@ def probe(server, name, rdtype):
     return out
 
 
-def cmd_probe(nsd, fe, out):
+def cmd_probe(nsd, fe, out, ctl):
     for name, rdtype in PROBES:
         a = probe(nsd, name, rdtype)
+        before = nsd_queries(ctl)
         b = probe(fe, name, rdtype)
-        row(out, "front-end (dnspython)", "%s %s" % (name, rdtype), a, b)
+        time.sleep(0.2)  # background work the question started (validation, prefetch) counts too
+        after = nsd_queries(ctl)
+        q = after - before if None not in (before, after) else "-"
+        row(out, "front-end (dnspython)", "%s %s" % (name, rdtype), a, b, queries=q)
 
 
 def find_raw(obj):
@@ -500,7 +505,7 @@ def main(argv):
     elif cmd == "pyspf":
         cmd_pyspf(argv[2], argv[3], argv[4], argv[5], ctl)
     elif cmd == "probe":
-        cmd_probe(argv[2], argv[3], argv[4])
+        cmd_probe(argv[2], argv[3], argv[4], ctl)
     elif cmd == "checkdmarc":
         cmd_checkdmarc(argv[2], argv[3], argv[4], ctl)
     elif cmd == "dkimpy":
