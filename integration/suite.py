@@ -41,6 +41,8 @@ ZONES = {
         ("@", "TXT", '"v=spf1 ip4:192.0.2.0/24 ip6:2001:db8:1::/48 include:_spf.relay.test mx a:out.good.test -all"'),
         ("@", "TXT", '"google-site-verification=integration-suite"'),
         ("_dmarc", "TXT", '"v=DMARC1; p=reject; rua=mailto:dmarc-reports@good.test"'),
+        ("_submission._tcp", "SRV", "0 1 587 mx.good.test."),
+        ("@", "CAA", '0 issue "ca.test"'),
         # s1._domainkey: added by write_zones (the per-run key)
     ],
     "relay.test": [
@@ -99,6 +101,8 @@ SPF_CASES = [
 REVERSE = {
     "2.0.192.in-addr.arpa": [("10", "PTR", "mx.good.test."), ("80", "PTR", "host.cname.test.")],
     "100.51.198.in-addr.arpa": [("25", "PTR", "mx.good.test."), ("51", "PTR", "mail.soft.test.")],
+    # what the authoritative server says for a loopback address (a resolver must ask, not invent)
+    "127.in-addr.arpa": [("1.0.0", "PTR", "loopback.test.")],
 }
 
 CHECKDMARC_DOMAINS = ["good.test", "soft.test", "redir.test", "nospf.test", "cname.test"]
@@ -329,8 +333,10 @@ PROBES = [
     ("good.test", "TXT"), ("s1._domainkey.good.test", "TXT"), ("soft.test", "TXT"),
     ("_dmarc.good.test", "TXT"), ("good.test", "A"), ("good.test", "AAAA"), ("good.test", "MX"),
     ("good.test", "NS"), ("good.test", "SOA"), ("www.cname.test", "A"),
-    ("10.2.0.192.in-addr.arpa", "PTR"), ("nx.good.test", "TXT"), ("nx.good.test", "A"),
-    ("mx.good.test", "TXT"), ("good.test", "CAA"), ("_dmarc.nospf.test", "TXT"),
+    ("10.2.0.192.in-addr.arpa", "PTR"), ("1.0.0.127.in-addr.arpa", "PTR"),
+    ("nx.good.test", "TXT"), ("nx.good.test", "A"), ("mx.good.test", "TXT"),
+    ("good.test", "CAA"), ("soft.test", "CAA"), ("_submission._tcp.good.test", "SRV"),
+    ("good.test", "DS"), ("good.test", "DNSKEY"), ("_dmarc.nospf.test", "TXT"),
     ("_25._tcp.mx.good.test", "TLSA"),
 ]
 
