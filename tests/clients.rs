@@ -8,9 +8,15 @@
 //! against the zones below: DMARC `p=reject` and `sp=quarantine`, the SPF record's mechanisms,
 //! the DKIM key's size, `spf_check` pass and fail, the DMARC verdict, and the error codes.
 //!
+//! The rspamd plugin example (`clients/lua/rspamd/mailpolicyd.lua`) runs in a real rspamd
+//! (Debian's): `rspamadm configtest -s` loads it, and for messages From a `p=reject`, an
+//! `sp=quarantine`, a `p=none` and a policy-less domain, and an invalid name, the symbol it
+//! inserts and its options agree with the socket's own `dmarc` answer.
+//!
 //! Perl, Lua (every `lua5.x`/`lua` on PATH with luasocket and a JSON module; each with cjson
-//! and with dkjson when both are installed) and python3 are skipped, with a line saying so,
-//! only when missing and `MAILPOLICYD_REQUIRE_TOOLS` is unset; CI sets it, and installs them.
+//! and with dkjson when both are installed), python3 and rspamd are skipped, with a line
+//! saying so, only when missing and `MAILPOLICYD_REQUIRE_TOOLS` is unset; CI sets it, and
+//! installs them.
 
 mod common;
 mod dnsserver;
@@ -51,6 +57,8 @@ fn zones() -> Vec<Zone> {
             )
             .txt("s1._domainkey", 3600, &parts)
             .txt("xn--bcher-kva", 3600, &["v=spf1 -all"])
+            .txt("_dmarc.none", 3600, &["v=DMARC1; p=none"])
+            .txt("none", 3600, &["v=spf1 -all"])
             .record("sub", 3600, RData::A(A("192.0.2.1".parse().unwrap())))
             .record("mx", 3600, RData::A(A("192.0.2.25".parse().unwrap())))
             .record(
@@ -588,4 +596,250 @@ fn run_clients(dns: std::net::SocketAddr) -> usize {
     }
     drop(d);
     ran
+}
+
+/// An rspamd of our own (`rspamd -f` with a local configuration directory), stopped
+/// (SIGTERM to its PID, then SIGKILL past 20 s) when dropped.
+struct Rspamd {
+    child: Child,
+}
+
+impl Drop for Rspamd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rspamd_plugin_inserts_the_policy_the_socket_gives() {
+    let conf = Path::new("/etc/rspamd/rspamd.conf");
+    if !conf.is_file() || !works("rspamadm", &["--version"]) || !works("rspamc", &["--help"]) {
+        skip("rspamd (Debian's, with /etc/rspamd/rspamd.conf) is not installed");
+        return;
+    }
+    let dns = TestDns::start(zones()).await;
+    let addr = dns.addr;
+    tokio::task::spawn_blocking(move || run_rspamd(addr, conf))
+        .await
+        .unwrap();
+}
+
+fn run_rspamd(dns: std::net::SocketAddr, conf: &Path) {
+    let d = Daemon::start(dns);
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path();
+    for sub in ["plugins.d", "local.d", "override.d", "db", "run", "log"] {
+        std::fs::create_dir(local.join(sub)).unwrap();
+    }
+    std::fs::copy(
+        script("clients/lua/rspamd/mailpolicyd.lua"),
+        local.join("plugins.d/mailpolicyd.lua"),
+    )
+    .unwrap();
+    // The configuration the plugin's README gives, with this test's socket.
+    std::fs::write(
+        local.join("rspamd.conf.local"),
+        format!(
+            "mailpolicyd {{\n  socket = \"{}\";\n  timeout = 5.0;\n}}\n",
+            d.socket.display()
+        ),
+    )
+    .unwrap();
+    // rspamd's own lookups go to the test's DNS server; senders on loopback are checked.
+    std::fs::write(
+        local.join("local.d/options.inc"),
+        format!("dns {{ nameserver = [\"{dns}\"]; }}\nlocal_addrs = [];\n"),
+    )
+    .unwrap();
+    let normal = free_port();
+    let controller = free_port();
+    let proxy = free_port();
+    for (worker, port) in [
+        ("normal", normal),
+        ("controller", controller),
+        ("proxy", proxy),
+    ] {
+        std::fs::write(
+            local.join(format!("override.d/worker-{worker}.inc")),
+            format!("bind_socket = \"127.0.0.1:{port}\";\ncount = 1;\n"),
+        )
+        .unwrap();
+    }
+    // The fuzzy module would resolve rspamd.com's servers: off (no network here).
+    std::fs::write(
+        local.join("override.d/fuzzy_check.conf"),
+        "enabled = false;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        local.join("override.d/logging.inc"),
+        format!(
+            "type = \"file\";\nfilename = \"{}\";\nlevel = \"info\";\n",
+            local.join("log/rspamd.log").display()
+        ),
+    )
+    .unwrap();
+    let vars: Vec<String> = [
+        ("LOCAL_CONFDIR", local.to_path_buf()),
+        ("DBDIR", local.join("db")),
+        ("RUNDIR", local.join("run")),
+        ("LOGDIR", local.join("log")),
+    ]
+    .iter()
+    .map(|(k, v)| format!("--var={k}={}", v.display()))
+    .collect();
+    let conf = conf.to_str().unwrap();
+
+    // The plugin loads: a strict configtest fails on a plugin that does not.
+    let mut args: Vec<&str> = vars.iter().map(String::as_str).collect();
+    args.extend(["configtest", "-s", "-c", conf]);
+    let out = run("rspamadm", &args, None);
+    assert!(
+        String::from_utf8_lossy(&out).contains("syntax OK"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+
+    // rspamd itself; as root its workers stay root (-i), so that they can reach the test's
+    // socket in its private directory (a deployment gives _rspamd the socket's group).
+    let mut cmd = Command::new("rspamd");
+    cmd.args(["-f", "-i", "-c", conf])
+        .args(&vars)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut rspamd = Rspamd {
+        child: cmd.spawn().unwrap(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ctl = format!("127.0.0.1:{controller}");
+    while !works("rspamc", &["-h", &ctl, "stat"]) {
+        if let Some(status) = rspamd.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(local.join("log/rspamd.log")).unwrap_or_default();
+            panic!("rspamd exited: {status}: {log}");
+        }
+        assert!(Instant::now() < deadline, "rspamd did not come up in 120 s");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = std::fs::read_to_string(local.join("log/rspamd.log")).unwrap_or_default();
+    assert!(
+        log.contains("init lua module mailpolicyd"),
+        "the plugin was not loaded: {log}"
+    );
+
+    let scan = format!("127.0.0.1:{normal}");
+    let symbols_for = |from: &str| -> serde_json::Map<String, Value> {
+        let msg = local.join("msg.eml");
+        std::fs::write(
+            &msg,
+            format!(
+                "From: Sender <{from}>\r\nTo: rcpt@other.test\r\nSubject: policy\r\n\
+                 Message-ID: <{}@clients.test>\r\nDate: Mon, 30 Nov 2026 07:00:00 +0000\r\n\r\n\
+                 hello\r\n",
+                from.len()
+            ),
+        )
+        .unwrap();
+        let out = run(
+            "rspamc",
+            &[
+                "-h",
+                &scan,
+                "-j",
+                "-i",
+                "192.0.2.5",
+                "-F",
+                from,
+                "--helo",
+                "mail.example.test",
+                "-r",
+                "rcpt@other.test",
+                "symbols",
+                msg.to_str().unwrap(),
+            ],
+            None,
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        v["symbols"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("MAILPOLICYD_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+
+    let mut seen = Vec::new();
+    for domain in [
+        "example.test",
+        "sub.example.test",
+        "none.example.test",
+        "other.test",
+    ] {
+        let got = symbols_for(&format!("user@{domain}"));
+        assert_eq!(got.len(), 1, "{domain}: {got:?}");
+        let (symbol, detail) = got.iter().next().unwrap();
+        // What the socket answers for the same domain.
+        let want = ask(&d.socket, &json!({"dmarc": {"domain": domain}})).unwrap();
+        let want = &want["ok"]["dmarc"];
+        match want["applied"].as_array() {
+            Some(applied) => {
+                let (tag, policy) = (applied[0].as_str().unwrap(), applied[1].as_str().unwrap());
+                assert_eq!(
+                    symbol,
+                    &format!("MAILPOLICYD_DMARC_{}", policy.to_uppercase()),
+                    "{domain}"
+                );
+                assert_eq!(
+                    detail["options"],
+                    json!([
+                        tag,
+                        format!("found_at={}", want["found_at"].as_str().unwrap()),
+                        format!("reason={}", want["reason"].as_str().unwrap()),
+                    ]),
+                    "{domain}"
+                );
+            }
+            None => {
+                assert_eq!(symbol, "MAILPOLICYD_DMARC_NA", "{domain}");
+                assert_eq!(detail["options"], json!([domain]), "{domain}");
+            }
+        }
+        println!("rspamd: From {domain}: {symbol} {}", detail["options"]);
+        seen.push(symbol.clone());
+    }
+    // The four kinds of answer the zones hold, each once.
+    assert_eq!(
+        seen,
+        [
+            "MAILPOLICYD_DMARC_REJECT",
+            "MAILPOLICYD_DMARC_QUARANTINE",
+            "MAILPOLICYD_DMARC_NONE",
+            "MAILPOLICYD_DMARC_NA"
+        ]
+    );
+    // A From domain that is not a name: the daemon's error code.
+    let got = symbols_for("user@a..b");
+    assert_eq!(
+        got.get("MAILPOLICYD_FAIL").map(|s| s["options"].clone()),
+        Some(json!(["invalid_name"])),
+        "{got:?}"
+    );
+    drop(rspamd);
 }
