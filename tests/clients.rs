@@ -13,10 +13,14 @@
 //! `sp=quarantine`, a `p=none` and a policy-less domain, and an invalid name, the symbol it
 //! inserts and its options agree with the socket's own `dmarc` answer.
 //!
+//! The SpamAssassin plugin example (`clients/perl/spamassassin/MailPolicyd.pm`, on
+//! `MailPolicy.pm`) runs in Debian's SpamAssassin (taint mode on): its eval rules and its
+//! header agree with the socket's `dmarc` answer for the same From domains.
+//!
 //! Perl, Lua (every `lua5.x`/`lua` on PATH with luasocket and a JSON module; each with cjson
 //! and with dkjson when both are installed), python3 and rspamd are skipped, with a line
 //! saying so, only when missing and `MAILPOLICYD_REQUIRE_TOOLS` is unset; CI sets it, and
-//! installs them.
+//! installs them (SpamAssassin too).
 
 mod common;
 mod dnsserver;
@@ -842,4 +846,113 @@ fn run_rspamd(dns: std::net::SocketAddr, conf: &Path) {
         "{got:?}"
     );
     drop(rspamd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spamassassin_plugin_reports_the_policy_the_socket_gives() {
+    let pre = Path::new("/etc/spamassassin");
+    if !works("spamassassin", &["--version"]) || !pre.join("v320.pre").is_file() {
+        skip("SpamAssassin (Debian's, with /etc/spamassassin/*.pre) is not installed");
+        return;
+    }
+    let dns = TestDns::start(zones()).await;
+    let addr = dns.addr;
+    tokio::task::spawn_blocking(move || run_spamassassin(addr, pre))
+        .await
+        .unwrap();
+}
+
+fn run_spamassassin(dns: std::net::SocketAddr, pre: &Path) {
+    let d = Daemon::start(dns);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path();
+    // Debian's plugin loader files (the Check plugin among them), and only our rules.
+    for entry in std::fs::read_dir(pre).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "pre") {
+            std::fs::copy(&path, rules.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut cf = format!(
+        "loadplugin MailPolicyd::SpamAssassin {}\n\
+         mailpolicyd_socket {}\nmailpolicyd_timeout 5\n\
+         add_header all Status _YESNO_, score=_SCORE_ required=_REQD_ tests=_TESTS_\n\
+         add_header all MailPolicyd-DMARC _MAILPOLICYD_DMARC_\n",
+        script("clients/perl/spamassassin/MailPolicyd.pm"),
+        d.socket.display()
+    );
+    for policy in ["reject", "quarantine", "none", "na", "fail"] {
+        let rule = format!("MAILPOLICYD_DMARC_{}", policy.to_uppercase());
+        cf.push_str(&format!(
+            "header {rule} eval:check_mailpolicyd_dmarc('{policy}')\nscore {rule} 0.001\n"
+        ));
+    }
+    std::fs::write(rules.join("local.cf"), cf).unwrap();
+    let prefs = rules.join("user_prefs");
+    std::fs::write(&prefs, "").unwrap();
+    let rules_dir = rules.to_str().unwrap();
+
+    let scan = |from: &str| -> (String, String) {
+        let msg = format!(
+            "From: Sender <{from}>\r\nTo: rcpt@other.test\r\nSubject: policy\r\n\
+             Message-ID: <{}@clients.test>\r\nDate: Mon, 30 Nov 2026 07:00:00 +0000\r\n\r\n\
+             hello\r\n",
+            from.len()
+        );
+        let out = run(
+            "spamassassin",
+            &[
+                "-L",
+                "-C",
+                rules_dir,
+                &format!("--siteconfigpath={rules_dir}"),
+                "-p",
+                prefs.to_str().unwrap(),
+            ],
+            Some(msg.as_bytes()),
+        );
+        let out = String::from_utf8(out).unwrap();
+        // Headers, unfolded.
+        let head = out.split("\n\n").next().unwrap().replace("\n\t", " ");
+        let field = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("{from}: no {name} in {out}"))
+                .trim()
+                .to_owned()
+        };
+        (field("X-Spam-Status:"), field("X-Spam-MailPolicyd-DMARC:"))
+    };
+
+    for domain in [
+        "example.test",
+        "sub.example.test",
+        "none.example.test",
+        "other.test",
+    ] {
+        let (status, header) = scan(&format!("user@{domain}"));
+        let want = ask(&d.socket, &json!({"dmarc": {"domain": domain}})).unwrap();
+        let want = &want["ok"]["dmarc"];
+        let (policy, expected) = match want["applied"].as_array() {
+            Some(a) => {
+                let (tag, policy) = (a[0].as_str().unwrap(), a[1].as_str().unwrap());
+                let at = want["found_at"].as_str().unwrap();
+                (policy, format!("{policy} ({tag}:{policy} found_at={at})"))
+            }
+            None => ("na", "na (none)".to_owned()),
+        };
+        assert_eq!(header, expected, "{domain}");
+        let rule = format!("MAILPOLICYD_DMARC_{}", policy.to_uppercase());
+        let tests = status.split("tests=").nth(1).unwrap_or_default();
+        let hits: Vec<&str> = tests
+            .split([',', ' '])
+            .filter(|t| t.starts_with("MAILPOLICYD_"))
+            .collect();
+        assert_eq!(hits, [rule.as_str()], "{domain}: {status}");
+        println!("spamassassin: From {domain}: {rule}, {header}");
+    }
+    // An invalid name: the daemon's error code.
+    let (status, header) = scan("user@a..b");
+    assert_eq!(header, "fail (invalid_name)");
+    assert!(status.contains("MAILPOLICYD_DMARC_FAIL"), "{status}");
 }

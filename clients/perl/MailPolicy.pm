@@ -33,6 +33,9 @@ sub new {
     my ($class, $path, %opt) = @_;
     die MailPolicy::Error->new('client_usage', 'MailPolicy->new(PATH, timeout => SECONDS)')
         unless defined $path && length $path;
+    # The path is configuration, not message data: untainted, so that connect() works under
+    # perl -T (spamd, SpamAssassin and Exim's embedded Perl may run with taint checks).
+    ($path) = $path =~ /\A(.*)\z/s;
     my $self = bless {
         path    => $path,
         timeout => defined $opt{timeout} ? $opt{timeout} : 10,
@@ -66,11 +69,15 @@ sub DESTROY { $_[0]->close }
 sub _connect {
     my ($self) = @_;
     $self->close;
-    my $sock = IO::Socket::UNIX->new(
-        Type    => SOCK_STREAM,
-        Peer    => $self->{path},
-        Timeout => $self->{timeout},
-    ) or die MailPolicy::Error->new('client_connect', "connect $self->{path}: $!");
+    my $sock = eval {
+        IO::Socket::UNIX->new(
+            Type    => SOCK_STREAM,
+            Peer    => $self->{path},
+            Timeout => $self->{timeout},
+        );
+    };
+    my $why = $@ || $!;
+    die MailPolicy::Error->new('client_connect', "connect $self->{path}: $why") unless $sock;
     $sock->blocking(0);
     $self->{sock} = $sock;
     $self->{pid}  = $$;
