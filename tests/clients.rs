@@ -561,6 +561,35 @@ fn run_clients(dns: std::net::SocketAddr) -> usize {
             "perl: {} answers agree",
             out["answers"].as_array().unwrap().len()
         );
+        // The Exim example: its functions, called as ${perl{...}} calls them.
+        const EXIM: &str = r#"our $MAILPOLICYD_SOCKET = shift; my $f = shift;
+            do $f or die($@ || $!);
+            print join("|", mp_dmarc_policy("example.test"), mp_dmarc_policy("sub.example.test"),
+              mp_dmarc_policy("other.test"), mp_dmarc_policy("a..b"),
+              mp_spf_result("192.0.2.5", 'user@example.test', "mail.example.test"),
+              mp_spf_result("198.51.100.7", 'user@example.test', "mail.example.test"),
+              mp_received_spf("192.0.2.5", "", "example.test"))"#;
+        let exim = run(
+            "perl",
+            &[
+                "-e",
+                EXIM,
+                d.socket.to_str().unwrap(),
+                &script("clients/perl/exim/mailpolicy.pl"),
+            ],
+            None,
+        );
+        let exim = String::from_utf8(exim).unwrap();
+        let got: Vec<&str> = exim.split('|').collect();
+        assert_eq!(
+            got[..6],
+            ["reject", "quarantine", "na", "fail", "pass", "fail"],
+            "{exim}"
+        );
+        assert!(
+            got[6].starts_with("pass ") && got[6].contains("identity=helo"),
+            "{exim}"
+        );
         ran += 1;
     } else {
         skip("perl with JSON::PP and IO::Socket::UNIX is not installed");
