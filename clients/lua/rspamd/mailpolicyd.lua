@@ -98,7 +98,9 @@ local function mailpolicyd_check(task)
   if not domain then return end
   local request = ucl.to_format({ id = 1, op = { dmarc = { domain = domain } } }, "json-compact")
 
+  local answered = false
   local function on_reply(err, data)
+    answered = true
     if err then
       rspamd_logger.infox(task, "mailpolicyd %s: %s", settings.socket, err)
       task:insert_result(SYM.fail, 1.0, "socket: " .. tostring(err))
@@ -145,7 +147,7 @@ local function mailpolicyd_check(task)
     timeout = settings.timeout,
     callback = on_reply,
   })
-  if not sent then
+  if not sent and not answered then
     task:insert_result(SYM.fail, 1.0, "cannot connect to " .. settings.socket)
   end
 end
