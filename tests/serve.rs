@@ -181,6 +181,19 @@ async fn every_client_gets_the_same_answers() {
     assert_eq!(py["dmarc_applied"], serde_json::json!(["sp", "quarantine"]));
     assert_eq!(py["dkim_bits"], 2048);
     assert_eq!(py["bad_name"], "invalid_name");
+    // `raw`: the selected record's text as published (the DKIM key's 255-byte strings joined).
+    let dkim_raw = format!(
+        "v=DKIM1; k=rsa; p={}",
+        include_str!("data/dkim/rsa2048.spki.b64")
+    );
+    assert_eq!(py["spf_raw"], SPF);
+    assert_eq!(
+        py["dmarc_raw"],
+        "v=DMARC1; p=reject; sp=quarantine; rua=mailto:d@example.test"
+    );
+    assert_eq!(py["dkim_raw"], dkim_raw.as_str());
+    assert_eq!(key.answer.raw.as_deref(), Some(dkim_raw.as_str()));
+    assert_eq!(py["no_record_raw"], serde_json::Value::Null);
 
     // All of the above asked upstream for the SPF record once.
     assert_eq!(d.dns.log.count("example.test"), 1);
@@ -718,25 +731,30 @@ async fn bad_input_closes_only_the_offending_connection() {
     assert_eq!(p.answer.name, "xn--bcher-kva.example.test");
     assert!(matches!(&p.answer.data, Data::Spf(Found::Valid(_))));
 
-    // Wrong major version: one error, then closed.
-    let mut f = Vec::new();
-    proto::encode_frame(
-        &Request {
-            id: 15,
-            op: Op::Hello {
-                version: "2.0".into(),
+    // Wrong major version: one error, then closed. Binary frames take only major 2 (1.x
+    // binary clients would misread the answers that gained `raw`); a newer major is refused.
+    for (n, version) in ["3.0", "1.0"].into_iter().enumerate() {
+        let mut s = UnixStream::connect(&d.socket).await.unwrap();
+        let mut f = Vec::new();
+        proto::encode_frame(
+            &Request {
+                id: 15 + n as u64,
+                op: Op::Hello {
+                    version: version.into(),
+                },
             },
-        },
-        &mut f,
-    )
-    .unwrap();
-    s.write_all(&f).await.unwrap();
-    assert_eq!(
-        code(&read_frame(&mut s).await.unwrap()),
-        "unsupported_version"
-    );
-    assert!(closed(&mut s).await);
-    still_fine().await;
+            &mut f,
+        )
+        .unwrap();
+        s.write_all(&f).await.unwrap();
+        assert_eq!(
+            code(&read_frame(&mut s).await.unwrap()),
+            "unsupported_version",
+            "{version}"
+        );
+        assert!(closed(&mut s).await, "{version}");
+        still_fine().await;
+    }
 
     // JSON: bad JSON and an unknown op are answered and the connection stays; an oversized
     // line closes it.
