@@ -571,6 +571,32 @@ mod tests {
     }
 
     #[test]
+    fn pick_txt_names_the_selected_record() {
+        use crate::policy::{dkim, spf};
+        // Unique: the one candidate, wherever it is; none; two (no record selected).
+        let p = spf::pick_txt(["x=1", "v=spf1 -all", "y"]).unwrap();
+        assert_eq!((p.index, p.result.is_ok()), (Some(1), true));
+        let p = spf::pick_txt(["a", "v=spf1 ip4:999.0.0.1 -all"]).unwrap();
+        assert_eq!((p.index, p.result.is_ok()), (Some(1), false));
+        assert!(spf::pick_txt(["a", "b"]).is_none());
+        let p = spf::pick_txt(["v=spf1 a", "v=spf1 -all"]).unwrap();
+        assert_eq!((p.index, p.result.is_ok()), (None, false));
+        // OneValid: the valid key after an invalid one; with none valid, the first rejected.
+        let key = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+        let p = dkim::pick_txt(["junk", key]).unwrap();
+        assert_eq!((p.index, p.result.is_ok()), (Some(1), true));
+        let p = dkim::pick_txt(["junk", "more junk"]).unwrap();
+        assert_eq!((p.index, p.result.is_ok()), (Some(0), false));
+        let p = dkim::pick_txt([key, key]).unwrap();
+        assert_eq!(p.index, None);
+        // from_txt is pick_txt's result.
+        assert_eq!(
+            spf::from_txt(["x", "v=spf1 -all"]),
+            spf::pick_txt(["x", "v=spf1 -all"]).map(|p| p.result)
+        );
+    }
+
+    #[test]
     fn domain_names() {
         assert!(is_domain_name("example.com"));
         assert!(is_domain_name("_dmarc.example.com."));
