@@ -150,6 +150,21 @@ async fn every_client_gets_the_same_answers() {
         .unwrap();
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(text.contains("applies: sp = quarantine"), "{text}");
+    // The selected record's text: in --json as `raw`, in words as `record:`.
+    assert_eq!(cli["policy"]["answer"]["raw"], SPF);
+    assert!(
+        text.contains("record: v=DMARC1; p=reject; sp=quarantine; rua=mailto:d@example.test"),
+        "{text}"
+    );
+    let words = common::run_ok(Command::new(env!("CARGO_BIN_EXE_mailpolicyd")).args([
+        "query",
+        "--socket",
+        d.socket.to_str().unwrap(),
+        "spf",
+        "example.test",
+    ]));
+    let words = String::from_utf8_lossy(&words);
+    assert!(words.contains(&format!("record: {SPF}")), "{words}");
     let stats = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
         .args(["stats", "--socket", d.socket.to_str().unwrap(), "--json"])
         .output()
