@@ -4,7 +4,6 @@
 //! the test's own group when the test runs as root, so the chown is seen to happen). An unknown
 //! name is a configuration error naming the key: exit 64, the daemon never binds.
 
-#[allow(dead_code)] // each test crate uses part of it
 mod common;
 
 use std::collections::BTreeMap;
