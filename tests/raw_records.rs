@@ -239,6 +239,9 @@ async fn raw_is_the_selected_record_over_json_and_binary() {
             .clone()
             .map_or(serde_json::Value::Null, serde_json::Value::String);
         assert_eq!(json_raw(&v), want_json, "json: {}: {v}", case.what);
+        if i == 0 {
+            println!("spf answer over JSON lines: {v}");
+        }
         let hit = client.call(case.op.clone()).await.unwrap();
         assert_eq!(raw_of(&hit), case.want, "binary, hit: {}", case.what);
         checked += 1;
