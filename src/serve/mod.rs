@@ -123,7 +123,8 @@ impl Service {
                     "protocol {version:?} is not supported; this server speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}{}",
                     match framing {
                         Framing::Json => " (and 1.x on JSON lines)",
-                        Framing::Binary => "",
+                        Framing::Binary =>
+                            " (binary frames: 2.x only; 1.x clients may use JSON lines)",
                     }
                 ),
             )),
