@@ -11,7 +11,6 @@
 mod common;
 mod dnsserver;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -25,8 +24,7 @@ use mailpolicyd::resolve::evaluate::{DkimIdentity, DkimResult, DmarcInput, Dmarc
 use mailpolicyd::resolve::{
     DiscoveryMode, Kind, Rcode, ResolveError, Resolver, ResolverConfig, Source,
 };
-use mailpolicyd::serve::{self, Service, SocketConfig};
-use tokio_util::sync::CancellationToken;
+use mailpolicyd::serve::{self, SocketConfig};
 
 const MODES: [DiscoveryMode; 3] = [
     DiscoveryMode::Psl,
@@ -226,22 +224,10 @@ async fn dmarc_garbage_from_domain_is_permerror_not_none() {
     }
 }
 
-struct Daemon {
-    socket: PathBuf,
-    service: std::sync::Arc<Service>,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
+type Daemon = common::Daemon<()>;
 
 async fn daemon(cfg: ResolverConfig) -> Daemon {
-    let service = Service::new(Resolver::new(cfg).unwrap());
-    let sock = common::serve_socket(&service, SocketConfig::default());
-    Daemon {
-        socket: sock.path,
-        service,
-        shutdown: sock.shutdown,
-        _dir: sock.dir,
-    }
+    common::serve_resolver(cfg, SocketConfig::default(), ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,14 +79,7 @@ async fn ask_front_end(addr: std::net::SocketAddr, name: &str) -> Message {
         Name::from_ascii(name).unwrap(),
         RecordType::TXT,
     ));
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    sock.send_to(&m.to_vec().unwrap(), addr).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
-        .await
-        .expect("an answer within 5 s")
-        .unwrap();
-    Message::from_vec(&buf[..n]).unwrap()
+    common::udp_exchange(addr, &m).await
 }
 
 /// The value of the unlabelled metric `name`.
@@ -187,10 +180,7 @@ async fn failures_are_errors_cached_per_name_over_the_socket() {
 
 #[test]
 fn failure_ttl_setting_is_validated() {
-    let default = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-        .args(["config", "--print-default"])
-        .output()
-        .unwrap();
+    let default = common::cli(&["config", "--print-default"]);
     let text = String::from_utf8_lossy(&default.stdout);
     assert!(text.contains("failure_ttl_s = 5"), "{text}");
     for value in ["0", "301"] {

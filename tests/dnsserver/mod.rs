@@ -98,6 +98,25 @@ impl Zone {
         self
     }
 
+    /// Adds a TXT record holding `text` (ASCII) split into character-strings of 255 bytes at
+    /// most, as a long record is published.
+    pub fn long_txt(self, name: &str, ttl: u32, text: &str) -> Zone {
+        let strings: Vec<&str> = text
+            .as_bytes()
+            .chunks(255)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        self.txt(name, ttl, &strings)
+    }
+
+    /// Adds `n` TXT records `n0`, `n1`, … (TTL 3600), the `i`-th holding `text(i)`.
+    pub fn numbered(mut self, n: usize, text: impl Fn(usize) -> String) -> Zone {
+        for i in 0..n {
+            self = self.txt(&format!("n{i}"), 3600, &[&text(i)]);
+        }
+        self
+    }
+
     /// Adds a CNAME at `name` pointing at `target` (both relative to the origin, `@`, or
     /// absolute), with its own TTL.
     pub fn cname(mut self, name: &str, ttl: u32, target: &str) -> Zone {
