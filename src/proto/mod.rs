@@ -438,7 +438,10 @@ mod tests {
 
     #[test]
     fn names_are_normalized() {
-        assert_eq!(normalize_domain("Example.COM.").unwrap().as_str(), "example.com");
+        assert_eq!(
+            normalize_domain("Example.COM.").unwrap().as_str(),
+            "example.com"
+        );
         // The owned form agrees on every name, taking the no-copy path for normalized ones.
         for name in [
             "example.com",
@@ -492,7 +495,8 @@ mod tests {
         let idn = format!("{}.bücher.example", "c".repeat(250));
         assert!(
             normalize_author_domain(&idn)
-                .unwrap().as_str()
+                .unwrap()
+                .as_str()
                 .ends_with(".xn--bcher-kva.example")
         );
         assert_eq!(
