@@ -2,6 +2,10 @@
 //! flight, answers matched by id) and [`BlockingClient`] (one request at a time, for the CLI
 //! and simple filters). Both reconnect once when the daemon has restarted under them; every
 //! operation is a read, so retrying it is safe.
+//!
+//! They speak protocol [`PROTOCOL_MAJOR`](proto::PROTOCOL_MAJOR) (2: a policy answer of the
+//! DMARC, SPF, DKIM key and ATPS kinds carries `raw`, the selected record's text, which moved
+//! the binary encoding); [`Client::hello`] checks that the daemon speaks it too.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -172,6 +176,12 @@ impl Client {
         }
     }
 
+    /// Announces this build's protocol version; the daemon's version and software on success,
+    /// `unsupported_version` (and a closed connection) when it speaks another major.
+    pub async fn hello(&self) -> Result<(String, String), ClientError> {
+        hello_reply(self.call(hello_op()).await?)
+    }
+
     /// The DMARC policy for mail from `domain`.
     pub async fn dmarc(&self, domain: &str) -> Result<DmarcAnswer, ClientError> {
         match self
@@ -325,6 +335,11 @@ impl BlockingClient {
         Ok(())
     }
 
+    /// [`Client::hello`], blocking.
+    pub fn hello(&mut self) -> Result<(String, String), ClientError> {
+        hello_reply(self.call(hello_op())?)
+    }
+
     /// Sends one request and reads its response.
     pub fn call(&mut self, op: Op) -> Result<Reply, ClientError> {
         match self.call_once(op.clone()) {
@@ -363,5 +378,19 @@ impl BlockingClient {
                 return into_reply(resp);
             }
         }
+    }
+}
+
+/// `hello` with this build's protocol version.
+fn hello_op() -> Op {
+    Op::Hello {
+        version: format!("{}.{}", proto::PROTOCOL_MAJOR, proto::PROTOCOL_MINOR),
+    }
+}
+
+fn hello_reply(reply: Reply) -> Result<(String, String), ClientError> {
+    match reply {
+        Reply::Hello { version, server } => Ok((version, server)),
+        _ => Err(ClientError::Unexpected),
     }
 }

@@ -14,38 +14,53 @@ fn run(args: &[&str]) -> (i32, Option<Value>) {
     (out.status.code().unwrap_or(-1), json)
 }
 
-#[test]
-fn valid_dmarc_prints_every_field() {
-    let (code, json) = run(&[
-        "parse",
-        "dmarc",
-        "v=DMARC1; p=quarantine; rua=mailto:d@example.com; adkim=sp",
-    ]);
+/// Every field of a DMARC report, defaulted or not.
+const DMARC_FIELDS: [&str; 19] = [
+    "v",
+    "p",
+    "sp",
+    "np",
+    "adkim",
+    "aspf",
+    "pct",
+    "rua",
+    "ruf",
+    "fo",
+    "rf",
+    "ri",
+    "psd",
+    "t",
+    "fp",
+    "frua",
+    "fruf",
+    "defaulted",
+    "diagnostics",
+];
+
+/// `parse dmarc RECORD` of a valid record: asserts exit 0 and every field in the report;
+/// the report.
+fn valid_dmarc_report(record: &str) -> Value {
+    let (code, json) = run(&["parse", "dmarc", record]);
     assert_eq!(code, 0);
     let j = json.unwrap();
-    for f in [
-        "v",
-        "p",
-        "sp",
-        "np",
-        "adkim",
-        "aspf",
-        "pct",
-        "rua",
-        "ruf",
-        "fo",
-        "rf",
-        "ri",
-        "psd",
-        "t",
-        "fp",
-        "frua",
-        "fruf",
-        "defaulted",
-        "diagnostics",
-    ] {
-        assert!(j.get(f).is_some(), "missing {f}");
+    for f in DMARC_FIELDS {
+        assert!(j.get(f).is_some(), "missing {f}: {j}");
     }
+    j
+}
+
+/// The DMARC report (once a unit test of `cli::report`, now through the CLI): every field, and
+/// an absent `sp` defaulted to `p` and listed as defaulted.
+#[test]
+fn dmarc_report_fields() {
+    let j = valid_dmarc_report("v=DMARC1; p=reject; rua=mailto:a@example.com");
+    assert_eq!(j["sp"], "reject");
+    assert!(j["defaulted"].as_array().unwrap().iter().any(|v| v == "sp"));
+}
+
+#[test]
+fn valid_dmarc_prints_every_field() {
+    let j = valid_dmarc_report("v=DMARC1; p=quarantine; rua=mailto:d@example.com; adkim=sp");
     assert_eq!(j["p"], "quarantine");
     assert_eq!(j["adkim"], "sp");
     assert!(

@@ -410,7 +410,7 @@ fn check_fields(out: &Value) {
         "{who}"
     );
     assert_eq!(
-        error_code(out, "hello", json!(["2.0"])),
+        error_code(out, "hello", json!(["3.0"])),
         "unsupported_version",
         "{who}"
     );

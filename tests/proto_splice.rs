@@ -101,7 +101,15 @@ fn policy_frame_splice_equals_serde_for_every_policy_kind() {
         Source::RateLimitedFallback,
     ];
     let mut kinds = Vec::new();
-    for answer in answers() {
+    let all = answers();
+    // Both forms of `raw` (the selected record's text, and none) go through the splice.
+    assert!(all.iter().any(|a| a.raw.is_some()));
+    assert!(all.iter().any(|a| a.raw.is_none()));
+    assert!(
+        all.iter()
+            .any(|a| a.raw.as_deref() == Some("v=DMARC1; p=reject; rua=mailto:d@example.com"))
+    );
+    for answer in all {
         kinds.push(answer.kind);
         let answer = Arc::new(answer);
         for source in sources {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use dnsserver::{TestDns, Zone};
 use mailpolicyd::policy::dmarc::Disposition;
 use mailpolicyd::resolve::Found;
-use mailpolicyd::resolve::discover::{FoundAt, PolicyTag};
+use mailpolicyd::resolve::discover::{DmarcDiscovery, FoundAt, PolicyTag};
 use mailpolicyd::resolve::{
     Data, DiscoveryMode, Kind, Rcode, ResolveError, Resolver, ResolverConfig, Source,
 };
@@ -27,14 +27,78 @@ fn resolver(dns: &TestDns) -> Resolver {
     Resolver::new(config(dns)).unwrap()
 }
 
+/// A resolver of `dns` with [`config`] changed by `edit`.
+fn resolver_with(dns: &TestDns, edit: impl FnOnce(&mut ResolverConfig)) -> Resolver {
+    let mut cfg = config(dns);
+    edit(&mut cfg);
+    Resolver::new(cfg).unwrap()
+}
+
+/// Where the SPF answer for `name` at `now` came from.
+async fn spf_source(r: &Resolver, name: &str, now: Instant) -> Source {
+    r.spf(name, now).await.unwrap().source
+}
+
+/// A DNS server with the zone `org` (e.g. `example.com.`), holding a TXT record (TTL 3600)
+/// for each `"name text"` of `records`, and its parent zone (`com.`) without records.
+async fn org_under(org: &str, records: &[&str]) -> TestDns {
+    let parent = org.split_once('.').unwrap().1;
+    let zone = records.iter().fold(Zone::new(org, 300), |z, record| {
+        let (name, text) = record.split_once(' ').unwrap();
+        z.txt(name, 3600, &[text])
+    });
+    TestDns::start(vec![Zone::new(parent, 300), zone]).await
+}
+
+/// DMARC discovery for `author` by a fresh resolver, against [`org_under`] the author's last
+/// two labels with `records`; the server too, for its query log.
+async fn walk(author: &str, records: &[&str]) -> (TestDns, DmarcDiscovery) {
+    let labels: Vec<&str> = author.rsplitn(3, '.').collect();
+    let dns = org_under(&format!("{}.{}.", labels[1], labels[0]), records).await;
+    let d = resolver(&dns).dmarc(author, Instant::now()).await.unwrap();
+    (dns, d)
+}
+
+/// The organizational domain of `name` by the RFC 9989 tree walk.
+async fn org_domain(r: &Resolver, name: &str, now: Instant) -> String {
+    r.org_domain_treewalk(name, now).await.unwrap()
+}
+
+/// [`org_domain`] of `name`, and the DMARC queries the server saw for it (its log cleared
+/// first).
+async fn walk_queries(
+    r: &Resolver,
+    dns: &TestDns,
+    name: &str,
+    now: Instant,
+) -> (String, Vec<String>) {
+    dns.log.clear();
+    let org = org_domain(r, name, now).await;
+    (org, dmarc_queries(dns))
+}
+
 /// A DNS server whose only record is `example.test`'s `v=spf1 -all`, with a TTL of `ttl`.
 async fn spf_at_apex(ttl: u32) -> TestDns {
-    TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "@",
-        ttl,
-        &["v=spf1 -all"],
-    )])
-    .await
+    TestDns::one_txt("example.test.", "@", ttl, "v=spf1 -all").await
+}
+
+/// [`spf_at_apex`] and a resolver asking it.
+async fn apex_and_resolver(ttl: u32) -> (TestDns, Resolver) {
+    let dns = spf_at_apex(ttl).await;
+    let r = resolver(&dns);
+    (dns, r)
+}
+
+/// Asserts that `example.test`'s SPF record at `at` comes from the cache, the server having
+/// been asked once.
+async fn assert_hit_after_one_query(r: &Resolver, dns: &TestDns, at: Instant) {
+    assert_eq!(spf_source(r, "example.test", at).await, Source::Hit);
+    assert_eq!(dns.log.count("example.test"), 1);
+}
+
+/// `example.test`'s SPF answer at `at`.
+async fn apex_spf(r: &Resolver, at: Instant) -> mailpolicyd::resolve::Lookup {
+    r.spf("example.test", at).await.unwrap()
 }
 
 fn spf_text(l: &mailpolicyd::resolve::Lookup) -> String {
@@ -46,8 +110,7 @@ fn spf_text(l: &mailpolicyd::resolve::Lookup) -> String {
 
 #[tokio::test]
 async fn repeated_question_makes_one_query() {
-    let dns = spf_at_apex(3600).await;
-    let r = resolver(&dns);
+    let (dns, r) = apex_and_resolver(3600).await;
     let now = Instant::now();
     let first = r.spf("example.test", now).await.unwrap();
     assert_eq!(first.source, Source::Miss);
@@ -64,8 +127,7 @@ async fn repeated_question_makes_one_query() {
 
 #[tokio::test]
 async fn concurrent_identical_questions_make_one_query() {
-    let dns = spf_at_apex(3600).await;
-    let r = resolver(&dns);
+    let (dns, r) = apex_and_resolver(3600).await;
     let now = Instant::now();
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -85,22 +147,11 @@ async fn concurrent_identical_questions_make_one_query() {
 
 #[tokio::test]
 async fn ttl_expiry_refetches() {
-    let dns = spf_at_apex(60).await;
-    let r = resolver(&dns);
+    let (dns, r) = apex_and_resolver(60).await;
     let t0 = Instant::now();
     assert_eq!(r.spf("example.test", t0).await.unwrap().ttl_remaining, 60);
-    assert_eq!(
-        r.spf("example.test", t0 + Duration::from_secs(59))
-            .await
-            .unwrap()
-            .source,
-        Source::Hit
-    );
-    assert_eq!(dns.log.count("example.test"), 1);
-    let after = r
-        .spf("example.test", t0 + Duration::from_secs(61))
-        .await
-        .unwrap();
+    assert_hit_after_one_query(&r, &dns, t0 + Duration::from_secs(59)).await;
+    let after = apex_spf(&r, t0 + Duration::from_secs(61)).await;
     assert_eq!(after.source, Source::Miss);
     assert_eq!(dns.log.count("example.test"), 2);
 }
@@ -108,65 +159,38 @@ async fn ttl_expiry_refetches() {
 #[tokio::test]
 async fn ttls_are_clamped() {
     // A 5-second TTL is held for the 30-second minimum.
-    let dns = spf_at_apex(5).await;
-    let r = resolver(&dns);
+    let (dns, r) = apex_and_resolver(5).await;
     let t0 = Instant::now();
     r.spf("example.test", t0).await.unwrap();
-    assert_eq!(
-        r.spf("example.test", t0 + Duration::from_secs(29))
-            .await
-            .unwrap()
-            .source,
-        Source::Hit
-    );
-    assert_eq!(dns.log.count("example.test"), 1);
+    assert_hit_after_one_query(&r, &dns, t0 + Duration::from_secs(29)).await;
 }
 
 #[tokio::test]
 async fn prefetch_refreshes_in_the_background_once() {
-    let dns = spf_at_apex(100).await;
-    let r = resolver(&dns);
+    let (dns, r) = apex_and_resolver(100).await;
     let t0 = Instant::now();
     r.spf("example.test", t0).await.unwrap();
     // The record changes upstream.
     dns.replace_zone(Zone::new("example.test.", 300).txt("@", 100, &["v=spf1 ip4:192.0.2.1 -all"]))
         .await;
     // 85 s in: 15 % left, no prefetch.
-    assert_eq!(
-        r.spf("example.test", t0 + Duration::from_secs(85))
-            .await
-            .unwrap()
-            .source,
-        Source::Hit
-    );
-    assert_eq!(dns.log.count("example.test"), 1);
+    assert_hit_after_one_query(&r, &dns, t0 + Duration::from_secs(85)).await;
     // 95 s in: 5 % left. Answered at once from the old entry; one refresh starts.
-    let hit = r
-        .spf("example.test", t0 + Duration::from_secs(95))
-        .await
-        .unwrap();
+    let hit = apex_spf(&r, t0 + Duration::from_secs(95)).await;
     assert_eq!(hit.source, Source::Hit);
     assert_eq!(spf_text(&hit), "v=spf1 -all");
     for _ in 0..5 {
-        r.spf("example.test", t0 + Duration::from_secs(95))
-            .await
-            .unwrap();
+        apex_spf(&r, t0 + Duration::from_secs(95)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while dns.log.count("example.test") < 2 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Let the prefetch's insertion land.
-    let mut next = r
-        .spf("example.test", t0 + Duration::from_secs(96))
-        .await
-        .unwrap();
+    let mut next = apex_spf(&r, t0 + Duration::from_secs(96)).await;
     while next.source != Source::Prefetched && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        next = r
-            .spf("example.test", t0 + Duration::from_secs(96))
-            .await
-            .unwrap();
+        next = apex_spf(&r, t0 + Duration::from_secs(96)).await;
     }
     assert_eq!(next.source, Source::Prefetched);
     assert_eq!(spf_text(&next), "v=spf1 ip4:192.0.2.1 -all");
@@ -191,18 +215,12 @@ async fn negative_answers_are_cached_for_the_soa_ttl() {
     assert_eq!(nodata.answer.rcode, Rcode::NoError);
     assert!(matches!(nodata.answer.data, Data::None));
     assert_eq!(
-        r.spf("nope.example.test", t0 + Duration::from_secs(119))
-            .await
-            .unwrap()
-            .source,
+        spf_source(&r, "nope.example.test", t0 + Duration::from_secs(119)).await,
         Source::Hit
     );
     assert_eq!(dns.log.count("nope.example.test"), 1);
     assert_eq!(
-        r.spf("nope.example.test", t0 + Duration::from_secs(121))
-            .await
-            .unwrap()
-            .source,
+        spf_source(&r, "nope.example.test", t0 + Duration::from_secs(121)).await,
         Source::Miss
     );
     assert_eq!(dns.log.count("nope.example.test"), 2);
@@ -215,9 +233,9 @@ async fn stale_answers_for_the_whole_window_when_upstream_stops() {
         zone = zone.txt(&format!("d{i}"), 300, &["v=spf1 -all"]);
     }
     let dns = TestDns::start(vec![zone]).await;
-    let mut cfg = config(&dns);
-    cfg.upstream.timeout = Duration::from_millis(100);
-    let r = Resolver::new(cfg).unwrap();
+    let r = resolver_with(&dns, |cfg| {
+        cfg.upstream.timeout = Duration::from_millis(100);
+    });
     let t0 = Instant::now();
     for i in 0..20 {
         r.spf(&format!("d{i}.example.test"), t0).await.unwrap();
@@ -261,18 +279,15 @@ async fn stale_answers_for_the_whole_window_when_upstream_stops() {
 #[tokio::test]
 async fn a_slow_refresh_serves_stale_within_the_client_timeout() {
     let dns = spf_at_apex(60).await;
-    let mut cfg = config(&dns);
-    cfg.upstream.timeout = Duration::from_secs(3);
-    cfg.cache.client_timeout = Duration::from_millis(100);
-    let r = Resolver::new(cfg).unwrap();
+    let r = resolver_with(&dns, |cfg| {
+        cfg.upstream.timeout = Duration::from_secs(3);
+        cfg.cache.client_timeout = Duration::from_millis(100);
+    });
     let t0 = Instant::now();
     r.spf("example.test", t0).await.unwrap();
     dns.set_down(true);
     let started = Instant::now();
-    let l = r
-        .spf("example.test", t0 + Duration::from_secs(120))
-        .await
-        .unwrap();
+    let l = apex_spf(&r, t0 + Duration::from_secs(120)).await;
     assert_eq!(l.source, Source::Stale);
     assert!(
         started.elapsed() < Duration::from_secs(1),
@@ -351,16 +366,11 @@ fn dmarc_queries(dns: &TestDns) -> Vec<String> {
 #[tokio::test]
 async fn rfc9989_4_10_eight_query_walk() {
     // §4.10: a.b.c.d.e.f.g.h.i.j.mail.example.com takes exactly these eight queries.
-    let dns = TestDns::start(vec![
-        Zone::new("com.", 300),
-        Zone::new("example.com.", 300).txt("_dmarc", 3600, &["v=DMARC1; p=reject"]),
-    ])
+    let (dns, d) = walk(
+        "a.b.c.d.e.f.g.h.i.j.mail.example.com",
+        &["_dmarc v=DMARC1; p=reject"],
+    )
     .await;
-    let r = resolver(&dns);
-    let d = r
-        .dmarc("a.b.c.d.e.f.g.h.i.j.mail.example.com", Instant::now())
-        .await
-        .unwrap();
     assert_eq!(
         dmarc_queries(&dns),
         [
@@ -380,12 +390,13 @@ async fn rfc9989_4_10_eight_query_walk() {
 
 #[tokio::test]
 async fn rfc9989_b4_1_and_b4_2_org_domains() {
-    let dns = TestDns::start(vec![
-        Zone::new("com.", 300),
-        Zone::new("example.com.", 300)
-            .txt("_dmarc", 3600, &["v=DMARC1; p=reject"])
-            .txt("_dmarc.signing", 3600, &["v=DMARC1; p=none"]),
-    ])
+    let dns = org_under(
+        "example.com.",
+        &[
+            "_dmarc v=DMARC1; p=reject",
+            "_dmarc.signing v=DMARC1; p=none",
+        ],
+    )
     .await;
     let r = resolver(&dns);
     let now = Instant::now();
@@ -400,25 +411,15 @@ async fn rfc9989_b4_1_and_b4_2_org_domains() {
     );
     // A fresh resolver, so every name of the walk is asked, as the RFC lists them.
     let r = resolver(&dns);
-    dns.log.clear();
-    assert_eq!(
-        r.org_domain_treewalk("signing.example.com", now)
-            .await
-            .unwrap(),
-        "example.com"
-    );
-    assert_eq!(
-        dmarc_queries(&dns),
-        [
-            "_dmarc.signing.example.com",
-            "_dmarc.example.com",
-            "_dmarc.com"
-        ]
-    );
-    assert_eq!(
-        r.org_domain_treewalk("example.com", now).await.unwrap(),
-        "example.com"
-    );
+    let (org, asked) = walk_queries(&r, &dns, "signing.example.com", now).await;
+    assert_eq!(org, "example.com");
+    let expected = [
+        "_dmarc.signing.example.com",
+        "_dmarc.example.com",
+        "_dmarc.com",
+    ];
+    assert_eq!(asked, expected);
+    assert_eq!(org_domain(&r, "example.com", now).await, "example.com");
     // B.4.2: the deep author domain skips to seven labels; example.com is the policy domain.
     dns.log.clear();
     let d = r
@@ -443,14 +444,11 @@ async fn rfc9989_b4_1_and_b4_2_org_domains() {
 
 #[tokio::test]
 async fn rfc9989_b4_3_psd_record() {
+    let psd = "v=DMARC1; p=reject; psd=y; np=reject; sp=quarantine";
     let dns = TestDns::start(vec![
         Zone::new("example.", 300),
         Zone::new("bank.example.", 300)
-            .txt(
-                "_dmarc",
-                3600,
-                &["v=DMARC1; p=reject; psd=y; np=reject; sp=quarantine"],
-            )
+            .txt("_dmarc", 3600, &[psd])
             .txt("_dmarc.giant", 3600, &["v=DMARC1; p=none"])
             .record("mail.mega", 300, mailpolicyd_a()),
     ])
@@ -458,34 +456,17 @@ async fn rfc9989_b4_3_psd_record() {
     let r = resolver(&dns);
     let now = Instant::now();
     assert_eq!(
-        r.org_domain_treewalk("giant.bank.example", now)
-            .await
-            .unwrap(),
+        org_domain(&r, "giant.bank.example", now).await,
         "giant.bank.example"
     );
-    dns.log.clear();
-    assert_eq!(
-        r.org_domain_treewalk("mail.giant.bank.example", now)
-            .await
-            .unwrap(),
-        "giant.bank.example"
-    );
-    assert_eq!(
-        dmarc_queries(&dns),
-        ["_dmarc.mail.giant.bank.example"],
-        "the rest is cached; the walk stopped at psd=y"
-    );
-    dns.log.clear();
-    assert_eq!(
-        r.org_domain_treewalk("mail.mega.bank.example", now)
-            .await
-            .unwrap(),
-        "mega.bank.example"
-    );
-    assert_eq!(
-        dmarc_queries(&dns),
-        ["_dmarc.mail.mega.bank.example", "_dmarc.mega.bank.example"]
-    );
+    let (org, asked) = walk_queries(&r, &dns, "mail.giant.bank.example", now).await;
+    assert_eq!(org, "giant.bank.example");
+    let why = "the rest is cached; the walk stopped at psd=y";
+    assert_eq!(asked, ["_dmarc.mail.giant.bank.example"], "{why}");
+    let (org, asked) = walk_queries(&r, &dns, "mail.mega.bank.example", now).await;
+    assert_eq!(org, "mega.bank.example");
+    let expected = ["_dmarc.mail.mega.bank.example", "_dmarc.mega.bank.example"];
+    assert_eq!(asked, expected);
     // Policy for an author under the PSD with no org record: the PSD record, sp (it exists).
     let d = r.dmarc("mail.mega.bank.example", now).await.unwrap();
     assert_eq!(d.reason, Some(FoundAt::PublicSuffixDomain));
@@ -506,15 +487,14 @@ fn mailpolicyd_a() -> hickory_server::proto::rr::RData {
 
 #[tokio::test]
 async fn rfc9989_psd_n_stops_the_walk() {
-    let dns = TestDns::start(vec![
-        Zone::new("com.", 300),
-        Zone::new("example.com.", 300)
-            .txt("_dmarc", 3600, &["v=DMARC1; p=none"])
-            .txt("_dmarc.mail", 3600, &["v=DMARC1; p=reject; psd=n"]),
-    ])
+    let (dns, d) = walk(
+        "a.mail.example.com",
+        &[
+            "_dmarc v=DMARC1; p=none",
+            "_dmarc.mail v=DMARC1; p=reject; psd=n",
+        ],
+    )
     .await;
-    let r = resolver(&dns);
-    let d = r.dmarc("a.mail.example.com", Instant::now()).await.unwrap();
     assert_eq!(
         dmarc_queries(&dns),
         ["_dmarc.a.mail.example.com", "_dmarc.mail.example.com"]
@@ -525,13 +505,11 @@ async fn rfc9989_psd_n_stops_the_walk() {
 
 #[tokio::test]
 async fn psl_mode_and_both_mode() {
-    let dns = TestDns::start(vec![
-        Zone::new("com.", 300),
-        Zone::new("example.com.", 300)
-            .txt("_dmarc", 3600, &["v=DMARC1; p=reject"])
-            .txt("_dmarc.mail", 3600, &["v=DMARC1; p=quarantine; psd=n"]),
-    ])
-    .await;
+    let records = [
+        "_dmarc v=DMARC1; p=reject",
+        "_dmarc.mail v=DMARC1; p=quarantine; psd=n",
+    ];
+    let dns = org_under("example.com.", &records).await;
     let mut cfg = config(&dns);
     cfg.discovery = DiscoveryMode::Psl;
     let r = Resolver::new(cfg.clone()).unwrap();
@@ -554,15 +532,8 @@ async fn psl_mode_and_both_mode() {
 
 #[tokio::test]
 async fn invalid_record_is_discarded_with_a_note() {
-    let dns = TestDns::start(vec![
-        Zone::new("test.", 300),
-        Zone::new("example.test.", 300)
-            .txt("_dmarc", 3600, &["v=DMARC1; p=reject"])
-            .txt("_dmarc.sub", 3600, &["v=DMARC1; p=rej"]),
-    ])
-    .await;
-    let r = resolver(&dns);
-    let d = r.dmarc("sub.example.test", Instant::now()).await.unwrap();
+    let records = ["_dmarc v=DMARC1; p=reject", "_dmarc.sub v=DMARC1; p=rej"];
+    let (_dns, d) = walk("sub.example.test", &records).await;
     assert_eq!(d.found_at.as_deref(), Some("example.test"));
     assert!(d.notes.iter().any(|n| n.contains("rej")));
 }
@@ -570,9 +541,9 @@ async fn invalid_record_is_discarded_with_a_note() {
 #[tokio::test]
 async fn nxdomain_cut_answers_below_a_known_nxdomain() {
     let dns = TestDns::start(vec![Zone::new("example.test.", 300)]).await;
-    let mut cfg = config(&dns);
-    cfg.nxdomain_cut = true;
-    let r = Resolver::new(cfg).unwrap();
+    let r = resolver_with(&dns, |cfg| {
+        cfg.nxdomain_cut = true;
+    });
     let now = Instant::now();
     assert_eq!(
         r.lookup(Kind::Exists, "gone.example.test", now)
@@ -599,11 +570,6 @@ async fn nxdomain_cut_answers_below_a_known_nxdomain() {
 async fn other_questions() {
     let key = include_str!("data/dkim/rsa2048.spki.b64");
     let dkim = format!("v=DKIM1; k=rsa; p={key}");
-    let parts: Vec<&str> = dkim
-        .as_bytes()
-        .chunks(255)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
     let atps_label = mailpolicyd::policy::atps::label(
         "author.test",
         mailpolicyd::policy::atps::AtpsHash::Sha256,
@@ -611,7 +577,7 @@ async fn other_questions() {
     );
     let dns = TestDns::start(vec![
         Zone::new("signer.test.", 300)
-            .txt("s1._domainkey", 3600, &parts)
+            .long_txt("s1._domainkey", 3600, &dkim)
             .txt(
                 &format!("{atps_label}._atps"),
                 3600,
@@ -741,10 +707,10 @@ async fn wildcard_flood_is_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_refuses_at_once_when_nothing_is_cached() {
     let dns = TestDns::start(vec![Zone::new("varied.test.", 300)]).await;
-    let mut cfg = config(&dns);
-    cfg.limits.per_second = 1;
-    cfg.limits.burst = 5;
-    let r = Resolver::new(cfg).unwrap();
+    let r = resolver_with(&dns, |cfg| {
+        cfg.limits.per_second = 1;
+        cfg.limits.burst = 5;
+    });
     let now = Instant::now();
     let mut limited = 0;
     for i in 0..20 {
@@ -863,7 +829,7 @@ async fn out_of_chain_records_are_never_believed() {
             "{name}: the injected +all is ignored"
         );
         assert_eq!(spf.answer.found_at.as_deref(), Some(owner));
-        let txt = r.lookup(Kind::Txt, name, now).await.unwrap();
+        let txt = ask_txt(&r, name, now).await;
         assert_eq!(
             txt.answer.data,
             Data::Txt(vec!["v=spf1 -all".to_owned()]),
@@ -895,8 +861,30 @@ fn failing_config(dns: &TestDns) -> ResolverConfig {
     cfg
 }
 
-/// 10 concurrent then 10 sequential questions for `name`, each answered `expect`.
-async fn twenty_questions(r: &Resolver, name: &str, now: Instant, expect: &ResolveError) {
+/// A server for `example.test.` with one TXT record `text` at `name`, failing for that name as
+/// `fail` makes it, and a resolver of it with [`failing_config`].
+async fn failing_server(name: &str, text: &str, fail: fn(&TestDns, &str)) -> (TestDns, Resolver) {
+    let dns = TestDns::one_txt("example.test.", name, 3600, text).await;
+    fail(&dns, &format!("{name}.example.test"));
+    let r = Resolver::new(failing_config(&dns)).unwrap();
+    (dns, r)
+}
+
+/// Heals `name` upstream and asks its SPF record at `at`: the record's text.
+async fn healed_spf(r: &Resolver, dns: &TestDns, name: &str, at: Instant) -> String {
+    dns.heal(name);
+    spf_text(&r.spf(name, at).await.unwrap())
+}
+
+/// 10 concurrent then 10 sequential questions for `name`, each answered `expect`; how many
+/// queries the server saw for `name` by then.
+async fn twenty_questions(
+    r: &Resolver,
+    dns: &TestDns,
+    name: &str,
+    now: Instant,
+    expect: &ResolveError,
+) -> usize {
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let r = r.clone();
@@ -920,21 +908,14 @@ async fn twenty_questions(r: &Resolver, name: &str, now: Instant, expect: &Resol
             "from the failure cache"
         );
     }
+    dns.log.count(name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servfail_is_cached_briefly_and_coalesced() {
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "sf",
-        3600,
-        &["v=spf1 -all"],
-    )])
-    .await;
-    dns.servfail("sf.example.test");
-    let r = Resolver::new(failing_config(&dns)).unwrap();
+    let (dns, r) = failing_server("sf", "v=spf1 -all", TestDns::servfail).await;
     let t0 = Instant::now();
-    twenty_questions(&r, "sf.example.test", t0, &ResolveError::ServFail).await;
-    let asked = dns.log.count("sf.example.test");
+    let asked = twenty_questions(&r, &dns, "sf.example.test", t0, &ResolveError::ServFail).await;
     assert!(
         (1..=2).contains(&asked),
         "20 questions, {asked} upstream queries (attempts = 2)"
@@ -953,12 +934,8 @@ async fn servfail_is_cached_briefly_and_coalesced() {
         ResolveError::ServFail
     );
     assert_eq!(dns.log.count("sf.example.test"), asked);
-    dns.heal("sf.example.test");
-    let healed = r
-        .spf("sf.example.test", t0 + Duration::from_secs(6))
-        .await
-        .unwrap();
-    assert_eq!(spf_text(&healed), "v=spf1 -all");
+    let healed = healed_spf(&r, &dns, "sf.example.test", t0 + Duration::from_secs(6)).await;
+    assert_eq!(healed, "v=spf1 -all");
     assert_eq!(dns.log.count("sf.example.test"), asked + 1);
     // A failing SPF lookup is temperror, never "none".
     dns.servfail("sf2.example.test");
@@ -982,8 +959,7 @@ async fn refused_is_cached_briefly() {
     dns.refuse("rf.example.test");
     let r = Resolver::new(failing_config(&dns)).unwrap();
     let t0 = Instant::now();
-    twenty_questions(&r, "rf.example.test", t0, &ResolveError::Refused).await;
-    let asked = dns.log.count("rf.example.test");
+    let asked = twenty_questions(&r, &dns, "rf.example.test", t0, &ResolveError::Refused).await;
     assert!(
         asked <= 2,
         "20 questions, {asked} upstream queries (attempts = 2)"
@@ -999,14 +975,7 @@ async fn refused_is_cached_briefly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_costs_timeout_times_attempts_and_is_cached() {
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "drop",
-        3600,
-        &["v=spf1 -all"],
-    )])
-    .await;
-    dns.silence("drop.example.test");
-    let r = Resolver::new(failing_config(&dns)).unwrap();
+    let (dns, r) = failing_server("drop", "v=spf1 -all", TestDns::silence).await;
     let t0 = Instant::now();
     let started = Instant::now();
     let e = r.spf("drop.example.test", t0).await.unwrap_err();
@@ -1018,19 +987,15 @@ async fn timeout_costs_timeout_times_attempts_and_is_cached() {
         "one question took {took:?}"
     );
     assert!(dns.log.count("drop.example.test") <= 2);
-    twenty_questions(&r, "drop.example.test", t0, &ResolveError::Timeout).await;
+    twenty_questions(&r, &dns, "drop.example.test", t0, &ResolveError::Timeout).await;
     assert!(
         dns.log.count("drop.example.test") <= 2,
         "21 questions in the failure TTL cost ≤ attempts upstream queries: {}",
         dns.log.count("drop.example.test")
     );
     assert!(r.stats().await.failure_cached >= 10);
-    dns.heal("drop.example.test");
-    let later = r
-        .spf("drop.example.test", t0 + Duration::from_secs(6))
-        .await
-        .unwrap();
-    assert_eq!(spf_text(&later), "v=spf1 -all");
+    let later = healed_spf(&r, &dns, "drop.example.test", t0 + Duration::from_secs(6)).await;
+    assert_eq!(later, "v=spf1 -all");
 }
 
 #[tokio::test]
@@ -1044,14 +1009,7 @@ async fn failure_ttl_defaults_to_five_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dmarc_failure_is_temperror_never_none() {
     use mailpolicyd::resolve::evaluate::{DmarcInput, DmarcResult};
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "_dmarc",
-        3600,
-        &["v=DMARC1; p=reject"],
-    )])
-    .await;
-    dns.servfail("_dmarc.example.test");
-    let r = Resolver::new(failing_config(&dns)).unwrap();
+    let (dns, r) = failing_server("_dmarc", "v=DMARC1; p=reject", TestDns::servfail).await;
     let input = DmarcInput {
         from_domain: "example.test".into(),
         spf: None,
@@ -1099,6 +1057,40 @@ fn is_probe(name: &str, org: &str) -> bool {
         let first = rest.trim_start_matches("_dmarc.").trim_end_matches('.');
         first.len() == 20 && first.bytes().all(|b| b.is_ascii_alphanumeric())
     })
+}
+
+/// A resolver of `dns` without a rate limit whose wildcard marks last three days.
+fn long_mark(dns: &TestDns) -> Resolver {
+    let mut cfg = roomy(dns);
+    cfg.limits.wildcard_mark = Duration::from_secs(3 * 86_400);
+    Resolver::new(cfg).unwrap()
+}
+
+/// A wildcard zone `origin` (`*`: `v=spf1 -all`) with one name, `special`, of its own record
+/// (both with a TTL of 60).
+async fn wildcard_with_special(origin: &str) -> TestDns {
+    TestDns::start(vec![
+        Zone::new(origin, 300).txt("*", 60, &["v=spf1 -all"]).txt(
+            "special",
+            60,
+            &["v=spf1 ip4:192.0.2.0/24 -all"],
+        ),
+    ])
+    .await
+}
+
+/// Asks the SPF record of `names` random-looking subdomains `r{i}` of `org` and waits for the
+/// wildcard mark; the counters then.
+async fn mark_spf(
+    r: &Resolver,
+    org: &str,
+    names: u32,
+    now: Instant,
+) -> mailpolicyd::resolve::StatsSnapshot {
+    for i in 0..names {
+        r.spf(&format!("r{i}.{org}"), now).await.unwrap();
+    }
+    wait_for(r, |s| s.wildcard_marked >= 1).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1155,22 +1147,12 @@ async fn identical_subdomains_without_a_dns_wildcard_are_not_marked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_mark_never_synthesizes_a_name_seen_with_its_own_record() {
-    let dns = TestDns::start(vec![
-        Zone::new("wild2.test.", 300)
-            .txt("*", 60, &["v=spf1 -all"])
-            .txt("special", 60, &["v=spf1 ip4:192.0.2.0/24 -all"]),
-    ])
-    .await;
-    let mut cfg = roomy(&dns);
-    cfg.limits.wildcard_mark = Duration::from_secs(3 * 86_400);
-    let r = Resolver::new(cfg).unwrap();
+    let dns = wildcard_with_special("wild2.test.").await;
+    let r = long_mark(&dns);
     let now = Instant::now();
     let special = r.spf("special.wild2.test", now).await.unwrap();
     assert_eq!(spf_text(&special), "v=spf1 ip4:192.0.2.0/24 -all");
-    for i in 0..120 {
-        r.spf(&format!("r{i}.wild2.test"), now).await.unwrap();
-    }
-    let s = wait_for(&r, |s| s.wildcard_marked >= 1).await;
+    let s = mark_spf(&r, "wild2.test", 120, now).await;
     assert_eq!((s.wildcard_probed, s.wildcard_marked), (1, 1), "{s:?}");
     // Two days on: every entry is gone (past the stale window), the mark still stands.
     let later = now + Duration::from_secs(2 * 86_400);
@@ -1193,21 +1175,11 @@ async fn wildcard_mark_never_synthesizes_a_name_seen_with_its_own_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_mark_ends_when_a_verified_name_answers_differently() {
-    let dns = TestDns::start(vec![Zone::new("wild3.test.", 300).txt(
-        "*",
-        3600,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = TestDns::one_txt("wild3.test.", "*", 3600, "v=spf1 -all").await;
     let r = resolver(&dns);
     let now = Instant::now();
-    for i in 0..110 {
-        r.spf(&format!("r{i}.wild3.test"), now).await.unwrap();
-    }
     assert_eq!(
-        wait_for(&r, |s| s.wildcard_marked >= 1)
-            .await
-            .wildcard_marked,
+        mark_spf(&r, "wild3.test", 110, now).await.wildcard_marked,
         1
     );
     // The wildcard is removed upstream: a synthesized answer would now be made up.
@@ -1229,12 +1201,7 @@ async fn wildcard_mark_ends_when_a_verified_name_answers_differently() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_flood_from_many_tasks_is_bounded_and_marked() {
-    let dns = TestDns::start(vec![Zone::new("wild4.test.", 300).txt(
-        "*",
-        3600,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = TestDns::one_txt("wild4.test.", "*", 3600, "v=spf1 -all").await;
     let r = resolver(&dns);
     let started = Instant::now();
     let tasks: Vec<_> = (0..16u32)
@@ -1276,6 +1243,29 @@ async fn wildcard_flood_from_many_tasks_is_bounded_and_marked() {
 // ---- Issue 12 item 2 (review): windows by name shape, every answer recorded, the probe in
 // the background and within the budget. ----
 
+/// The raw TXT answer for `name` (the DNS front-end's question kind).
+async fn ask_txt(r: &Resolver, name: &str, now: Instant) -> mailpolicyd::resolve::Lookup {
+    r.lookup(Kind::Txt, name, now).await.unwrap()
+}
+
+/// A common SPF-hardening wildcard zone `origin` (`*`: `v=spf1 -all`), with a DKIM key
+/// (`sel`) and a subdomain's own DMARC record (`_dmarc.special`: `p=reject`).
+fn hardened(origin: &str) -> Zone {
+    Zone::new(origin, 300)
+        .txt("*", 3600, &["v=spf1 -all"])
+        .txt("sel._domainkey", 3600, &[DKIM_KEY])
+        .txt("_dmarc.special", 3600, &["v=DMARC1; p=reject"])
+}
+
+/// Asks `r` the raw TXT record of 120 random-looking subdomains `r{i}` of `org`, each answered
+/// by the wildcard.
+async fn txt_flood(r: &Resolver, org: &str, now: Instant) {
+    for i in 0..120 {
+        let l = ask_txt(r, &format!("r{i}.{org}"), now).await;
+        assert_eq!(txt_of(&l), ["v=spf1 -all"]);
+    }
+}
+
 fn txt_of(l: &mailpolicyd::resolve::Lookup) -> Vec<String> {
     match &l.answer.data {
         Data::Txt(t) => t.clone(),
@@ -1289,25 +1279,13 @@ const DKIM_KEY: &str = "v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_txt_mark_never_answers_names_of_another_shape() {
     // A common SPF-hardening wildcard, with a DKIM key and a subdomain's own DMARC record.
-    let dns = TestDns::start(vec![
-        Zone::new("harden.test.", 300)
-            .txt("*", 3600, &["v=spf1 -all"])
-            .txt("sel._domainkey", 3600, &[DKIM_KEY])
-            .txt("special", 3600, &["v=spf1 ip4:192.0.2.0/24 -all"])
-            .txt("_dmarc.special", 3600, &["v=DMARC1; p=reject"]),
-    ])
-    .await;
+    let zone = hardened("harden.test.").txt("special", 3600, &["v=spf1 ip4:192.0.2.0/24 -all"]);
+    let dns = TestDns::start(vec![zone]).await;
     let r = Resolver::new(roomy(&dns)).unwrap();
     let now = Instant::now();
     // ~100 random names through the DNS front-end's question kind (raw TXT) mark the plain
     // names' window.
-    for i in 0..120 {
-        let l = r
-            .lookup(Kind::Txt, &format!("r{i}.harden.test"), now)
-            .await
-            .unwrap();
-        assert_eq!(txt_of(&l), ["v=spf1 -all"]);
-    }
+    txt_flood(&r, "harden.test", now).await;
     let s = wait_for(&r, |s| s.wildcard_marked >= 1).await;
     assert_eq!((s.wildcard_probed, s.wildcard_marked), (1, 1), "{s:?}");
     // The probe had the plain names' shape.
@@ -1321,23 +1299,14 @@ async fn wildcard_txt_mark_never_answers_names_of_another_shape() {
     assert_eq!(probes.len(), 1, "{probes:?}");
     assert!(!probes[0].starts_with('_'), "{probes:?}");
     // A plain name never seen is synthesized (a real wildcard answers it so).
-    let plain = r
-        .lookup(Kind::Txt, "never-seen.harden.test", now)
-        .await
-        .unwrap();
+    let plain = ask_txt(&r, "never-seen.harden.test", now).await;
     assert_eq!(txt_of(&plain), ["v=spf1 -all"]);
     let synthesized = r.stats().await.wildcard_synthesized;
     // Names with `_` labels are another shape: asked upstream, their own records.
-    let key = r
-        .lookup(Kind::Txt, "sel._domainkey.harden.test", now)
-        .await
-        .unwrap();
+    let key = ask_txt(&r, "sel._domainkey.harden.test", now).await;
     assert_eq!(key.source, Source::Miss);
     assert_eq!(txt_of(&key), [DKIM_KEY]);
-    let dmarc = r
-        .lookup(Kind::Txt, "_dmarc.special.harden.test", now)
-        .await
-        .unwrap();
+    let dmarc = ask_txt(&r, "_dmarc.special.harden.test", now).await;
     assert_eq!(dmarc.source, Source::Miss);
     assert_eq!(txt_of(&dmarc), ["v=DMARC1; p=reject"]);
     // And through the parsing kinds too.
@@ -1350,26 +1319,13 @@ async fn wildcard_txt_mark_never_answers_names_of_another_shape() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_mark_never_synthesizes_a_name_known_as_another_kind() {
-    let dns = TestDns::start(vec![
-        Zone::new("wild5.test.", 300)
-            .txt("*", 60, &["v=spf1 -all"])
-            .txt("special", 60, &["v=spf1 ip4:192.0.2.0/24 -all"]),
-    ])
-    .await;
-    let mut cfg = roomy(&dns);
-    cfg.limits.wildcard_mark = Duration::from_secs(3 * 86_400);
-    let r = Resolver::new(cfg).unwrap();
+    let dns = wildcard_with_special("wild5.test.").await;
+    let r = long_mark(&dns);
     let now = Instant::now();
-    for i in 0..120 {
-        r.spf(&format!("r{i}.wild5.test"), now).await.unwrap();
-    }
-    let s = wait_for(&r, |s| s.wildcard_marked >= 1).await;
+    let s = mark_spf(&r, "wild5.test", 120, now).await;
     assert_eq!((s.wildcard_probed, s.wildcard_marked), (1, 1), "{s:?}");
     // `special` is known only as raw TXT (the DNS front-end's question), never as SPF.
-    let txt = r
-        .lookup(Kind::Txt, "special.wild5.test", now)
-        .await
-        .unwrap();
+    let txt = ask_txt(&r, "special.wild5.test", now).await;
     assert_eq!(txt_of(&txt), ["v=spf1 ip4:192.0.2.0/24 -all"]);
     let verified = r.stats().await.wildcard_verified;
     // Its SPF question is not synthesized from the SPF window's sample: cached as TXT with
@@ -1379,10 +1335,7 @@ async fn wildcard_mark_never_synthesizes_a_name_known_as_another_kind() {
     assert_eq!(spf_text(&spf), "v=spf1 ip4:192.0.2.0/24 -all");
     // Two days on, every cache entry is gone; the name was seen (as TXT) with its own record.
     let later = now + Duration::from_secs(2 * 86_400);
-    let txt = r
-        .lookup(Kind::Txt, "special.wild5.test", later)
-        .await
-        .unwrap();
+    let txt = ask_txt(&r, "special.wild5.test", later).await;
     assert_eq!(txt.source, Source::Miss);
     dns.log.clear();
     let later = later + Duration::from_secs(86_400 / 2);
@@ -1396,27 +1349,17 @@ async fn wildcard_mark_never_synthesizes_a_name_known_as_another_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_mark_never_synthesizes_a_name_seen_without_records() {
     use hickory_server::proto::op::ResponseCode;
-    let dns = TestDns::start(vec![Zone::new("wild6.test.", 300).txt(
-        "*",
-        60,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = TestDns::one_txt("wild6.test.", "*", 60, "v=spf1 -all").await;
     // Two names answer negatively (NODATA, NXDOMAIN), as an upstream may.
     dns.fail_with("nodata.wild6.test", ResponseCode::NoError);
     dns.fail_with("gone.wild6.test", ResponseCode::NXDomain);
-    let mut cfg = roomy(&dns);
-    cfg.limits.wildcard_mark = Duration::from_secs(3 * 86_400);
-    let r = Resolver::new(cfg).unwrap();
+    let r = long_mark(&dns);
     let now = Instant::now();
     for name in ["nodata.wild6.test", "gone.wild6.test"] {
         let l = r.spf(name, now).await.unwrap();
         assert!(!l.answer.is_positive(), "{:?}", l.answer);
     }
-    for i in 0..120 {
-        r.spf(&format!("r{i}.wild6.test"), now).await.unwrap();
-    }
-    let s = wait_for(&r, |s| s.wildcard_marked >= 1).await;
+    let s = mark_spf(&r, "wild6.test", 120, now).await;
     assert_eq!(s.wildcard_marked, 1, "{s:?}");
     // Two days on the negative entries are gone; the names were seen answering no record.
     let later = now + Duration::from_secs(2 * 86_400);
@@ -1433,18 +1376,13 @@ async fn wildcard_mark_never_synthesizes_a_name_seen_without_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_probe_never_delays_the_question_that_triggers_it() {
-    let dns = TestDns::start(vec![Zone::new("wild7.test.", 300).txt(
-        "*",
-        3600,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = TestDns::one_txt("wild7.test.", "*", 3600, "v=spf1 -all").await;
     // A budget of exactly the marking threshold and one query a second: the probe needs the
     // next token, a second away.
-    let mut cfg = config(&dns);
-    cfg.limits.per_second = 1;
-    cfg.limits.burst = 100;
-    let r = Resolver::new(cfg).unwrap();
+    let r = resolver_with(&dns, |cfg| {
+        cfg.limits.per_second = 1;
+        cfg.limits.burst = 100;
+    });
     let started = Instant::now();
     let now = Instant::now();
     for i in 0..99 {
@@ -1485,13 +1423,7 @@ async fn wildcard_probe_never_delays_the_question_that_triggers_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_mark_via_dns_front_end_never_answers_other_shapes() {
     use mailpolicyd::serve::Service;
-    let dns = TestDns::start(vec![
-        Zone::new("harden2.test.", 300)
-            .txt("*", 3600, &["v=spf1 -all"])
-            .txt("sel._domainkey", 3600, &[DKIM_KEY])
-            .txt("_dmarc.special", 3600, &["v=DMARC1; p=reject"]),
-    ])
-    .await;
+    let dns = TestDns::start(vec![hardened("harden2.test.")]).await;
     let service = Service::new(Resolver::new(roomy(&dns)).unwrap());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let addr = common::serve_dns_front_end(&service, &shutdown).await;
@@ -1502,25 +1434,13 @@ async fn wildcard_mark_via_dns_front_end_never_answers_other_shapes() {
     common::no_rate_limit(&mut cfg);
     let client = Resolver::new(cfg).unwrap();
     let now = Instant::now();
-    for i in 0..120 {
-        let l = client
-            .lookup(Kind::Txt, &format!("r{i}.harden2.test"), now)
-            .await
-            .unwrap();
-        assert_eq!(txt_of(&l), ["v=spf1 -all"]);
-    }
+    txt_flood(&client, "harden2.test", now).await;
     let s = wait_for(service.resolver(), |s| s.wildcard_marked >= 1).await;
     assert_eq!(s.wildcard_marked, 1, "{s:?}");
     // Uncached names of another shape, asked through the front-end, get their own records.
-    let key = client
-        .lookup(Kind::Txt, "sel._domainkey.harden2.test", now)
-        .await
-        .unwrap();
+    let key = ask_txt(&client, "sel._domainkey.harden2.test", now).await;
     assert_eq!(txt_of(&key), [DKIM_KEY]);
-    let dmarc = client
-        .lookup(Kind::Txt, "_dmarc.special.harden2.test", now)
-        .await
-        .unwrap();
+    let dmarc = ask_txt(&client, "_dmarc.special.harden2.test", now).await;
     assert_eq!(txt_of(&dmarc), ["v=DMARC1; p=reject"]);
     assert_eq!(dns.log.count("sel._domainkey.harden2.test"), 1);
     assert_eq!(dns.log.count("_dmarc.special.harden2.test"), 1);
@@ -1534,21 +1454,15 @@ async fn negative_answer_through_a_cname_keeps_the_cname_ttl() {
     let dns = TestDns::start(vec![
         Zone::new("example.test.", 3600)
             .cname("sel._domainkey", 40, "nokey.example.test.")
-            .record(
-                "nokey",
-                3600,
-                hickory_server::proto::rr::RData::A(hickory_server::proto::rr::rdata::A::new(
-                    192, 0, 2, 1,
-                )),
-            )
+            .record("nokey", 3600, mailpolicyd_a())
             .cname("gone._domainkey", 45, "missing.example.test.")
             .cname("two._domainkey", 3600, "hop.example.test.")
             .cname("hop", 50, "nokey.example.test."),
     ])
     .await;
-    let mut cfg = config(&dns);
-    cfg.cache.negative_ttl = (Duration::from_secs(1), Duration::from_secs(3600));
-    let r = Resolver::new(cfg).unwrap();
+    let r = resolver_with(&dns, |cfg| {
+        cfg.cache.negative_ttl = (Duration::from_secs(1), Duration::from_secs(3600));
+    });
     let t0 = Instant::now();
     for (selector, rcode, ttl) in [
         ("sel", Rcode::NoError, 40),
@@ -1593,9 +1507,9 @@ async fn nxdomain_through_a_cname_cuts_below_the_missing_target_not_the_question
             .txt("sub.alias", 3600, &["v=spf1 -all"]),
     ])
     .await;
-    let mut cfg = config(&dns);
-    cfg.nxdomain_cut = true;
-    let r = Resolver::new(cfg).unwrap();
+    let r = resolver_with(&dns, |cfg| {
+        cfg.nxdomain_cut = true;
+    });
     let now = Instant::now();
     let alias = r.spf("alias.example.test", now).await.unwrap();
     assert_eq!(alias.answer.rcode, Rcode::NxDomain);
@@ -1660,11 +1574,11 @@ async fn validating_lookup_gets_time_for_its_chain_of_trust() {
             &hickory_server::proto::rr::Name::from_ascii("signed.test.").unwrap(),
         ),
     );
-    let mut cfg = config(&dns);
-    cfg.upstream.timeout = Duration::from_millis(200);
-    cfg.upstream.attempts = 1;
-    cfg.upstream.trust_anchors = Some(Arc::new(ta));
-    let r = Resolver::new(cfg).unwrap();
+    let r = resolver_with(&dns, |cfg| {
+        cfg.upstream.timeout = Duration::from_millis(200);
+        cfg.upstream.attempts = 1;
+        cfg.upstream.trust_anchors = Some(Arc::new(ta));
+    });
     let started = Instant::now();
     let l = r
         .tlsa("mx.signed.test", 25, Instant::now())
@@ -1704,12 +1618,7 @@ async fn spf_and_txt_questions_share_one_failing_query() {
     // alternately, started over ~320 ms (before, while and after the query fails), cost one
     // upstream query: they join the one in flight whatever their kind, or find its failure
     // remembered, never slipping between the two.
-    let dns = TestDns::start(vec![Zone::new("example.test.", 300).txt(
-        "mixed",
-        3600,
-        &["v=spf1 -all"],
-    )])
-    .await;
+    let dns = TestDns::one_txt("example.test.", "mixed", 3600, "v=spf1 -all").await;
     dns.servfail("mixed.example.test");
     dns.delay("mixed.example.test", Duration::from_millis(150));
     let mut cfg = failing_config(&dns);
@@ -1773,23 +1682,17 @@ async fn negative_answer_through_an_unconfirmed_cname_gets_the_floor_ttl() {
     let dns = TestDns::start(vec![
         Zone::new("example.test.", 3600)
             .cname("mute._domainkey", 40, "nokey.example.test.")
-            .record(
-                "nokey",
-                3600,
-                hickory_server::proto::rr::RData::A(hickory_server::proto::rr::rdata::A::new(
-                    192, 0, 2, 1,
-                )),
-            ),
+            .record("nokey", 3600, mailpolicyd_a()),
     ])
     .await;
     dns.silence_except(
         "mute._domainkey.example.test",
         &[hickory_server::proto::rr::RecordType::TXT],
     );
-    let mut cfg = config(&dns);
-    cfg.upstream.timeout = Duration::from_millis(200);
-    cfg.cache.negative_ttl = (Duration::from_secs(2), Duration::from_secs(3600));
-    let r = Resolver::new(cfg).unwrap();
+    let r = resolver_with(&dns, |cfg| {
+        cfg.upstream.timeout = Duration::from_millis(200);
+        cfg.cache.negative_ttl = (Duration::from_secs(2), Duration::from_secs(3600));
+    });
     let t0 = Instant::now();
     let l = r.dkim_key("mute", "example.test", t0).await.unwrap();
     assert!(!l.answer.is_positive(), "{l:?}");

@@ -11,7 +11,6 @@
 mod common;
 mod dnsserver;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,12 +20,13 @@ use hickory_server::proto::rr::rdata::A;
 use mailpolicyd::client::{Client, ClientError};
 use mailpolicyd::policy::dmarc::Disposition;
 use mailpolicyd::resolve::discover::{FoundAt, PolicyTag};
-use mailpolicyd::resolve::evaluate::{DkimIdentity, DkimResult, DmarcInput, DmarcResult};
+use mailpolicyd::resolve::evaluate::{
+    DkimIdentity, DkimResult, DmarcInput, DmarcResult, DmarcVerdict,
+};
 use mailpolicyd::resolve::{
     DiscoveryMode, Kind, Rcode, ResolveError, Resolver, ResolverConfig, Source,
 };
-use mailpolicyd::serve::{self, Service, SocketConfig};
-use tokio_util::sync::CancellationToken;
+use mailpolicyd::serve::{self, SocketConfig};
 
 const MODES: [DiscoveryMode; 3] = [
     DiscoveryMode::Psl,
@@ -52,6 +52,39 @@ fn config(dns: &TestDns, mode: DiscoveryMode) -> ResolverConfig {
     cfg.upstream.attempts = 1;
     cfg.discovery = mode;
     cfg
+}
+
+/// A resolver of `dns` for each of `modes`, configured by `cfg`, made as the loop reaches it.
+fn per_mode<'a>(
+    dns: &'a TestDns,
+    modes: &'a [DiscoveryMode],
+    cfg: impl Fn(&TestDns, DiscoveryMode) -> ResolverConfig + 'a,
+) -> impl Iterator<Item = (DiscoveryMode, Resolver)> + 'a {
+    modes
+        .iter()
+        .map(move |&mode| (mode, Resolver::new(cfg(dns, mode)).unwrap()))
+}
+
+/// Asserts that a message failing DMARC was rejected (`what` and the notes if not).
+fn assert_rejected(v: &DmarcVerdict, what: &str) {
+    assert_eq!(
+        (v.result, v.disposition),
+        (DmarcResult::Fail, Disposition::Reject),
+        "{what}: {:?}",
+        v.notes
+    );
+}
+
+/// The verdict for a message from `from` failing DMARC but for a DKIM pass of `dkim_domain`.
+async fn verdict_with_dkim_pass(
+    r: &Resolver,
+    from: &str,
+    dkim_domain: &str,
+    now: Instant,
+) -> DmarcVerdict {
+    let mut input = failing(from);
+    input.dkim[0].domain = dkim_domain.into();
+    r.dmarc_evaluate(&input, now).await
 }
 
 /// A name of exactly `len` octets ending in `.<parent>`, in labels of at most 63 octets.
@@ -101,12 +134,7 @@ async fn rejected_under_np(r: &Resolver, from: &str, now: Instant, what: &str) -
         "{what}"
     );
     let v = r.dmarc_evaluate(&failing(from), now).await;
-    assert_eq!(
-        (v.result, v.disposition),
-        (DmarcResult::Fail, Disposition::Reject),
-        "{what}: {:?}",
-        v.notes
-    );
+    assert_rejected(&v, what);
     assert_eq!(v.applied, Some(PolicyTag::Np));
     d.notes
 }
@@ -115,8 +143,7 @@ async fn rejected_under_np(r: &Resolver, from: &str, now: Instant, what: &str) -
 async fn dmarc_long_from_domain_still_rejects() {
     let dns = TestDns::start(zones()).await;
     let now = Instant::now();
-    for mode in MODES {
-        let r = Resolver::new(config(&dns, mode)).unwrap();
+    for (mode, r) in per_mode(&dns, &MODES, config) {
         for len in 240..=253 {
             let from = long_name(len, "reject.test");
             // The existence check asks the name itself (an A query needs no prefix).
@@ -129,9 +156,7 @@ async fn dmarc_long_from_domain_still_rejects() {
                 );
             }
             // Relaxed alignment of an identifier that long walks the same way.
-            let mut aligned = failing(&from);
-            aligned.dkim[0].domain = from.clone();
-            let v = r.dmarc_evaluate(&aligned, now).await;
+            let v = verdict_with_dkim_pass(&r, &from, &from, now).await;
             assert_eq!(v.result, DmarcResult::Pass, "{mode:?} {len}: {:?}", v.notes);
         }
         // The name `_dmarc.<253 octets>` was never sent upstream.
@@ -167,8 +192,7 @@ fn unformable_names() -> Vec<String> {
 async fn dmarc_from_domain_beyond_dns_lengths_gets_np_not_permerror() {
     let dns = TestDns::start(zones()).await;
     let now = Instant::now();
-    for mode in MODES {
-        let r = Resolver::new(config(&dns, mode)).unwrap();
+    for (mode, r) in per_mode(&dns, &MODES, config) {
         for from in unformable_names() {
             let len = from.len();
             // It cannot exist: np applies, without an existence query.
@@ -179,15 +203,11 @@ async fn dmarc_from_domain_beyond_dns_lengths_gets_np_not_permerror() {
                 notes
             );
             // Relaxed alignment against its organization: a DKIM pass for the org aligns.
-            let mut aligned = failing(&from);
-            aligned.dkim[0].domain = "reject.test".into();
-            let v = r.dmarc_evaluate(&aligned, now).await;
+            let v = verdict_with_dkim_pass(&r, &from, "reject.test", now).await;
             assert_eq!(v.result, DmarcResult::Pass, "{mode:?} {len}: {:?}", v.notes);
             assert_eq!(v.dkim[0].org_domain.as_deref(), Some("reject.test"));
             // And the other way: the long name as the identifier, a sibling as the author.
-            let mut other = failing("www.reject.test");
-            other.dkim[0].domain = from.clone();
-            let v = r.dmarc_evaluate(&other, now).await;
+            let v = verdict_with_dkim_pass(&r, "www.reject.test", &from, now).await;
             assert_eq!(v.result, DmarcResult::Pass, "{mode:?} {len}: {:?}", v.notes);
         }
         // No query name beyond DNS's lengths was ever sent.
@@ -205,8 +225,7 @@ async fn dmarc_from_domain_beyond_dns_lengths_gets_np_not_permerror() {
 async fn dmarc_garbage_from_domain_is_permerror_not_none() {
     let dns = TestDns::start(zones()).await;
     let now = Instant::now();
-    for mode in MODES {
-        let r = Resolver::new(config(&dns, mode)).unwrap();
+    for (mode, r) in per_mode(&dns, &MODES, config) {
         for bad in [
             "a..reject.test".to_owned(),
             String::new(),
@@ -226,22 +245,10 @@ async fn dmarc_garbage_from_domain_is_permerror_not_none() {
     }
 }
 
-struct Daemon {
-    socket: PathBuf,
-    service: std::sync::Arc<Service>,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
+type Daemon = common::Daemon<()>;
 
 async fn daemon(cfg: ResolverConfig) -> Daemon {
-    let service = Service::new(Resolver::new(cfg).unwrap());
-    let sock = common::serve_socket(&service, SocketConfig::default());
-    Daemon {
-        socket: sock.path,
-        service,
-        shutdown: sock.shutdown,
-        _dir: sock.dir,
-    }
+    common::serve_resolver(cfg, SocketConfig::default(), ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,8 +310,7 @@ fn small_budget(dns: &TestDns, mode: DiscoveryMode, burst: u32) -> ResolverConfi
 async fn org_burst_over_budget_answers_from_cached_org_record() {
     let dns = TestDns::start(zones()).await;
     let now = Instant::now();
-    for mode in MODES {
-        let r = Resolver::new(small_budget(&dns, mode, 20)).unwrap();
+    for (mode, r) in per_mode(&dns, &MODES, |dns, mode| small_budget(dns, mode, 20)) {
         // The organization's record is cached first.
         let org = r.dmarc("reject.test", now).await.unwrap();
         assert_eq!(org.applied, Some((PolicyTag::P, Disposition::Reject)));
@@ -340,12 +346,7 @@ async fn org_burst_over_budget_answers_from_cached_org_record() {
                 assert_ne!(d.source(), Source::RateLimitedFallback);
             }
             let v = r.dmarc_evaluate(&failing(&from), now).await;
-            assert_eq!(
-                (v.result, v.disposition),
-                (DmarcResult::Fail, Disposition::Reject),
-                "{mode:?} {from}: {:?}",
-                v.notes
-            );
+            assert_rejected(&v, &format!("{mode:?} {from}"));
         }
         assert!(fallback >= 250, "{mode:?}: only {fallback} fallbacks");
         let s = r.stats().await;
@@ -358,8 +359,7 @@ async fn org_burst_over_budget_answers_from_cached_org_record() {
 async fn org_burst_with_nothing_cached_is_still_rate_limited() {
     let dns = TestDns::start(zones()).await;
     let now = Instant::now();
-    for mode in MODES {
-        let r = Resolver::new(small_budget(&dns, mode, 5)).unwrap();
+    for (mode, r) in per_mode(&dns, &MODES, |dns, mode| small_budget(dns, mode, 5)) {
         // No record at the organization: nothing to answer from, so over the budget the
         // subdomain's question is an error, not "no policy".
         let mut limited = 0;
@@ -380,8 +380,7 @@ async fn org_burst_with_nothing_cached_is_still_rate_limited() {
 async fn org_burst_with_sp_and_np_different_is_rate_limited_not_guessed() {
     let dns = TestDns::start(zones()).await;
     let now = Instant::now();
-    for mode in MODES {
-        let r = Resolver::new(small_budget(&dns, mode, 8)).unwrap();
+    for (mode, r) in per_mode(&dns, &MODES, |dns, mode| small_budget(dns, mode, 8)) {
         r.dmarc("split.test", now).await.unwrap();
         // What the cache knows about existence, learnt within the budget: `www` has an
         // address, `gone` does not exist.
@@ -441,8 +440,11 @@ async fn org_burst_with_sp_and_np_different_is_rate_limited_not_guessed() {
 async fn org_burst_fallback_is_counted_once_per_message() {
     let dns = TestDns::start(zones()).await;
     let now = Instant::now();
-    for mode in [DiscoveryMode::TreeWalk, DiscoveryMode::Both] {
-        let r = Resolver::new(small_budget(&dns, mode, 3)).unwrap();
+    for (mode, r) in per_mode(
+        &dns,
+        &[DiscoveryMode::TreeWalk, DiscoveryMode::Both],
+        |dns, mode| small_budget(dns, mode, 3),
+    ) {
         r.dmarc("reject.test", now).await.unwrap();
         // Spend the budget.
         for i in 0..10 {
@@ -451,10 +453,9 @@ async fn org_burst_fallback_is_counted_once_per_message() {
         let mut counted = 0;
         for i in 0..5 {
             // Discovery and both alignment walks (the author's, the identifier's) fall back.
-            let mut input = failing(&format!("m{i}.reject.test"));
-            input.dkim[0].domain = format!("d{i}.sub.reject.test");
+            let (from, dkim) = (format!("m{i}.reject.test"), format!("d{i}.sub.reject.test"));
             let before = r.stats().await.rate_limited_fallback;
-            let v = r.dmarc_evaluate(&input, now).await;
+            let v = verdict_with_dkim_pass(&r, &from, &dkim, now).await;
             // The DKIM pass of a sibling aligns (relaxed) with the organization's record.
             assert_eq!(v.result, DmarcResult::Pass, "{:?}", v.notes);
             let delta = r.stats().await.rate_limited_fallback - before;
@@ -484,13 +485,7 @@ async fn org_burst_over_the_socket_gets_no_rate_limited_errors() {
             flagged += 1;
             assert!(a.notes.iter().any(|n| n.contains("not asked")), "{a:?}");
         }
-        let v = c.dmarc_evaluate(failing(&from)).await.unwrap();
-        assert_eq!(
-            (v.result, v.disposition),
-            (DmarcResult::Fail, Disposition::Reject),
-            "{from}: {:?}",
-            v.notes
-        );
+        assert_rejected(&c.dmarc_evaluate(failing(&from)).await.unwrap(), &from);
     }
     assert!(flagged >= 200, "{flagged}");
     let text = serve::admin::render(&d.service);

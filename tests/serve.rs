@@ -9,19 +9,19 @@ mod common;
 mod dnsserver;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::metric;
+use common::{metric, udp_exchange};
 use dnsserver::{TestDns, Zone};
 use mailpolicyd::client::{BlockingClient, Client, ClientError};
 use mailpolicyd::policy::dmarc::Disposition;
 use mailpolicyd::proto::frame::{FrameBuf, Framing, MAX_RESPONSE_FRAME};
 use mailpolicyd::proto::{self, Op, Outcome, Reply, Request, Response};
 use mailpolicyd::resolve::discover::PolicyTag;
-use mailpolicyd::resolve::{Data, Found, Resolver, ResolverConfig, Source};
+use mailpolicyd::resolve::{Data, Found, Kind, Resolver, ResolverConfig, Source};
 use mailpolicyd::serve::{self, Service, SocketConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -32,12 +32,6 @@ const SPF: &str = "v=spf1 ip4:192.0.2.0/24 include:_spf.example.net -all";
 fn zones() -> Vec<Zone> {
     let key = include_str!("data/dkim/rsa2048.spki.b64");
     let dkim = format!("v=DKIM1; k=rsa; p={key}");
-    let parts: Vec<String> = dkim
-        .as_bytes()
-        .chunks(255)
-        .map(|c| String::from_utf8(c.to_vec()).unwrap())
-        .collect();
-    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let a = hickory_server::proto::rr::RData::A(hickory_server::proto::rr::rdata::A(
         "192.0.2.1".parse().unwrap(),
     ));
@@ -50,7 +44,7 @@ fn zones() -> Vec<Zone> {
                 3600,
                 &["v=DMARC1; p=reject; sp=quarantine; rua=mailto:d@example.test"],
             )
-            .txt("s1._domainkey", 3600, &parts)
+            .long_txt("s1._domainkey", 3600, &dkim)
             .txt("xn--bcher-kva", 3600, &["v=spf1 -all"])
             .txt(
                 "big",
@@ -61,29 +55,13 @@ fn zones() -> Vec<Zone> {
     ]
 }
 
-struct Daemon {
-    socket: PathBuf,
-    dns: TestDns,
-    service: Arc<Service>,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
+type Daemon = common::Daemon<TestDns>;
 
 async fn start_with(socket_cfg: SocketConfig) -> Daemon {
     let dns = TestDns::start(zones()).await;
     let mut cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
     common::no_rate_limit(&mut cfg);
-    let service = Service::new(Resolver::new(cfg).unwrap());
-    let sock = common::serve_socket(&service, socket_cfg);
-    Daemon {
-        socket: sock.path,
-        dns,
-        service,
-        shutdown: sock.shutdown,
-        task: sock.task,
-        _dir: sock.dir,
-    }
+    common::serve_resolver(cfg, socket_cfg, dns)
 }
 
 async fn start() -> Daemon {
@@ -138,38 +116,24 @@ async fn every_client_gets_the_same_answers() {
         cli["policy"]["answer"]["data"]["spf"]["valid"]["policy"],
         want
     );
-    let human = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-        .args([
-            "query",
-            "--socket",
-            d.socket.to_str().unwrap(),
-            "dmarc",
-            "sub.example.test",
-        ])
-        .output()
-        .unwrap();
+    let sock = d.socket.to_str().unwrap();
+    let human = common::cli(&["query", "--socket", sock, "dmarc", "sub.example.test"]);
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(text.contains("applies: sp = quarantine"), "{text}");
-    let stats = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-        .args(["stats", "--socket", d.socket.to_str().unwrap(), "--json"])
-        .output()
-        .unwrap();
+    // The selected record's text: in --json as `raw`, in words as `record:`.
+    assert_eq!(cli["policy"]["answer"]["raw"], SPF);
+    assert!(
+        text.contains("record: v=DMARC1; p=reject; sp=quarantine; rua=mailto:d@example.test"),
+        "{text}"
+    );
+    let words = common::cli(&["query", "--socket", sock, "spf", "example.test"]);
+    let words = String::from_utf8_lossy(&words.stdout);
+    assert!(words.contains(&format!("record: {SPF}")), "{words}");
+    let stats = common::cli(&["stats", "--socket", sock, "--json"]);
     assert!(stats.status.success());
-    let bad = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-        .args([
-            "query",
-            "--socket",
-            d.socket.to_str().unwrap(),
-            "spf",
-            "a..b",
-        ])
-        .output()
-        .unwrap();
+    let bad = common::cli(&["query", "--socket", sock, "spf", "a..b"]);
     assert_eq!(bad.status.code(), Some(1));
-    let gone = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-        .args(["stats", "--socket", "/nonexistent/mp.sock"])
-        .output()
-        .unwrap();
+    let gone = common::cli(&["stats", "--socket", "/nonexistent/mp.sock"]);
     assert_eq!(gone.status.code(), Some(69));
 
     // The Python client (stdlib only), speaking JSON lines.
@@ -181,6 +145,19 @@ async fn every_client_gets_the_same_answers() {
     assert_eq!(py["dmarc_applied"], serde_json::json!(["sp", "quarantine"]));
     assert_eq!(py["dkim_bits"], 2048);
     assert_eq!(py["bad_name"], "invalid_name");
+    // `raw`: the selected record's text as published (the DKIM key's 255-byte strings joined).
+    let dkim_raw = format!(
+        "v=DKIM1; k=rsa; p={}",
+        include_str!("data/dkim/rsa2048.spki.b64")
+    );
+    assert_eq!(py["spf_raw"], SPF);
+    assert_eq!(
+        py["dmarc_raw"],
+        "v=DMARC1; p=reject; sp=quarantine; rua=mailto:d@example.test"
+    );
+    assert_eq!(py["dkim_raw"], dkim_raw.as_str());
+    assert_eq!(key.answer.raw.as_deref(), Some(dkim_raw.as_str()));
+    assert_eq!(py["no_record_raw"], serde_json::Value::Null);
 
     // All of the above asked upstream for the SPF record once.
     assert_eq!(d.dns.log.count("example.test"), 1);
@@ -197,44 +174,19 @@ async fn dns_front_end_answers_from_the_same_cache() {
     let mut cfg = ResolverConfig::default();
     cfg.upstream.servers = vec![addr];
     let via_dns = Resolver::new(cfg).unwrap();
-    let l = via_dns
-        .lookup(
-            mailpolicyd::resolve::Kind::Txt,
-            "example.test",
-            Instant::now(),
-        )
-        .await
-        .unwrap();
+    let l = ask(&via_dns, Kind::Txt, "example.test").await.unwrap();
     assert!(matches!(&l.answer.data, Data::Txt(t) if t == &vec![SPF.to_owned()]));
     // A 400-byte DKIM record comes back whole (split into 255-byte strings on the wire).
-    let key = via_dns
-        .lookup(
-            mailpolicyd::resolve::Kind::DkimKey,
-            "s1._domainkey.example.test",
-            Instant::now(),
-        )
+    let key = ask(&via_dns, Kind::DkimKey, "s1._domainkey.example.test")
         .await
         .unwrap();
     assert!(
         matches!(&key.answer.data, Data::DkimKey(Found::Valid(k)) if k.policy.key_bits == Some(2048))
     );
     // NXDOMAIN passes through; other types are refused.
-    let nx = via_dns
-        .lookup(
-            mailpolicyd::resolve::Kind::Txt,
-            "nope.example.test",
-            Instant::now(),
-        )
-        .await
-        .unwrap();
+    let nx = ask(&via_dns, Kind::Txt, "nope.example.test").await.unwrap();
     assert_eq!(nx.answer.rcode, mailpolicyd::resolve::Rcode::NxDomain);
-    let refused = via_dns
-        .lookup(
-            mailpolicyd::resolve::Kind::A,
-            "sub.example.test",
-            Instant::now(),
-        )
-        .await;
+    let refused = ask(&via_dns, Kind::A, "sub.example.test").await;
     assert!(
         matches!(refused, Err(mailpolicyd::resolve::ResolveError::Refused)),
         "{refused:?}"
@@ -244,28 +196,9 @@ async fn dns_front_end_answers_from_the_same_cache() {
     assert_eq!(upstream_before, 1);
 
     // dig, when installed (CI installs it).
-    match Command::new("dig")
-        .args([
-            "+short",
-            "-p",
-            &addr.port().to_string(),
-            "@127.0.0.1",
-            "TXT",
-            "example.test",
-        ])
-        .output()
-    {
-        Ok(out) => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert_eq!(text.trim(), format!("\"{SPF}\""));
-        }
-        Err(_) => {
-            assert!(
-                std::env::var_os("MAILPOLICYD_REQUIRE_TOOLS").is_none(),
-                "dig is required here"
-            );
-            println!("dig not installed: the dig half of this test was skipped");
-        }
+    match dig_txt(addr, false) {
+        Some(text) => assert_eq!(text, format!("\"{SPF}\"")),
+        None => println!("dig not installed: the dig half of this test was skipped"),
     }
     assert_eq!(
         d.dns.log.count("example.test"),
@@ -276,19 +209,34 @@ async fn dns_front_end_answers_from_the_same_cache() {
     d.shutdown.cancel();
 }
 
-/// Sends one raw UDP message to `addr` and decodes the reply.
-async fn udp_exchange(
-    addr: std::net::SocketAddr,
-    msg: &hickory_server::proto::op::Message,
-) -> hickory_server::proto::op::Message {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    sock.send_to(&msg.to_vec().unwrap(), addr).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
-        .await
-        .expect("an answer within 5 s")
-        .unwrap();
-    hickory_server::proto::op::Message::from_vec(&buf[..n]).unwrap()
+/// `r`'s answer, now, to a question of `kind` about `name`.
+async fn ask(
+    r: &Resolver,
+    kind: Kind,
+    name: &str,
+) -> Result<mailpolicyd::resolve::Lookup, mailpolicyd::resolve::ResolveError> {
+    r.lookup(kind, name, Instant::now()).await
+}
+
+/// `dig +short TXT example.test` (over TCP with `tcp`) against the DNS front-end at `addr`:
+/// its output, or `None` where dig is not installed (allowed unless `MAILPOLICYD_REQUIRE_TOOLS`
+/// is set).
+fn dig_txt(addr: std::net::SocketAddr, tcp: bool) -> Option<String> {
+    let port = addr.port().to_string();
+    let mut args = vec!["+short", "-p", &port, "@127.0.0.1", "TXT", "example.test"];
+    if tcp {
+        args.insert(0, "+tcp");
+    }
+    match Command::new("dig").args(args).output() {
+        Ok(out) => Some(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+        Err(_) => {
+            assert!(
+                std::env::var_os("MAILPOLICYD_REQUIRE_TOOLS").is_none(),
+                "dig is required here"
+            );
+            None
+        }
+    }
 }
 
 fn dns_query(id: u16, name: &str, edns: Option<(u8, bool)>) -> hickory_server::proto::op::Message {
@@ -371,26 +319,8 @@ async fn dns_front_end_wire_cache_and_edge_cases() {
     assert_eq!(after.answers, first.answers);
 
     // TCP goes through hickory-server with the same handler.
-    match Command::new("dig")
-        .args([
-            "+tcp",
-            "+short",
-            "-p",
-            &addr.port().to_string(),
-            "@127.0.0.1",
-            "TXT",
-            "example.test",
-        ])
-        .output()
-    {
-        Ok(out) => assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            format!("\"{SPF}\"")
-        ),
-        Err(_) => assert!(
-            std::env::var_os("MAILPOLICYD_REQUIRE_TOOLS").is_none(),
-            "dig is required here"
-        ),
+    if let Some(text) = dig_txt(addr, true) {
+        assert_eq!(text, format!("\"{SPF}\""));
     }
     shutdown.cancel();
     d.shutdown.cancel();
@@ -718,25 +648,30 @@ async fn bad_input_closes_only_the_offending_connection() {
     assert_eq!(p.answer.name, "xn--bcher-kva.example.test");
     assert!(matches!(&p.answer.data, Data::Spf(Found::Valid(_))));
 
-    // Wrong major version: one error, then closed.
-    let mut f = Vec::new();
-    proto::encode_frame(
-        &Request {
-            id: 15,
-            op: Op::Hello {
-                version: "2.0".into(),
+    // Wrong major version: one error, then closed. Binary frames take only major 2 (1.x
+    // binary clients would misread the answers that gained `raw`); a newer major is refused.
+    for (n, version) in ["3.0", "1.0"].into_iter().enumerate() {
+        let mut s = UnixStream::connect(&d.socket).await.unwrap();
+        let mut f = Vec::new();
+        proto::encode_frame(
+            &Request {
+                id: 15 + n as u64,
+                op: Op::Hello {
+                    version: version.into(),
+                },
             },
-        },
-        &mut f,
-    )
-    .unwrap();
-    s.write_all(&f).await.unwrap();
-    assert_eq!(
-        code(&read_frame(&mut s).await.unwrap()),
-        "unsupported_version"
-    );
-    assert!(closed(&mut s).await);
-    still_fine().await;
+            &mut f,
+        )
+        .unwrap();
+        s.write_all(&f).await.unwrap();
+        assert_eq!(
+            code(&read_frame(&mut s).await.unwrap()),
+            "unsupported_version",
+            "{version}"
+        );
+        assert!(closed(&mut s).await, "{version}");
+        still_fine().await;
+    }
 
     // JSON: bad JSON and an unknown op are answered and the connection stays; an oversized
     // line closes it.
@@ -908,14 +843,9 @@ fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_is_warm() {
-    let mut zone = Zone::new("warm.test.", 300);
-    for i in 0..1000 {
-        zone = zone.txt(
-            &format!("n{i}"),
-            3600,
-            &[&format!("v=spf1 ip4:10.{}.{}.0/24 -all", i / 256, i % 256)],
-        );
-    }
+    let zone = Zone::new("warm.test.", 300).numbered(1000, |i| {
+        format!("v=spf1 ip4:10.{}.{}.0/24 -all", i / 256, i % 256)
+    });
     let dns = TestDns::start(vec![zone]).await;
     let dir = tempfile::tempdir().unwrap();
     let (socket, snapshot) = (dir.path().join("mp.sock"), dir.path().join("cache.snap"));
@@ -986,10 +916,7 @@ fn bad_configuration_exits_64_listing_every_problem() {
     ] {
         assert!(err.contains(want), "missing {want}: {err}");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-        .args(["config", "--print-default"])
-        .output()
-        .unwrap();
+    let out = common::cli(&["config", "--print-default"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("[upstream]"));
 }

@@ -21,7 +21,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::metric;
@@ -29,8 +28,8 @@ use dnsserver::{TestDns, Zone};
 use mailpolicyd::client::Client;
 use mailpolicyd::proto::frame::{FrameBuf, Framing, MAX_RESPONSE_FRAME};
 use mailpolicyd::proto::{self, Op, Outcome, Request, Response};
-use mailpolicyd::resolve::{Resolver, Source};
-use mailpolicyd::serve::{self, Service, SocketConfig};
+use mailpolicyd::resolve::Source;
+use mailpolicyd::serve::{self, SocketConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
@@ -42,13 +41,7 @@ fn zones() -> Vec<Zone> {
     ]
 }
 
-struct Daemon {
-    socket: PathBuf,
-    _dns: TestDns,
-    service: Arc<Service>,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
+type Daemon = common::Daemon<TestDns>;
 
 async fn start_with(socket_cfg: SocketConfig) -> Daemon {
     let dns = TestDns::start(zones()).await;
@@ -58,15 +51,7 @@ async fn start_with(socket_cfg: SocketConfig) -> Daemon {
 async fn start_on(dns: TestDns, socket_cfg: SocketConfig, upstream_timeout: Duration) -> Daemon {
     let mut cfg = common::resolver_config(dns.addr, upstream_timeout);
     common::no_rate_limit(&mut cfg);
-    let service = Service::new(Resolver::new(cfg).unwrap());
-    let sock = common::serve_socket(&service, socket_cfg);
-    Daemon {
-        socket: sock.path,
-        _dns: dns,
-        service,
-        shutdown: sock.shutdown,
-        _dir: sock.dir,
-    }
+    common::serve_resolver(cfg, socket_cfg, dns)
 }
 
 async fn ping(path: &Path) -> bool {
@@ -93,13 +78,9 @@ async fn closed_within(s: &mut (impl AsyncReadExt + Unpin), within: Duration) ->
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> u16 {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+    http_text(addr, path)
         .await
-        .unwrap();
-    let mut out = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out)).await;
-    out.split_whitespace()
+        .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
@@ -173,31 +154,85 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// A DNS server for `zones`, a new temporary directory and the socket path `mp.sock` in it.
+async fn dns_and_socket(zones: Vec<Zone>) -> (TestDns, tempfile::TempDir, PathBuf) {
+    let dns = TestDns::start(zones).await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mp.sock");
+    (dns, dir, socket)
+}
+
+/// Spawns `cmd` (a daemon on `socket`) and waits until the socket answers.
+async fn spawn_up(cmd: &mut Command, socket: &Path) -> Kid {
+    let mut child = cmd.spawn().map(Kid).unwrap();
+    wait_up(socket, &mut child).await;
+    child
+}
+
+/// Stops the daemon with SIGTERM and asserts that it exited 0.
+fn stop_cleanly(child: &mut Kid) {
+    signal(child, "-TERM");
+    assert_eq!(wait_exit(child).code(), Some(0));
+}
+
+/// Kills the daemon (SIGKILL) and returns what it wrote on its piped stdout and stderr.
+fn kill_for_output(child: &mut Kid) -> String {
+    signal(child, "-KILL");
+    let out = std::mem::replace(&mut child.0, Command::new("true").spawn().unwrap())
+        .wait_with_output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A daemon on `socket`, its stderr piped.
+fn spawn_piped(socket: &Path, dns: &TestDns) -> Kid {
+    Kid(daemon_cmd(socket, dns)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap())
+}
+
+/// All of a daemon's piped stderr.
+fn stderr_text(child: &mut Kid) -> String {
+    let mut err = String::new();
+    let mut pipe = child.stderr.take().unwrap();
+    pipe.read_to_string(&mut err).unwrap();
+    err
+}
+
+/// `n` TCP connections to `addr`, left idle.
+async fn tcp_connections(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    held
+}
+
+/// A loopback TCP address that was free a moment ago (for the daemon's admin port).
+fn free_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
 // ---------------------------------------------------------------- item 9
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_daemon_does_not_take_over_a_live_socket() {
-    let dns = TestDns::start(zones()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
+    let (dns, _dir, socket) = dns_and_socket(zones()).await;
     let mut first = Kid(daemon_cmd(&socket, &dns).spawn().unwrap());
     wait_up(&socket, &mut first).await;
     let inode = std::fs::metadata(&socket).unwrap().ino();
 
     // A second daemon on the same path: exit 70, a clear message, the first one untouched.
-    let mut second = Kid(daemon_cmd(&socket, &dns)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap());
+    let mut second = spawn_piped(&socket, &dns);
     // (Were it to take the socket over, it would run on: `wait_exit` fails after 20 s.)
     assert_eq!(wait_exit(&mut second).code(), Some(70));
-    let mut err = String::new();
-    second
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_text(&mut second);
     assert!(err.contains("in use"), "{err}");
     assert_eq!(std::fs::metadata(&socket).unwrap().ino(), inode);
     assert!(ping(&socket).await, "the first daemon is still reachable");
@@ -206,8 +241,7 @@ async fn second_daemon_does_not_take_over_a_live_socket() {
     std::fs::remove_file(&socket).unwrap();
     let newer = std::os::unix::net::UnixListener::bind(&socket).unwrap();
     let newer_inode = std::fs::metadata(&socket).unwrap().ino();
-    signal(&first, "-TERM");
-    assert_eq!(wait_exit(&mut first).code(), Some(0));
+    stop_cleanly(&mut first);
     assert_eq!(
         std::fs::metadata(&socket).map(|m| m.ino()).ok(),
         Some(newer_inode),
@@ -218,16 +252,13 @@ async fn second_daemon_does_not_take_over_a_live_socket() {
     // The newer listener is gone but its file stayed: a dead socket is replaced.
     let mut third = Kid(daemon_cmd(&socket, &dns).spawn().unwrap());
     wait_up(&socket, &mut third).await;
-    signal(&third, "-TERM");
-    assert_eq!(wait_exit(&mut third).code(), Some(0));
+    stop_cleanly(&mut third);
     assert!(!socket.exists(), "a clean stop removes its own socket");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_start_leaves_no_socket_file() {
-    let dns = TestDns::start(zones()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
+    let (dns, _dir, socket) = dns_and_socket(zones()).await;
     // The admin port is taken.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
@@ -269,10 +300,7 @@ async fn admin_connections_are_bounded_and_timed_out() {
         stop.clone(),
     ));
     // Eight idle connections take every slot.
-    let mut idle = Vec::new();
-    for _ in 0..8 {
-        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
-    }
+    let mut idle = tcp_connections(addr, 8).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The ninth is closed at once, and counted.
     let mut ninth = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -315,13 +343,8 @@ async fn admin_connections_are_bounded_and_timed_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_connections_cannot_starve_the_filter_socket() {
-    let dns = TestDns::start(zones()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let (dns, _dir, socket) = dns_and_socket(zones()).await;
+    let port = free_port();
     // With prlimit (util-linux), the daemon gets 256 descriptors, soft and hard: far fewer than
     // the connections opened below.
     let mut cmd = if Path::new("/usr/bin/prlimit").exists() {
@@ -331,14 +354,13 @@ async fn admin_connections_cannot_starve_the_filter_socket() {
     } else {
         Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
     };
-    let mut child = cmd
-        .args(common::serve_args(&socket, dns.addr))
-        .args(["--admin", &port.to_string()])
-        .env("MAILPOLICYD_LOG_LEVEL", "error")
-        .spawn()
-        .map(Kid)
-        .unwrap();
-    wait_up(&socket, &mut child).await;
+    let mut child = spawn_up(
+        cmd.args(common::serve_args(&socket, dns.addr))
+            .args(["--admin", &port.to_string()])
+            .env("MAILPOLICYD_LOG_LEVEL", "error"),
+        &socket,
+    )
+    .await;
     // 1,000 idle TCP connections to the admin port (no permission needed).
     let mut held = Vec::new();
     for _ in 0..1000 {
@@ -355,8 +377,7 @@ async fn admin_connections_cannot_starve_the_filter_socket() {
         .count();
     assert!(fds < 200, "{fds} descriptors open");
     drop(held);
-    signal(&child, "-TERM");
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    stop_cleanly(&mut child);
 }
 
 // ---------------------------------------------------------------- item 11
@@ -370,15 +391,9 @@ fn big_zones() -> Vec<Zone> {
         i += 1;
     }
     spf.push_str(" -all");
-    let strings: Vec<String> = spf
-        .as_bytes()
-        .chunks(255)
-        .map(|c| String::from_utf8(c.to_vec()).unwrap())
-        .collect();
-    let strings: Vec<&str> = strings.iter().map(String::as_str).collect();
     vec![
         Zone::new("test.", 300),
-        Zone::new("big.test.", 300).txt("@", 3600, &strings),
+        Zone::new("big.test.", 300).long_txt("@", 3600, &spf),
     ]
 }
 
@@ -416,15 +431,12 @@ fn whole_frames(bytes: &[u8]) -> Vec<Response> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_holds_bounded_memory() {
-    let dns = TestDns::start(big_zones()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let mut child = daemon_cmd(&socket, &dns)
-        .env("MAILPOLICYD_SOCKET_MAX_PENDING_BYTES", "262144")
-        .spawn()
-        .map(Kid)
-        .unwrap();
-    wait_up(&socket, &mut child).await;
+    let (dns, _dir, socket) = dns_and_socket(big_zones()).await;
+    let mut child = spawn_up(
+        daemon_cmd(&socket, &dns).env("MAILPOLICYD_SOCKET_MAX_PENDING_BYTES", "262144"),
+        &socket,
+    )
+    .await;
     let c = Client::connect(&socket).await.unwrap();
     let warm = c.spf("big.test").await.unwrap();
     assert_eq!(warm.source, Source::Miss);
@@ -432,19 +444,7 @@ async fn a_client_that_never_reads_holds_bounded_memory() {
     assert!(size > 30_000, "the answer is only {size} bytes");
     let before = rss_kib(child.id());
     // Eight connections write requests for it (cache hits) as fast as they can and never read.
-    let mut frames = Vec::new();
-    for id in 0..60_000u64 {
-        proto::encode_frame(
-            &Request {
-                id,
-                op: Op::Spf {
-                    domain: "big.test".into(),
-                },
-            },
-            &mut frames,
-        )
-        .unwrap();
-    }
+    let frames = spf_frames("big.test", 60_000);
     let mut writers = Vec::new();
     for _ in 0..8 {
         let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
@@ -566,14 +566,8 @@ async fn stalled_connections_are_closed_and_a_full_socket_is_not_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_is_written_while_running_so_sigkill_restarts_warm() {
-    let mut zone = Zone::new("warm.test.", 300);
-    for i in 0..50 {
-        zone = zone.txt(
-            &format!("n{i}"),
-            3600,
-            &[&format!("v=spf1 ip4:10.0.{i}.0/24 -all")],
-        );
-    }
+    let zone =
+        Zone::new("warm.test.", 300).numbered(50, |i| format!("v=spf1 ip4:10.0.{i}.0/24 -all"));
     let dns = TestDns::start(vec![zone]).await;
     let dir = tempfile::tempdir().unwrap();
     let (socket, snapshot) = (dir.path().join("mp.sock"), dir.path().join("cache.snap"));
@@ -616,37 +610,26 @@ async fn snapshot_is_written_while_running_so_sigkill_restarts_warm() {
         .filter(|e| e.file_name().to_string_lossy().contains("tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    signal(&child, "-TERM");
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    stop_cleanly(&mut child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwritable_snapshot_directory_is_reported_at_start() {
-    let dns = TestDns::start(zones()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
+    let (dns, dir, socket) = dns_and_socket(zones()).await;
     // A directory that cannot be written, whoever runs the test (even root): it is a file.
     let not_a_dir = dir.path().join("file");
     std::fs::write(&not_a_dir, b"x").unwrap();
     let snapshot = not_a_dir.join("cache.snap");
-    let mut child = daemon_cmd(&socket, &dns)
-        .args(["--snapshot", snapshot.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(Kid)
-        .unwrap();
-    wait_up(&socket, &mut child).await;
+    let mut child = spawn_up(
+        daemon_cmd(&socket, &dns)
+            .args(["--snapshot", snapshot.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        &socket,
+    )
+    .await;
     // Said at start, while the daemon runs.
-    signal(&child, "-KILL");
-    let out = std::mem::replace(&mut child.0, Command::new("true").spawn().unwrap())
-        .wait_with_output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = kill_for_output(&mut child);
     assert!(text.contains("not writable"), "{text}");
 }
 
@@ -797,12 +780,11 @@ async fn a_client_that_never_reads_misses_holds_bounded_memory() {
     dns.delay("big.test", Duration::from_secs(1));
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("mp.sock");
-    let mut child = daemon_cmd(&socket, &dns)
-        .env("MAILPOLICYD_SOCKET_MAX_PENDING_BYTES", "262144")
-        .spawn()
-        .map(Kid)
-        .unwrap();
-    wait_up(&socket, &mut child).await;
+    let mut child = spawn_up(
+        daemon_cmd(&socket, &dns).env("MAILPOLICYD_SOCKET_MAX_PENDING_BYTES", "262144"),
+        &socket,
+    )
+    .await;
     let before = rss_kib(child.id());
     let frames = spf_frames("big.test", 256);
     let mut held = Vec::new();
@@ -845,14 +827,8 @@ async fn two_daemons_starting_at_once_on_a_dead_socket_one_serves() {
         let socket = dir.path().join(format!("mp{round}.sock"));
         // A crashed daemon's leftover: a socket file nobody accepts on.
         drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
-        let mut a = Kid(daemon_cmd(&socket, &dns)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap());
-        let mut b = Kid(daemon_cmd(&socket, &dns)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap());
+        let mut a = spawn_piped(&socket, &dns);
+        let mut b = spawn_piped(&socket, &dns);
         let deadline = Instant::now() + Duration::from_secs(20);
         let (mut loser, mut winner, status) = loop {
             if let Some(st) = a.try_wait().unwrap() {
@@ -865,20 +841,13 @@ async fn two_daemons_starting_at_once_on_a_dead_socket_one_serves() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert_eq!(status.code(), Some(70));
-        let mut err = String::new();
-        loser
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let err = stderr_text(&mut loser);
         assert!(err.contains("in use"), "{err}");
         wait_up(&socket, &mut winner).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(winner.try_wait().unwrap().is_none(), "the winner stopped");
         assert!(ping(&socket).await, "the socket answers");
-        signal(&winner, "-TERM");
-        assert_eq!(wait_exit(&mut winner).code(), Some(0));
+        stop_cleanly(&mut winner);
         assert!(!socket.exists(), "a clean stop removes its own socket");
     }
 }
@@ -886,9 +855,7 @@ async fn two_daemons_starting_at_once_on_a_dead_socket_one_serves() {
 /// Item 9: a regular file or a symlink at the socket path is not a socket: exit 70, left as is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_or_symlink_at_the_socket_path_is_left_alone() {
-    let dns = TestDns::start(zones()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
+    let (dns, dir, socket) = dns_and_socket(zones()).await;
     std::fs::write(&socket, b"precious").unwrap();
     let out = daemon_cmd(&socket, &dns).output().unwrap();
     assert_eq!(out.status.code(), Some(70));
@@ -925,25 +892,17 @@ async fn http_text(addr: std::net::SocketAddr, path: &str) -> String {
 /// `MAILPOLICYD_ADMIN_MAX_CONNECTIONS` bounds the real daemon's admin port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_max_connections_from_the_environment_bounds_the_daemon() {
-    let dns = TestDns::start(zones()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let mut child = common::daemon_command(&socket, dns.addr)
-        .args(["--admin", &port.to_string()])
-        .env("MAILPOLICYD_ADMIN_MAX_CONNECTIONS", "2")
-        .spawn()
-        .map(Kid)
-        .unwrap();
-    wait_up(&socket, &mut child).await;
+    let (dns, _dir, socket) = dns_and_socket(zones()).await;
+    let port = free_port();
+    let mut child = spawn_up(
+        common::daemon_command(&socket, dns.addr)
+            .args(["--admin", &port.to_string()])
+            .env("MAILPOLICYD_ADMIN_MAX_CONNECTIONS", "2"),
+        &socket,
+    )
+    .await;
     assert_eq!(http_get(port, "/live").await, 200);
-    let mut idle = Vec::new();
-    for _ in 0..2 {
-        idle.push(tokio::net::TcpStream::connect(port).await.unwrap());
-    }
+    let idle = tcp_connections(port, 2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The third is closed at once (the default idle timeout is 5 s).
     let mut third = tokio::net::TcpStream::connect(port).await.unwrap();
@@ -958,8 +917,7 @@ async fn admin_max_connections_from_the_environment_bounds_the_daemon() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{metrics}"));
     assert!(rejected >= 1, "{metrics}");
-    signal(&child, "-TERM");
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    stop_cleanly(&mut child);
 }
 
 /// Item 14: the snapshot is rewritten every interval (not only once), into a directory created
@@ -967,19 +925,17 @@ async fn admin_max_connections_from_the_environment_bounds_the_daemon() {
 /// `snapshot_interval = 0` writes only at shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_is_rewritten_every_interval_and_zero_writes_only_at_stop() {
-    let dns = TestDns::start(zones()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("mp.sock");
+    let (dns, dir, socket) = dns_and_socket(zones()).await;
     let snapshot = dir.path().join("not/yet/cache.snap");
-    let mut child = daemon_cmd(&socket, &dns)
-        .args(["--snapshot", snapshot.to_str().unwrap()])
-        .env("MAILPOLICYD_LIFECYCLE_SNAPSHOT_INTERVAL", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map(Kid)
-        .unwrap();
-    wait_up(&socket, &mut child).await;
+    let mut child = spawn_up(
+        daemon_cmd(&socket, &dns)
+            .args(["--snapshot", snapshot.to_str().unwrap()])
+            .env("MAILPOLICYD_LIFECYCLE_SNAPSHOT_INTERVAL", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        &socket,
+    )
+    .await;
     let c = Client::connect(&socket).await.unwrap();
     c.spf("example.test").await.unwrap();
     let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
@@ -995,15 +951,7 @@ async fn snapshot_is_rewritten_every_interval_and_zero_writes_only_at_stop() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(c);
-    signal(&child, "-KILL");
-    let out = std::mem::replace(&mut child.0, Command::new("true").spawn().unwrap())
-        .wait_with_output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = kill_for_output(&mut child);
     assert!(!text.contains("not writable"), "{text}");
 
     // Interval 0: nothing while running, the snapshot at a clean stop; a leftover temp file
@@ -1011,20 +959,19 @@ async fn snapshot_is_rewritten_every_interval_and_zero_writes_only_at_stop() {
     std::fs::remove_file(&snapshot).unwrap();
     let stale = snapshot.with_file_name("cache.snap.tmp.4000000");
     std::fs::write(&stale, b"half").unwrap();
-    let mut child = daemon_cmd(&socket, &dns)
-        .args(["--snapshot", snapshot.to_str().unwrap()])
-        .env("MAILPOLICYD_LIFECYCLE_SNAPSHOT_INTERVAL", "0")
-        .spawn()
-        .map(Kid)
-        .unwrap();
-    wait_up(&socket, &mut child).await;
+    let mut child = spawn_up(
+        daemon_cmd(&socket, &dns)
+            .args(["--snapshot", snapshot.to_str().unwrap()])
+            .env("MAILPOLICYD_LIFECYCLE_SNAPSHOT_INTERVAL", "0"),
+        &socket,
+    )
+    .await;
     let c = Client::connect(&socket).await.unwrap();
     c.spf("example.test").await.unwrap();
     assert!(!stale.exists(), "the stale temporary file is still there");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(!snapshot.exists(), "written while running with interval 0");
     drop(c);
-    signal(&child, "-TERM");
-    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    stop_cleanly(&mut child);
     assert!(snapshot.exists(), "not written at stop");
 }

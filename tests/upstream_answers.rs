@@ -79,14 +79,7 @@ async fn ask_front_end(addr: std::net::SocketAddr, name: &str) -> Message {
         Name::from_ascii(name).unwrap(),
         RecordType::TXT,
     ));
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    sock.send_to(&m.to_vec().unwrap(), addr).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
-        .await
-        .expect("an answer within 5 s")
-        .unwrap();
-    Message::from_vec(&buf[..n]).unwrap()
+    common::udp_exchange(addr, &m).await
 }
 
 /// The value of the unlabelled metric `name`.
@@ -191,10 +184,7 @@ async fn failures_are_errors_cached_per_name_over_the_socket() {
 
 #[test]
 fn failure_ttl_setting_is_validated() {
-    let default = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
-        .args(["config", "--print-default"])
-        .output()
-        .unwrap();
+    let default = common::cli(&["config", "--print-default"]);
     let text = String::from_utf8_lossy(&default.stdout);
     assert!(text.contains("failure_ttl_s = 5"), "{text}");
     for value in ["0", "301"] {
@@ -236,6 +226,20 @@ async fn socket_dmarc(d: &Daemon) {
     }
 }
 
+/// [`ask_front_end`], asserting that the front-end answered from the cache (no upstream query).
+async fn front_end_from_cache(d: &Daemon, name: &str) -> Message {
+    let asked = d.dns.log.len();
+    let reply = ask_front_end(d.dns_front, name).await;
+    assert_eq!(d.dns.log.len(), asked, "the front-end asked upstream");
+    reply
+}
+
+/// [`assert_requests`] of the daemon's service, then stops the daemon.
+fn assert_requests_and_stop(d: &Daemon, counts: &[(&str, u64)]) {
+    assert_requests(&d.service, counts);
+    d.shutdown.cancel();
+}
+
 /// Asserts the `ok` counts of `mailpolicyd_requests_total` by `op`.
 fn assert_requests(service: &Service, counts: &[(&str, u64)]) {
     for &(op, n) in counts {
@@ -251,16 +255,13 @@ fn assert_requests(service: &Service, counts: &[(&str, u64)]) {
 async fn dns_front_end_dmarc_txt_shares_the_socket_dmarc_entry() {
     let d = start().await;
     socket_dmarc(&d).await;
-    let asked = d.dns.log.len();
     assert_eq!(d.dns.log.count("_dmarc.example.test"), 1);
     // 0x20 case, as a real stub sends it.
-    let reply = ask_front_end(d.dns_front, "_DmArC.eXample.test.").await;
+    let reply = front_end_from_cache(&d, "_DmArC.eXample.test.").await;
     assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
     assert_eq!(txt_answers(&reply), [OTHER_TXT, DMARC]);
     assert_eq!(reply.answers[0].name.to_ascii(), "_DmArC.eXample.test.");
-    assert_eq!(d.dns.log.len(), asked, "the front-end asked upstream");
-    assert_requests(&d.service, &[("dmarc", 1), ("dns_txt", 1)]);
-    d.shutdown.cancel();
+    assert_requests_and_stop(&d, &[("dmarc", 1), ("dns_txt", 1)]);
 }
 
 /// Issue 13, the other way round: the front-end's `_dmarc` TXT question fills the DMARC entry
@@ -268,14 +269,13 @@ async fn dns_front_end_dmarc_txt_shares_the_socket_dmarc_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_dmarc_uses_the_entry_the_dns_front_end_filled() {
     let d = start().await;
-    let reply = ask_front_end(d.dns_front, "_dmarc.example.test.").await;
-    assert_eq!(txt_answers(&reply), [OTHER_TXT, DMARC]);
+    let texts = txt_answers(&ask_front_end(d.dns_front, "_dmarc.example.test.").await);
+    assert_eq!(texts, [OTHER_TXT, DMARC]);
     let asked = d.dns.log.len();
     assert_eq!(d.dns.log.count("_dmarc.example.test"), 1);
     socket_dmarc(&d).await;
     assert_eq!(d.dns.log.len(), asked, "the socket asked upstream");
-    assert_requests(&d.service, &[("dns_txt", 1), ("dmarc", 1)]);
-    d.shutdown.cancel();
+    assert_requests_and_stop(&d, &[("dns_txt", 1), ("dmarc", 1)]);
 }
 
 /// Issue 13: a `dkim_key` socket question and the same `_domainkey` TXT over the front-end
@@ -285,19 +285,16 @@ async fn dkim_key_and_dns_front_end_domainkey_txt_share_one_entry() {
     let d = start().await;
     let key = d.client.dkim_key("plain", "example.test").await.unwrap();
     assert!(matches!(&key.answer.data, Data::DkimKey(Found::Valid(_))));
-    let asked = d.dns.log.len();
-    let reply = ask_front_end(d.dns_front, "plain._DOMAINKEY.example.test.").await;
+    let reply = front_end_from_cache(&d, "plain._DOMAINKEY.example.test.").await;
     assert_eq!(txt_answers(&reply), [KEY]);
-    assert_eq!(d.dns.log.len(), asked, "the front-end asked upstream");
     // The other way round, on another name.
-    let reply = ask_front_end(d.dns_front, "sel._domainkey.example.test.").await;
-    assert_eq!(txt_answers(&reply), [KEY]);
+    let texts = txt_answers(&ask_front_end(d.dns_front, "sel._domainkey.example.test.").await);
+    assert_eq!(texts, [KEY]);
     let asked = d.dns.log.len();
     let key = d.client.dkim_key("sel", "example.test").await.unwrap();
     assert_eq!(key.source, mailpolicyd::resolve::Source::Hit);
     assert_eq!(d.dns.log.len(), asked, "the socket asked upstream");
-    assert_requests(&d.service, &[("dkim_key", 2), ("dns_txt", 2)]);
-    d.shutdown.cancel();
+    assert_requests_and_stop(&d, &[("dkim_key", 2), ("dns_txt", 2)]);
 }
 
 /// Issue 13: a TXT question at a plain name shares the SPF entry of the socket's `spf`.
@@ -305,12 +302,9 @@ async fn dkim_key_and_dns_front_end_domainkey_txt_share_one_entry() {
 async fn spf_and_dns_front_end_plain_txt_share_one_entry() {
     let d = start().await;
     d.client.spf("sf.example.test").await.unwrap();
-    let asked = d.dns.log.len();
-    let reply = ask_front_end(d.dns_front, "sf.example.test.").await;
+    let reply = front_end_from_cache(&d, "sf.example.test.").await;
     assert_eq!(txt_answers(&reply), ["v=spf1 -all"]);
-    assert_eq!(d.dns.log.len(), asked, "the front-end asked upstream");
-    assert_requests(&d.service, &[("spf", 1), ("dns_txt", 1)]);
-    d.shutdown.cancel();
+    assert_requests_and_stop(&d, &[("spf", 1), ("dns_txt", 1)]);
 }
 
 /// Issue 13: an entry restored from a snapshot keeps its parsed record but not the TXT records

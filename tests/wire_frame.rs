@@ -6,17 +6,14 @@ mod dnsserver;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dnsserver::{TestDns, Zone};
 use mailpolicyd::client::{BlockingClient, Client, ClientError};
 use mailpolicyd::proto::{ERROR_CODES, ErrorCode, Op, Outcome, Reply, Response};
-use mailpolicyd::resolve::Resolver;
-use mailpolicyd::serve::{self, Service, SocketConfig};
+use mailpolicyd::serve::{self, SocketConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
 /// A peer that answers every request on every connection with a frame announcing `u32::MAX`
 /// bytes (then a few bytes of it, then nothing), like a broken or hostile server.
@@ -60,26 +57,12 @@ async fn async_client_drops_a_connection_announcing_a_frame_over_the_bound() {
     assert!(matches!(r, Err(ClientError::Io(_))), "{r:?}");
 }
 
-struct Daemon {
-    socket: PathBuf,
-    service: Arc<Service>,
-    shutdown: CancellationToken,
-    _dns: TestDns,
-    _dir: tempfile::TempDir,
-}
+type Daemon = common::Daemon<TestDns>;
 
 async fn start() -> Daemon {
     let dns = TestDns::start(vec![Zone::new("example.test.", 300)]).await;
     let cfg = common::resolver_config(dns.addr, Duration::from_millis(500));
-    let service = Service::new(Resolver::new(cfg).unwrap());
-    let sock = common::serve_socket(&service, SocketConfig::default());
-    Daemon {
-        socket: sock.path,
-        service,
-        shutdown: sock.shutdown,
-        _dns: dns,
-        _dir: sock.dir,
-    }
+    common::serve_resolver(cfg, SocketConfig::default(), dns)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

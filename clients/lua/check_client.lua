@@ -86,7 +86,7 @@ local more = {
     "spf_check" },
   -- Another major version: the daemon answers the error and closes the connection; the
   -- question after it must be answered on a new one.
-  { "hello", { "2.0" }, nil, { hello = { version = "2.0" } }, "hello" },
+  { "hello", { "3.0" }, nil, { hello = { version = "3.0" } }, "hello" },
   { "ping", {}, nil, "ping", nil },
 }
 for _, q in ipairs(more) do questions[#questions + 1] = q end
@@ -114,7 +114,7 @@ for _, q in ipairs(questions) do
 end
 
 if answers[1].result.ok ~= "pong" then fail("ping did not answer pong") end
-if not tostring(answers[2].result.ok.version):match("^1%.") then fail("hello: not a 1.x server") end
+if not tostring(answers[2].result.ok.version):match("^2%.") then fail("hello: not a 2.x server") end
 local last, before = answers[#answers].result, answers[#answers - 1].result
 if last.ok ~= "pong" or not before.error or before.error.code ~= "unsupported_version" then
   fail("the question after the closed connection was not answered")

@@ -351,7 +351,7 @@ end
 function Client:ping() return self:call("ping") end
 
 function Client:hello(version)
-  return field("hello")(self:call({ hello = { version = version or "1.0" } }))
+  return field("hello")(self:call({ hello = { version = version or "2.0" } }))
 end
 
 function Client:dmarc(domain)

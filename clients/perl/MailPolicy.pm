@@ -199,7 +199,7 @@ sub ping { $_[0]->call('ping') }
 
 sub hello {
     my ($self, $version) = @_;
-    return $self->call({ hello => { version => defined $version ? "$version" : '1.0' } })->{hello};
+    return $self->call({ hello => { version => defined $version ? "$version" : '2.0' } })->{hello};
 }
 
 sub dmarc {
@@ -342,9 +342,9 @@ each call as a whole: connect, send, and the wait for its answer.
 
 Returns C<"pong">.
 
-=item hello($version = "1.0")
+=item hello($version = "2.0")
 
-Returns C<{ version =E<gt> "1.0", server =E<gt> "mailpolicyd X.Y.Z" }>; another major version
+Returns C<{ version =E<gt> "2.0", server =E<gt> "mailpolicyd X.Y.Z" }>; another major version
 dies with C<unsupported_version>.
 
 =item dmarc($domain)

@@ -71,7 +71,7 @@ my @questions = (
         'spf_check' ],
     # Another major version: the daemon answers the error and closes the connection; the
     # question after it must be answered on a new one.
-    [ hello => ['2.0'], undef, { hello => { version => '2.0' } }, 'hello' ],
+    [ hello => ['3.0'], undef, { hello => { version => '3.0' } }, 'hello' ],
     [ ping  => [],      undef, 'ping', undef ],
 );
 
@@ -92,7 +92,7 @@ for my $q (@questions) {
 }
 
 fail('ping did not answer pong') unless $answers[0]{result}{ok} eq 'pong';
-fail('hello: not a 1.x server') unless $answers[1]{result}{ok}{version} =~ /^1\./;
+fail('hello: not a 2.x server') unless $answers[1]{result}{ok}{version} =~ /^2\./;
 fail('the question after the closed connection was not answered')
     unless ($answers[-1]{result}{ok} // '') eq 'pong'
     && ($answers[-2]{result}{error}{code} // '') eq 'unsupported_version';

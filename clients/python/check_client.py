@@ -8,20 +8,32 @@ import json
 import sys
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
-from mailpolicy import Client, MailpolicyError, record  # noqa: E402
+from mailpolicy import Client, MailpolicyError, raw, record  # noqa: E402
 
 
 def main(path):
     out = {}
     with Client(path) as c:
         assert c.ping() == "pong"
-        assert c.hello()["version"].startswith("1.")
+        assert c.hello()["version"].startswith("2.")
+        # A 1.x JSON client is still served (JSON only gained `raw`).
+        assert c.hello("1.0")["version"].startswith("2.")
         spf = c.spf("example.test")
         out["spf"] = record(spf)
+        out["spf_raw"] = raw(spf)
+        assert out["spf_raw"].startswith("v=spf1 "), out["spf_raw"]
         d = c.dmarc("sub.example.test")
         out["dmarc_found_at"] = d["found_at"]
         out["dmarc_applied"] = d["applied"]
-        out["dkim_bits"] = record(c.dkim_key("s1", "example.test"))["key_bits"]
+        out["dmarc_raw"] = raw(d)
+        assert out["dmarc_raw"].startswith("v=DMARC1"), out["dmarc_raw"]
+        key = c.dkim_key("s1", "example.test")
+        out["dkim_bits"] = record(key)["key_bits"]
+        out["dkim_raw"] = raw(key)
+        assert out["dkim_raw"].startswith("v=DKIM1"), out["dkim_raw"]
+        nothing = c.spf("sub.example.test")
+        out["no_record_raw"] = raw(nothing)
+        assert out["no_record_raw"] is None, nothing
         try:
             c.spf("a..b")
             raise AssertionError("a bad name was accepted")

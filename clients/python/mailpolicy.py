@@ -5,6 +5,7 @@
         answer = c.dmarc("example.com")      # the DMARC policy for mail From: example.com
         spf = c.spf("example.com")
         key = c.dkim_key("s1", "example.com")
+        text = raw(key)                      # "v=DKIM1; k=rsa; p=..." as published, or None
 
 Each call sends one newline-delimited JSON request and returns the reply object (a dict);
 an error answer raises MailpolicyError with its stable code. The connection is reopened once
@@ -15,7 +16,11 @@ import itertools
 import json
 import socket
 
-__all__ = ["Client", "MailpolicyError"]
+__all__ = ["Client", "MailpolicyError", "PROTOCOL_VERSION", "raw", "record"]
+
+# The protocol version this client announces in hello. It speaks JSON lines, where version 2
+# only added `raw` to policy answers; the daemon also accepts "1.x" from JSON clients.
+PROTOCOL_VERSION = "2.0"
 
 
 class MailpolicyError(Exception):
@@ -83,7 +88,7 @@ class Client:
     def ping(self):
         return self.call("ping")
 
-    def hello(self, version="1.0"):
+    def hello(self, version=PROTOCOL_VERSION):
         return self.call({"hello": {"version": version}})["hello"]
 
     def dmarc(self, domain):
@@ -124,3 +129,20 @@ def record(policy_answer):
     if isinstance(found, dict) and "valid" in found:
         return found["valid"]["policy"]
     return None
+
+
+def raw(answer):
+    """The text of the selected record, as published (its strings joined), or None.
+
+    `answer` is a policy answer (`spf`, `dkim_key`, `atps`) or the answer of `dmarc` (whose
+    `record` is a policy answer, or None when no policy applies). None when the name has no
+    record of the kind (or two where one is allowed). The record is given whether it parsed or
+    not: a DKIM library can verify with it unchanged.
+    """
+    if answer is None:
+        return None
+    if "answer" not in answer:  # a dmarc answer
+        answer = answer.get("record")
+        if answer is None:
+            return None
+    return answer["answer"].get("raw")

@@ -162,6 +162,7 @@ fn main() {
             );
             report(&r, curve.as_deref());
         }
+        Cmd::Echo { socket } => echo(&socket),
         Cmd::Pass {
             socket,
             names,
@@ -177,7 +178,6 @@ fn main() {
             let r = rt.block_on(socket_run_all(socket, Arc::new(ops), conns, depth));
             report(&r, None);
         }
-        Cmd::Echo { socket } => echo(&socket),
         Cmd::Udp {
             server,
             names,
@@ -255,7 +255,6 @@ fn main() {
 
 /// The no-work server of `mpload echo`.
 fn echo(path: &std::path::Path) {
-    use std::io::Read;
     let _ = std::fs::remove_file(path);
     let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
     // A reply the size of a cached SPF answer (~330 bytes of payload).
@@ -277,12 +276,7 @@ fn echo(path: &std::path::Path) {
             let mut buf = vec![0u8; 64 * 1024];
             let mut have = 0;
             let mut out = Vec::new();
-            loop {
-                let n = match s.read(&mut buf[have..]) {
-                    Ok(n) if n > 0 => n,
-                    _ => return,
-                };
-                have += n;
+            while read_more(&mut s, &mut buf, &mut have) {
                 let mut at = 0;
                 out.clear();
                 while let Some(payload) = next_frame(&buf[..have], &mut at) {
@@ -425,7 +419,6 @@ fn conn_load(
     depth: usize,
     deadline: Instant,
 ) -> (u64, u64, Histogram<u64>) {
-    use std::io::Read;
     let mut s = std::os::unix::net::UnixStream::connect(&path).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut hist = Histogram::<u64>::new_with_bounds(100, 60_000_000_000, 3).unwrap();
@@ -453,12 +446,7 @@ fn conn_load(
     let (mut done, mut errors) = (0u64, 0u64);
     let mut buf = vec![0u8; 256 * 1024];
     let mut have = 0usize;
-    while outstanding > 0 {
-        let n = match s.read(&mut buf[have..]) {
-            Ok(n) if n > 0 => n,
-            _ => break,
-        };
-        have += n;
+    while outstanding > 0 && read_more(&mut s, &mut buf, &mut have) {
         let mut at = 0;
         out.clear();
         let now = Instant::now();
@@ -492,6 +480,18 @@ fn conn_load(
     (done, errors, hist)
 }
 
+/// Reads what `s` has next into `buf` after the `*have` bytes kept there; false at the end of
+/// the stream or on an error.
+fn read_more(s: &mut impl std::io::Read, buf: &mut [u8], have: &mut usize) -> bool {
+    match s.read(&mut buf[*have..]) {
+        Ok(n) if n > 0 => {
+            *have += n;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// The next complete frame's payload in `buf` from `*at` (cut by `proto::frame`), advancing
 /// `*at`. A frame over the bound is a broken server: the run stops.
 fn next_frame<'b>(buf: &'b [u8], at: &mut usize) -> Option<&'b [u8]> {
@@ -520,16 +520,10 @@ fn socket_load(
     depth: usize,
     dur: Duration,
 ) -> LoadResult {
-    let started = Instant::now();
-    let deadline = started + dur;
-    let threads: Vec<_> = (0..conns)
-        .map(|c| {
-            let (path, ops) = (path.clone(), ops.clone());
-            let start = c * ops.len() / conns.max(1);
-            std::thread::spawn(move || conn_load(path, ops, start, depth, deadline))
-        })
-        .collect();
-    joined(threads, started)
+    timed_threads(conns, dur, move |c, deadline| {
+        let start = c * ops.len() / conns.max(1);
+        conn_load(path.clone(), ops.clone(), start, depth, deadline)
+    })
 }
 
 /// Runs every op once, spread over the connections, each keeping `depth` in flight.
@@ -694,23 +688,29 @@ fn udp_load(
     flows: usize,
     dur: Duration,
 ) -> LoadResult {
+    timed_threads(flows, dur, move |f, deadline| {
+        let start = f * names.len() / flows.max(1);
+        udp_flow(server, &names, start, Some(deadline), None)
+    })
+}
+
+/// Runs `n` load threads, the `i`-th being `run(i, deadline)`, until `dur` is over, and sums
+/// their counts and latencies.
+fn timed_threads(
+    n: usize,
+    dur: Duration,
+    run: impl Fn(usize, Instant) -> (u64, u64, Histogram<u64>) + Send + Sync + 'static,
+) -> LoadResult {
     let started = Instant::now();
     let deadline = started + dur;
-    let handles: Vec<_> = (0..flows)
-        .map(|f| {
-            let names = names.clone();
-            std::thread::spawn(move || {
-                udp_flow(
-                    server,
-                    &names,
-                    f * names.len() / flows.max(1),
-                    Some(deadline),
-                    None,
-                )
-            })
+    let run = Arc::new(run);
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let run = run.clone();
+            std::thread::spawn(move || run(i, deadline))
         })
         .collect();
-    joined(handles, started)
+    joined(threads, started)
 }
 
 /// The load threads' counts and latencies summed into one result, timed from `started`.

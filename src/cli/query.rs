@@ -59,6 +59,9 @@ fn print_reply(conn: &ConnArgs, what: &str, reply: &Reply) {
                 words(&p.source),
                 words(&a.dnssec)
             );
+            if let Some(raw) = &a.raw {
+                println!("  record: {raw}");
+            }
             for d in diagnostics(&a.data) {
                 println!("  {d}");
             }
@@ -74,6 +77,9 @@ fn print_reply(conn: &ConnArgs, what: &str, reply: &Reply) {
                     );
                     if let Some((tag, disp)) = &d.applied {
                         println!("  applies: {} = {disp}", words(tag));
+                    }
+                    if let Some(raw) = &rec.answer.raw {
+                        println!("  record: {raw}");
                     }
                     for diag in diagnostics(&rec.answer.data) {
                         println!("  {diag}");

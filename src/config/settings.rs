@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Ty {
     Str,
+    /// A name or a number: a string, or an integer (kept as given).
+    StrOrInt,
     Int,
     Bool,
     StrList,
@@ -54,6 +56,13 @@ pub(super) const SETTINGS: &[Setting] = &[
         Ty::Str,
         "\"0660\"",
         "Socket file mode, octal.",
+    ),
+    s(
+        "socket",
+        "group",
+        Ty::StrOrInt,
+        "\"\"",
+        "Group of the socket file: a group name (\"postfix\", \"_rspamd\", \"opendkim\") or a numeric gid, looked up at startup (an unknown name is a configuration error). The socket is chowned to it (its owner unchanged) before socket.mode is applied, so with mode \"0660\" that group's members can connect; the daemon must be root or a member of the group. Empty: the daemon's own group.",
     ),
     s(
         "socket",
@@ -409,8 +418,8 @@ pub(super) fn parse_default(st: &Setting) -> toml::Value {
 
 pub(super) fn type_ok(ty: Ty, v: &toml::Value) -> bool {
     match (ty, v) {
-        (Ty::Str, toml::Value::String(_))
-        | (Ty::Int, toml::Value::Integer(_))
+        (Ty::Str | Ty::StrOrInt, toml::Value::String(_))
+        | (Ty::Int | Ty::StrOrInt, toml::Value::Integer(_))
         | (Ty::Bool, toml::Value::Boolean(_)) => true,
         (Ty::StrList, toml::Value::Array(a)) => a.iter().all(|x| x.is_str()),
         (Ty::IntList, toml::Value::Array(a)) => a.iter().all(|x| x.is_integer()),
@@ -421,7 +430,7 @@ pub(super) fn type_ok(ty: Ty, v: &toml::Value) -> bool {
 /// A string from the environment or a flag, read as the setting's type.
 pub(super) fn from_text(ty: Ty, text: &str) -> Option<toml::Value> {
     match ty {
-        Ty::Str => Some(toml::Value::String(text.to_owned())),
+        Ty::Str | Ty::StrOrInt => Some(toml::Value::String(text.to_owned())),
         Ty::Int => text.trim().parse().ok().map(toml::Value::Integer),
         Ty::Bool => match text.trim() {
             "true" | "1" | "yes" => Some(toml::Value::Boolean(true)),
@@ -447,6 +456,7 @@ pub(super) fn from_text(ty: Ty, text: &str) -> Option<toml::Value> {
 pub(super) fn ty_name(ty: Ty) -> &'static str {
     match ty {
         Ty::Str => "string",
+        Ty::StrOrInt => "string or integer",
         Ty::Int => "integer",
         Ty::Bool => "boolean",
         Ty::StrList => "list of strings",

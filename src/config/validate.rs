@@ -118,6 +118,12 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
             )
             .collect()
     };
+    let group = socket_group(
+        v.iter()
+            .find(|((a, b), _)| *a == "socket" && *b == "group")
+            .map(|(_, x)| x),
+        problems,
+    );
     let allow_uids = ids("allow_uids", problems);
     let allow_gids = ids("allow_gids", problems);
 
@@ -205,6 +211,7 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
             idle_timeout: Duration::from_secs(idle_timeout),
             max_pending_bytes,
             mode,
+            group,
             allow_uids,
             allow_gids,
         },
@@ -253,5 +260,45 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
         daemon,
         log_json: log_format == "json",
         log_level: str_("log", "level"),
+    }
+}
+
+/// `socket.group`: `None` when empty; a numeric gid (an integer, or a string of digits) as it
+/// is; a name looked up in the system's group database (`getgrnam_r`, so NSS sources such as
+/// LDAP count too). An unknown name or a failed lookup is a problem naming the key.
+fn socket_group(v: Option<&toml::Value>, problems: &mut Vec<String>) -> Option<u32> {
+    let text = match v {
+        None => return None,
+        Some(toml::Value::Integer(n)) => {
+            return u32::try_from(*n).ok().or_else(|| {
+                problems.push(format!("socket.group = {n} is not a group id"));
+                None
+            });
+        }
+        Some(x) => x.as_str().unwrap_or_default().trim(),
+    };
+    if text.is_empty() {
+        return None;
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().ok().or_else(|| {
+            problems.push(format!("socket.group = {text:?} is not a group id"));
+            None
+        });
+    }
+    match nix::unistd::Group::from_name(text) {
+        Ok(Some(g)) => Some(g.gid.as_raw()),
+        Ok(None) => {
+            problems.push(format!(
+                "socket.group = {text:?}: no such group (not in the system's group database)"
+            ));
+            None
+        }
+        Err(e) => {
+            problems.push(format!(
+                "socket.group = {text:?}: the group could not be looked up: {e}"
+            ));
+            None
+        }
     }
 }

@@ -207,6 +207,13 @@ pub struct Answer {
     pub data: Data,
     /// A hash of the raw record data, equal for byte-identical answers (wildcard watch).
     pub fingerprint: u64,
+    /// For the parsing kinds (DMARC, SPF, DKIM key, ATPS): the text of the record the parser
+    /// selected (the valid one, or the invalid one it rejected) as published, its
+    /// character-strings joined, for filters that verify with the record itself (DKIM
+    /// libraries take the key record's text). `None` when the name has no record of the kind,
+    /// when two or more were found where one is allowed (no record was selected), and for the
+    /// other kinds (a raw TXT answer's records are its data).
+    pub raw: Option<String>,
     /// What is kept beside the answer's value: its encoding and its TXT records.
     #[serde(skip)]
     pub(crate) kept: Kept,
@@ -299,6 +306,7 @@ impl Answer {
             dnssec: DnssecStatus::Indeterminate,
             data: Data::None,
             fingerprint: 0,
+            raw: None,
             kept: Kept::default(),
         }
     }
@@ -317,7 +325,8 @@ impl Answer {
     }
 
     /// Approximate memory held by this answer, for the byte-bounded cache: the structure, its
-    /// strings, the parsed data (estimated from its encoded size), the kept encoding and TXT records.
+    /// strings, the parsed data (estimated from its encoded size), the selected record's text
+    /// ([`Answer::raw`]), the kept encoding and TXT records.
     pub fn weight(&self) -> u32 {
         let encoded = self.encoded().len();
         let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
@@ -336,6 +345,7 @@ impl Answer {
         let total = std::mem::size_of::<Answer>()
             + self.name.len()
             + raw_txt
+            + self.raw.as_ref().map_or(0, String::len)
             + self.found_at.as_ref().map_or(0, String::len)
             + data
             + encoded;

@@ -246,35 +246,70 @@ where
     R: TxtRecord,
     I: IntoIterator<Item = &'a str>,
 {
+    pick_txt(records).map(|p| p.result)
+}
+
+/// What [`pick_txt`] found among a name's TXT records: the parse result, and which record it
+/// is the result of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Picked<T, E> {
+    /// The position, among the records given, of the one record selected and parsed (the
+    /// valid one, or the invalid one whose rejection is the result); `None` when the result is
+    /// about no single record (two or more where one is allowed).
+    pub index: Option<usize>,
+    /// The parsed record, or why it cannot be used.
+    pub result: ParseResult<T, E>,
+}
+
+/// [`from_txt`], also saying which record was selected ([`Picked::index`]), so a caller can
+/// hand out the selected record's text as published.
+pub fn pick_txt<'a, R, I>(records: I) -> Option<Picked<R, R::Error>>
+where
+    R: TxtRecord,
+    I: IntoIterator<Item = &'a str>,
+{
     let multiple = |count| {
-        Some(Err(Rejected::new(
-            R::multiple(count),
-            Diagnostics::default(),
-        )))
+        Some(Picked {
+            index: None,
+            result: Err(Rejected::new(R::multiple(count), Diagnostics::default())),
+        })
     };
     let (ignored, noun) = match R::PICK {
         Pick::Unique => {
-            return match select(records, R::is_candidate) {
-                Selection::None => None,
-                Selection::One(r) => Some(R::parse(r)),
-                Selection::Multiple(count) => multiple(count),
+            let mut found = None;
+            let mut count = 0usize;
+            for (i, r) in records.into_iter().enumerate() {
+                if R::is_candidate(r) {
+                    count += 1;
+                    if found.is_none() {
+                        found = Some((i, r));
+                    }
+                }
+            }
+            return match (count, found) {
+                (1, Some((index, r))) => Some(Picked {
+                    index: Some(index),
+                    result: R::parse(r),
+                }),
+                (0, _) | (_, None) => None,
+                (count, Some(_)) => multiple(count),
             };
         }
         Pick::OneValid { ignored, noun } => (ignored, noun),
     };
     let mut total = 0usize;
-    let mut valid: Option<Parsed<R>> = None;
+    let mut valid: Option<(usize, Parsed<R>)> = None;
     let mut valid_count = 0usize;
-    let mut rejected: Option<Rejected<R::Error>> = None;
-    for r in records {
+    let mut rejected: Option<(usize, Rejected<R::Error>)> = None;
+    for (i, r) in records.into_iter().enumerate() {
         total += 1;
         match R::parse(r) {
             Ok(p) => {
                 valid_count += 1;
-                valid.get_or_insert(p);
+                valid.get_or_insert((i, p));
             }
             Err(e) => {
-                rejected.get_or_insert(e);
+                rejected.get_or_insert((i, e));
             }
         }
     }
@@ -293,19 +328,25 @@ where
     };
     match (valid_count, valid, rejected) {
         (0, _, None) => None,
-        (0, _, Some(mut e)) => {
+        (0, _, Some((index, mut e))) => {
             others(&mut e.diagnostics);
-            Some(Err(e))
+            Some(Picked {
+                index: Some(index),
+                result: Err(e),
+            })
         }
-        (1, Some(mut p), _) => {
+        (1, Some((index, mut p)), _) => {
             others(&mut p.diagnostics);
-            Some(Ok(p))
+            Some(Picked {
+                index: Some(index),
+                result: Ok(p),
+            })
         }
         (count, _, _) => multiple(count),
     }
 }
 
-/// Declares a record module's `from_txt` (the doc comment given) and its record type's
+/// Declares a record module's `from_txt` (the doc comment given), `pick_txt`, and its record type's
 /// [`TxtRecord`] impl over the module's `parse`, so each module states only what differs: the
 /// record and error types, the [`Pick`] rule and the candidate test.
 macro_rules! txt_record {
@@ -316,6 +357,15 @@ macro_rules! txt_record {
             I: IntoIterator<Item = &'a str>,
         {
             $crate::policy::from_txt(records)
+        }
+
+        /// [`from_txt`], also saying which of the records was selected (see
+        /// [`Picked`](crate::policy::Picked)).
+        pub fn pick_txt<'a, I>(records: I) -> Option<$crate::policy::Picked<$rec, $err>>
+        where
+            I: IntoIterator<Item = &'a str>,
+        {
+            $crate::policy::pick_txt(records)
         }
 
         impl $crate::policy::TxtRecord for $rec {
@@ -517,6 +567,32 @@ mod tests {
         assert_eq!(
             select(["v=spf1 a", "v=spf1 -all"], is_spf),
             Selection::Multiple(2)
+        );
+    }
+
+    #[test]
+    fn pick_txt_names_the_selected_record() {
+        use crate::policy::{dkim, spf};
+        // Unique: the one candidate, wherever it is; none; two (no record selected).
+        let p = spf::pick_txt(["x=1", "v=spf1 -all", "y"]).unwrap();
+        assert_eq!((p.index, p.result.is_ok()), (Some(1), true));
+        let p = spf::pick_txt(["a", "v=spf1 ip4:999.0.0.1 -all"]).unwrap();
+        assert_eq!((p.index, p.result.is_ok()), (Some(1), false));
+        assert!(spf::pick_txt(["a", "b"]).is_none());
+        let p = spf::pick_txt(["v=spf1 a", "v=spf1 -all"]).unwrap();
+        assert_eq!((p.index, p.result.is_ok()), (None, false));
+        // OneValid: the valid key after an invalid one; with none valid, the first rejected.
+        let key = "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+        let p = dkim::pick_txt(["junk", key]).unwrap();
+        assert_eq!((p.index, p.result.is_ok()), (Some(1), true));
+        let p = dkim::pick_txt(["junk", "more junk"]).unwrap();
+        assert_eq!((p.index, p.result.is_ok()), (Some(0), false));
+        let p = dkim::pick_txt([key, key]).unwrap();
+        assert_eq!(p.index, None);
+        // from_txt is pick_txt's result.
+        assert_eq!(
+            spf::from_txt(["x", "v=spf1 -all"]),
+            spf::pick_txt(["x", "v=spf1 -all"]).map(|p| p.result)
         );
     }
 

@@ -28,8 +28,14 @@ use crate::model::spf::SpfCheck;
 use crate::model::stats::StatsSnapshot;
 use crate::policy::atps::AtpsHash;
 
-/// Protocol major version: a client announcing another major is refused.
-pub const PROTOCOL_MAJOR: u32 = 1;
+/// Protocol major version: a client announcing another major is refused, except
+/// [`JSON_COMPAT_MAJOR`] on a JSON-lines connection. 2: a policy answer carries `raw` (the
+/// selected record's text) after its fingerprint, which moves the binary encoding.
+pub const PROTOCOL_MAJOR: u32 = 2;
+/// The older major still accepted in `hello` on a JSON-lines connection: to a JSON client
+/// version 2 only added a field (`raw`), which a 1.x client ignores. A binary client must say 2
+/// (postcard is positional: a 1.x binary client would misread every policy answer).
+pub const JSON_COMPAT_MAJOR: u32 = 1;
 /// Protocol minor version: additions that old clients can ignore.
 pub const PROTOCOL_MINOR: u32 = 0;
 pub use error::{CodeInfo, ERROR_CODES, ErrorCode};
@@ -50,7 +56,7 @@ pub struct Request {
 pub enum Op {
     /// Announces the client's protocol version, `"MAJOR.MINOR"`.
     Hello {
-        /// e.g. `"1.0"`.
+        /// e.g. `"2.0"`.
         version: String,
     },
     /// Liveness round trip.
@@ -369,6 +375,12 @@ pub fn decode_json_request(line: &[u8]) -> JsonPeeked {
     }
 }
 
+/// Whether a client announcing `major` in `hello` is served: [`PROTOCOL_MAJOR`] on either
+/// framing, and [`JSON_COMPAT_MAJOR`] on JSON lines only.
+pub fn major_accepted(major: u32, framing: frame::Framing) -> bool {
+    major == PROTOCOL_MAJOR || (major == JSON_COMPAT_MAJOR && framing == frame::Framing::Json)
+}
+
 /// Parses `"MAJOR.MINOR"`.
 pub fn parse_version(v: &str) -> Option<(u32, u32)> {
     let (a, b) = v.split_once('.').unwrap_or((v, "0"));
@@ -517,6 +529,15 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn majors_accepted_by_framing() {
+        use frame::Framing::{Binary, Json};
+        assert!(major_accepted(2, Binary) && major_accepted(2, Json));
+        assert!(major_accepted(1, Json));
+        assert!(!major_accepted(1, Binary));
+        assert!(!major_accepted(3, Json) && !major_accepted(0, Binary));
     }
 
     #[test]

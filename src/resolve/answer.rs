@@ -40,6 +40,8 @@ impl Answer {
             ..Kept::default()
         };
         let positive = !matches!(raw.records, Records::None);
+        // The selected record's text (parsing kinds only).
+        let mut raw_text = None;
         let data = match (raw.records, kind) {
             // A forwarded type's records are kept as given; a negative one keeps its SOA.
             (_, Kind::Forward(_)) => match kept.wire.take() {
@@ -56,12 +58,30 @@ impl Answer {
                     _ => Vec::new(),
                 };
                 let strings = txt.iter().map(String::as_str);
-                let data = match kind {
-                    Kind::Dmarc => Data::Dmarc(policy::dmarc::from_txt(strings).into()),
-                    Kind::Spf => Data::Spf(policy::spf::from_txt(strings).into()),
-                    Kind::DkimKey => Data::DkimKey(policy::dkim::from_txt(strings).into()),
-                    _ => Data::Atps(policy::atps::from_txt(strings).into()),
+                // The parser says which record it selected; `raw` is that record's text.
+                fn found<T, E>(p: Option<policy::Picked<T, E>>) -> (Found<T, E>, Option<usize>) {
+                    let index = p.as_ref().and_then(|p| p.index);
+                    (p.map(|p| p.result).into(), index)
+                }
+                let (data, index) = match kind {
+                    Kind::Dmarc => {
+                        let (f, i) = found(policy::dmarc::pick_txt(strings));
+                        (Data::Dmarc(f), i)
+                    }
+                    Kind::Spf => {
+                        let (f, i) = found(policy::spf::pick_txt(strings));
+                        (Data::Spf(f), i)
+                    }
+                    Kind::DkimKey => {
+                        let (f, i) = found(policy::dkim::pick_txt(strings));
+                        (Data::DkimKey(f), i)
+                    }
+                    _ => {
+                        let (f, i) = found(policy::atps::pick_txt(strings));
+                        (Data::Atps(f), i)
+                    }
                 };
+                raw_text = index.and_then(|i| txt.get(i).cloned());
                 kept.txt = Some(txt.into_boxed_slice());
                 data
             }
@@ -81,6 +101,7 @@ impl Answer {
             dnssec: raw.dnssec,
             data,
             fingerprint,
+            raw: raw_text,
             kept,
         }
     }

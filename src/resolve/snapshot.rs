@@ -19,7 +19,9 @@ const MAGIC: &[u8; 8] = b"MPDSNAP\0";
 /// 2: answers read under issue 12's rules (only the CNAME chain believed, chain TTLs, a
 /// malformed DKIM key is `invalid` not `absent`, bogus is an error and never stored). A format-1
 /// file is refused whole (logged, cold start) rather than served with the old readings.
-const FORMAT: u32 = 2;
+/// 3: an answer carries `raw`, the selected record's text (issue 14), after its fingerprint;
+/// postcard is positional, so a format-2 file cannot be read as 3 and is refused the same way.
+const FORMAT: u32 = 3;
 
 /// What is written: the same encoding as [`SnapEntry`], borrowed from the cache's `Arc`s (no
 /// answer is copied to write a snapshot).

@@ -102,8 +102,14 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
     }
     // Removed when this function returns, on success or on a failure below, and only while
     // the path is still the socket bound here.
-    let (listener, socket_file) = socket::bind_owned(&cfg.socket, cfg.socket_cfg.mode)?;
-    tracing::info!(socket = %cfg.socket.display(), "listening");
+    let (listener, socket_file) =
+        socket::bind_owned(&cfg.socket, cfg.socket_cfg.mode, cfg.socket_cfg.group)?;
+    tracing::info!(
+        socket = %cfg.socket.display(),
+        mode = format!("{:04o}", cfg.socket_cfg.mode),
+        group = cfg.socket_cfg.group.map_or_else(|| "(own)".to_owned(), |g| g.to_string()),
+        "listening"
+    );
     // This process owns the socket (and so the daemon's files): a temporary snapshot file left
     // by a crash is removed.
     if let Some(path) = &cfg.snapshot {

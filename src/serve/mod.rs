@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::proto::ErrorCode;
+use crate::proto::frame::Framing;
 use crate::proto::{
     self, Op, Outcome, PROTOCOL_MAJOR, PROTOCOL_MINOR, PolicyAnswer, Reply, Request, Response,
     WireError,
@@ -108,17 +109,23 @@ impl Service {
     }
 
     /// Answers `Hello` here (so the connection can be closed on an unknown major version);
-    /// `None` for every other operation.
-    pub fn version_check(&self, req: &Request) -> Option<Response> {
+    /// `None` for every other operation. A JSON-lines client may also say major 1
+    /// ([`proto::major_accepted`]); a binary one must say [`PROTOCOL_MAJOR`].
+    pub fn version_check(&self, req: &Request, framing: Framing) -> Option<Response> {
         let Op::Hello { version } = &req.op else {
             return None;
         };
         let result = match proto::parse_version(version) {
-            Some((major, _)) if major == PROTOCOL_MAJOR => Outcome::Ok(hello()),
+            Some((major, _)) if proto::major_accepted(major, framing) => Outcome::Ok(hello()),
             _ => Outcome::Error(WireError::new(
                 "unsupported_version",
                 format!(
-                    "protocol {version:?} is not supported; this server speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"
+                    "protocol {version:?} is not supported; this server speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}{}",
+                    match framing {
+                        Framing::Json => " (and 1.x on JSON lines)",
+                        Framing::Binary =>
+                            " (binary frames: 2.x only; 1.x clients may use JSON lines)",
+                    }
                 ),
             )),
         };

@@ -61,6 +61,38 @@ pub fn serve_socket(
     }
 }
 
+/// The socket server in process: a resolver behind [`serve_socket`], with what its upstream
+/// needs kept alive as long as it runs (`dns`: the test's DNS server, or `()`).
+pub struct Daemon<U> {
+    pub socket: PathBuf,
+    pub service: std::sync::Arc<mailpolicyd::serve::Service>,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// The `serve::run` task: it ends once `shutdown` is cancelled and the drain is over.
+    pub task: tokio::task::JoinHandle<()>,
+    pub dns: U,
+    pub dir: tempfile::TempDir,
+}
+
+/// Serves a resolver with `cfg` on a fresh socket with `socket_cfg` (see [`Daemon`]). Call
+/// inside a runtime.
+pub fn serve_resolver<U>(
+    cfg: mailpolicyd::resolve::ResolverConfig,
+    socket_cfg: mailpolicyd::serve::SocketConfig,
+    dns: U,
+) -> Daemon<U> {
+    let service =
+        mailpolicyd::serve::Service::new(mailpolicyd::resolve::Resolver::new(cfg).unwrap());
+    let sock = serve_socket(&service, socket_cfg);
+    Daemon {
+        socket: sock.path,
+        service,
+        shutdown: sock.shutdown,
+        task: sock.task,
+        dns,
+        dir: sock.dir,
+    }
+}
+
 /// A resolver configuration that asks `server` (the test's DNS server), each attempt bounded by
 /// `timeout`.
 pub fn resolver_config(
@@ -184,4 +216,27 @@ pub fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// The daemon binary run with `args`, to its end.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mailpolicyd"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Sends one raw UDP message to `addr` and decodes the reply (waiting 5 s at most).
+pub async fn udp_exchange(
+    addr: std::net::SocketAddr,
+    msg: &hickory_server::proto::op::Message,
+) -> hickory_server::proto::op::Message {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(&msg.to_vec().unwrap(), addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    hickory_server::proto::op::Message::from_vec(&buf[..n]).unwrap()
 }

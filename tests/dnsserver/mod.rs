@@ -98,6 +98,25 @@ impl Zone {
         self
     }
 
+    /// Adds a TXT record holding `text` (ASCII) split into character-strings of 255 bytes at
+    /// most, as a long record is published.
+    pub fn long_txt(self, name: &str, ttl: u32, text: &str) -> Zone {
+        let strings: Vec<&str> = text
+            .as_bytes()
+            .chunks(255)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        self.txt(name, ttl, &strings)
+    }
+
+    /// Adds `n` TXT records `n0`, `n1`, … (TTL 3600), the `i`-th holding `text(i)`.
+    pub fn numbered(mut self, n: usize, text: impl Fn(usize) -> String) -> Zone {
+        for i in 0..n {
+            self = self.txt(&format!("n{i}"), 3600, &[&text(i)]);
+        }
+        self
+    }
+
     /// Adds a CNAME at `name` pointing at `target` (both relative to the origin, `@`, or
     /// absolute), with its own TTL.
     pub fn cname(mut self, name: &str, ttl: u32, target: &str) -> Zone {
@@ -193,6 +212,15 @@ struct Handler {
     delayed: Delayed,
 }
 
+/// The value a test set for `name` in one of the handler's per-name lists, if any.
+fn setting_for<T: Copy>(list: &Mutex<Vec<(String, T)>>, name: &str) -> Option<T> {
+    list.lock()
+        .unwrap()
+        .iter()
+        .find(|(s, _)| s == name)
+        .map(|(_, v)| *v)
+}
+
 /// A response handler that keeps the encoded response instead of sending it, so the request
 /// handler can change it (append records) before it goes out.
 #[derive(Clone, Default)]
@@ -237,14 +265,9 @@ impl RequestHandler for Handler {
         if let Some((name, rtype)) = &query {
             self.log.0.lock().unwrap().push((name.clone(), *rtype));
         }
-        let delay = query.as_ref().and_then(|(n, _)| {
-            self.delayed
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(s, _)| s == n)
-                .map(|(_, d)| *d)
-        });
+        let delay = query
+            .as_ref()
+            .and_then(|(n, _)| setting_for(&self.delayed, n));
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
@@ -264,14 +287,9 @@ impl RequestHandler for Handler {
                 counts: HeaderCounts::default(),
             });
         }
-        let failing = query.as_ref().and_then(|(n, _)| {
-            self.failing
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(s, _)| s == n)
-                .map(|(_, code)| *code)
-        });
+        let failing = query
+            .as_ref()
+            .and_then(|(n, _)| setting_for(&self.failing, n));
         let mut response_handle = response_handle;
         if let Some(code) = failing {
             let response = MessageResponseBuilder::new(&request.queries, request.edns.as_ref())
@@ -318,15 +336,19 @@ impl RequestHandler for Handler {
     }
 }
 
+/// The records of one section of a response (`MessageResponse`'s four iterators).
+trait Section<'a>: Iterator<Item = &'a Record> + Send + 'a {}
+impl<'a, I: Iterator<Item = &'a Record> + Send + 'a> Section<'a> for I {}
+
 async fn send_or_servfail<'a, R: ResponseHandler>(
     handle: &mut R,
     response: MessageResponse<
         '_,
         'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Section<'a>,
+        impl Section<'a>,
+        impl Section<'a>,
+        impl Section<'a>,
     >,
     request: &Metadata,
 ) -> ResponseInfo {
@@ -358,6 +380,12 @@ pub struct TestDns {
 }
 
 impl TestDns {
+    /// A server for one zone, `origin`, holding one TXT record `text` at `name` (relative to
+    /// the origin, or `@`) with a TTL of `ttl`.
+    pub async fn one_txt(origin: &str, name: &str, ttl: u32, text: &str) -> TestDns {
+        TestDns::start(vec![Zone::new(origin, 300).txt(name, ttl, &[text])]).await
+    }
+
     /// Serves `zones` on 127.0.0.1 (an ephemeral port, UDP and TCP).
     pub async fn start(zones: Vec<Zone>) -> TestDns {
         Self::start_handlers(

@@ -240,7 +240,7 @@ pub(super) fn connection(
                 }
             };
             consumed = true;
-            if let Some(resp) = service.version_check(&request) {
+            if let Some(resp) = service.version_check(&request, framing) {
                 // An error that closes the connection (`unsupported_version`) ends it here.
                 let closes = matches!(&resp.result,
                     Outcome::Error(e) if e.error_code().is_some_and(ErrorCode::closes));

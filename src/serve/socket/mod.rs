@@ -64,6 +64,9 @@ pub struct SocketConfig {
     pub max_pending_bytes: usize,
     /// File mode of the socket.
     pub mode: u32,
+    /// Group the socket file is chowned to (its owner unchanged) before `mode` is set
+    /// (`socket.group`, already resolved to a gid); `None` leaves the daemon's own group.
+    pub group: Option<u32>,
     /// Peer UIDs allowed (SO_PEERCRED); empty allows all (subject to the file mode).
     pub allow_uids: Vec<u32>,
     /// Peer GIDs allowed; a peer passes if its UID or its GID is listed.
@@ -81,6 +84,7 @@ impl Default for SocketConfig {
             idle_timeout: Duration::from_secs(300),
             max_pending_bytes: 4 << 20,
             mode: 0o660,
+            group: None,
             allow_uids: Vec::new(),
             allow_gids: Vec::new(),
         }
@@ -105,6 +109,19 @@ pub enum BindError {
         "{0} is in use: a process accepts connections on it (another mailpolicyd?); not replacing it"
     )]
     InUse(String),
+    /// The socket file could not be given `socket.group` (the daemon is neither root nor a
+    /// member of the group).
+    #[error(
+        "{path}: cannot set the socket's group to gid {gid} (socket.group): {source}; the daemon must run as root or as a member of that group"
+    )]
+    Chown {
+        /// The path.
+        path: String,
+        /// The group asked for.
+        gid: u32,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The bind or chmod failed.
     #[error("{path}: {source}")]
     Io {
@@ -171,7 +188,7 @@ impl Drop for SocketFile {
 
 /// Binds the socket at `path` and leaves the file to the caller (see [`bind_owned`]).
 pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
-    let (listener, file) = bind_owned(path, mode)?;
+    let (listener, file) = bind_owned(path, mode, None)?;
     file.keep();
     Ok(listener)
 }
@@ -180,11 +197,16 @@ pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, BindError> {
 /// returned [`SocketFile`]; another process holding it: [`BindError::InUse`]), so two daemons
 /// starting at once cannot both find a dead socket and replace each other's; then a live
 /// socket (one that accepts a connection) is refused as [`BindError::InUse`], a dead one is
-/// replaced, anything else is refused; the parent directory is created; the file mode is set.
+/// replaced, anything else is refused; the parent directory is created; the file is chowned to
+/// `group` when given (its owner unchanged), then the file mode is set.
 /// The returned [`SocketFile`] removes the file when dropped (a start that fails later leaves
 /// nothing behind), only if it is still ours. The lock file itself stays (deleting it would let
 /// two processes lock two different files).
-pub fn bind_owned(path: &Path, mode: u32) -> Result<(UnixListener, SocketFile), BindError> {
+pub fn bind_owned(
+    path: &Path,
+    mode: u32,
+    group: Option<u32>,
+) -> Result<(UnixListener, SocketFile), BindError> {
     let io = |source| BindError::Io {
         path: path.display().to_string(),
         source,
@@ -216,6 +238,14 @@ pub fn bind_owned(path: &Path, mode: u32) -> Result<(UnixListener, SocketFile), 
         armed: true,
         _lock: lock,
     };
+    if let Some(gid) = group {
+        // Before the mode: the group's bits never apply to the daemon's own group.
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|source| BindError::Chown {
+            path: path.display().to_string(),
+            gid,
+            source,
+        })?;
+    }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
     Ok((listener, file))
 }
