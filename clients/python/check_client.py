@@ -18,6 +18,14 @@ def main(path):
         assert c.hello()["version"].startswith("2.")
         # A 1.x JSON client is still served (JSON only gained `raw`).
         assert c.hello("1.0")["version"].startswith("2.")
+        # Another major: the daemon answers the error and closes the connection; the next
+        # call reconnects by itself.
+        try:
+            c.hello("3.0")
+            raise AssertionError("hello 3.0 was accepted")
+        except MailpolicyError as e:
+            assert e.code == "unsupported_version", e.code
+        assert c.ping() == "pong"
         spf = c.spf("example.test")
         out["spf"] = record(spf)
         out["spf_raw"] = raw(spf)

@@ -49,10 +49,14 @@ class Client:
         self._file = self._sock.makefile("rwb")
 
     def close(self):
-        if self._file is not None:
-            self._file.close()
-        if self._sock is not None:
-            self._sock.close()
+        # Closing flushes a buffered request; on a connection the daemon already closed that
+        # raises again (BrokenPipeError): the connection is gone either way.
+        for part in (self._file, self._sock):
+            if part is not None:
+                try:
+                    part.close()
+                except OSError:
+                    pass
         self._sock = self._file = None
 
     def __enter__(self):
