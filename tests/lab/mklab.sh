@@ -59,6 +59,8 @@ printf '.\t3600000\tIN\tNS\ta.root.\na.root.\t3600000\tIN\tA\t%s\n' "$ip" > root
   printf '  database: ""\n  zonesdir: "%s"\n  pidfile: "%s/nsd.pid"\n' "$dir" "$dir"
   printf '  zonelistfile: "%s/nsd.zonelist"\n  xfrdfile: "%s/nsd.xfrd"\n  logfile: "%s/nsd.log"\n' "$dir" "$dir" "$dir"
   printf '  rrl-ratelimit: 0\n  do-ip6: no\n  verbosity: 1\n'
+  # No remote control: its default port (127.0.0.1:8952) is shared by every NSD on the host.
+  printf 'remote-control:\n  control-enable: no\n'
   for z in . test. signed.test. unsigned.test. broken.test.; do
     printf 'zone:\n  name: "%s"\n  zonefile: "%s.zone.signed"\n' "$z" "$(file "$z")"
   done
