@@ -194,3 +194,269 @@ async fn bogus_tlsa_over_the_socket_is_dnssec_bogus_and_the_cli_exits_non_zero()
     shutdown.cancel();
     let _ = task.await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// A signed hierarchy in one process: `test.` signed (its key the trust anchor), and under it
+// `signed.test.` (signed, DS in test.), `unsigned.test.` (delegated without DS: provably
+// insecure), `broken.test.` (signed, DS in test., its TLSA changed after signing). Every zone
+// is served by one hickory-server; `DS <child>` is answered by the parent (as a real
+// authoritative server for both would), through `DsFromParent`.
+// ---------------------------------------------------------------------------------------------
+
+use hickory_server::dnssec::NxProofKind;
+use hickory_server::net::runtime::TokioRuntimeProvider;
+use hickory_server::proto::dnssec::rdata::{DNSSECRData, DS};
+use hickory_server::proto::dnssec::{DigestType, PublicKey};
+use hickory_server::proto::rr::rdata::NS;
+use hickory_server::server::{Request, RequestInfo};
+use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::{
+    AuthLookup, AxfrPolicy, LookupControlFlow, LookupOptions, Nsec3QueryInfo, ZoneType,
+};
+use mailpolicyd::resolve::DnssecMode;
+
+type Mem = InMemoryZoneHandler<TokioRuntimeProvider>;
+
+/// Registered first under a child's name: answers only `DS <child apex>`, from the parent zone
+/// (RFC 4035 §3.1.4.1: the DS RRset lives in the parent); everything else is skipped to the
+/// child's own handler.
+struct DsFromParent {
+    child: LowerName,
+    parent: Arc<Mem>,
+}
+
+#[async_trait::async_trait]
+impl ZoneHandler for DsFromParent {
+    fn zone_type(&self) -> ZoneType {
+        ZoneType::Primary
+    }
+    fn axfr_policy(&self) -> AxfrPolicy {
+        AxfrPolicy::Deny
+    }
+    fn origin(&self) -> &LowerName {
+        self.parent.origin()
+    }
+    async fn lookup(
+        &self,
+        name: &LowerName,
+        rtype: RecordType,
+        info: Option<&RequestInfo<'_>>,
+        opts: LookupOptions,
+    ) -> LookupControlFlow<AuthLookup> {
+        self.parent.lookup(name, rtype, info, opts).await
+    }
+    async fn search(
+        &self,
+        request: &Request,
+        opts: LookupOptions,
+    ) -> (
+        LookupControlFlow<AuthLookup>,
+        Option<hickory_server::proto::rr::TSigResponseContext>,
+    ) {
+        let q = request.queries.queries().first();
+        match q {
+            Some(q) if q.query_type() == RecordType::DS && *q.name() == self.child => {
+                self.parent.search(request, opts).await
+            }
+            _ => (LookupControlFlow::Skip, None),
+        }
+    }
+    async fn nsec_records(
+        &self,
+        name: &LowerName,
+        opts: LookupOptions,
+    ) -> LookupControlFlow<AuthLookup> {
+        self.parent.nsec_records(name, opts).await
+    }
+    async fn nsec3_records(
+        &self,
+        info: Nsec3QueryInfo<'_>,
+        opts: LookupOptions,
+    ) -> LookupControlFlow<AuthLookup> {
+        self.parent.nsec3_records(info, opts).await
+    }
+    fn nx_proof_kind(&self) -> Option<&NxProofKind> {
+        self.parent.nx_proof_kind()
+    }
+}
+
+fn new_key() -> (Ed25519SigningKey, PublicKeyBuf) {
+    let key = Ed25519SigningKey::from_pkcs8(&Ed25519SigningKey::generate_pkcs8().unwrap()).unwrap();
+    let public = key.to_public_key().unwrap();
+    (key, public)
+}
+
+fn sign(handler: &mut Mem, origin: &Name, key: Ed25519SigningKey, public: &PublicKeyBuf) {
+    let signer = DnssecSigner::new(
+        DNSKEY::from_key(public),
+        Box::new(key),
+        origin.clone(),
+        Duration::from_secs(7 * 86_400),
+    );
+    handler.add_zone_signing_key_mut(signer).unwrap();
+    handler.secure_zone_mut().unwrap();
+}
+
+fn ds_of(owner: &Name, public: &PublicKeyBuf) -> RData {
+    let dnskey = DNSKEY::from_key(public);
+    let digest = dnskey.to_digest(owner, DigestType::SHA256).unwrap();
+    RData::DNSSEC(DNSSECRData::DS(DS::new(
+        dnskey.calculate_key_tag().unwrap(),
+        public.algorithm(),
+        DigestType::SHA256,
+        digest.as_ref().to_vec(),
+    )))
+}
+
+const DMARC: &str = "v=DMARC1; p=reject";
+
+/// The hierarchy; returns the server and the trust anchor (test.'s key).
+async fn hierarchy() -> (TestDns, PublicKeyBuf) {
+    let (tk, tpub) = new_key();
+    let (sk, spub) = new_key();
+    let (bk, bpub) = new_key();
+    let ns = || RData::NS(NS(Name::from_ascii("ns.invalid.").unwrap()));
+    let signed = Name::from_ascii("signed.test.").unwrap();
+    let broken = Name::from_ascii("broken.test.").unwrap();
+    let parent = Zone::signable("test.", 300)
+        .record("signed", 3600, ns())
+        .record("signed", 3600, ds_of(&signed, &spub))
+        .record("broken", 3600, ns())
+        .record("broken", 3600, ds_of(&broken, &bpub))
+        .record("unsigned", 3600, ns());
+    let test = parent.origin().clone();
+    let mut parent = parent.into_handler();
+    sign(&mut parent, &test, tk, &tpub);
+    let parent = Arc::new(parent);
+
+    let child = |origin: &str| {
+        Zone::signable(origin, 300)
+            .record("_25._tcp.mx", 3600, tlsa(DIGEST))
+            .txt("_dmarc", 3600, &[DMARC])
+            .txt("@", 3600, &["v=spf1 -all"])
+    };
+    let mut s = child("signed.test.").into_handler();
+    sign(&mut s, &signed, sk, &spub);
+    let mut b = child("broken.test.").into_handler();
+    sign(&mut b, &broken, bk, &bpub);
+    let name = Name::from_ascii("_25._tcp.mx.broken.test.").unwrap();
+    Arc::make_mut(
+        b.records_get_mut()
+            .get_mut(&RrKey::new(LowerName::new(&name), RecordType::TLSA))
+            .unwrap(),
+    )
+    .set_records(vec![Record::from_rdata(name, 3600, tlsa([0xcd; 32]))]);
+    let u = Zone::new("unsigned.test.", 300)
+        .record("_25._tcp.mx", 3600, tlsa(DIGEST))
+        .txt("_dmarc", 3600, &[DMARC])
+        .txt("@", 3600, &["v=spf1 -all"])
+        .into_handler();
+
+    let mut zones: Vec<(Name, Arc<dyn ZoneHandler>)> = vec![(test, parent.clone())];
+    for (origin, h) in [
+        ("signed.test.", Arc::new(s) as Arc<dyn ZoneHandler>),
+        ("broken.test.", Arc::new(b)),
+        ("unsigned.test.", Arc::new(u)),
+    ] {
+        let origin = Name::from_ascii(origin).unwrap();
+        let ds = Arc::new(DsFromParent {
+            child: LowerName::new(&origin),
+            parent: parent.clone(),
+        }) as Arc<dyn ZoneHandler>;
+        zones.push((origin.clone(), ds));
+        zones.push((origin, h));
+    }
+    (TestDns::start_chains(zones).await, tpub)
+}
+
+fn hierarchy_resolver(dns: &TestDns, anchor: &PublicKeyBuf, mode: DnssecMode) -> Resolver {
+    let mut ta = TrustAnchors::empty();
+    ta.insert_with_name(anchor, LowerName::new(&Name::from_ascii("test.").unwrap()));
+    let mut cfg = common::resolver_config(dns.addr, Duration::from_secs(2));
+    common::no_rate_limit(&mut cfg);
+    cfg.upstream.trust_anchors = Some(Arc::new(ta));
+    cfg.upstream.dnssec = mode;
+    Resolver::new(cfg).unwrap()
+}
+
+fn tlsa_count(d: &Data) -> usize {
+    match d {
+        Data::Tlsa(t) => t.len(),
+        Data::None => 0,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The most upstream queries one validation may cost (cold cache, three-level chain).
+const MAX_VALIDATION_QUERIES: usize = 30;
+
+#[tokio::test]
+async fn validate_mode_in_a_signed_hierarchy() {
+    let (dns, anchor) = hierarchy().await;
+    let r = hierarchy_resolver(&dns, &anchor, DnssecMode::Validate);
+    let now = Instant::now();
+
+    // The unsigned zone first, on a cold cache: insecure, with its records, bounded.
+    let u = r.tlsa("mx.unsigned.test", 25, now).await.unwrap();
+    let cold = dns.log.len();
+    eprintln!("cold insecure TLSA: {cold} queries: {:?}", dns.log.all());
+    assert_eq!(u.answer.dnssec, DnssecStatus::Insecure);
+    assert_eq!(tlsa_count(&u.answer.data), 1);
+    assert!(
+        cold <= MAX_VALIDATION_QUERIES,
+        "{cold} upstream queries for one TLSA question"
+    );
+    let again = r.tlsa("mx.unsigned.test", 25, now).await.unwrap();
+    assert_eq!(again.answer.dnssec, DnssecStatus::Insecure);
+    assert_eq!(dns.log.len(), cold, "a repeat costs no query");
+
+    let s = r.tlsa("mx.signed.test", 25, now).await.unwrap();
+    assert_eq!(s.answer.dnssec, DnssecStatus::Secure);
+    assert_eq!(tlsa_count(&s.answer.data), 1);
+
+    // Authenticated denial: no TLSA at a name whose parent exists (`_26._tcp.mx`, under the
+    // empty non-terminal `_tcp.mx`), secure. (hickory-server leaves out the NSEC covering the
+    // wildcard in a deeper NXDOMAIN, which then is rightly bogus: not asked here.)
+    let before = dns.log.len();
+    let none = r.tlsa("mx.signed.test", 26, now).await;
+    eprintln!("denial: {:?}", &dns.log.all()[before..]);
+    let none = none.unwrap();
+    assert_eq!(tlsa_count(&none.answer.data), 0);
+    assert_eq!(none.answer.dnssec, DnssecStatus::Secure);
+
+    let e = r.tlsa("mx.broken.test", 25, now).await.unwrap_err();
+    assert_eq!(e, ResolveError::DnssecBogus);
+
+    // DMARC and SPF in all three zones still work.
+    for zone in ["signed.test", "unsigned.test", "broken.test"] {
+        let d = r.dmarc(zone, now).await;
+        assert!(d.is_ok(), "{zone}: {d:?}");
+        let spf = r.spf(zone, now).await;
+        assert!(spf.is_ok(), "{zone}: {spf:?}");
+    }
+}
+
+#[tokio::test]
+async fn off_mode_is_indeterminate_and_asks_no_dnssec_records() {
+    let (dns, anchor) = hierarchy().await;
+    let r = hierarchy_resolver(&dns, &anchor, DnssecMode::Off);
+    let now = Instant::now();
+    for zone in ["signed", "unsigned", "broken"] {
+        let l = r
+            .tlsa(&format!("mx.{zone}.test"), 25, now)
+            .await
+            .unwrap_or_else(|e| panic!("{zone}: {e:?}"));
+        assert_eq!(l.answer.dnssec, DnssecStatus::Indeterminate, "{zone}");
+        assert_eq!(tlsa_count(&l.answer.data), 1, "{zone}");
+    }
+    let none = r.tlsa("signed.test", 25, now).await.unwrap();
+    assert_eq!(none.answer.dnssec, DnssecStatus::Indeterminate);
+    let asked = dns.log.all();
+    assert!(
+        asked
+            .iter()
+            .all(|(_, t)| !matches!(t, RecordType::DNSKEY | RecordType::DS | RecordType::NS)),
+        "no validating queries: {asked:?}"
+    );
+    assert_eq!(asked.len(), 4, "{asked:?}");
+}

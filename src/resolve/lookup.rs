@@ -240,7 +240,7 @@ impl Resolver {
             .query_coalesced(&key, now, move || {
                 async move {
                     let inner = &this.inner;
-                    let validate = query_key.kind == Kind::Tlsa;
+                    let validate = matches!(query_key.kind, Kind::Tlsa | Kind::DkimKey);
                     let started = Instant::now();
                     let (name, rtype) = (&query_key.name, query_key.kind.record_type());
                     let result = match query_key.kind {

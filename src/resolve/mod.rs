@@ -30,7 +30,7 @@ pub use self::error::ResolveError;
 pub use self::limit::LimitConfig;
 pub use self::name::{AsAuthor, AsName, AuthorDomain, DomainName, NameError};
 pub use self::stats::StatsSnapshot;
-pub use self::upstream::{DnssecStatus, UpstreamConfig};
+pub use self::upstream::{DnssecMode, DnssecStatus, UpstreamConfig};
 pub use crate::model::answer::{PolicyAnswer, Source};
 
 use self::cache::Cache;
