@@ -460,3 +460,105 @@ async fn off_mode_is_indeterminate_and_asks_no_dnssec_records() {
     );
     assert_eq!(asked.len(), 4, "{asked:?}");
 }
+
+/// One TLSA question to the DNS front-end over UDP, with DO and AD as given.
+async fn ask_front(addr: std::net::SocketAddr, qname: &str, dnssec_ok: bool, ad: bool) -> Message {
+    use hickory_server::proto::op::{Edns, MessageType, OpCode, Query};
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut m = Message::new(0x4d51, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.metadata.authentic_data = ad;
+    m.add_query(Query::query(Name::from_ascii(qname).unwrap(), RecordType::TLSA));
+    let mut e = Edns::new();
+    e.set_max_payload(1232);
+    e.set_dnssec_ok(dnssec_ok);
+    m.set_edns(e);
+    sock.send_to(&m.to_vec().unwrap(), addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+use hickory_server::proto::op::{Message, ResponseCode};
+
+/// The DNS front-end: AD on a secure answer only for a client that asked with DO or AD (RFC
+/// 6840 §5.7), never on an insecure one; SERVFAIL for a bogus one. Asked twice each, so the
+/// second answer comes from the front-end's wire cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn front_end_sets_ad_only_when_asked_and_only_for_secure() {
+    use mailpolicyd::serve::Service;
+    let (dns, anchor) = hierarchy().await;
+    let service = Service::new(hierarchy_resolver(&dns, &anchor, DnssecMode::Validate));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let addr = mailpolicyd::serve::dns::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        service.clone(),
+        true,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        for (dnssec_ok, ad, want) in [
+            (true, false, true),
+            (false, true, true),
+            (false, false, false),
+        ] {
+            let r = ask_front(addr, "_25._tcp.mx.signed.test.", dnssec_ok, ad).await;
+            assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+            assert_eq!(r.answers.len(), 1, "{r:?}");
+            assert_eq!(
+                r.metadata.authentic_data, want,
+                "secure answer, DO={dnssec_ok} AD={ad}"
+            );
+            let u = ask_front(addr, "_25._tcp.mx.unsigned.test.", dnssec_ok, ad).await;
+            assert_eq!(u.answers.len(), 1, "{u:?}");
+            assert!(!u.metadata.authentic_data, "insecure: never AD");
+        }
+    }
+    let b = ask_front(addr, "_25._tcp.mx.broken.test.", true, true).await;
+    assert_eq!(b.metadata.response_code, ResponseCode::ServFail);
+    shutdown.cancel();
+}
+
+/// A chain the validator cannot settle (the unsigned child answers `DS` itself, unsigned, so
+/// no proof of insecurity can be had) costs at most the stated budget of upstream queries and
+/// ends bogus; the failure is remembered, so a repeat inside the failure TTL costs none.
+#[tokio::test]
+async fn an_unsettled_chain_is_bounded() {
+    assert_eq!(mailpolicyd::resolve::upstream::MAX_VALIDATION_QUERIES, MAX_VALIDATION_QUERIES);
+    let (tk, tpub) = new_key();
+    let parent = Zone::signable("test.", 300).record(
+        "unsigned",
+        3600,
+        RData::NS(NS(Name::from_ascii("ns.invalid.").unwrap())),
+    );
+    let test = parent.origin().clone();
+    let mut parent = parent.into_handler();
+    sign(&mut parent, &test, tk, &tpub);
+    let child = Zone::new("unsigned.test.", 300).record("_25._tcp.mx", 3600, tlsa(DIGEST));
+    let dns = TestDns::start_handlers(vec![
+        (test, Arc::new(parent) as Arc<dyn ZoneHandler>),
+        (
+            child.origin().clone(),
+            Arc::new(child.into_handler()) as Arc<dyn ZoneHandler>,
+        ),
+    ])
+    .await;
+    let r = hierarchy_resolver(&dns, &tpub, DnssecMode::Validate);
+    let now = Instant::now();
+    let first = r.tlsa("mx.unsigned.test", 25, now).await;
+    let cold = dns.log.len();
+    eprintln!("unsettled: {first:?} after {cold} queries: {:?}", dns.log.all());
+    assert!(cold <= MAX_VALIDATION_QUERIES, "{cold} queries");
+    assert_ne!(
+        first.as_ref().map(|l| l.answer.dnssec).ok(),
+        Some(DnssecStatus::Secure)
+    );
+    let again = r.tlsa("mx.unsigned.test", 25, now).await;
+    assert_eq!(first.is_ok(), again.is_ok());
+    assert_eq!(dns.log.len(), cold, "a repeat costs no query");
+}
