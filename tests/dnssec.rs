@@ -562,3 +562,80 @@ async fn an_unsettled_chain_is_bounded() {
     assert_eq!(first.is_ok(), again.is_ok());
     assert_eq!(dns.log.len(), cold, "a repeat costs no query");
 }
+
+/// `[dnssec]` settings: the defaults printed, a bad mode and an unreadable or unparsable trust
+/// anchor file refuse to start (exit 64) naming the key (and the line).
+#[test]
+fn dnssec_settings_are_validated() {
+    use std::process::Command;
+    let default = common::cli(&["config", "--print-default"]);
+    let text = String::from_utf8_lossy(&default.stdout);
+    assert!(text.contains("[dnssec]"), "{text}");
+    assert!(text.contains("mode = \"validate\""), "{text}");
+    assert!(text.contains("trust_anchor = \"\""), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad_anchor = dir.path().join("anchor.key");
+    std::fs::write(
+        &bad_anchor,
+        "; a DS anchor\n\ntest. 3600 IN DS 12345 15 2 0123456789abcdef\n",
+    )
+    .unwrap();
+    let missing = dir.path().join("missing.key");
+    let serve = |env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mailpolicyd"));
+        c.args(["serve", "--socket", "/nonexistent/x.sock", "--admin", ""]);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    for (env, want) in [
+        (vec![("MAILPOLICYD_DNSSEC_MODE", "strict")], vec!["dnssec.mode", "strict"]),
+        (
+            vec![("MAILPOLICYD_DNSSEC_TRUST_ANCHOR", missing.to_str().unwrap())],
+            vec!["dnssec.trust_anchor", "cannot be read"],
+        ),
+        (
+            vec![("MAILPOLICYD_DNSSEC_TRUST_ANCHOR", bad_anchor.to_str().unwrap())],
+            vec!["dnssec.trust_anchor", "line 3", "DS anchors are not supported"],
+        ),
+    ] {
+        let out = serve(&env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{env:?}: {err}");
+        for w in want {
+            assert!(err.contains(w), "{env:?}: missing {w:?} in {err}");
+        }
+    }
+}
+
+/// A trust anchor file of DNSKEY records (a zone's key, as `dnssec-keygen` writes it) is the
+/// anchor validation starts from: the signed zone is secure with it, and the configuration
+/// loads it through `[dnssec] trust_anchor`.
+#[tokio::test]
+async fn a_trust_anchor_file_is_the_anchor() {
+    let (dns, anchor) = hierarchy().await;
+    let dnskey = DNSKEY::from_key(&anchor);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("test.key");
+    std::fs::write(
+        &file,
+        format!("; test.'s key\ntest. 3600 IN DNSKEY {dnskey}\n"),
+    )
+    .unwrap();
+    let env: std::collections::BTreeMap<String, String> = [
+        ("XDG_RUNTIME_DIR", "/tmp/x"),
+        ("MAILPOLICYD_DNSSEC_TRUST_ANCHOR", file.to_str().unwrap()),
+        ("MAILPOLICYD_UPSTREAM", &dns.addr.to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let cfg = mailpolicyd::config::load(None, &env, &mailpolicyd::config::Flags::default())
+        .unwrap_or_else(|p| panic!("{p:?}"));
+    assert_eq!(cfg.daemon.resolver.upstream.dnssec, DnssecMode::Validate);
+    assert!(cfg.daemon.resolver.upstream.trust_anchors.is_some());
+    let r = Resolver::new(cfg.daemon.resolver).unwrap();
+    let l = r.tlsa("mx.signed.test", 25, Instant::now()).await.unwrap();
+    assert_eq!(l.answer.dnssec, DnssecStatus::Secure);
+}
