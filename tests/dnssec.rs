@@ -639,3 +639,161 @@ async fn a_trust_anchor_file_is_the_anchor() {
     let l = r.tlsa("mx.signed.test", 25, Instant::now()).await.unwrap();
     assert_eq!(l.answer.dnssec, DnssecStatus::Secure);
 }
+
+// ---------------------------------------------------------------------------------------------
+// upstream_ad: the same hierarchy behind a real validating Unbound (its trust anchor test.'s
+// key, `ede: yes`), mailpolicyd taking the status from Unbound's AD bit and EDE.
+// ---------------------------------------------------------------------------------------------
+
+/// An Unbound started for one test, stopped by its PID when dropped.
+struct Unbound {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Unbound {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unbound_binary() -> Option<std::path::PathBuf> {
+    ["/usr/sbin/unbound", "/usr/local/sbin/unbound", "/usr/bin/unbound"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Starts a validating Unbound in front of `dns` (stub zones for test. and its children),
+/// anchored at `anchor` for test.; `None` (after one line saying so) when Unbound is not
+/// installed and MAILPOLICYD_REQUIRE_TOOLS is unset.
+async fn validating_unbound(dns: &TestDns, anchor: &PublicKeyBuf, ede: bool) -> Option<Unbound> {
+    let Some(bin) = unbound_binary() else {
+        assert!(
+            std::env::var_os("MAILPOLICYD_REQUIRE_TOOLS").is_none(),
+            "unbound is not installed (MAILPOLICYD_REQUIRE_TOOLS is set)"
+        );
+        println!("skipped: unbound is not installed");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let key = dir.path().join("test.key");
+    std::fs::write(
+        &key,
+        format!("test. 3600 IN DNSKEY {}\n", DNSKEY::from_key(anchor)),
+    )
+    .unwrap();
+    let stub = |zone: &str| {
+        format!(
+            "stub-zone:\n  name: \"{zone}\"\n  stub-addr: 127.0.0.1@{}\n",
+            dns.addr.port()
+        )
+    };
+    let conf = format!(
+        "server:\n  interface: 127.0.0.1\n  port: {port}\n  do-ip6: no\n  num-threads: 1\n  \
+         username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  \
+         use-syslog: no\n  logfile: \"{d}/unbound.log\"\n  verbosity: 1\n  \
+         do-not-query-localhost: no\n  local-zone: \"test.\" nodefault\n  \
+         module-config: \"validator iterator\"\n  trust-anchor-file: \"{k}\"\n  \
+         qname-minimisation: no\n  target-fetch-policy: \"0 0 0 0 0\"\n  \
+         ede: {ede}\n  val-log-level: 2\n  access-control: 127.0.0.0/8 allow\n\
+         remote-control:\n  control-enable: no\n{}{}{}{}",
+        stub("test."),
+        stub("signed.test."),
+        stub("unsigned.test."),
+        stub("broken.test."),
+        d = dir.path().display(),
+        k = key.display(),
+        ede = if ede { "yes" } else { "no" },
+    );
+    let conf_path = dir.path().join("unbound.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = std::process::Command::new(bin)
+        .args(["-d", "-c"])
+        .arg(&conf_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let u = Unbound {
+        child,
+        addr: ([127, 0, 0, 1], port).into(),
+        _dir: dir,
+    };
+    // Ready when it answers (at most 10 s).
+    for _ in 0..100 {
+        let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut m = Message::new(7, hickory_server::proto::op::MessageType::Query, hickory_server::proto::op::OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.add_query(hickory_server::proto::op::Query::query(
+            Name::from_ascii("test.").unwrap(),
+            RecordType::SOA,
+        ));
+        let _ = s.send_to(&m.to_vec().unwrap(), u.addr).await;
+        let mut buf = [0u8; 2048];
+        if tokio::time::timeout(Duration::from_millis(100), s.recv_from(&mut buf))
+            .await
+            .is_ok()
+        {
+            dns.log.clear();
+            return Some(u);
+        }
+    }
+    let log = std::fs::read_to_string(u._dir.path().join("unbound.log")).unwrap_or_default();
+    panic!("unbound did not answer within 10 s: {log}");
+}
+
+async fn upstream_ad_statuses(ede: bool) {
+    let (dns, anchor) = hierarchy().await;
+    let Some(unbound) = validating_unbound(&dns, &anchor, ede).await else {
+        return;
+    };
+    let mut cfg = common::resolver_config(unbound.addr, Duration::from_secs(2));
+    common::no_rate_limit(&mut cfg);
+    cfg.upstream.dnssec = DnssecMode::UpstreamAd;
+    let r = Resolver::new(cfg).unwrap();
+    let now = Instant::now();
+
+    let u = r.tlsa("mx.unsigned.test", 25, now).await.unwrap();
+    assert_eq!(u.answer.dnssec, DnssecStatus::Insecure);
+    assert_eq!(tlsa_count(&u.answer.data), 1);
+    let cold = dns.log.len();
+    assert!(cold <= MAX_VALIDATION_QUERIES, "{cold}: {:?}", dns.log.all());
+    let _ = r.tlsa("mx.unsigned.test", 25, now).await.unwrap();
+    assert_eq!(dns.log.len(), cold, "a repeat costs no query");
+
+    let s = r.tlsa("mx.signed.test", 25, now).await.unwrap();
+    assert_eq!(s.answer.dnssec, DnssecStatus::Secure);
+    assert_eq!(tlsa_count(&s.answer.data), 1);
+    let none = r.tlsa("mx.signed.test", 26, now).await.unwrap();
+    assert_eq!(tlsa_count(&none.answer.data), 0);
+    assert_eq!(none.answer.dnssec, DnssecStatus::Secure);
+    let e = r.tlsa("mx.broken.test", 25, now).await.unwrap_err();
+    assert_eq!(e, ResolveError::DnssecBogus, "ede: {ede}");
+    // DKIM keys carry the same status.
+    for zone in ["signed.test", "unsigned.test", "broken.test"] {
+        let d = r.dmarc(zone, now).await;
+        assert!(d.is_ok(), "{zone}: {d:?}");
+        let spf = r.spf(zone, now).await;
+        assert!(spf.is_ok(), "{zone}: {spf:?}");
+    }
+    drop(unbound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_ad_mode_through_a_validating_unbound_with_ede() {
+    upstream_ad_statuses(true).await;
+}
+
+/// Without `ede: yes` Unbound's SERVFAIL says nothing: asked again with CD, it answers, so the
+/// failure was its validation and the answer is still `dnssec_bogus`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_ad_mode_through_a_validating_unbound_without_ede() {
+    upstream_ad_statuses(false).await;
+}
