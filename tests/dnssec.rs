@@ -409,8 +409,16 @@ async fn validate_mode_in_a_signed_hierarchy() {
     let again = r.tlsa("mx.unsigned.test", 25, now).await.unwrap();
     assert_eq!(again.answer.dnssec, DnssecStatus::Insecure);
     assert_eq!(dns.log.len(), cold, "a repeat costs no query");
+    let d = r.dnssec_stats();
+    assert_eq!(d.upstream_queries, cold as u64, "{d:?}");
+    assert_eq!(d.budget_exhausted, 0);
 
     let s = r.tlsa("mx.signed.test", 25, now).await.unwrap();
+    assert!(
+        r.dnssec_stats().key_cache_hits > 0,
+        "test.'s DNSKEY answered from memory: {:?}",
+        r.dnssec_stats()
+    );
     assert_eq!(s.answer.dnssec, DnssecStatus::Secure);
     assert_eq!(tlsa_count(&s.answer.data), 1);
 
@@ -767,8 +775,16 @@ async fn upstream_ad_statuses(ede: bool) {
     assert!(cold <= MAX_VALIDATION_QUERIES, "{cold}: {:?}", dns.log.all());
     let _ = r.tlsa("mx.unsigned.test", 25, now).await.unwrap();
     assert_eq!(dns.log.len(), cold, "a repeat costs no query");
+    let d = r.dnssec_stats();
+    assert_eq!(d.upstream_queries, cold as u64, "{d:?}");
+    assert_eq!(d.budget_exhausted, 0);
 
     let s = r.tlsa("mx.signed.test", 25, now).await.unwrap();
+    assert!(
+        r.dnssec_stats().key_cache_hits > 0,
+        "test.'s DNSKEY answered from memory: {:?}",
+        r.dnssec_stats()
+    );
     assert_eq!(s.answer.dnssec, DnssecStatus::Secure);
     assert_eq!(tlsa_count(&s.answer.data), 1);
     let none = r.tlsa("mx.signed.test", 26, now).await.unwrap();

@@ -250,6 +250,17 @@ impl Resolver {
                     inner
                         .stats
                         .upstream(upstream_outcome(&result), started.elapsed());
+                    if matches!(result, Err(ResolveError::DnssecBogus)) {
+                        // Once per name and type per failure TTL: the failure is remembered
+                        // for that long and answered without a new query (so without a new
+                        // line). The validator's own detail is at debug (`hickory_net`).
+                        tracing::warn!(
+                            name = %name,
+                            rtype = %rtype,
+                            remembered_s = inner.cfg.cache.failure_ttl.as_secs(),
+                            "DNSSEC validation failed (bogus)"
+                        );
+                    }
                     result
                 }
                 .boxed()

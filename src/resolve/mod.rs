@@ -142,6 +142,11 @@ impl Resolver {
         self.inner.stats.snapshot(entries, bytes)
     }
 
+    /// The validating resolver's counters (`[dnssec] mode = "validate"`; zero otherwise).
+    pub fn dnssec_stats(&self) -> upstream::DnssecStats {
+        self.inner.upstream.dnssec_stats()
+    }
+
     /// The counters without waiting for the cache's housekeeping (entry and byte counts may
     /// lag by a few operations); for synchronous readers such as the metrics endpoint.
     pub fn stats_now(&self) -> StatsSnapshot {

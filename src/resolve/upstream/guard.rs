@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,19 +44,37 @@ pub const MAX_KEY_TTL: Duration = Duration::from_secs(3600);
 /// The most NS/DS/DNSKEY responses kept.
 pub const MAX_KEY_ENTRIES: usize = 10_000;
 
+/// One validating question's budget.
+struct Budget {
+    left: AtomicUsize,
+    refused: AtomicBool,
+}
+
 tokio::task_local! {
-    static BUDGET: Arc<AtomicUsize>;
+    static BUDGET: Arc<Budget>;
+}
+
+/// What [`with_budget`] reports besides the question's output.
+pub(super) struct Spent {
+    /// Exchanges sent upstream (answers from memory not counted).
+    pub(super) sent: usize,
+    /// Whether an exchange was refused because the budget was spent.
+    pub(super) exhausted: bool,
 }
 
 /// Runs `fut` (one validating question) with a fresh budget of [`MAX_VALIDATION_QUERIES`]
-/// exchanges; returns its output and the exchanges it made.
-pub(super) async fn with_budget<F: std::future::Future>(fut: F) -> (F::Output, usize) {
-    let left = Arc::new(AtomicUsize::new(MAX_VALIDATION_QUERIES));
-    let out = BUDGET.scope(left.clone(), fut).await;
-    (
-        out,
-        MAX_VALIDATION_QUERIES - left.load(Ordering::Relaxed),
-    )
+/// exchanges.
+pub(super) async fn with_budget<F: std::future::Future>(fut: F) -> (F::Output, Spent) {
+    let budget = Arc::new(Budget {
+        left: AtomicUsize::new(MAX_VALIDATION_QUERIES),
+        refused: AtomicBool::new(false),
+    });
+    let out = BUDGET.scope(budget.clone(), fut).await;
+    let spent = Spent {
+        sent: MAX_VALIDATION_QUERIES - budget.left.load(Ordering::Relaxed),
+        exhausted: budget.refused.load(Ordering::Relaxed),
+    };
+    (out, spent)
 }
 
 /// Takes one exchange from the current question's budget; `false` when it is spent. Outside a
@@ -64,10 +82,28 @@ pub(super) async fn with_budget<F: std::future::Future>(fut: F) -> (F::Output, u
 fn spend() -> bool {
     BUDGET
         .try_with(|b| {
-            b.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok()
+            let ok = b
+                .left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            if !ok {
+                b.refused.store(true, Ordering::Relaxed);
+            }
+            ok
         })
         .unwrap_or(true)
+}
+
+/// The validating resolver's counters (`[dnssec] mode = "validate"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnssecStats {
+    /// Exchanges the validating resolver sent upstream: the questions, their CNAMEs and the
+    /// NS/DS/DNSKEY lookups of their chains of trust.
+    pub upstream_queries: u64,
+    /// NS/DS/DNSKEY lookups answered from memory.
+    pub key_cache_hits: u64,
+    /// Validating questions stopped at [`MAX_VALIDATION_QUERIES`] (answered bogus).
+    pub budget_exhausted: u64,
 }
 
 type Key = (String, RecordType, bool);
@@ -76,8 +112,9 @@ type Key = (String, RecordType, bool);
 #[derive(Default)]
 pub(super) struct KeyCache {
     entries: Mutex<HashMap<Key, (Instant, DnsResponse)>>,
-    exchanges: AtomicUsize,
-    hits: AtomicUsize,
+    exchanges: AtomicU64,
+    hits: AtomicU64,
+    pub(super) exhausted: AtomicU64,
 }
 
 impl KeyCache {
@@ -145,12 +182,13 @@ impl KeyCache {
         );
     }
 
-    /// Exchanges sent upstream and answered from memory, since start.
-    pub(super) fn counts(&self) -> (usize, usize) {
-        (
-            self.exchanges.load(Ordering::Relaxed),
-            self.hits.load(Ordering::Relaxed),
-        )
+    /// The counters since start.
+    pub(super) fn stats(&self) -> DnssecStats {
+        DnssecStats {
+            upstream_queries: self.exchanges.load(Ordering::Relaxed),
+            key_cache_hits: self.hits.load(Ordering::Relaxed),
+            budget_exhausted: self.exhausted.load(Ordering::Relaxed),
+        }
     }
 }
 

@@ -58,7 +58,7 @@ mod chain;
 mod forward;
 mod guard;
 
-pub use self::guard::MAX_VALIDATION_QUERIES;
+pub use self::guard::{DnssecStats, MAX_VALIDATION_QUERIES};
 
 use super::ResolveError;
 use crate::policy::join_txt;
@@ -325,6 +325,11 @@ impl Upstream {
         }
     }
 
+    /// The validating resolver's counters.
+    pub fn dnssec_stats(&self) -> DnssecStats {
+        self.key_cache.stats()
+    }
+
     /// The DNSSEC mode.
     pub fn dnssec_mode(&self) -> DnssecMode {
         self.mode
@@ -343,9 +348,15 @@ impl Upstream {
             (false, _) | (true, DnssecMode::Off) => self.query_hickory(name, rtype, false).await,
             (true, DnssecMode::UpstreamAd) => self.query_ad(name, rtype).await,
             (true, DnssecMode::Validate) => {
-                let (result, sent) =
+                let (result, spent) =
                     guard::with_budget(self.query_hickory(name, rtype, true)).await;
-                tracing::debug!(%name, ?rtype, sent, "validated question: upstream exchanges");
+                tracing::debug!(%name, ?rtype, sent = spent.sent, "validated question: upstream exchanges");
+                if spent.exhausted {
+                    self.key_cache
+                        .exhausted
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(%name, ?rtype, limit = MAX_VALIDATION_QUERIES, "validation stopped: query budget spent");
+                }
                 result
             }
         }
