@@ -476,7 +476,10 @@ async fn ask_front(addr: std::net::SocketAddr, qname: &str, dnssec_ok: bool, ad:
     let mut m = Message::new(0x4d51, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
     m.metadata.authentic_data = ad;
-    m.add_query(Query::query(Name::from_ascii(qname).unwrap(), RecordType::TLSA));
+    m.add_query(Query::query(
+        Name::from_ascii(qname).unwrap(),
+        RecordType::TLSA,
+    ));
     let mut e = Edns::new();
     e.set_max_payload(1232);
     e.set_dnssec_ok(dnssec_ok);
@@ -537,7 +540,10 @@ async fn front_end_sets_ad_only_when_asked_and_only_for_secure() {
 /// ends bogus; the failure is remembered, so a repeat inside the failure TTL costs none.
 #[tokio::test]
 async fn an_unsettled_chain_is_bounded() {
-    assert_eq!(mailpolicyd::resolve::upstream::MAX_VALIDATION_QUERIES, MAX_VALIDATION_QUERIES);
+    assert_eq!(
+        mailpolicyd::resolve::upstream::MAX_VALIDATION_QUERIES,
+        MAX_VALIDATION_QUERIES
+    );
     let (tk, tpub) = new_key();
     let parent = Zone::signable("test.", 300).record(
         "unsigned",
@@ -560,7 +566,10 @@ async fn an_unsettled_chain_is_bounded() {
     let now = Instant::now();
     let first = r.tlsa("mx.unsigned.test", 25, now).await;
     let cold = dns.log.len();
-    eprintln!("unsettled: {first:?} after {cold} queries: {:?}", dns.log.all());
+    eprintln!(
+        "unsettled: {first:?} after {cold} queries: {:?}",
+        dns.log.all()
+    );
     assert!(cold <= MAX_VALIDATION_QUERIES, "{cold} queries");
     assert_ne!(
         first.as_ref().map(|l| l.answer.dnssec).ok(),
@@ -598,14 +607,24 @@ fn dnssec_settings_are_validated() {
         c.output().unwrap()
     };
     for (env, want) in [
-        (vec![("MAILPOLICYD_DNSSEC_MODE", "strict")], vec!["dnssec.mode", "strict"]),
+        (
+            vec![("MAILPOLICYD_DNSSEC_MODE", "strict")],
+            vec!["dnssec.mode", "strict"],
+        ),
         (
             vec![("MAILPOLICYD_DNSSEC_TRUST_ANCHOR", missing.to_str().unwrap())],
             vec!["dnssec.trust_anchor", "cannot be read"],
         ),
         (
-            vec![("MAILPOLICYD_DNSSEC_TRUST_ANCHOR", bad_anchor.to_str().unwrap())],
-            vec!["dnssec.trust_anchor", "line 3", "DS anchors are not supported"],
+            vec![(
+                "MAILPOLICYD_DNSSEC_TRUST_ANCHOR",
+                bad_anchor.to_str().unwrap(),
+            )],
+            vec![
+                "dnssec.trust_anchor",
+                "line 3",
+                "DS anchors are not supported",
+            ],
         ),
     ] {
         let out = serve(&env);
@@ -668,10 +687,14 @@ impl Drop for Unbound {
 }
 
 fn unbound_binary() -> Option<std::path::PathBuf> {
-    ["/usr/sbin/unbound", "/usr/local/sbin/unbound", "/usr/bin/unbound"]
-        .iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/sbin/unbound",
+        "/usr/local/sbin/unbound",
+        "/usr/bin/unbound",
+    ]
+    .iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
 }
 
 /// Starts a validating Unbound in front of `dns` (stub zones for test. and its children),
@@ -737,7 +760,11 @@ async fn validating_unbound(dns: &TestDns, anchor: &PublicKeyBuf, ede: bool) -> 
     // Ready when it answers (at most 10 s).
     for _ in 0..100 {
         let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let mut m = Message::new(7, hickory_server::proto::op::MessageType::Query, hickory_server::proto::op::OpCode::Query);
+        let mut m = Message::new(
+            7,
+            hickory_server::proto::op::MessageType::Query,
+            hickory_server::proto::op::OpCode::Query,
+        );
         m.metadata.recursion_desired = true;
         m.add_query(hickory_server::proto::op::Query::query(
             Name::from_ascii("test.").unwrap(),
@@ -772,7 +799,11 @@ async fn upstream_ad_statuses(ede: bool) {
     assert_eq!(u.answer.dnssec, DnssecStatus::Insecure);
     assert_eq!(tlsa_count(&u.answer.data), 1);
     let cold = dns.log.len();
-    assert!(cold <= MAX_VALIDATION_QUERIES, "{cold}: {:?}", dns.log.all());
+    assert!(
+        cold <= MAX_VALIDATION_QUERIES,
+        "{cold}: {:?}",
+        dns.log.all()
+    );
     let _ = r.tlsa("mx.unsigned.test", 25, now).await.unwrap();
     assert_eq!(dns.log.len(), cold, "a repeat costs no query");
     let d = r.dnssec_stats();

@@ -9,7 +9,9 @@ use std::time::Duration;
 use super::settings::Values;
 use super::{Config, DaemonConfig, default_socket_path, read_suffix_list};
 use crate::policy::orgdomain::SuffixList;
-use crate::resolve::{CacheConfig, DiscoveryMode, DnssecMode, LimitConfig, ResolverConfig, UpstreamConfig};
+use crate::resolve::{
+    CacheConfig, DiscoveryMode, DnssecMode, LimitConfig, ResolverConfig, UpstreamConfig,
+};
 use crate::serve::SocketConfig;
 use crate::serve::admin::AdminConfig;
 

@@ -174,15 +174,22 @@ mod tests {
         assert_eq!(t.len(), 0, "not a root key");
     }
 
+    fn refused(text: &str) -> TrustAnchorError {
+        match parse(text) {
+            Err(e) => e,
+            Ok(_) => panic!("accepted: {text}"),
+        }
+    }
+
     #[test]
     fn errors_name_the_line() {
-        let e = parse("; anchors\n\nexample. IN DS 1234 8 2 abcd\n").unwrap_err();
+        let e = refused("; anchors\n\nexample. IN DS 1234 8 2 abcd\n");
         assert_eq!(e.line, 3);
         assert!(e.message.contains("DS anchors"), "{e}");
-        let e = parse(&format!("{ROOT}\nexample. IN DNSKEY 257 3 8 !!!\n")).unwrap_err();
+        let e = refused(&format!("{ROOT}\nexample. IN DNSKEY 257 3 8 !!!\n"));
         assert_eq!(e.line, 2, "{e}");
-        assert_eq!(parse("; nothing\n").unwrap_err().line, 0);
-        assert_eq!(parse("example. IN A 192.0.2.1").unwrap_err().line, 1);
-        assert_eq!(parse(". IN DNSKEY ( 257 3 8\n").unwrap_err().line, 1);
+        assert_eq!(refused("; nothing\n").line, 0);
+        assert_eq!(refused("example. IN A 192.0.2.1").line, 1);
+        assert_eq!(refused(". IN DNSKEY ( 257 3 8\n").line, 1);
     }
 }

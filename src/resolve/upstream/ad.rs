@@ -84,7 +84,12 @@ impl Upstream {
 
     /// Up to `attempts` sends, the servers in turn; the first response that is not a
     /// transport failure.
-    async fn ask(&self, qname: &Name, rtype: RecordType, cd: bool) -> Result<Message, ResolveError> {
+    async fn ask(
+        &self,
+        qname: &Name,
+        rtype: RecordType,
+        cd: bool,
+    ) -> Result<Message, ResolveError> {
         if self.ad_servers.is_empty() {
             return Err(ResolveError::Config("no upstream servers".into()));
         }
@@ -264,8 +269,8 @@ async fn tcp(
     rtype: RecordType,
 ) -> Result<Message, ResolveError> {
     let mut s = TcpStream::connect(server).await.map_err(net)?;
-    let len = u16::try_from(bytes.len())
-        .map_err(|_| ResolveError::Network("query too long".into()))?;
+    let len =
+        u16::try_from(bytes.len()).map_err(|_| ResolveError::Network("query too long".into()))?;
     let mut framed = Vec::with_capacity(bytes.len() + 2);
     framed.extend_from_slice(&len.to_be_bytes());
     framed.extend_from_slice(bytes);
@@ -279,6 +284,8 @@ async fn tcp(
     if matches(&m, id, qname, rtype) {
         Ok(m)
     } else {
-        Err(ResolveError::Network("TCP answer to another question".into()))
+        Err(ResolveError::Network(
+            "TCP answer to another question".into(),
+        ))
     }
 }

@@ -377,13 +377,13 @@ impl Upstream {
         )
         .await
         {
-                Err(_) => return Err(ResolveError::Timeout),
-                Ok(Ok(l)) => l,
-                Ok(Err(NetError::Dns(DnsError::NoRecordsFound(nr)))) => {
-                    return self.negative(&qname, &nr, validate, started, until).await;
-                }
-                Ok(Err(e)) => return Err(error(e)),
-            };
+            Err(_) => return Err(ResolveError::Timeout),
+            Ok(Ok(l)) => l,
+            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(nr)))) => {
+                return self.negative(&qname, &nr, validate, started, until).await;
+            }
+            Ok(Err(e)) => return Err(error(e)),
+        };
         let elapsed = started.elapsed();
         let chain = answer_chain(&qname, rtype, lookup.answers())?;
         let mut proof = None::<Proof>;
