@@ -146,7 +146,7 @@ pub(super) const SETTINGS: &[Setting] = &[
         "mode",
         Ty::Str,
         "\"validate\"",
-        "How TLSA and DKIM key answers get their dnssec status. \"validate\": mailpolicyd validates from the trust anchor, asking the upstream for DNSKEY/DS (bounded: at most 30 upstream queries per validating question, NS/DS/DNSKEY answers kept for their TTL). \"upstream_ad\": queries carry DO and AD and an answer is secure exactly when the upstream set AD (insecure otherwise), a SERVFAIL is dnssec_bogus only with an Extended DNS Error 6-12; only for a trusted validating resolver on the same host or pod (Unbound, Knot, CoreDNS with dnssec). \"off\": every answer indeterminate, TLSA never usable for DANE.",
+        "Where the dnssec status of TLSA answers (and, in upstream_ad, DKIM key answers) comes from. \"validate\": mailpolicyd validates from the trust anchor, asking the upstream for DNSKEY/DS (bounded: at most 30 upstream queries per validating question, NS/DS/DNSKEY answers kept for their TTL). \"upstream_ad\": queries carry DO and AD and an answer is secure exactly when the upstream set AD (insecure otherwise), a SERVFAIL is dnssec_bogus only with an Extended DNS Error 6-12; only for a trusted validating resolver on the same host or pod (Unbound, Knot, CoreDNS with dnssec). \"off\": every answer indeterminate, TLSA never usable for DANE.",
     ),
     s(
         "dnssec",
