@@ -615,7 +615,7 @@ fn dnssec_settings_are_validated() {
     let bad_anchor = dir.path().join("anchor.key");
     std::fs::write(
         &bad_anchor,
-        "; a DS anchor\n\ntest. 3600 IN DS 12345 15 2 0123456789abcdef\n",
+        "; a DS anchor with a short digest\n\ntest. 3600 IN DS 12345 15 2 0123456789abcdef\n",
     )
     .unwrap();
     let missing = dir.path().join("missing.key");
@@ -641,11 +641,7 @@ fn dnssec_settings_are_validated() {
                 "MAILPOLICYD_DNSSEC_TRUST_ANCHOR",
                 bad_anchor.to_str().unwrap(),
             )],
-            vec![
-                "dnssec.trust_anchor",
-                "line 3",
-                "DS anchors are not supported",
-            ],
+            vec!["dnssec.trust_anchor", "line 3", "32 bytes"],
         ),
     ] {
         let out = serve(&env);
@@ -862,4 +858,50 @@ async fn upstream_ad_mode_through_a_validating_unbound_with_ede() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_ad_mode_through_a_validating_unbound_without_ede() {
     upstream_ad_statuses(false).await;
+}
+
+/// A DS anchor (as Debian's root.ds): the owner's DNSKEY RRset is fetched once and the key the
+/// DS matches anchors validation; a DS that matches no key makes validating questions fail
+/// (never secure).
+#[tokio::test]
+async fn a_ds_trust_anchor_is_matched_to_its_key() {
+    let (dns, anchor) = hierarchy().await;
+    let test = Name::from_ascii("test.").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("test.ds");
+    std::fs::write(
+        &good,
+        format!("test. 3600 IN DS {}\n", ds_of(&test, &anchor)),
+    )
+    .unwrap();
+    let (_, other) = new_key();
+    let wrong = dir.path().join("other.ds");
+    std::fs::write(&wrong, format!("test. IN DS {}\n", ds_of(&test, &other))).unwrap();
+    let load = |file: &std::path::Path| {
+        let env: std::collections::BTreeMap<String, String> = [
+            ("XDG_RUNTIME_DIR", "/tmp/x"),
+            ("MAILPOLICYD_DNSSEC_TRUST_ANCHOR", file.to_str().unwrap()),
+            ("MAILPOLICYD_UPSTREAM", &dns.addr.to_string()),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let cfg = mailpolicyd::config::load(None, &env, &mailpolicyd::config::Flags::default())
+            .unwrap_or_else(|p| panic!("{p:?}"));
+        assert_eq!(cfg.daemon.resolver.upstream.trust_anchor_ds.len(), 1);
+        Resolver::new(cfg.daemon.resolver).unwrap()
+    };
+    let now = Instant::now();
+    let r = load(&good);
+    let l = r.tlsa("mx.signed.test", 25, now).await.unwrap();
+    assert_eq!(l.answer.dnssec, DnssecStatus::Secure);
+    let u = r.tlsa("mx.unsigned.test", 25, now).await.unwrap();
+    assert_eq!(u.answer.dnssec, DnssecStatus::Insecure);
+    assert_eq!(
+        r.tlsa("mx.broken.test", 25, now).await.unwrap_err(),
+        ResolveError::DnssecBogus
+    );
+    let r = load(&wrong);
+    let e = r.tlsa("mx.signed.test", 25, now).await.unwrap_err();
+    assert_ne!(e, ResolveError::Timeout, "{e:?}");
 }

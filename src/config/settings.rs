@@ -153,7 +153,7 @@ pub(super) const SETTINGS: &[Setting] = &[
         "trust_anchor",
         Ty::Str,
         "\"\"",
-        "File of DNSKEY records in zone-file presentation format (as Unbound's trust-anchor-file; DS records are not supported yet, give the zone's DNSKEY), the keys validation starts from in mode \"validate\". Empty: the IANA root anchors.",
+        "File of DNSKEY or DS records in zone-file presentation format (as Unbound's trust-anchor-file; \";\" comments, \"( )\" continuations), the keys validation starts from in mode \"validate\"; it replaces the IANA root anchors. For a DS record the owner's DNSKEY RRset is fetched once, before the first validated question, and the keys it matches are anchored. Empty: the IANA root anchors (KSK-2017 and KSK-2024).",
     ),
     s(
         "cache",

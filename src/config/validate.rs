@@ -209,7 +209,7 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
                 None
             }
             Ok(text) => match crate::policy::trust_anchor::parse(&text) {
-                Ok(t) => Some(Arc::new(t)),
+                Ok(a) => Some(a),
                 Err(e) => {
                     problems.push(format!("dnssec.trust_anchor = {anchor_file:?}: {e}"));
                     None
@@ -253,7 +253,8 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
                 servers,
                 timeout: Duration::from_millis(timeout_ms),
                 attempts,
-                trust_anchors,
+                trust_anchors: trust_anchors.as_ref().map(|a| Arc::new(a.keys.clone())),
+                trust_anchor_ds: trust_anchors.map(|a| a.ds).unwrap_or_default(),
                 dnssec: dnssec_mode,
             },
             cache: CacheConfig {

@@ -2,17 +2,20 @@
 //! zone-file presentation format (`owner [TTL] [class] DNSKEY flags protocol algorithm key`),
 //! comments after `;`, a record continued over lines inside `( … )`.
 //!
-//! DS anchors are refused with a clear error (hickory-proto 0.26's trust-anchor parser and
-//! `TrustAnchors` hold keys only; matching a DS to a fetched DNSKEY is not done): give the
-//! zone's DNSKEY instead (the `.key` file `dnssec-keygen`/`ldns-keygen` wrote, or
-//! `dig DNSKEY zone` checked against the DS).
+//! DS records (`owner [TTL] [IN] DS key-tag algorithm digest-type digest`, as Debian's
+//! `/usr/share/dns/root.ds`) are kept apart ([`Anchors::ds`]): hickory-proto 0.26's
+//! `TrustAnchors` holds keys only, so the resolver fetches the owner's DNSKEY RRset once and
+//! anchors the keys a DS matches (`resolve::upstream`).
 //!
 //! Pure: the caller reads the file.
 
 use std::fmt;
 
-use hickory_resolver::proto::dnssec::{PublicKeyBuf, TrustAnchors, Verifier};
-use hickory_resolver::proto::rr::LowerName;
+use hickory_resolver::proto::dnssec::rdata::DS;
+use hickory_resolver::proto::dnssec::{
+    Algorithm, DigestType, PublicKeyBuf, TrustAnchors, Verifier,
+};
+use hickory_resolver::proto::rr::{LowerName, Name};
 use hickory_resolver::proto::serialize::txt::trust_anchor::{Entry, Parser};
 
 /// Why a trust anchor file was refused, with the (1-based) line of the record.
@@ -36,9 +39,19 @@ impl fmt::Display for TrustAnchorError {
 
 impl std::error::Error for TrustAnchorError {}
 
-/// The anchors in `text`; at least one DNSKEY, every record a DNSKEY.
-pub fn parse(text: &str) -> Result<TrustAnchors, TrustAnchorError> {
+/// The anchors of a file: keys, and DS records whose keys are still to be fetched.
+#[derive(Clone)]
+pub struct Anchors {
+    /// The DNSKEY anchors.
+    pub keys: TrustAnchors,
+    /// The DS anchors: (owner, DS).
+    pub ds: Vec<(Name, DS)>,
+}
+
+/// The anchors in `text`; at least one record, every record a DNSKEY or a DS.
+pub fn parse(text: &str) -> Result<Anchors, TrustAnchorError> {
     let mut anchors = TrustAnchors::empty();
+    let mut ds = Vec::new();
     let mut count = 0usize;
     for (line, record) in records(text)? {
         let err = |message: String| TrustAnchorError { line, message };
@@ -53,19 +66,30 @@ pub fn parse(text: &str) -> Result<TrustAnchors, TrustAnchorError> {
                     && !matches!(f.to_ascii_uppercase().as_str(), "IN" | "CH" | "HS")
             })
             .map(|f| f.to_ascii_uppercase());
+        if !fields[0].ends_with('.') {
+            return Err(err(format!(
+                "owner {:?} must be absolute (end with a dot)",
+                fields[0]
+            )));
+        }
         match rtype.as_deref() {
             Some("DNSKEY") => {}
             Some("DS") => {
-                return Err(err(
-                    "DS anchors are not supported (hickory 0.26 validates from keys only): give the zone's DNSKEY record instead".into(),
-                ));
+                let owner = Name::from_ascii(fields[0]).map_err(|e| err(e.to_string()))?;
+                let at = fields
+                    .iter()
+                    .position(|f| f.eq_ignore_ascii_case("DS"))
+                    .unwrap_or(0);
+                ds.push((owner, parse_ds(&fields[at + 1..]).map_err(err)?));
+                count += 1;
+                continue;
             }
             Some(other) => {
                 return Err(err(format!(
-                    "a {other} record: a trust anchor file holds DNSKEY records"
+                    "a {other} record: a trust anchor file holds DNSKEY or DS records"
                 )));
             }
-            None => return Err(err(format!("not a DNSKEY record: {record:?}"))),
+            None => return Err(err(format!("not a DNSKEY or DS record: {record:?}"))),
         }
         if !fields[0].ends_with('.') {
             return Err(err(format!(
@@ -90,10 +114,49 @@ pub fn parse(text: &str) -> Result<TrustAnchors, TrustAnchorError> {
     if count == 0 {
         return Err(TrustAnchorError {
             line: 0,
-            message: "no DNSKEY record in the file".into(),
+            message: "no DNSKEY or DS record in the file".into(),
         });
     }
-    Ok(anchors)
+    Ok(Anchors { keys: anchors, ds })
+}
+
+/// A DS record's RDATA: key tag, algorithm, digest type (SHA-1, SHA-256 or SHA-384), digest in
+/// hexadecimal (possibly split by blanks).
+fn parse_ds(fields: &[&str]) -> Result<DS, String> {
+    let [tag, alg, dtype, digest @ ..] = fields else {
+        return Err("a DS record needs key tag, algorithm, digest type and digest".into());
+    };
+    let tag: u16 = tag
+        .parse()
+        .map_err(|_| format!("DS key tag {tag:?} is not a number"))?;
+    let alg: u8 = alg
+        .parse()
+        .map_err(|_| format!("DS algorithm {alg:?} is not a number"))?;
+    let dtype: u8 = dtype
+        .parse()
+        .map_err(|_| format!("DS digest type {dtype:?} is not a number"))?;
+    let digest_type = DigestType::from(dtype);
+    let want = match digest_type {
+        DigestType::SHA1 => 20,
+        DigestType::SHA256 => 32,
+        DigestType::SHA384 => 48,
+        _ => {
+            return Err(format!(
+                "DS digest type {dtype} is not supported (1, 2 or 4)"
+            ));
+        }
+    };
+    let hex: String = digest.concat();
+    if hex.len() != want * 2 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "DS digest must be {want} bytes of hexadecimal for digest type {dtype}"
+        ));
+    }
+    let bytes = (0..want)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok(DS::new(tag, Algorithm::from_u8(alg), digest_type, bytes))
 }
 
 /// The records of `text` with the line each starts on: comments dropped, parenthesized
@@ -162,16 +225,16 @@ mod tests {
     #[test]
     fn a_root_key_with_comments_and_parentheses() {
         let t = parse(ROOT).unwrap();
-        assert_eq!(t.len(), 1);
+        assert_eq!(t.keys.len(), 1);
         let multi = ". 172800 IN DNSKEY ( 257 3 8 ; flags\n AwEAAaz/tAm8yTn4Mfeh5eyI96WSVexTBAvkMgJzkKTOiW1vkIbzxeF3+/4RgWOq7HrxRixHlFlExOLAJr5emLvN7SWXgnLh4+B5xQlNVz8Og8kvArMtNROxVQuCaSnIDdD5LKyWbRd2n9WGe2R8PzgCmr3EgVLrjyBxWezF0jLHwVN8efS3rCj/EWgvIWgb9tarpVUDK/b58Da+sqqls3eNbuv7pr+eoZG+SrDK6nWeL3c6H5Apxz7LjVc1uTIdsIXxuOLYA4/ilBmSVIzuDWfdRUfhHdY6+cn8HFRm+2hM8AnXGXws9555KrUB5qihylGa8subX2Nn6UwNR1AkUTV74bU= )\n";
-        assert_eq!(parse(multi).unwrap().len(), 1);
+        assert_eq!(parse(multi).unwrap().keys.len(), 1);
     }
 
     #[test]
     fn a_zone_key_is_kept_under_its_name() {
         let text = ROOT.replacen(". ", "test. ", 1);
         let t = parse(&text).unwrap();
-        assert_eq!(t.len(), 0, "not a root key");
+        assert_eq!(t.keys.len(), 0, "not a root key");
     }
 
     fn refused(text: &str) -> TrustAnchorError {
@@ -182,10 +245,22 @@ mod tests {
     }
 
     #[test]
+    fn ds_records_are_kept_for_the_resolver() {
+        let a = parse(
+            ". IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n",
+        )
+        .unwrap();
+        assert_eq!(a.keys.len(), 0);
+        assert_eq!(a.ds.len(), 1);
+        assert_eq!(a.ds[0].1.key_tag(), 20326);
+        assert!(a.ds[0].0.is_root());
+    }
+
+    #[test]
     fn errors_name_the_line() {
         let e = refused("; anchors\n\nexample. IN DS 1234 8 2 abcd\n");
         assert_eq!(e.line, 3);
-        assert!(e.message.contains("DS anchors"), "{e}");
+        assert!(e.message.contains("32 bytes"), "{e}");
         let e = refused(&format!("{ROOT}\nexample. IN DNSKEY 257 3 8 !!!\n"));
         assert_eq!(e.line, 2, "{e}");
         assert_eq!(refused("; nothing\n").line, 0);

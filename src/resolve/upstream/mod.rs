@@ -109,6 +109,9 @@ pub struct UpstreamConfig {
     pub attempts: usize,
     /// DNSSEC trust anchors for the validating resolver; `None` means the root's.
     pub trust_anchors: Option<Arc<TrustAnchors>>,
+    /// DS trust anchors: the owner's DNSKEY RRset is fetched once, before the first validating
+    /// question, and the keys a DS matches join `trust_anchors`.
+    pub trust_anchor_ds: Vec<(Name, hickory_resolver::proto::dnssec::rdata::DS)>,
     /// Where DNSSEC status comes from.
     pub dnssec: DnssecMode,
 }
@@ -135,6 +138,7 @@ impl Default for UpstreamConfig {
             timeout: Duration::from_secs(2),
             attempts: 2,
             trust_anchors: None,
+            trust_anchor_ds: Vec::new(),
             dnssec: DnssecMode::Validate,
         }
     }
@@ -190,7 +194,10 @@ pub struct Upstream {
     /// The name servers without hickory's resolver on top (no CNAME chasing, no RFC 6761
     /// localhost answers, no hosts file): forwarding for the DNS front-end.
     pool: forward::Pool,
-    validating: Resolver<guard::Guarded>,
+    /// Built at once, or (with DS anchors) before the first validating question.
+    validating: tokio::sync::OnceCell<Resolver<guard::Guarded>>,
+    /// What the validating resolver is built from when DS anchors need their keys first.
+    validating_cfg: UpstreamConfig,
     /// NS/DS/DNSKEY responses kept for the validator.
     key_cache: Arc<guard::KeyCache>,
     /// Where DNSSEC status comes from.
@@ -286,7 +293,12 @@ impl Upstream {
         Ok(Upstream {
             plain: build(cfg)?,
             pool: forward::pool(cfg)?,
-            validating: build_validating(cfg, key_cache.clone())?,
+            validating: if cfg.trust_anchor_ds.is_empty() {
+                tokio::sync::OnceCell::new_with(Some(build_validating(cfg, key_cache.clone())?))
+            } else {
+                tokio::sync::OnceCell::new()
+            },
+            validating_cfg: cfg.clone(),
             key_cache,
             mode: cfg.dnssec,
             ad_servers: if cfg.dnssec == DnssecMode::UpstreamAd {
@@ -319,10 +331,66 @@ impl Upstream {
         rtype: RecordType,
     ) -> Result<hickory_resolver::lookup::Lookup, NetError> {
         if validate {
-            self.validating.lookup(name, rtype).await
+            let validating = self
+                .validating
+                .get_or_try_init(|| self.anchor_ds_keys())
+                .await?;
+            validating.lookup(name, rtype).await
         } else {
             self.plain.lookup(name, rtype).await
         }
+    }
+
+    /// The validating resolver for DS anchors: each DS owner's DNSKEY RRset asked (without
+    /// validation), the zone keys a DS matches (key tag, algorithm, digest) added to the key
+    /// anchors. A DS that matches no key is an error for this question (asked again on the
+    /// next); the DNSKEY RRset itself is then verified by the validator with the anchored key.
+    async fn anchor_ds_keys(&self) -> Result<Resolver<guard::Guarded>, NetError> {
+        use hickory_resolver::net::DnsHandle;
+        use hickory_resolver::proto::dnssec::{PublicKey, PublicKeyBuf};
+        use hickory_resolver::proto::op::{DnsRequestOptions, Query};
+        let cfg = &self.validating_cfg;
+        let mut anchors = cfg
+            .trust_anchors
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(TrustAnchors::empty);
+        for (owner, ds) in &cfg.trust_anchor_ds {
+            let mut opts = DnsRequestOptions::default();
+            opts.edns_set_dnssec_ok = true;
+            let response = futures_util::StreamExt::next(
+                &mut self
+                    .pool
+                    .lookup(Query::query(owner.clone(), RecordType::DNSKEY), opts),
+            )
+            .await
+            .ok_or_else(|| NetError::from("no answer to the DNSKEY query of a DS anchor"))??;
+            let mut matched = 0;
+            for r in &response.answers {
+                let RData::DNSSEC(hickory_resolver::proto::dnssec::rdata::DNSSECRData::DNSKEY(key)) =
+                    &r.data
+                else {
+                    continue;
+                };
+                if key.zone_key() && !key.revoke() && ds.covers(owner, key).unwrap_or(false) {
+                    let public = key.public_key();
+                    let public =
+                        PublicKeyBuf::new(public.public_bytes().to_vec(), public.algorithm());
+                    anchors.insert_with_name(&public, owner.into());
+                    matched += 1;
+                }
+            }
+            if matched == 0 {
+                return Err(NetError::from(format!(
+                    "no DNSKEY of {owner} matches the DS anchor (key tag {})",
+                    ds.key_tag()
+                )));
+            }
+            tracing::info!(%owner, key_tag = ds.key_tag(), "DS trust anchor: matching DNSKEY anchored");
+        }
+        let mut cfg = cfg.clone();
+        cfg.trust_anchors = Some(Arc::new(anchors));
+        build_validating(&cfg, self.key_cache.clone()).map_err(|e| NetError::from(e.to_string()))
     }
 
     /// The validating resolver's counters.
