@@ -191,6 +191,13 @@ async fn bogus_tlsa_over_the_socket_is_dnssec_bogus_and_the_cli_exits_non_zero()
         metrics.contains("op=\"tlsa\",result=\"dnssec_bogus\"} 2"),
         "both questions counted under their error code:\n{metrics}"
     );
+    for name in [
+        "mailpolicyd_dnssec_upstream_queries_total",
+        "mailpolicyd_dnssec_key_cache_hits_total",
+        "mailpolicyd_dnssec_budget_exhausted_total 0",
+    ] {
+        assert!(metrics.contains(name), "{name}:\n{metrics}");
+    }
     shutdown.cancel();
     let _ = task.await;
 }
