@@ -22,12 +22,12 @@
 //!        ▼
 //!  resolve::answer  upstream answer → model::Answer, parsed (calls `policy`)
 //!        ▼
-//!  resolve::upstream  hickory-resolver (cache off; DNSSEC-validating twin for TLSA)
+//!  resolve::upstream  hickory-resolver (cache off; DNSSEC per [dnssec] mode for TLSA, DKIM keys)
 //!
 //!  resolve::spf (check_host) and resolve::evaluate (DMARC verdict) ask through lookup()
 //!  resolve::lookup: the lookup/miss/fetch path (org domain once per miss); resolve::wildcard:
 //!  its wildcard glue; resolve::error: ResolveError; resolve::name: AsName (text or DomainName in)
-//!  policy::{dmarc, spf, dkim, atps, tlsa, orgdomain}  pure parsers (policy::tag: the tag=value lexer;
+//!  policy::{dmarc, spf, dkim, atps, tlsa, orgdomain, trust_anchor}  pure parsers (policy::tag: the tag=value lexer;
 //!                                          policy::scan: byte-class bitmaps)
 //!  client: async and blocking socket clients (the CLI's `cli::*` modules live in the binary)
 //!  model: the value types the resolver answers and proto carries (answer, dmarc, spf, stats,

@@ -49,8 +49,18 @@ pub fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // hickory's validator logs every RRset it cannot verify at WARN, with the records: those
+    // lines go to debug level unless the filter names hickory itself (say
+    // "info,hickory_net=debug"); mailpolicyd logs one line per bogus name and failure TTL.
+    if !cfg.log_level.contains("hickory") {
+        for directive in ["hickory_net::dnssec=error", "hickory_proto::dnssec=error"] {
+            if let Ok(d) = directive.parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
     if cfg.log_json {
         tracing_subscriber::fmt()
             .json()

@@ -142,6 +142,20 @@ pub(super) const SETTINGS: &[Setting] = &[
         "Sends per upstream query, the first included: a query that gets no answer fails with timeout after at most timeout_ms × attempts (a DNSSEC-validated TLSA lookup, which also fetches the DNSKEY/DS chain, after at most 3 × that).",
     ),
     s(
+        "dnssec",
+        "mode",
+        Ty::Str,
+        "\"validate\"",
+        "Where the dnssec status of TLSA answers (and, in upstream_ad, DKIM key answers) comes from. \"validate\": mailpolicyd validates from the trust anchor, asking the upstream for DNSKEY/DS (bounded: at most 30 upstream queries per validating question, NS/DS/DNSKEY answers kept for their TTL). \"upstream_ad\": queries carry DO and AD and an answer is secure exactly when the upstream set AD (insecure otherwise), a SERVFAIL is dnssec_bogus only with an Extended DNS Error 6-12; only for a trusted validating resolver on the same host or pod (Unbound, Knot, CoreDNS with dnssec). \"off\": every answer indeterminate, TLSA never usable for DANE.",
+    ),
+    s(
+        "dnssec",
+        "trust_anchor",
+        Ty::Str,
+        "\"\"",
+        "File of DNSKEY or DS records in zone-file presentation format (as Unbound's trust-anchor-file; \";\" comments, \"( )\" continuations), the keys validation starts from in mode \"validate\"; it replaces the IANA root anchors. For a DS record the owner's DNSKEY RRset is fetched once, before the first validated question, and the keys it matches are anchored. Empty: the IANA root anchors (KSK-2017 and KSK-2024).",
+    ),
+    s(
         "cache",
         "max_bytes",
         Ty::Int,

@@ -9,7 +9,9 @@ use std::time::Duration;
 use super::settings::Values;
 use super::{Config, DaemonConfig, default_socket_path, read_suffix_list};
 use crate::policy::orgdomain::SuffixList;
-use crate::resolve::{CacheConfig, DiscoveryMode, LimitConfig, ResolverConfig, UpstreamConfig};
+use crate::resolve::{
+    CacheConfig, DiscoveryMode, DnssecMode, LimitConfig, ResolverConfig, UpstreamConfig,
+};
 use crate::serve::SocketConfig;
 use crate::serve::admin::AdminConfig;
 
@@ -184,6 +186,37 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
             "dns.listen = {a} is not a loopback address; set dns.allow_non_loopback = true to serve it (beware of running an open resolver)"
         ));
     }
+    let dnssec_mode = match str_("dnssec", "mode").as_str() {
+        "validate" => DnssecMode::Validate,
+        "upstream_ad" => DnssecMode::UpstreamAd,
+        "off" => DnssecMode::Off,
+        other => {
+            problems.push(format!(
+                "dnssec.mode = {other:?} is not validate, upstream_ad or off"
+            ));
+            DnssecMode::Validate
+        }
+    };
+    let anchor_file = str_("dnssec", "trust_anchor");
+    let trust_anchors = if anchor_file.is_empty() {
+        None
+    } else {
+        match std::fs::read_to_string(&anchor_file) {
+            Err(e) => {
+                problems.push(format!(
+                    "dnssec.trust_anchor = {anchor_file:?}: cannot be read: {e}"
+                ));
+                None
+            }
+            Ok(text) => match crate::policy::trust_anchor::parse(&text) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    problems.push(format!("dnssec.trust_anchor = {anchor_file:?}: {e}"));
+                    None
+                }
+            },
+        }
+    };
     let log_format = str_("log", "format");
     if log_format != "human" && log_format != "json" {
         problems.push(format!("log.format = {log_format:?} is not human or json"));
@@ -220,7 +253,9 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
                 servers,
                 timeout: Duration::from_millis(timeout_ms),
                 attempts,
-                trust_anchors: None,
+                trust_anchors: trust_anchors.as_ref().map(|a| Arc::new(a.keys.clone())),
+                trust_anchor_ds: trust_anchors.map(|a| a.ds).unwrap_or_default(),
+                dnssec: dnssec_mode,
             },
             cache: CacheConfig {
                 max_bytes,

@@ -25,6 +25,7 @@ mod scan;
 pub mod spf;
 mod tag;
 pub mod tlsa;
+pub mod trust_anchor;
 
 use std::borrow::Cow;
 use std::fmt;

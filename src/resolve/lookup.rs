@@ -240,7 +240,13 @@ impl Resolver {
             .query_coalesced(&key, now, move || {
                 async move {
                     let inner = &this.inner;
-                    let validate = query_key.kind == Kind::Tlsa;
+                    // TLSA needs a DNSSEC status (RFC 7672 §2.2); a DKIM key gets one where it
+                    // is free, the upstream's AD bit (`upstream_ad`); validating every DKIM key
+                    // here (`validate`) is not done: see `Upstream::query`.
+                    let validate = query_key.kind == Kind::Tlsa
+                        || (query_key.kind == Kind::DkimKey
+                            && inner.upstream.dnssec_mode()
+                                == super::upstream::DnssecMode::UpstreamAd);
                     let started = Instant::now();
                     let (name, rtype) = (&query_key.name, query_key.kind.record_type());
                     let result = match query_key.kind {
@@ -250,6 +256,17 @@ impl Resolver {
                     inner
                         .stats
                         .upstream(upstream_outcome(&result), started.elapsed());
+                    if matches!(result, Err(ResolveError::DnssecBogus)) {
+                        // Once per name and type per failure TTL: the failure is remembered
+                        // for that long and answered without a new query (so without a new
+                        // line). The validator's own detail is at debug (`hickory_net`).
+                        tracing::warn!(
+                            name = %name,
+                            rtype = %rtype,
+                            remembered_s = inner.cfg.cache.failure_ttl.as_secs(),
+                            "DNSSEC validation failed (bogus)"
+                        );
+                    }
                     result
                 }
                 .boxed()

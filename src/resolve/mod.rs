@@ -30,7 +30,7 @@ pub use self::error::ResolveError;
 pub use self::limit::LimitConfig;
 pub use self::name::{AsAuthor, AsName, AuthorDomain, DomainName, NameError};
 pub use self::stats::StatsSnapshot;
-pub use self::upstream::{DnssecStatus, UpstreamConfig};
+pub use self::upstream::{DnssecMode, DnssecStatus, UpstreamConfig};
 pub use crate::model::answer::{PolicyAnswer, Source};
 
 use self::cache::Cache;
@@ -140,6 +140,11 @@ impl Resolver {
         self.inner.cache.sync();
         let (entries, bytes) = self.inner.cache.usage();
         self.inner.stats.snapshot(entries, bytes)
+    }
+
+    /// The validating resolver's counters (`[dnssec] mode = "validate"`; zero otherwise).
+    pub fn dnssec_stats(&self) -> upstream::DnssecStats {
+        self.inner.upstream.dnssec_stats()
     }
 
     /// The counters without waiting for the cache's housekeeping (entry and byte counts may

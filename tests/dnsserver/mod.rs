@@ -408,6 +408,28 @@ impl TestDns {
         for (origin, handler) in zones {
             catalog.upsert(LowerName::new(&origin), vec![handler]);
         }
+        Self::serve(catalog).await
+    }
+
+    /// Serves zone handlers where a name may have several, chained in the order given (the
+    /// first that does not skip a question answers it).
+    pub async fn start_chains(zones: Vec<(Name, Arc<dyn ZoneHandler>)>) -> TestDns {
+        let mut chains: Vec<(LowerName, Vec<Arc<dyn ZoneHandler>>)> = Vec::new();
+        for (origin, handler) in zones {
+            let origin = LowerName::new(&origin);
+            match chains.iter_mut().find(|(o, _)| *o == origin) {
+                Some((_, chain)) => chain.push(handler),
+                None => chains.push((origin, vec![handler])),
+            }
+        }
+        let mut catalog = Catalog::new();
+        for (origin, chain) in chains {
+            catalog.upsert(origin, chain);
+        }
+        Self::serve(catalog).await
+    }
+
+    async fn serve(catalog: Catalog) -> TestDns {
         let catalog = Arc::new(RwLock::new(catalog));
         let log = QueryLog::default();
         let down = Arc::new(AtomicBool::new(false));

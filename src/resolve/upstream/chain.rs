@@ -97,14 +97,13 @@ impl Upstream {
         end: &Name,
         validate: bool,
     ) -> Result<(u32, Option<Proof>), ResolveError> {
-        let resolver = self.resolver(validate);
         let mut owner = qname.clone();
         let mut seen: Vec<Name> = Vec::new();
         let mut ttl = u32::MAX;
         let mut proof = None::<Proof>;
         for _ in 0..MAX_CNAME_HOPS {
-            let lookup = resolver
-                .lookup(owner.clone(), RecordType::CNAME)
+            let lookup = self
+                .hickory_lookup(validate, owner.clone(), RecordType::CNAME)
                 .await
                 .map_err(error)?;
             let chain = answer_chain(&owner, RecordType::CNAME, lookup.answers())?;

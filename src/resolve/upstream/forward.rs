@@ -100,7 +100,12 @@ impl Upstream {
 /// A negative answer to `qname`: the CNAMEs from it found in `answers` (only the chain), the
 /// SOA of `nr`; TTL min(SOA TTL, SOA MINIMUM, the CNAMEs' TTLs), 0 without an SOA (RFC 2308
 /// §5: not cached beyond the floor).
-fn negative(qname: &Name, nr: &NoRecords, answers: &[Record], started: Instant) -> RawAnswer {
+pub(super) fn negative(
+    qname: &Name,
+    nr: &NoRecords,
+    answers: &[Record],
+    started: Instant,
+) -> RawAnswer {
     let (cnames, end) = cname_prefix(qname, answers);
     let soa = nr
         .soa

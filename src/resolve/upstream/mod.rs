@@ -53,8 +53,12 @@ use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_resolver::{Resolver, TokioResolver};
 
+mod ad;
 mod chain;
 mod forward;
+mod guard;
+
+pub use self::guard::{DnssecStats, MAX_VALIDATION_QUERIES};
 
 use super::ResolveError;
 use crate::policy::join_txt;
@@ -68,6 +72,31 @@ pub const MAX_CNAME_HOPS: usize = 16;
 /// answer plus the DNSKEY/DS exchanges of a cold chain of trust, each bounded by itself.
 pub const VALIDATION_DEADLINE_FACTOR: u32 = 3;
 
+/// Where an answer's DNSSEC status comes from (`[dnssec] mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DnssecMode {
+    /// mailpolicyd validates from its trust anchors (hickory's validator), asking the upstream
+    /// for DNSKEY/DS as needed.
+    #[default]
+    Validate,
+    /// The upstream validates: queries carry DO and AD, an answer is secure exactly when the
+    /// upstream set AD. Only for a trusted validating resolver on the same host or pod.
+    UpstreamAd,
+    /// No DNSSEC: every answer is indeterminate; no validating queries.
+    Off,
+}
+
+impl DnssecMode {
+    /// The configuration's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnssecMode::Validate => "validate",
+            DnssecMode::UpstreamAd => "upstream_ad",
+            DnssecMode::Off => "off",
+        }
+    }
+}
+
 /// Where and how to ask.
 #[derive(Clone)]
 pub struct UpstreamConfig {
@@ -80,6 +109,11 @@ pub struct UpstreamConfig {
     pub attempts: usize,
     /// DNSSEC trust anchors for the validating resolver; `None` means the root's.
     pub trust_anchors: Option<Arc<TrustAnchors>>,
+    /// DS trust anchors: the owner's DNSKEY RRset is fetched once, before the first validating
+    /// question, and the keys a DS matches join `trust_anchors`.
+    pub trust_anchor_ds: Vec<(Name, hickory_resolver::proto::dnssec::rdata::DS)>,
+    /// Where DNSSEC status comes from.
+    pub dnssec: DnssecMode,
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -92,6 +126,7 @@ impl std::fmt::Debug for UpstreamConfig {
                 "trust_anchors",
                 &self.trust_anchors.as_ref().map(|_| "custom"),
             )
+            .field("dnssec", &self.dnssec)
             .finish()
     }
 }
@@ -103,6 +138,8 @@ impl Default for UpstreamConfig {
             timeout: Duration::from_secs(2),
             attempts: 2,
             trust_anchors: None,
+            trust_anchor_ds: Vec::new(),
+            dnssec: DnssecMode::Validate,
         }
     }
 }
@@ -157,7 +194,20 @@ pub struct Upstream {
     /// The name servers without hickory's resolver on top (no CNAME chasing, no RFC 6761
     /// localhost answers, no hosts file): forwarding for the DNS front-end.
     pool: forward::Pool,
-    validating: TokioResolver,
+    /// Built at once, or (with DS anchors) before the first validating question.
+    validating: tokio::sync::OnceCell<Resolver<guard::Guarded>>,
+    /// What the validating resolver is built from when DS anchors need their keys first.
+    validating_cfg: UpstreamConfig,
+    /// NS/DS/DNSKEY responses kept for the validator.
+    key_cache: Arc<guard::KeyCache>,
+    /// Where DNSSEC status comes from.
+    mode: DnssecMode,
+    /// The servers `upstream_ad` asks, in turn.
+    ad_servers: Vec<SocketAddr>,
+    /// Sends per query (`upstream_ad`).
+    attempts: usize,
+    /// Per-send timeout (`upstream_ad`).
+    timeout: Duration,
     /// The most one query may take: `timeout × attempts`.
     deadline: Duration,
     /// The most one validating query may take: `deadline × VALIDATION_DEADLINE_FACTOR`.
@@ -208,11 +258,24 @@ fn servers_and_options(
     Ok((config, opts))
 }
 
-fn build(cfg: &UpstreamConfig, validate: bool) -> Result<TokioResolver, ResolveError> {
-    let (config, opts) = servers_and_options(cfg, validate)?;
+fn build(cfg: &UpstreamConfig) -> Result<TokioResolver, ResolveError> {
+    let (config, opts) = servers_and_options(cfg, false)?;
+    Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(opts)
+        .build()
+        .map_err(|e| ResolveError::Config(format!("building the resolver: {e}").into()))
+}
+
+/// The validating resolver: hickory's validator over connections that keep NS/DS/DNSKEY
+/// answers and bound each question's exchanges ([`guard`]).
+fn build_validating(
+    cfg: &UpstreamConfig,
+    cache: Arc<guard::KeyCache>,
+) -> Result<Resolver<guard::Guarded>, ResolveError> {
+    let (config, opts) = servers_and_options(cfg, true)?;
     let mut builder =
-        Resolver::builder_with_config(config, TokioRuntimeProvider::default()).with_options(opts);
-    if validate && let Some(ta) = &cfg.trust_anchors {
+        Resolver::builder_with_config(config, guard::Guarded::new(cache)).with_options(opts);
+    if let Some(ta) = &cfg.trust_anchors {
         builder = builder.with_trust_anchor(ta.clone());
     }
     builder
@@ -226,10 +289,25 @@ impl Upstream {
         let deadline = cfg
             .timeout
             .saturating_mul(u32::try_from(cfg.attempts.max(1)).unwrap_or(u32::MAX));
+        let key_cache = Arc::new(guard::KeyCache::default());
         Ok(Upstream {
-            plain: build(cfg, false)?,
+            plain: build(cfg)?,
             pool: forward::pool(cfg)?,
-            validating: build(cfg, true)?,
+            validating: if cfg.trust_anchor_ds.is_empty() {
+                tokio::sync::OnceCell::new_with(Some(build_validating(cfg, key_cache.clone())?))
+            } else {
+                tokio::sync::OnceCell::new()
+            },
+            validating_cfg: cfg.clone(),
+            key_cache,
+            mode: cfg.dnssec,
+            ad_servers: if cfg.dnssec == DnssecMode::UpstreamAd {
+                ad::servers(cfg)?
+            } else {
+                Vec::new()
+            },
+            attempts: cfg.attempts.max(1),
+            timeout: cfg.timeout,
             deadline,
             validating_deadline: deadline.saturating_mul(VALIDATION_DEADLINE_FACTOR),
         })
@@ -245,17 +323,114 @@ impl Upstream {
         }
     }
 
-    /// The hickory instance for a plain or a validating question.
-    fn resolver(&self, validate: bool) -> &TokioResolver {
+    /// A lookup by the plain or the validating hickory resolver.
+    async fn hickory_lookup(
+        &self,
+        validate: bool,
+        name: Name,
+        rtype: RecordType,
+    ) -> Result<hickory_resolver::lookup::Lookup, NetError> {
         if validate {
-            &self.validating
+            let validating = self
+                .validating
+                .get_or_try_init(|| self.anchor_ds_keys())
+                .await?;
+            validating.lookup(name, rtype).await
         } else {
-            &self.plain
+            self.plain.lookup(name, rtype).await
         }
     }
 
-    /// Asks for `name` (absolute, no trailing dot needed) of type `rtype`.
+    /// The validating resolver for DS anchors: each DS owner's DNSKEY RRset asked (without
+    /// validation), the zone keys a DS matches (key tag, algorithm, digest) added to the key
+    /// anchors. A DS that matches no key is an error for this question (asked again on the
+    /// next); the DNSKEY RRset itself is then verified by the validator with the anchored key.
+    async fn anchor_ds_keys(&self) -> Result<Resolver<guard::Guarded>, NetError> {
+        use hickory_resolver::net::DnsHandle;
+        use hickory_resolver::proto::dnssec::{PublicKey, PublicKeyBuf};
+        use hickory_resolver::proto::op::{DnsRequestOptions, Query};
+        let cfg = &self.validating_cfg;
+        let mut anchors = cfg
+            .trust_anchors
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(TrustAnchors::empty);
+        for (owner, ds) in &cfg.trust_anchor_ds {
+            let mut opts = DnsRequestOptions::default();
+            opts.edns_set_dnssec_ok = true;
+            let response = futures_util::StreamExt::next(
+                &mut self
+                    .pool
+                    .lookup(Query::query(owner.clone(), RecordType::DNSKEY), opts),
+            )
+            .await
+            .ok_or_else(|| NetError::from("no answer to the DNSKEY query of a DS anchor"))??;
+            let mut matched = 0;
+            for r in &response.answers {
+                let RData::DNSSEC(hickory_resolver::proto::dnssec::rdata::DNSSECRData::DNSKEY(key)) =
+                    &r.data
+                else {
+                    continue;
+                };
+                if key.zone_key() && !key.revoke() && ds.covers(owner, key).unwrap_or(false) {
+                    let public = key.public_key();
+                    let public =
+                        PublicKeyBuf::new(public.public_bytes().to_vec(), public.algorithm());
+                    anchors.insert_with_name(&public, owner.into());
+                    matched += 1;
+                }
+            }
+            if matched == 0 {
+                return Err(NetError::from(format!(
+                    "no DNSKEY of {owner} matches the DS anchor (key tag {})",
+                    ds.key_tag()
+                )));
+            }
+            tracing::info!(%owner, key_tag = ds.key_tag(), "DS trust anchor: matching DNSKEY anchored");
+        }
+        let mut cfg = cfg.clone();
+        cfg.trust_anchors = Some(Arc::new(anchors));
+        build_validating(&cfg, self.key_cache.clone()).map_err(|e| NetError::from(e.to_string()))
+    }
+
+    /// The validating resolver's counters.
+    pub fn dnssec_stats(&self) -> DnssecStats {
+        self.key_cache.stats()
+    }
+
+    /// The DNSSEC mode.
+    pub fn dnssec_mode(&self) -> DnssecMode {
+        self.mode
+    }
+
+    /// Asks for `name` (absolute, no trailing dot needed) of type `rtype`. `validate`: the
+    /// answer needs a DNSSEC status (TLSA, DKIM keys), which the mode gives: validated here,
+    /// the upstream's AD bit, or none (`off`: indeterminate, no validating query).
     pub async fn query(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        validate: bool,
+    ) -> Result<RawAnswer, ResolveError> {
+        match (validate, self.mode) {
+            (false, _) | (true, DnssecMode::Off) => self.query_hickory(name, rtype, false).await,
+            (true, DnssecMode::UpstreamAd) => self.query_ad(name, rtype).await,
+            (true, DnssecMode::Validate) => {
+                let (result, spent) =
+                    guard::with_budget(self.query_hickory(name, rtype, true)).await;
+                tracing::debug!(%name, ?rtype, sent = spent.sent, "validated question: upstream exchanges");
+                if spent.exhausted {
+                    self.key_cache
+                        .exhausted
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(%name, ?rtype, limit = MAX_VALIDATION_QUERIES, "validation stopped: query budget spent");
+                }
+                result
+            }
+        }
+    }
+
+    async fn query_hickory(
         &self,
         name: &str,
         rtype: RecordType,
@@ -264,16 +439,19 @@ impl Upstream {
         let qname = query_name(name)?;
         let started = Instant::now();
         let until = tokio::time::Instant::from_std(started) + self.deadline(validate);
-        let resolver = self.resolver(validate);
-        let lookup =
-            match tokio::time::timeout_at(until, resolver.lookup(qname.clone(), rtype)).await {
-                Err(_) => return Err(ResolveError::Timeout),
-                Ok(Ok(l)) => l,
-                Ok(Err(NetError::Dns(DnsError::NoRecordsFound(nr)))) => {
-                    return self.negative(&qname, &nr, validate, started, until).await;
-                }
-                Ok(Err(e)) => return Err(error(e)),
-            };
+        let lookup = match tokio::time::timeout_at(
+            until,
+            self.hickory_lookup(validate, qname.clone(), rtype),
+        )
+        .await
+        {
+            Err(_) => return Err(ResolveError::Timeout),
+            Ok(Ok(l)) => l,
+            Ok(Err(NetError::Dns(DnsError::NoRecordsFound(nr)))) => {
+                return self.negative(&qname, &nr, validate, started, until).await;
+            }
+            Ok(Err(e)) => return Err(error(e)),
+        };
         let elapsed = started.elapsed();
         let chain = answer_chain(&qname, rtype, lookup.answers())?;
         let mut proof = None::<Proof>;

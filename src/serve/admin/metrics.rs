@@ -320,7 +320,25 @@ impl prometheus_client::collector::Collector for ResolverCollector {
                 s.wildcard_unmarked,
             ),
         ];
-        for (name, help, v) in counters {
+        let d = self.0.0.dnssec_stats();
+        let dnssec = [
+            (
+                "dnssec_upstream_queries",
+                "Upstream queries sent by the validating resolver (dnssec.mode = validate): questions, CNAMEs and the NS/DS/DNSKEY lookups of their chains of trust.",
+                d.upstream_queries,
+            ),
+            (
+                "dnssec_key_cache_hits",
+                "NS/DS/DNSKEY lookups of the validator answered from memory.",
+                d.key_cache_hits,
+            ),
+            (
+                "dnssec_budget_exhausted",
+                "Validating questions stopped at the per-question query budget (answered dnssec_bogus).",
+                d.budget_exhausted,
+            ),
+        ];
+        for (name, help, v) in counters.into_iter().chain(dnssec) {
             let c = ConstCounter::new(v);
             c.encode(enc.encode_descriptor(name, help, None, c.metric_type())?)?;
         }

@@ -112,8 +112,9 @@ pub fn parse_query(msg: &[u8]) -> Option<Query> {
     k += 4;
     at += 4;
     let question_end = at;
-    // Bit 0: EDNS present; bit 1: DO; bit 2: CD.
-    let mut bits = u8::from(flags2 & 0x10 != 0) << 2;
+    // Bit 0: EDNS present; bit 1: DO; bit 2: CD; bit 3: AD (an answer's AD bit depends on
+    // the query's DO and AD, RFC 6840 §5.7).
+    let mut bits = (u8::from(flags2 & 0x10 != 0) << 2) | (u8::from(flags2 & 0x20 != 0) << 3);
     let mut max_udp = 512;
     if ar == 1 {
         // The OPT record: root name, type 41, class = payload size, TTL = extended RCODE,

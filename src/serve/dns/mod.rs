@@ -208,7 +208,11 @@ impl Handler {
             let name: Name = q.name().clone();
             let a = self.answer(&name, q.query_type(), q.query_class()).await;
             resp.metadata.response_code = a.rcode;
-            resp.metadata.authentic_data = a.secure;
+            // AD only to a client that asked for it with DO or AD (RFC 6840 §5.7, RFC 4035
+            // §3.2.3).
+            let asked = req.metadata.authentic_data
+                || req.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+            resp.metadata.authentic_data = a.secure && asked;
             resp.add_answers(a.records);
             resp.add_authorities(a.authority);
             reuse = a.ttl;
@@ -276,7 +280,9 @@ impl RequestHandler for TcpHandler {
         let name: Name = q.name().into();
         let a = self.0.answer(&name, q.query_type(), q.query_class()).await;
         metadata.response_code = a.rcode;
-        metadata.authentic_data = a.secure;
+        let asked = request.metadata.authentic_data
+            || request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        metadata.authentic_data = a.secure && asked;
         let resp = builder.build(
             metadata,
             a.records.iter(),
