@@ -104,15 +104,39 @@ fn policy_imports_nothing_from_the_rest_of_the_crate() {
     }
 }
 
+/// Lines of non-test code: up to the `#[cfg(test)]` tests module, none in a `tests.rs`.
+fn non_test_lines(path: &Path, text: &str) -> usize {
+    if path.file_name().is_some_and(|n| n == "tests.rs") {
+        return 0;
+    }
+    let end = text.find("#[cfg(test)]\nmod tests").unwrap_or(text.len());
+    text[..end].lines().count()
+}
+
 #[test]
 fn policy_files_hold_at_most_600_lines_of_non_test_code() {
     for (path, text) in policy_sources() {
-        if path.file_name().is_some_and(|n| n == "tests.rs") {
-            continue;
-        }
-        // Non-test code ends where the `#[cfg(test)]` tests module starts.
-        let end = text.find("#[cfg(test)]\nmod tests").unwrap_or(text.len());
-        let code = text[..end].lines().count();
+        let code = non_test_lines(&path, &text);
         assert!(code <= 600, "{}: {code} lines", path.display());
     }
+}
+
+/// Issue 13: no source file of the crate (library and binary) over 600 lines of non-test code.
+#[test]
+fn no_source_file_holds_more_than_600_lines_of_non_test_code() {
+    let mut files = Vec::new();
+    sources::rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
+    assert!(files.len() >= 40, "src holds {} files", files.len());
+    let over: Vec<String> = files
+        .iter()
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let code = non_test_lines(p, &text);
+            (code > 600).then(|| format!("{}: {code} lines", p.display()))
+        })
+        .collect();
+    assert!(over.is_empty(), "{over:#?}");
 }
