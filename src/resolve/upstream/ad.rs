@@ -25,10 +25,7 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use super::chain::answer_chain;
 use super::forward::negative;
-use super::{
-    DnssecStatus, RawAnswer, Upstream, UpstreamConfig, encode_wire, lower_name, query_name,
-    servers_and_options, typed_records,
-};
+use super::{DnssecStatus, RawAnswer, Upstream, UpstreamConfig, query_name, servers_and_options};
 use crate::resolve::ResolveError;
 
 /// The EDNS option code of an Extended DNS Error (RFC 8914 §2).
@@ -119,16 +116,12 @@ impl Upstream {
         match m.metadata.response_code {
             ResponseCode::NoError if m.answers.iter().any(|r| r.record_type() == rtype) => {
                 let chain = answer_chain(qname, rtype, &m.answers)?;
-                Ok(RawAnswer {
-                    found_at: Some(lower_name(&chain.owner)),
-                    negative_at: None,
-                    rcode: ResponseCode::NoError,
-                    ttl: chain.ttl,
+                Ok(RawAnswer::positive(
+                    rtype,
+                    &chain,
                     dnssec,
-                    records: typed_records(rtype, &chain.rrset),
-                    wire: encode_wire(chain.cnames.iter().chain(&chain.rrset).copied(), []),
-                    elapsed: started.elapsed(),
-                })
+                    started.elapsed(),
+                ))
             }
             code @ (ResponseCode::NoError | ResponseCode::NXDomain) => {
                 let mut nr = NoRecords::new(Query::query(qname.clone(), rtype), code);

@@ -20,7 +20,7 @@ use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 use super::chain::{answer_chain, same_name};
 use super::{
     DnssecStatus, MAX_CNAME_HOPS, RawAnswer, Records, Upstream, UpstreamConfig, encode_wire, error,
-    lower_name, query_name, servers_and_options, typed_records,
+    lower_name, query_name, servers_and_options,
 };
 use crate::resolve::ResolveError;
 
@@ -62,16 +62,12 @@ impl Upstream {
         if response.response_code == ResponseCode::NoError
             && let Ok(chain) = answer_chain(&qname, rtype, &response.answers)
         {
-            return Ok(RawAnswer {
-                found_at: Some(lower_name(&chain.owner)),
-                negative_at: None,
-                rcode: ResponseCode::NoError,
-                ttl: chain.ttl,
-                dnssec: DnssecStatus::Indeterminate,
-                records: typed_records(rtype, &chain.rrset),
-                wire: encode_wire(chain.cnames.iter().chain(&chain.rrset).copied(), []),
-                elapsed: started.elapsed(),
-            });
+            return Ok(RawAnswer::positive(
+                rtype,
+                &chain,
+                DnssecStatus::Indeterminate,
+                started.elapsed(),
+            ));
         }
         match response.response_code {
             // CNAMEs, then no records of the type (NODATA) or no name (NXDOMAIN) at the end.

@@ -62,7 +62,7 @@ pub use self::guard::{DnssecStats, MAX_VALIDATION_QUERIES};
 use super::ResolveError;
 
 use self::chain::answer_chain;
-use self::records::{encode_wire, lower_name, query_name, status, typed_records, weaker};
+use self::records::{encode_wire, lower_name, query_name, status, weaker};
 
 /// The longest CNAME chain followed in an answer.
 pub const MAX_CNAME_HOPS: usize = 16;
@@ -461,8 +461,6 @@ impl Upstream {
                 Some(p) => weaker(p, r.proof),
             });
         }
-        let records = typed_records(rtype, &chain.rrset);
-        let wire = encode_wire(chain.cnames.iter().chain(&chain.rrset).copied(), []);
         let dnssec = if validate {
             proof.map_or(DnssecStatus::Indeterminate, status)
         } else {
@@ -471,16 +469,7 @@ impl Upstream {
         if dnssec == DnssecStatus::Bogus {
             return Err(ResolveError::DnssecBogus);
         }
-        Ok(RawAnswer {
-            found_at: Some(lower_name(&chain.owner)),
-            negative_at: None,
-            rcode: ResponseCode::NoError,
-            ttl: chain.ttl,
-            dnssec,
-            records,
-            wire,
-            elapsed,
-        })
+        Ok(RawAnswer::positive(rtype, &chain, dnssec, elapsed))
     }
 }
 

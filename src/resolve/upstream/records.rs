@@ -9,7 +9,10 @@ use hickory_resolver::proto::rr::domain::Label;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use super::{DnssecStatus, Records, WireRecords};
+use std::time::Duration;
+
+use super::chain::Chain;
+use super::{DnssecStatus, RawAnswer, Records, WireRecords};
 use crate::policy::join_txt;
 use crate::resolve::ResolveError;
 
@@ -131,4 +134,26 @@ pub(super) fn weaker(a: Proof, b: Proof) -> Proof {
         Proof::Secure => 3,
     };
     if rank(a) <= rank(b) { a } else { b }
+}
+
+impl RawAnswer {
+    /// A positive answer from the chain that answers the question: found at the chain's end,
+    /// TTL the chain's minimum, the RRset's typed data and the chain in wire form.
+    pub(super) fn positive(
+        rtype: RecordType,
+        chain: &Chain<'_>,
+        dnssec: DnssecStatus,
+        elapsed: Duration,
+    ) -> RawAnswer {
+        RawAnswer {
+            found_at: Some(lower_name(&chain.owner)),
+            negative_at: None,
+            rcode: hickory_resolver::proto::op::ResponseCode::NoError,
+            ttl: chain.ttl,
+            dnssec,
+            records: typed_records(rtype, &chain.rrset),
+            wire: encode_wire(chain.cnames.iter().chain(&chain.rrset).copied(), []),
+            elapsed,
+        }
+    }
 }
