@@ -97,14 +97,7 @@ async fn start() -> FrontEnd {
     .unwrap();
     let forward = defaults.daemon.dns_forward;
     assert!(forward, "forwarding is the default");
-    let addr = mailpolicyd::serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        service.clone(),
-        forward,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let addr = common::serve_dns_front_end_forwarding(&service, &shutdown, forward).await;
     FrontEnd {
         dns,
         service,
@@ -127,20 +120,13 @@ async fn ask(addr: SocketAddr, qname: &str, rtype: RecordType) -> Message {
 
 /// One question over UDP (EDNS, 1232 octets offered, RD set), the response decoded.
 async fn ask_server(addr: SocketAddr, qname: &str, rtype: RecordType) -> Message {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut m = Message::new(0x4d50, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = true;
     m.add_query(Query::query(name(qname), rtype));
     let mut e = Edns::new();
     e.set_max_payload(1232);
     m.set_edns(e);
-    sock.send_to(&m.to_vec().unwrap(), addr).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
-        .await
-        .expect("an answer within 5 s")
-        .unwrap();
-    let resp = Message::from_vec(&buf[..n]).unwrap();
+    let resp = common::udp_exchange(addr, &m).await;
     assert_eq!(resp.metadata.id, 0x4d50);
     resp
 }

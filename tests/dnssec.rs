@@ -532,14 +532,7 @@ async fn front_end_sets_ad_only_when_asked_and_only_for_secure() {
     let (dns, anchor) = hierarchy().await;
     let service = Service::new(hierarchy_resolver(&dns, &anchor, DnssecMode::Validate));
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let addr = mailpolicyd::serve::dns::serve(
-        "127.0.0.1:0".parse().unwrap(),
-        service.clone(),
-        true,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let addr = common::serve_dns_front_end_forwarding(&service, &shutdown, true).await;
     for _ in 0..2 {
         for (dnssec_ok, ad, want) in [
             (true, false, true),
@@ -663,6 +656,24 @@ fn dnssec_settings_are_validated() {
 /// A trust anchor file of DNSKEY records (a zone's key, as `dnssec-keygen` writes it) is the
 /// anchor validation starts from: the signed zone is secure with it, and the configuration
 /// loads it through `[dnssec] trust_anchor`.
+/// The configuration the daemon would load with `dnssec.trust_anchor = file` and `upstream`
+/// (everything else default).
+fn anchored_config(
+    file: &std::path::Path,
+    upstream: std::net::SocketAddr,
+) -> mailpolicyd::config::Config {
+    let env: std::collections::BTreeMap<String, String> = [
+        ("XDG_RUNTIME_DIR", "/tmp/x"),
+        ("MAILPOLICYD_DNSSEC_TRUST_ANCHOR", file.to_str().unwrap()),
+        ("MAILPOLICYD_UPSTREAM", &upstream.to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    mailpolicyd::config::load(None, &env, &mailpolicyd::config::Flags::default())
+        .unwrap_or_else(|p| panic!("{p:?}"))
+}
+
 #[tokio::test]
 async fn a_trust_anchor_file_is_the_anchor() {
     let (dns, anchor) = hierarchy().await;
@@ -674,16 +685,7 @@ async fn a_trust_anchor_file_is_the_anchor() {
         format!("; test.'s key\ntest. 3600 IN DNSKEY {dnskey}\n"),
     )
     .unwrap();
-    let env: std::collections::BTreeMap<String, String> = [
-        ("XDG_RUNTIME_DIR", "/tmp/x"),
-        ("MAILPOLICYD_DNSSEC_TRUST_ANCHOR", file.to_str().unwrap()),
-        ("MAILPOLICYD_UPSTREAM", &dns.addr.to_string()),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    let cfg = mailpolicyd::config::load(None, &env, &mailpolicyd::config::Flags::default())
-        .unwrap_or_else(|p| panic!("{p:?}"));
+    let cfg = anchored_config(&file, dns.addr);
     assert_eq!(cfg.daemon.resolver.upstream.dnssec, DnssecMode::Validate);
     assert!(cfg.daemon.resolver.upstream.trust_anchors.is_some());
     let r = Resolver::new(cfg.daemon.resolver).unwrap();
@@ -885,16 +887,7 @@ async fn a_ds_trust_anchor_is_matched_to_its_key() {
     let wrong = dir.path().join("other.ds");
     std::fs::write(&wrong, format!("test. IN DS {}\n", ds_of(&test, &other))).unwrap();
     let load = |file: &std::path::Path| {
-        let env: std::collections::BTreeMap<String, String> = [
-            ("XDG_RUNTIME_DIR", "/tmp/x"),
-            ("MAILPOLICYD_DNSSEC_TRUST_ANCHOR", file.to_str().unwrap()),
-            ("MAILPOLICYD_UPSTREAM", &dns.addr.to_string()),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        let cfg = mailpolicyd::config::load(None, &env, &mailpolicyd::config::Flags::default())
-            .unwrap_or_else(|p| panic!("{p:?}"));
+        let cfg = anchored_config(file, dns.addr);
         assert_eq!(cfg.daemon.resolver.upstream.trust_anchor_ds.len(), 1);
         Resolver::new(cfg.daemon.resolver).unwrap()
     };

@@ -159,10 +159,20 @@ pub async fn serve_dns_front_end(
     service: &std::sync::Arc<mailpolicyd::serve::Service>,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> std::net::SocketAddr {
+    serve_dns_front_end_forwarding(service, shutdown, false).await
+}
+
+/// [`serve_dns_front_end`], forwarding the other types when `forward` (the default
+/// configuration's `dns.forward_other_types = true`).
+pub async fn serve_dns_front_end_forwarding(
+    service: &std::sync::Arc<mailpolicyd::serve::Service>,
+    shutdown: &tokio_util::sync::CancellationToken,
+    forward: bool,
+) -> std::net::SocketAddr {
     mailpolicyd::serve::dns::serve(
         "127.0.0.1:0".parse().unwrap(),
         service.clone(),
-        false,
+        forward,
         shutdown.clone(),
     )
     .await
