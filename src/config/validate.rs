@@ -140,17 +140,16 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
             Err(_) => problems.push(format!("upstream.servers: {text:?} is not IP:PORT")),
         }
     }
-    let discovery = match str_("dmarc", "discovery").as_str() {
-        "treewalk" => DiscoveryMode::TreeWalk,
-        "psl" => DiscoveryMode::Psl,
-        "both" => DiscoveryMode::Both,
-        other => {
-            problems.push(format!(
-                "dmarc.discovery = {other:?} is not treewalk, psl or both"
-            ));
-            DiscoveryMode::TreeWalk
-        }
-    };
+    let discovery = choice(
+        "dmarc.discovery",
+        &str_("dmarc", "discovery"),
+        &[
+            ("treewalk", DiscoveryMode::TreeWalk),
+            ("psl", DiscoveryMode::Psl),
+            ("both", DiscoveryMode::Both),
+        ],
+        problems,
+    );
     let psl_file = str_("dmarc", "psl_file");
     let suffix_list = if psl_file.is_empty() {
         SuffixList::builtin()
@@ -186,17 +185,16 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
             "dns.listen = {a} is not a loopback address; set dns.allow_non_loopback = true to serve it (beware of running an open resolver)"
         ));
     }
-    let dnssec_mode = match str_("dnssec", "mode").as_str() {
-        "validate" => DnssecMode::Validate,
-        "upstream_ad" => DnssecMode::UpstreamAd,
-        "off" => DnssecMode::Off,
-        other => {
-            problems.push(format!(
-                "dnssec.mode = {other:?} is not validate, upstream_ad or off"
-            ));
-            DnssecMode::Validate
-        }
-    };
+    let dnssec_mode = choice(
+        "dnssec.mode",
+        &str_("dnssec", "mode"),
+        &[
+            ("validate", DnssecMode::Validate),
+            ("upstream_ad", DnssecMode::UpstreamAd),
+            ("off", DnssecMode::Off),
+        ],
+        problems,
+    );
     let anchor_file = str_("dnssec", "trust_anchor");
     let trust_anchors = if anchor_file.is_empty() {
         None
@@ -336,4 +334,19 @@ fn socket_group(v: Option<&toml::Value>, problems: &mut Vec<String>) -> Option<u
             None
         }
     }
+}
+
+/// The value of a setting that names one of `options` (the first is the default); another
+/// name is a problem, "KEY = \"x\" is not a, b or c", and the default stands.
+fn choice<T: Copy>(key: &str, value: &str, options: &[(&str, T)], problems: &mut Vec<String>) -> T {
+    if let Some((_, v)) = options.iter().find(|(name, _)| *name == value) {
+        return *v;
+    }
+    let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+    let (last, rest) = names.split_last().expect("at least one option");
+    problems.push(format!(
+        "{key} = {value:?} is not {} or {last}",
+        rest.join(", ")
+    ));
+    options[0].1
 }
