@@ -524,7 +524,7 @@ async fn ask_front(addr: std::net::SocketAddr, qname: &str, dnssec_ok: bool, ad:
 use hickory_server::proto::op::{Message, ResponseCode};
 
 /// The DNS front-end: AD on a secure answer only for a client that asked with DO or AD (RFC
-/// 6840 §5.7), never on an insecure one; SERVFAIL for a bogus one. Asked twice each, so the
+/// 6840 §5.7), never on an insecure one; SERVFAIL for a bogus one; the RRSIG only with DO. Asked twice each, so the
 /// second answer comes from the front-end's wire cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn front_end_sets_ad_only_when_asked_and_only_for_secure() {
@@ -541,7 +541,14 @@ async fn front_end_sets_ad_only_when_asked_and_only_for_secure() {
         ] {
             let r = ask_front(addr, "_25._tcp.mx.signed.test.", dnssec_ok, ad).await;
             assert_eq!(r.metadata.response_code, ResponseCode::NoError);
-            assert_eq!(r.answers.len(), 1, "{r:?}");
+            // The TLSA record, and its RRSIG for a client that set DO (RFC 4035 §3.2.1).
+            let types: Vec<RecordType> = r.answers.iter().map(|a| a.record_type()).collect();
+            let want_types: &[RecordType] = if dnssec_ok {
+                &[RecordType::TLSA, RecordType::RRSIG]
+            } else {
+                &[RecordType::TLSA]
+            };
+            assert_eq!(types, want_types, "DO={dnssec_ok}: {r:?}");
             assert_eq!(
                 r.metadata.authentic_data, want,
                 "secure answer, DO={dnssec_ok} AD={ad}"

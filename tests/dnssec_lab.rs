@@ -386,6 +386,8 @@ impl Lab {
 struct Daemon {
     proc: Proc,
     socket: PathBuf,
+    /// Its DNS front-end.
+    dns: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -396,6 +398,8 @@ impl Daemon {
         let mut cmd = common::daemon_command(&socket, upstream);
         // No admin endpoint: its default port is one per host.
         cmd.args(["--admin", ""]);
+        let dns = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST)));
+        cmd.args(["--dns-listen", &dns.to_string()]);
         cmd.env("MAILPOLICYD_DNSSEC_MODE", mode);
         if let Some(a) = anchor {
             cmd.env("MAILPOLICYD_DNSSEC_TRUST_ANCHOR", a);
@@ -415,6 +419,7 @@ impl Daemon {
         Daemon {
             proc,
             socket,
+            dns,
             _dir: dir,
         }
     }
@@ -705,6 +710,111 @@ fn dmarc_and_spf_work_in_all_three_zones(mode: &str, test: &str) {
     }
 }
 
+fn dkim_keys_carry_their_dnssec_status(mode: &str, test: &str) {
+    let Some((_lab, d)) = lab_and_daemon(test, mode) else {
+        return;
+    };
+    for (zone, status) in [("signed.test", "secure"), ("unsigned.test", "insecure")] {
+        let v = d.ok(&["dkim", "lab", zone]);
+        assert_eq!(dnssec(&v), status, "{zone}: {v}");
+        assert!(
+            v.to_string().contains("11qYAYKxCrfVS"),
+            "{zone}: the key itself: {v}"
+        );
+    }
+    // A key whose signature does not verify is an error, as a validating resolver's SERVFAIL.
+    let (code, v) = d.query(&["dkim", "lab", "broken.test"]);
+    assert_ne!(code, Some(0), "{v}");
+    assert_eq!(
+        v.get("error")
+            .and_then(|e| find(e, "code"))
+            .and_then(Value::as_str),
+        Some("dnssec_bogus"),
+        "{v}"
+    );
+}
+
+/// The `dig +dnssec` (DO) or plain answer of the daemon's front-end.
+fn front_dig(d: &Daemon, dnssec: bool, qtype: &str, name: &str) -> String {
+    // dig sets AD in its queries by default, which asks for AD as DO does (RFC 6840 §5.7).
+    let flags: &[&str] = if dnssec {
+        &["+dnssec"]
+    } else {
+        &["+nodnssec", "+noadflag"]
+    };
+    let out = dig(d.dns, &[flags, &["+rec", qtype, name]].concat());
+    assert!(
+        out.contains("status: "),
+        "no answer from the front-end:
+{out}"
+    );
+    out
+}
+
+/// The types of the records in one section of a `dig` answer (`ANSWER`, `AUTHORITY`).
+fn section_types<'a>(out: &'a str, section: &str) -> Vec<&'a str> {
+    let head = format!(";; {section} SECTION:");
+    out.lines()
+        .skip_while(|l| *l != head)
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .collect()
+}
+
+fn front_end_passes_dnssec_records_to_do_clients(mode: &str, test: &str) {
+    let Some((_lab, d)) = lab_and_daemon(test, mode) else {
+        return;
+    };
+    // TLSA: the records, their RRSIG and AD for a DO client; neither for a plain one.
+    let out = front_dig(&d, true, "TLSA", "_25._tcp.mx.signed.test");
+    let answer = section_types(&out, "ANSWER");
+    assert!(
+        answer.contains(&"TLSA") && answer.contains(&"RRSIG"),
+        "{out}"
+    );
+    assert!(dig_flags(&out).contains(&"ad"), "{out}");
+    let out = front_dig(&d, false, "TLSA", "_25._tcp.mx.signed.test");
+    assert_eq!(section_types(&out, "ANSWER"), ["TLSA"], "{out}");
+    assert!(!dig_flags(&out).contains(&"ad"), "{out}");
+    // An authenticated denial: the SOA, NSEC and their RRSIGs in the authority section.
+    let out = front_dig(&d, true, "TLSA", "_25._tcp.mx2.signed.test");
+    assert_eq!(dig_status(&out), "NOERROR", "{out}");
+    let authority = section_types(&out, "AUTHORITY");
+    assert!(
+        authority.contains(&"SOA") && authority.contains(&"NSEC") && authority.contains(&"RRSIG"),
+        "{out}"
+    );
+    assert!(dig_flags(&out).contains(&"ad"), "{out}");
+    let out = front_dig(&d, false, "TLSA", "_25._tcp.mx2.signed.test");
+    assert_eq!(section_types(&out, "AUTHORITY"), ["SOA"], "{out}");
+    // A DKIM key (validated) and the other types (forwarded): their RRSIGs for DO only.
+    for (qtype, name) in [
+        ("TXT", "lab._domainkey.signed.test"),
+        ("TXT", "signed.test"),
+        ("TXT", "_dmarc.signed.test"),
+        ("A", "mx.signed.test"),
+        ("DNSKEY", "signed.test"),
+    ] {
+        let out = front_dig(&d, true, qtype, name);
+        let answer = section_types(&out, "ANSWER");
+        assert!(
+            answer.contains(&qtype) && answer.contains(&"RRSIG"),
+            "{qtype} {name} with DO:\n{out}"
+        );
+        let out = front_dig(&d, false, qtype, name);
+        let answer = section_types(&out, "ANSWER");
+        assert!(
+            answer.contains(&qtype) && !answer.contains(&"RRSIG"),
+            "{qtype} {name} without DO:\n{out}"
+        );
+    }
+    // The unsigned zone has no signatures to pass.
+    let out = front_dig(&d, true, "TLSA", "_25._tcp.mx.unsigned.test");
+    assert_eq!(section_types(&out, "ANSWER"), ["TLSA"], "{out}");
+    assert!(!dig_flags(&out).contains(&"ad"), "{out}");
+}
+
 macro_rules! both_modes {
     ($($check:ident => $validate:ident, $upstream_ad:ident;)*) => {$(
         #[test]
@@ -737,6 +847,38 @@ both_modes! {
     dmarc_and_spf_work_in_all_three_zones =>
         validate_dmarc_and_spf_work_in_all_three_zones,
         upstream_ad_dmarc_and_spf_work_in_all_three_zones;
+    dkim_keys_carry_their_dnssec_status =>
+        validate_dkim_keys_carry_their_dnssec_status,
+        upstream_ad_dkim_keys_carry_their_dnssec_status;
+    front_end_passes_dnssec_records_to_do_clients =>
+        validate_front_end_passes_dnssec_records_to_do_clients,
+        upstream_ad_front_end_passes_dnssec_records_to_do_clients;
+}
+
+/// With the IANA root anchors (no `trust_anchor`) over the lab's private root, no anchor's
+/// DNSKEY validates through the upstream: DKIM keys are answered `indeterminate` (DKIM does not
+/// need DNSSEC, and the failure is not the key's), while TLSA stays strict (`dnssec_bogus`).
+#[test]
+fn an_unreachable_anchor_leaves_dkim_indeterminate_and_tlsa_bogus() {
+    let Some(lab) = Lab::start("an_unreachable_anchor_leaves_dkim_indeterminate_and_tlsa_bogus")
+    else {
+        return;
+    };
+    let d = Daemon::start(lab.iter, "validate", None);
+    for zone in ["signed.test", "unsigned.test"] {
+        let v = d.ok(&["dkim", "lab", zone]);
+        assert_eq!(dnssec(&v), "indeterminate", "{zone}: {v}");
+        assert!(v.to_string().contains("11qYAYKxCrfVS"), "{zone}: {v}");
+    }
+    let (code, v) = d.query(&["tlsa", "mx.signed.test", "25"]);
+    assert_ne!(code, Some(0), "{v}");
+    assert_eq!(
+        v.get("error")
+            .and_then(|e| find(e, "code"))
+            .and_then(Value::as_str),
+        Some("dnssec_bogus"),
+        "{v}"
+    );
 }
 
 /// The trust anchor file may hold the root KSK as a DNSKEY line instead of a DS (both are

@@ -252,6 +252,10 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
                 timeout: Duration::from_millis(timeout_ms),
                 attempts,
                 trust_anchors: trust_anchors.as_ref().map(|a| Arc::new(a.keys.clone())),
+                anchor_owners: trust_anchors
+                    .as_ref()
+                    .map(|a| a.owners.clone())
+                    .unwrap_or_default(),
                 trust_anchor_ds: trust_anchors.map(|a| a.ds).unwrap_or_default(),
                 dnssec: dnssec_mode,
             },

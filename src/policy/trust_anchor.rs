@@ -46,12 +46,15 @@ pub struct Anchors {
     pub keys: TrustAnchors,
     /// The DS anchors: (owner, DS).
     pub ds: Vec<(Name, DS)>,
+    /// Every anchor's owner (the zones whose keys are anchored), each once, in file order.
+    pub owners: Vec<Name>,
 }
 
 /// The anchors in `text`; at least one record, every record a DNSKEY or a DS.
 pub fn parse(text: &str) -> Result<Anchors, TrustAnchorError> {
     let mut anchors = TrustAnchors::empty();
     let mut ds = Vec::new();
+    let mut owners: Vec<Name> = Vec::new();
     let mut count = 0usize;
     for (line, record) in records(text)? {
         let err = |message: String| TrustAnchorError { line, message };
@@ -72,10 +75,13 @@ pub fn parse(text: &str) -> Result<Anchors, TrustAnchorError> {
                 fields[0]
             )));
         }
+        let owner = Name::from_ascii(fields[0]).map_err(|e| err(e.to_string()))?;
+        if !owners.iter().any(|o| o.eq_ignore_root(&owner)) {
+            owners.push(owner.clone());
+        }
         match rtype.as_deref() {
             Some("DNSKEY") => {}
             Some("DS") => {
-                let owner = Name::from_ascii(fields[0]).map_err(|e| err(e.to_string()))?;
                 let at = fields
                     .iter()
                     .position(|f| f.eq_ignore_ascii_case("DS"))
@@ -90,12 +96,6 @@ pub fn parse(text: &str) -> Result<Anchors, TrustAnchorError> {
                 )));
             }
             None => return Err(err(format!("not a DNSKEY or DS record: {record:?}"))),
-        }
-        if !fields[0].ends_with('.') {
-            return Err(err(format!(
-                "owner {:?} must be absolute (end with a dot)",
-                fields[0]
-            )));
         }
         let entries = Parser::new(record.as_str())
             .parse()
@@ -117,7 +117,11 @@ pub fn parse(text: &str) -> Result<Anchors, TrustAnchorError> {
             message: "no DNSKEY or DS record in the file".into(),
         });
     }
-    Ok(Anchors { keys: anchors, ds })
+    Ok(Anchors {
+        keys: anchors,
+        ds,
+        owners,
+    })
 }
 
 /// A DS record's RDATA: key tag, algorithm, digest type (SHA-1, SHA-256 or SHA-384), digest in

@@ -240,13 +240,14 @@ impl Resolver {
             .query_coalesced(&key, now, move || {
                 async move {
                     let inner = &this.inner;
-                    // TLSA needs a DNSSEC status (RFC 7672 §2.2); a DKIM key gets one where it
-                    // is free, the upstream's AD bit (`upstream_ad`); validating every DKIM key
-                    // here (`validate`) is not done: see `Upstream::query`.
-                    let validate = query_key.kind == Kind::Tlsa
-                        || (query_key.kind == Kind::DkimKey
-                            && inner.upstream.dnssec_mode()
-                                == super::upstream::DnssecMode::UpstreamAd);
+                    // TLSA needs a DNSSEC status (RFC 7672 §2.2); a DKIM key gets one unless
+                    // the mode is `off` or no trust anchor can be reached through the upstream
+                    // (`Upstream::validates_dkim`).
+                    let validate = match query_key.kind {
+                        Kind::Tlsa => true,
+                        Kind::DkimKey => inner.upstream.validates_dkim().await,
+                        _ => false,
+                    };
                     let started = Instant::now();
                     let (name, rtype) = (&query_key.name, query_key.kind.record_type());
                     let result = match query_key.kind {

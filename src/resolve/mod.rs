@@ -142,6 +142,11 @@ impl Resolver {
         self.inner.stats.snapshot(entries, bytes)
     }
 
+    /// Where DNSSEC status comes from (`[dnssec] mode`).
+    pub fn dnssec_mode(&self) -> DnssecMode {
+        self.inner.upstream.dnssec_mode()
+    }
+
     /// The validating resolver's counters (`[dnssec] mode = "validate"`; zero otherwise).
     pub fn dnssec_stats(&self) -> upstream::DnssecStats {
         self.inner.upstream.dnssec_stats()

@@ -309,12 +309,31 @@ impl Service {
     /// ([`txt_kind`]), costing no upstream query when the socket asked first, and the other way
     /// round. An entry restored from a snapshot does not keep its TXT records: then the name's
     /// TXT records are asked as raw TXT (cached apart, once).
-    pub async fn dns_question(&self, name: &str, qtype: DnsType) -> Result<Lookup, ResolveError> {
+    ///
+    /// `dnssec_ok`: the client set DO and wants the signatures and denial proofs with the
+    /// records. The TLSA and DKIM key entries keep them (they are asked with DNSSEC), and every
+    /// other type is forwarded with DO; a TXT question at any other name is then forwarded
+    /// too (`Kind::Forward`, cached apart from the policy entry, which is asked without DO).
+    /// With `[dnssec] mode = "off"` nothing is asked with DO.
+    pub async fn dns_question(
+        &self,
+        name: &str,
+        qtype: DnsType,
+        dnssec_ok: bool,
+    ) -> Result<Lookup, ResolveError> {
         let started = Instant::now();
         let r = &self.resolver;
-        let mut result = r.lookup(qtype.kind(name), name, started).await;
+        let mut kind = qtype.kind(name);
+        let signed_txt = dnssec_ok
+            && r.dnssec_mode() != crate::resolve::DnssecMode::Off
+            && matches!(kind, Kind::Spf | Kind::Dmarc | Kind::Atps);
+        if signed_txt {
+            kind = Kind::Forward(qtype.0);
+        }
+        let mut result = r.lookup(kind, name, started).await;
         if let Ok(l) = &result
             && qtype == DnsType::TXT
+            && !signed_txt
             && l.answer.txt().is_none()
         {
             result = r.lookup(Kind::Txt, name, started).await;

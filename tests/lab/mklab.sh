@@ -4,7 +4,7 @@
 #   test.        signed, delegated from . with DS
 #   signed.test. signed, delegated with DS
 #   unsigned.test. unsigned, delegated without DS
-#   broken.test. signed, delegated with DS, its TLSA rdata changed after signing (bogus)
+#   broken.test. signed, delegated with DS, its TLSA and DKIM key rdata changed after signing (bogus)
 # and the configuration of one NSD serving all five zones on NSD_IP@NSD_PORT, of an Unbound
 # iterator (no validation) and of a validating Unbound, both on NSD_IP at their own ports.
 # Starts nothing: the test starts (and stops, by PID) the servers.
@@ -41,6 +41,9 @@ sign broken.test.
 ab=$(printf 'ab%.0s' $(seq 32)) cd=$(printf 'cd%.0s' $(seq 32))
 sed -i -E "/[[:space:]]TLSA[[:space:]]/s/$ab/$cd/I" broken.test.zone.signed
 grep -qi "TLSA.*$cd" broken.test.zone.signed || { echo "mklab: failed to break broken.test's TLSA" >&2; exit 1; }
+# and another DKIM key text (t=y added) under the old RRSIG.
+sed -i -E '/_domainkey/s/k=ed25519; p=/k=ed25519; t=y; p=/' broken.test.zone.signed
+grep -q 't=y; p=' broken.test.zone.signed || { echo "mklab: failed to break broken.test's DKIM key" >&2; exit 1; }
 cp unsigned.test.zone unsigned.test.zone.signed
 
 template test.

@@ -16,15 +16,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hickory_resolver::net::NoRecords;
 use hickory_resolver::proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_resolver::proto::rr::rdata::opt::EdnsOption;
-use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::proto::rr::{Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::chain::answer_chain;
-use super::forward::negative;
+use super::forward::{negative, no_records};
 use super::{DnssecStatus, RawAnswer, Upstream, UpstreamConfig, query_name, servers_and_options};
 use crate::resolve::ResolveError;
 
@@ -119,24 +118,13 @@ impl Upstream {
                 Ok(RawAnswer::positive(
                     rtype,
                     &chain,
+                    &m.authorities,
                     dnssec,
                     started.elapsed(),
                 ))
             }
             code @ (ResponseCode::NoError | ResponseCode::NXDomain) => {
-                let mut nr = NoRecords::new(Query::query(qname.clone(), rtype), code);
-                nr.soa = m
-                    .authorities
-                    .iter()
-                    .find(|r| r.record_type() == RecordType::SOA)
-                    .and_then(|r| match &r.data {
-                        RData::SOA(s) => Some(Box::new(Record::from_rdata(
-                            r.name.clone(),
-                            r.ttl,
-                            s.clone(),
-                        ))),
-                        _ => None,
-                    });
+                let nr = no_records(qname, rtype, code, &m.authorities);
                 let mut a = negative(qname, &nr, &m.answers, started);
                 a.dnssec = dnssec;
                 Ok(a)

@@ -9,6 +9,7 @@ use hickory_resolver::proto::dnssec::Proof;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 
+use super::records::{covered, proofs};
 use super::{
     DnssecStatus, MAX_CNAME_HOPS, RawAnswer, Records, Upstream, encode_wire, error, lower_name,
     status, weaker,
@@ -81,7 +82,8 @@ impl Upstream {
                 nr.soa
                     .as_ref()
                     .map(|s| s.as_ref().clone().into_record_of_rdata())
-                    .as_ref(),
+                    .iter()
+                    .chain(proofs(nr.authorities.as_deref().unwrap_or_default())),
             ),
             elapsed: started.elapsed(),
         })
@@ -147,6 +149,9 @@ pub(super) struct Chain<'a> {
     pub(super) rrset: Vec<&'a Record>,
     /// The minimum TTL over `cnames` and `rrset`.
     pub(super) ttl: u32,
+    /// The RRSIGs in the answer section over the chain's CNAMEs and over the RRset, for a
+    /// client that set DO (empty when the upstream was asked without DO).
+    pub(super) sigs: Vec<&'a Record>,
 }
 
 /// Walks the CNAME chain from `qname` through `answers` (RFC 2181 §5.4.1: only records on the
@@ -172,11 +177,20 @@ pub(super) fn answer_chain<'a>(
             .collect();
         if !rrset.is_empty() {
             ttl = rrset.iter().fold(ttl, |t, r| t.min(r.ttl));
+            let sigs = answers
+                .iter()
+                .filter(|r| match covered(r) {
+                    Some(t) if t == rtype => same_name(&r.name, &owner),
+                    Some(RecordType::CNAME) => cnames.iter().any(|c| same_name(&c.name, &r.name)),
+                    _ => false,
+                })
+                .collect();
             return Ok(Chain {
                 owner,
                 cnames,
                 rrset,
                 ttl,
+                sigs,
             });
         }
         let mut here = answers

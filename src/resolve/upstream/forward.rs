@@ -18,9 +18,10 @@ use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 
 use super::chain::{answer_chain, same_name};
+use super::records::proofs;
 use super::{
-    DnssecStatus, MAX_CNAME_HOPS, RawAnswer, Records, Upstream, UpstreamConfig, encode_wire, error,
-    lower_name, query_name, servers_and_options,
+    DnssecMode, DnssecStatus, MAX_CNAME_HOPS, RawAnswer, Records, Upstream, UpstreamConfig,
+    encode_wire, error, lower_name, query_name, servers_and_options,
 };
 use crate::resolve::ResolveError;
 
@@ -46,10 +47,11 @@ impl Upstream {
         let qname = query_name(name)?;
         let started = Instant::now();
         let until = tokio::time::Instant::from_std(started) + self.deadline(false);
-        let mut responses = self.pool.lookup(
-            Query::query(qname.clone(), rtype),
-            DnsRequestOptions::default(),
-        );
+        // With DO unless DNSSEC is off: the signatures and denial proofs are kept beside the
+        // records for a front-end client that sets DO (and left out for one that does not).
+        let mut opts = DnsRequestOptions::default();
+        opts.edns_set_dnssec_ok = self.mode != DnssecMode::Off;
+        let mut responses = self.pool.lookup(Query::query(qname.clone(), rtype), opts);
         let response = match tokio::time::timeout_at(until, responses.next()).await {
             Err(_) => return Err(ResolveError::Timeout),
             Ok(None) => return Err(ResolveError::Network("no response".into())),
@@ -65,27 +67,15 @@ impl Upstream {
             return Ok(RawAnswer::positive(
                 rtype,
                 &chain,
+                &response.authorities,
                 DnssecStatus::Indeterminate,
                 started.elapsed(),
             ));
         }
         match response.response_code {
             // CNAMEs, then no records of the type (NODATA) or no name (NXDOMAIN) at the end.
-            ResponseCode::NoError | ResponseCode::NXDomain => {
-                let soa = response
-                    .authorities
-                    .iter()
-                    .find(|r| r.record_type() == RecordType::SOA);
-                let mut nr =
-                    NoRecords::new(Query::query(qname.clone(), rtype), response.response_code);
-                nr.soa = soa.and_then(|r| match &r.data {
-                    RData::SOA(s) => Some(Box::new(Record::from_rdata(
-                        r.name.clone(),
-                        r.ttl,
-                        s.clone(),
-                    ))),
-                    _ => None,
-                });
+            code @ (ResponseCode::NoError | ResponseCode::NXDomain) => {
+                let nr = no_records(&qname, rtype, code, &response.authorities);
                 Ok(negative(&qname, &nr, &response.answers, started))
             }
             other => Err(error(NetError::from(DnsError::ResponseCode(other)))),
@@ -93,8 +83,29 @@ impl Upstream {
     }
 }
 
+/// A negative response's `authorities` as hickory's resolver reports them: the SOA (for the
+/// negative TTL) and the DNSSEC proofs (NSEC, NSEC3 and the signatures) kept for DO clients.
+pub(super) fn no_records(
+    qname: &Name,
+    rtype: RecordType,
+    code: ResponseCode,
+    authorities: &[Record],
+) -> NoRecords {
+    let mut nr = NoRecords::new(Query::query(qname.clone(), rtype), code);
+    nr.soa = authorities.iter().find_map(|r| match &r.data {
+        RData::SOA(s) => Some(Box::new(Record::from_rdata(
+            r.name.clone(),
+            r.ttl,
+            s.clone(),
+        ))),
+        _ => None,
+    });
+    nr.authorities = Some(proofs(authorities).cloned().collect());
+    nr
+}
+
 /// A negative answer to `qname`: the CNAMEs from it found in `answers` (only the chain), the
-/// SOA of `nr`; TTL min(SOA TTL, SOA MINIMUM, the CNAMEs' TTLs), 0 without an SOA (RFC 2308
+/// SOA of `nr` and its DNSSEC proofs; TTL min(SOA TTL, SOA MINIMUM, the CNAMEs' TTLs), 0 without an SOA (RFC 2308
 /// §5: not cached beyond the floor).
 pub(super) fn negative(
     qname: &Name,
@@ -121,7 +132,11 @@ pub(super) fn negative(
         ttl,
         dnssec: DnssecStatus::Indeterminate,
         records: Records::None,
-        wire: encode_wire(cnames.iter().copied(), soa.as_ref()),
+        wire: encode_wire(
+            cnames.iter().copied(),
+            soa.iter()
+                .chain(proofs(nr.authorities.as_deref().unwrap_or_default())),
+        ),
         elapsed: started.elapsed(),
     }
 }

@@ -55,9 +55,12 @@ mod ad;
 mod chain;
 mod forward;
 mod guard;
+mod reach;
 mod records;
 
 pub use self::guard::{DnssecStats, MAX_VALIDATION_QUERIES};
+pub use self::reach::{REACHED_FOR, UNREACHED_FOR};
+pub use self::records::is_dnssec_record;
 
 use super::ResolveError;
 
@@ -111,6 +114,10 @@ pub struct UpstreamConfig {
     /// DS trust anchors: the owner's DNSKEY RRset is fetched once, before the first validating
     /// question, and the keys a DS matches join `trust_anchors`.
     pub trust_anchor_ds: Vec<(Name, hickory_resolver::proto::dnssec::rdata::DS)>,
+    /// The zones whose keys are anchored (`trust_anchors` and `trust_anchor_ds`); empty means
+    /// the root's. Asked for their DNSKEY RRset to learn whether the anchors can be reached
+    /// through the upstream at all ([`Upstream::validates_dkim`]).
+    pub anchor_owners: Vec<Name>,
     /// Where DNSSEC status comes from.
     pub dnssec: DnssecMode,
 }
@@ -138,6 +145,7 @@ impl Default for UpstreamConfig {
             attempts: 2,
             trust_anchors: None,
             trust_anchor_ds: Vec::new(),
+            anchor_owners: Vec::new(),
             dnssec: DnssecMode::Validate,
         }
     }
@@ -199,6 +207,8 @@ pub struct Upstream {
     validating_cfg: UpstreamConfig,
     /// NS/DS/DNSKEY responses kept for the validator.
     key_cache: Arc<guard::KeyCache>,
+    /// Whether a trust anchor validates through the upstream (DKIM keys, `validate`).
+    reach: reach::Reach,
     /// Where DNSSEC status comes from.
     mode: DnssecMode,
     /// The servers `upstream_ad` asks, in turn.
@@ -299,6 +309,7 @@ impl Upstream {
             },
             validating_cfg: cfg.clone(),
             key_cache,
+            reach: reach::Reach::default(),
             mode: cfg.dnssec,
             ad_servers: if cfg.dnssec == DnssecMode::UpstreamAd {
                 ad::servers(cfg)?
@@ -469,7 +480,7 @@ impl Upstream {
         if dnssec == DnssecStatus::Bogus {
             return Err(ResolveError::DnssecBogus);
         }
-        Ok(RawAnswer::positive(rtype, &chain, dnssec, elapsed))
+        Ok(RawAnswer::positive(rtype, &chain, &[], dnssec, elapsed))
     }
 }
 

@@ -83,6 +83,31 @@ pub(super) fn typed_records(rtype: RecordType, rrset: &[&Record]) -> Records {
     }
 }
 
+/// Whether records of type `t` are the DNSSEC records that go with an answer for a client that
+/// set DO (RFC 4035 §3.1): signatures (RRSIG) and denial proofs (NSEC, NSEC3). They are kept in
+/// [`WireRecords`] as the upstream gave them and left out for a client that did not set DO.
+pub fn is_dnssec_record(t: RecordType) -> bool {
+    matches!(t, RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3)
+}
+
+/// The DNSSEC records among a response's authority section: a negative or wildcard answer's
+/// NSEC/NSEC3 proofs and the signatures over them and over the SOA.
+pub(super) fn proofs(authorities: &[Record]) -> impl Iterator<Item = &Record> {
+    authorities
+        .iter()
+        .filter(|r| is_dnssec_record(r.record_type()))
+}
+
+/// The type an RRSIG record covers; `None` for any other record.
+pub(super) fn covered(r: &Record) -> Option<RecordType> {
+    match &r.data {
+        RData::DNSSEC(hickory_resolver::proto::dnssec::rdata::DNSSECRData::RRSIG(sig)) => {
+            Some(sig.input().type_covered)
+        }
+        _ => None,
+    }
+}
+
 /// `answers` and `authorities` in DNS wire form ([`WireRecords`]); `None` if one does not
 /// encode (it came off the wire, so it does) or there are more than 65,535.
 pub(super) fn encode_wire<'a>(
@@ -138,10 +163,12 @@ pub(super) fn weaker(a: Proof, b: Proof) -> Proof {
 
 impl RawAnswer {
     /// A positive answer from the chain that answers the question: found at the chain's end,
-    /// TTL the chain's minimum, the RRset's typed data and the chain in wire form.
+    /// TTL the chain's minimum, the RRset's typed data and the chain in wire form, with the
+    /// signatures over it and the DNSSEC proofs among `authorities` (a wildcard answer's NSEC).
     pub(super) fn positive(
         rtype: RecordType,
         chain: &Chain<'_>,
+        authorities: &[Record],
         dnssec: DnssecStatus,
         elapsed: Duration,
     ) -> RawAnswer {
@@ -152,7 +179,15 @@ impl RawAnswer {
             ttl: chain.ttl,
             dnssec,
             records: typed_records(rtype, &chain.rrset),
-            wire: encode_wire(chain.cnames.iter().chain(&chain.rrset).copied(), []),
+            wire: encode_wire(
+                chain
+                    .cnames
+                    .iter()
+                    .chain(&chain.rrset)
+                    .chain(&chain.sigs)
+                    .copied(),
+                proofs(authorities),
+            ),
             elapsed,
         }
     }

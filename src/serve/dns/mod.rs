@@ -153,15 +153,27 @@ impl Handler {
     /// The answer records and response code for one question. Only class IN is answered: the
     /// resolver asks IN, so another class (`CH version.bind`, ANY) is REFUSED, never answered
     /// with IN data.
-    async fn answer(&self, name: &Name, qtype: RecordType, qclass: DNSClass) -> Answered {
+    /// `dnssec_ok`: the client set DO (RFC 4035 §3.2.1): signatures and denial proofs go with
+    /// the records.
+    async fn answer(
+        &self,
+        name: &Name,
+        qtype: RecordType,
+        qclass: DNSClass,
+        dnssec_ok: bool,
+    ) -> Answered {
         if qclass != DNSClass::IN {
             return Answered::refused(ResponseCode::Refused);
         }
         let Some(dns_type) = dns_type(qtype, self.forward) else {
             return Answered::refused(ResponseCode::Refused);
         };
-        match self.service.dns_question(&name.to_ascii(), dns_type).await {
-            Ok(lookup) => Answered::from_lookup(name, qtype, &lookup),
+        match self
+            .service
+            .dns_question(&name.to_ascii(), dns_type, dnssec_ok)
+            .await
+        {
+            Ok(lookup) => Answered::from_lookup(name, qtype, &lookup, dnssec_ok),
             Err(_) => Answered::refused(ResponseCode::ServFail),
         }
     }
@@ -206,12 +218,14 @@ impl Handler {
         } else {
             let q = &req.queries[0];
             let name: Name = q.name().clone();
-            let a = self.answer(&name, q.query_type(), q.query_class()).await;
+            let dnssec_ok = req.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+            let a = self
+                .answer(&name, q.query_type(), q.query_class(), dnssec_ok)
+                .await;
             resp.metadata.response_code = a.rcode;
             // AD only to a client that asked for it with DO or AD (RFC 6840 §5.7, RFC 4035
             // §3.2.3).
-            let asked = req.metadata.authentic_data
-                || req.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+            let asked = req.metadata.authentic_data || dnssec_ok;
             resp.metadata.authentic_data = a.secure && asked;
             resp.add_answers(a.records);
             resp.add_authorities(a.authority);
@@ -278,10 +292,13 @@ impl RequestHandler for TcpHandler {
             };
         };
         let name: Name = q.name().into();
-        let a = self.0.answer(&name, q.query_type(), q.query_class()).await;
+        let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let a = self
+            .0
+            .answer(&name, q.query_type(), q.query_class(), dnssec_ok)
+            .await;
         metadata.response_code = a.rcode;
-        let asked = request.metadata.authentic_data
-            || request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let asked = request.metadata.authentic_data || dnssec_ok;
         metadata.authentic_data = a.secure && asked;
         let resp = builder.build(
             metadata,

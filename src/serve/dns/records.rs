@@ -14,6 +14,7 @@ use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use crate::model::WireRecords;
+use crate::resolve::upstream::is_dnssec_record;
 
 use crate::resolve::{Data, DnssecStatus, Lookup, Rcode};
 
@@ -42,8 +43,15 @@ impl Answered {
 
     /// The records of `lookup` for a `qtype` question at `name`. A TXT answer holds every TXT
     /// record at the name ([`crate::resolve::Answer::txt`]), whatever kind of entry it came
-    /// from; a bogus or SERVFAIL answer is SERVFAIL.
-    pub(super) fn from_lookup(name: &Name, qtype: RecordType, lookup: &Lookup) -> Answered {
+    /// from; a bogus or SERVFAIL answer is SERVFAIL. The DNSSEC records kept with the upstream's
+    /// (RRSIG, NSEC, NSEC3) go only to a client that set DO (`dnssec_ok`, RFC 4035 §3.2.1), or
+    /// one that asked for that type.
+    pub(super) fn from_lookup(
+        name: &Name,
+        qtype: RecordType,
+        lookup: &Lookup,
+        dnssec_ok: bool,
+    ) -> Answered {
         let a = &lookup.answer;
         if a.dnssec == DnssecStatus::Bogus || a.rcode == Rcode::ServFail {
             return Answered::refused(ResponseCode::ServFail);
@@ -62,7 +70,9 @@ impl Answered {
         let asked = asked.strip_suffix('.').unwrap_or(&asked);
         if let Some(wire) = a.wire()
             && a.name.eq_ignore_ascii_case(asked)
-            && let Some((records, authority)) = decode(wire, ttl, name)
+            && let Some((records, authority)) = decode(wire, ttl, name, |t| {
+                dnssec_ok || t == qtype || !is_dnssec_record(t)
+            })
         {
             return Answered {
                 rcode,
@@ -120,24 +130,31 @@ impl Answered {
     }
 }
 
-/// The answer and authority records kept in `wire`, each with TTL `ttl` (what is left of the
-/// entry's); answers owned by the question name get it as asked (its 0x20 case, as a stub
-/// that randomizes case expects). `None` if they do not decode (they were encoded by us, so
-/// they do).
-fn decode(wire: &WireRecords, ttl: u32, asked: &Name) -> Option<(Vec<Record>, Vec<Record>)> {
+/// The answer and authority records kept in `wire` whose type `keep` accepts, each with TTL
+/// `ttl` (what is left of the entry's); answers owned by the question name get it as asked
+/// (its 0x20 case, as a stub that randomizes case expects). `None` if they do not decode (they
+/// were encoded by us, so they do).
+fn decode(
+    wire: &WireRecords,
+    ttl: u32,
+    asked: &Name,
+    keep: impl Fn(RecordType) -> bool,
+) -> Option<(Vec<Record>, Vec<Record>)> {
     let mut decoder = BinDecoder::new(&wire.bytes);
     let mut read = |n: u16| -> Option<Vec<Record>> {
-        (0..n)
-            .map(|_| {
-                Record::read(&mut decoder).ok().map(|mut r| {
-                    r.ttl = ttl;
-                    if r.name.eq_ignore_root(asked) {
-                        r.name = asked.clone();
-                    }
-                    r
-                })
-            })
-            .collect()
+        let mut records = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let mut r = Record::read(&mut decoder).ok()?;
+            if !keep(r.record_type()) {
+                continue;
+            }
+            r.ttl = ttl;
+            if r.name.eq_ignore_root(asked) {
+                r.name = asked.clone();
+            }
+            records.push(r);
+        }
+        Some(records)
     };
     let answers = read(wire.answers)?;
     let authority = read(wire.authorities)?;
