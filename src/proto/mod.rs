@@ -247,7 +247,7 @@ pub fn encode_policy_frame(id: u64, source: Source, ttl: u32, answer: &Answer, o
         postcard::to_extend(&id, Append(&mut *out))?;
         out.extend_from_slice(policy_reply_prefix());
         postcard::to_extend(&(source, ttl), Append(&mut *out))?;
-        out.extend_from_slice(answer.encoded());
+        postcard::to_extend(answer, Append(&mut *out))?;
         Ok::<(), postcard::Error>(())
     });
 }
@@ -261,7 +261,7 @@ fn policy_reply_prefix() -> &'static [u8] {
         let answer = std::sync::Arc::new(Answer::nxdomain(crate::model::Kind::Spf, "", 0));
         let fields = (Source::Hit, 0u32);
         let mut tail = postcard::to_allocvec(&fields).unwrap_or_default();
-        tail.extend_from_slice(answer.encoded());
+        tail.extend_from_slice(&answer.encoded());
         let reply = Outcome::Ok(Reply::Policy(PolicyAnswer {
             source: fields.0,
             ttl: fields.1,

@@ -62,7 +62,7 @@ impl Answered {
         let asked = asked.strip_suffix('.').unwrap_or(&asked);
         if let Some(wire) = a.wire()
             && a.name.eq_ignore_ascii_case(asked)
-            && let Some((records, authority)) = decode(wire, ttl, name)
+            && let Some((records, authority)) = decode(&wire, ttl, name)
         {
             return Answered {
                 rcode,
