@@ -73,13 +73,19 @@ fn a_cache_filled_past_max_bytes_keeps_its_weighed_total_within_it() {
                 kind,
                 name: DomainName::host(&name).unwrap(),
             };
-            cache.insert(key, Arc::new(Entry::new(Arc::new(a), now, Origin::Fetched, &cfg)));
+            cache.insert(
+                key,
+                Arc::new(Entry::new(Arc::new(a), now, Origin::Fetched, &cfg)),
+            );
             inserted += 1;
         }
         if i % 100 == 99 {
             cache.sync();
             let (_, weighed) = cache.usage();
-            assert!(weighed <= max_bytes, "{weighed} weighed > {max_bytes} after {inserted} inserts");
+            assert!(
+                weighed <= max_bytes,
+                "{weighed} weighed > {max_bytes} after {inserted} inserts"
+            );
         }
     }
     cache.sync();
@@ -114,7 +120,9 @@ fn an_answer_is_charged_at_least_its_buffers() {
             buffers + key_bytes
         );
         // And not wildly more (the cap is meant to be used).
-        assert!(w <= 3 * (buffers + key_bytes) + 512, "{kind:?} {name}: weight {w}");
+        assert!(
+            w <= 3 * (buffers + key_bytes) + 512,
+            "{kind:?} {name}: weight {w}"
+        );
     }
 }
-

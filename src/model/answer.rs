@@ -2,10 +2,10 @@
 //! costs no parsing; where it came from ([`Source`]) and its DNSSEC status. The resolver builds
 //! answers from upstream data (`resolve::answer`); the protocol carries them as they are.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
-use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -227,6 +227,8 @@ pub struct Answer {
 /// TXT record at the name, they are rebuilt from it when asked for instead of kept.
 #[derive(Clone, Default)]
 pub(crate) struct Kept {
+    /// The answer's postcard encoding ([`Answer::encoded`]), made by the first cache hit.
+    encoding: OnceLock<Box<[u8]>>,
     /// For the parsing kinds (DMARC, SPF, DKIM key, ATPS): every TXT record at the name as the
     /// upstream gave it ([`Answer::txt`]). The parsed data keeps only the one record of its
     /// kind, and a name may publish other TXT too; the DNS front-end answers a TXT question
@@ -267,6 +269,7 @@ impl Kept {
     /// wire form, if known. [`Answer::compact`] then drops what the value itself holds.
     pub(crate) fn new(txt: Option<Vec<String>>, wire: Option<WireRecords>) -> Kept {
         Kept {
+            encoding: OnceLock::new(),
             txt: txt.map_or(KeptTxt::Unknown, |t| KeptTxt::All(t.into_boxed_slice())),
             wire: wire.map_or(KeptWire::Unknown, KeptWire::Stored),
         }
@@ -304,6 +307,10 @@ impl Eq for Kept {}
 
 impl fmt::Debug for Kept {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.encoding.get() {
+            Some(b) => write!(f, "<{} bytes> ", b.len())?,
+            None => f.write_str("<not encoded> ")?,
+        }
         match &self.txt {
             KeptTxt::Unknown => f.write_str("<no TXT kept>")?,
             KeptTxt::Raw => f.write_str("<TXT: the raw record>")?,
@@ -318,12 +325,22 @@ impl fmt::Debug for Kept {
 }
 
 impl Answer {
-    /// The answer's postcard encoding (what `postcard::to_allocvec(self)` gives). Not kept: a
-    /// binary reply serializes the answer straight into its frame
-    /// (`proto::encode_policy_frame`), which costs about what copying a kept encoding did and
-    /// holds no second copy of the record in the cache.
-    pub fn encoded(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).unwrap_or_default()
+    /// The answer's postcard encoding (what `postcard::to_allocvec(self)` gives), computed on
+    /// first use and kept: a binary client's cache hit is answered with a copy of these bytes
+    /// instead of a walk over the parsed record. The first answer (the miss) serializes
+    /// straight into its frame instead ([`Answer::encoded_if_kept`]), so an entry asked once
+    /// holds no second copy of its record; the cache charges the encoding from the start.
+    pub fn encoded(&self) -> &[u8] {
+        self.kept.encoding.get_or_init(|| {
+            postcard::to_allocvec(self)
+                .map(Vec::into_boxed_slice)
+                .unwrap_or_default()
+        })
+    }
+
+    /// The kept encoding, if a hit has made it ([`Answer::encoded`]).
+    pub fn encoded_if_kept(&self) -> Option<&[u8]> {
+        self.kept.encoding.get().map(|b| &b[..])
     }
 
     /// Every TXT string at the name, as the upstream gave it (each record's strings joined):
@@ -412,8 +429,8 @@ impl Answer {
         !matches!(self.data, Data::None)
     }
 
-    /// The heap bytes this answer holds, its own allocation (behind the cache's `Arc`)
-    /// included, counted in allocator chunks ([`alloc_size`]): what the byte-bounded cache
+    /// The heap bytes this answer holds once hit (its encoding kept), its own allocation
+    /// (behind the cache's `Arc`) included, counted in allocator chunks ([`alloc_size`]): what the byte-bounded cache
     /// charges for it, beside the entry's own cost (`resolve::cache`). Buffers are counted as
     /// they are; a parsed record's small allocations (directives, URIs, tag lists) are charged
     /// from its serialized size with the factor measured by `loadtest/memory` and the
@@ -425,11 +442,15 @@ impl Answer {
             Data::Addrs(a) => alloc_size(std::mem::size_of_val(a.as_slice())),
             Data::Mx(m) => {
                 alloc_size(std::mem::size_of_val(m.as_slice()))
-                    + m.iter().map(|(_, s)| alloc_size(s.capacity())).sum::<usize>()
+                    + m.iter()
+                        .map(|(_, s)| alloc_size(s.capacity()))
+                        .sum::<usize>()
             }
             Data::Tlsa(t) => {
                 alloc_size(std::mem::size_of_val(t.as_slice()))
-                    + t.iter().map(|p| alloc_size(p.policy.data.capacity()) + PARSED_EXTRA).sum::<usize>()
+                    + t.iter()
+                        .map(|p| alloc_size(p.policy.data.capacity()) + PARSED_EXTRA)
+                        .sum::<usize>()
             }
             Data::Wire(w) => alloc_size(w.bytes.len()),
             // A DKIM key's bytes are one buffer; its tag lists are small.
@@ -439,9 +460,15 @@ impl Answer {
                 serialized * PARSED_FACTOR + PARSED_EXTRA
             }
         };
-        let total = alloc_size(std::mem::size_of::<Answer>() + 16)
+        // The encoding a hit keeps ([`Answer::encoded`]), charged whether made yet or not.
+        let encoding = alloc_size(postcard::experimental::serialized_size(self).unwrap_or(0));
+        let total = encoding
+            + alloc_size(std::mem::size_of::<Answer>() + 16)
             + alloc_size(self.name.capacity())
-            + self.found_at.as_ref().map_or(0, |s| alloc_size(s.capacity()))
+            + self
+                .found_at
+                .as_ref()
+                .map_or(0, |s| alloc_size(s.capacity()))
             + self.raw.as_ref().map_or(0, |s| alloc_size(s.capacity()))
             + self.kept.heap()
             + data;
@@ -460,7 +487,11 @@ const PARSED_EXTRA: usize = 64;
 /// The bytes an allocation of `n` bytes takes from the allocator (glibc's malloc: the request
 /// plus an 8-byte header, in 16-byte steps, at least 32); nothing for an empty buffer.
 pub fn alloc_size(n: usize) -> usize {
-    if n == 0 { 0 } else { ((n + 8 + 15) & !15).max(32) }
+    if n == 0 {
+        0
+    } else {
+        ((n + 8 + 15) & !15).max(32)
+    }
 }
 
 /// Heap bytes of a list of strings: the list's buffer and each string's.
@@ -476,8 +507,13 @@ pub fn txt_wire(owner: &str, ttl: u32, text: &str) -> Option<WireRecords> {
     let chunks = text.len().div_ceil(255).max(1);
     let rdlength = u16::try_from(text.len() + chunks).ok()?;
     let mut b = Vec::with_capacity(owner.len() + 2 + 10 + usize::from(rdlength));
-    for label in owner.split('.').filter(|l| !owner.is_empty() || !l.is_empty()) {
-        let len = u8::try_from(label.len()).ok().filter(|l| (1..=63).contains(l))?;
+    for label in owner
+        .split('.')
+        .filter(|l| !owner.is_empty() || !l.is_empty())
+    {
+        let len = u8::try_from(label.len())
+            .ok()
+            .filter(|l| (1..=63).contains(l))?;
         b.push(len);
         b.extend_from_slice(label.as_bytes());
     }

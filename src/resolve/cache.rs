@@ -16,9 +16,9 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 
 use super::answer::{Answer, Kind};
-use crate::model::answer::alloc_size;
 use super::upstream::RawAnswer;
 use super::{DomainName, ResolveError};
+use crate::model::answer::alloc_size;
 use hickory_resolver::proto::rr::RecordType;
 
 /// Cache policy (defaults per `../shared/DESIGN.md`).
