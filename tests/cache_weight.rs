@@ -126,3 +126,43 @@ fn an_answer_is_charged_at_least_its_buffers() {
         );
     }
 }
+
+/// The wire records a parsed answer no longer keeps are rebuilt from its selected record
+/// (`model::answer::txt_wire`): byte for byte what hickory encodes for the same TXT record (the
+/// form `resolve::upstream` keeps), for a short record, a 2048-bit DKIM key (two strings), one
+/// of exactly 255 octets, and an empty one.
+#[test]
+fn a_rebuilt_txt_record_is_what_the_upstream_encoding_is() {
+    use hickory_server::proto::rr::rdata::TXT;
+    use hickory_server::proto::rr::{Name, RData, Record};
+    use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
+    use mailpolicyd::model::answer::txt_wire;
+
+    let dkim = dkim_text();
+    let long = "a".repeat(255);
+    for (owner, text) in [
+        ("d1.example", "v=spf1 include:_spf1.prov.example -all"),
+        ("s1._domainkey.d1.example", dkim.as_str()),
+        ("_dmarc.d1.example", long.as_str()),
+        ("x.example", ""),
+    ] {
+        let chunks: Vec<&[u8]> = if text.is_empty() {
+            vec![&b""[..]]
+        } else {
+            text.as_bytes().chunks(255).collect()
+        };
+        let record = Record::from_rdata(
+            Name::from_ascii(format!("{owner}.")).unwrap(),
+            3600,
+            RData::TXT(TXT::from_bytes(chunks)),
+        );
+        let mut want = Vec::new();
+        record.emit(&mut BinEncoder::new(&mut want)).unwrap();
+        let got = txt_wire(owner, 3600, text).unwrap();
+        assert_eq!((got.answers, got.authorities), (1, 0), "{owner}");
+        assert_eq!(&got.bytes[..], &want[..], "{owner}: {text:.40}");
+    }
+    // No such owner: nothing rebuilt (the answer then keeps what the upstream gave).
+    assert!(txt_wire(&format!("{}.example", "x".repeat(64)), 1, "t").is_none());
+    assert!(txt_wire("a..example", 1, "t").is_none());
+}
