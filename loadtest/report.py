@@ -194,6 +194,11 @@ def main(results, versions, work, md_path, svg_path):
     if os.path.exists(profile):
         with open(profile) as f:
             lines += ["", f.read()]
+    # The memory measurement (loadtest/memory) is run apart; its committed figures stay.
+    memory = os.path.join(os.path.dirname(os.path.abspath(__file__)), "MEMORY.md")
+    if os.path.exists(memory):
+        with open(memory) as f:
+            lines += ["", f.read()]
     with open(md_path, "w") as f:
         f.write("\n".join(lines) + "\n")
 

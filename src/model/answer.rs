@@ -2,6 +2,7 @@
 //! costs no parsing; where it came from ([`Source`]) and its DNSSEC status. The resolver builds
 //! answers from upstream data (`resolve::answer`); the protocol carries them as they are.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
@@ -221,21 +222,79 @@ pub struct Answer {
 
 /// What an answer keeps beside its value, derived from the same upstream answer. Not part of
 /// the value: comparisons ignore it and (de)serialization skips it, so the wire format is
-/// unchanged, and an answer restored from a snapshot has no TXT records kept.
+/// unchanged, and an answer restored from a snapshot has no TXT records kept. Nothing is held
+/// twice: where the upstream's records are exactly the selected record ([`Answer::raw`]) as one
+/// TXT record at the name, they are rebuilt from it when asked for instead of kept.
 #[derive(Clone, Default)]
 pub(crate) struct Kept {
-    /// The answer's postcard encoding ([`Answer::encoded`]), computed once (when the cache
-    /// weighs the answer), so a binary client's cache hit is answered with a copy of these
-    /// bytes instead of a walk over the parsed record.
-    pub(crate) encoding: OnceLock<Box<[u8]>>,
+    /// The answer's postcard encoding ([`Answer::encoded`]), made by the first cache hit.
+    encoding: OnceLock<Box<[u8]>>,
     /// For the parsing kinds (DMARC, SPF, DKIM key, ATPS): every TXT record at the name as the
-    /// upstream gave it ([`Answer::txt`]), moved, not copied, from the upstream answer. The
-    /// parsed data keeps only the one record of its kind, and a name may publish other TXT
-    /// too; the DNS front-end answers a TXT question from the same entry as the socket.
-    pub(crate) txt: Option<Box<[String]>>,
+    /// upstream gave it ([`Answer::txt`]). The parsed data keeps only the one record of its
+    /// kind, and a name may publish other TXT too; the DNS front-end answers a TXT question
+    /// from the same entry as the socket.
+    txt: KeptTxt,
     /// The upstream's records for the DNS front-end ([`Answer::wire`]): the CNAME chain and
     /// records as given (TXT strings as published), the SOA of a negative answer.
-    pub(crate) wire: Option<WireRecords>,
+    wire: KeptWire,
+}
+
+/// The TXT records behind a parsed answer.
+#[derive(Clone, Default)]
+enum KeptTxt {
+    /// Not known (restored from a snapshot, synthesized, another kind).
+    #[default]
+    Unknown,
+    /// Exactly one record, the selected one: [`Answer::raw`].
+    Raw,
+    /// Any other set, as given.
+    All(Box<[String]>),
+}
+
+/// The upstream's records in wire form.
+#[derive(Clone, Default)]
+enum KeptWire {
+    /// Not known.
+    #[default]
+    Unknown,
+    /// Exactly what [`txt_wire`] rebuilds from the name, the TTL and [`Answer::raw`] (checked
+    /// byte for byte when the answer was made).
+    FromRaw,
+    /// Kept as given.
+    Stored(WireRecords),
+}
+
+impl Kept {
+    /// What to keep of an upstream answer: its TXT records (parsing kinds) and its records in
+    /// wire form, if known. [`Answer::compact`] then drops what the value itself holds.
+    pub(crate) fn new(txt: Option<Vec<String>>, wire: Option<WireRecords>) -> Kept {
+        Kept {
+            encoding: OnceLock::new(),
+            txt: txt.map_or(KeptTxt::Unknown, |t| KeptTxt::All(t.into_boxed_slice())),
+            wire: wire.map_or(KeptWire::Unknown, KeptWire::Stored),
+        }
+    }
+
+    /// Takes the stored wire records out (a forwarded type's are its data).
+    pub(crate) fn take_wire(&mut self) -> Option<WireRecords> {
+        match std::mem::take(&mut self.wire) {
+            KeptWire::Stored(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// Heap bytes held (allocator chunks included).
+    fn heap(&self) -> usize {
+        let txt = match &self.txt {
+            KeptTxt::All(t) => heap_strings(t),
+            _ => 0,
+        };
+        let wire = match &self.wire {
+            KeptWire::Stored(w) => alloc_size(w.bytes.len()),
+            _ => 0,
+        };
+        txt + wire
+    }
 }
 
 impl PartialEq for Kept {
@@ -249,25 +308,39 @@ impl Eq for Kept {}
 impl fmt::Debug for Kept {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.encoding.get() {
-            Some(b) => write!(f, "<{} bytes>", b.len())?,
-            None => f.write_str("<not encoded>")?,
+            Some(b) => write!(f, "<{} bytes> ", b.len())?,
+            None => f.write_str("<not encoded> ")?,
         }
         match &self.txt {
-            Some(t) => write!(f, " <{} TXT>", t.len()),
-            None => f.write_str(" <no TXT kept>"),
+            KeptTxt::Unknown => f.write_str("<no TXT kept>")?,
+            KeptTxt::Raw => f.write_str("<TXT: the raw record>")?,
+            KeptTxt::All(t) => write!(f, "<{} TXT>", t.len())?,
+        }
+        match &self.wire {
+            KeptWire::Unknown => f.write_str(" <no wire>"),
+            KeptWire::FromRaw => f.write_str(" <wire: from the raw record>"),
+            KeptWire::Stored(w) => write!(f, " <wire: {} bytes>", w.bytes.len()),
         }
     }
 }
 
 impl Answer {
     /// The answer's postcard encoding (what `postcard::to_allocvec(self)` gives), computed on
-    /// first use and kept.
+    /// first use and kept: a binary client's cache hit is answered with a copy of these bytes
+    /// instead of a walk over the parsed record. The first answer (the miss) serializes
+    /// straight into its frame instead ([`Answer::encoded_if_kept`]), so an entry asked once
+    /// holds no second copy of its record; the cache charges the encoding from the start.
     pub fn encoded(&self) -> &[u8] {
         self.kept.encoding.get_or_init(|| {
             postcard::to_allocvec(self)
                 .map(Vec::into_boxed_slice)
                 .unwrap_or_default()
         })
+    }
+
+    /// The kept encoding, if a hit has made it ([`Answer::encoded`]).
+    pub fn encoded_if_kept(&self) -> Option<&[u8]> {
+        self.kept.encoding.get().map(|b| &b[..])
     }
 
     /// Every TXT string at the name, as the upstream gave it (each record's strings joined):
@@ -279,20 +352,52 @@ impl Answer {
             Data::None => Some(&[]),
             Data::Txt(t) => Some(t),
             Data::Dmarc(_) | Data::Spf(_) | Data::DkimKey(_) | Data::Atps(_) => {
-                self.kept.txt.as_deref()
+                match &self.kept.txt {
+                    KeptTxt::Unknown => None,
+                    KeptTxt::Raw => self.raw.as_ref().map(std::slice::from_ref),
+                    KeptTxt::All(t) => Some(t),
+                }
             }
             _ => None,
         }
     }
 
     /// The upstream's records as it gave them, for the DNS front-end: a forwarded type's, or
-    /// those kept beside a parsed answer. `None` when they are not known (an answer restored
-    /// from a snapshot, or synthesized).
-    pub fn wire(&self) -> Option<&WireRecords> {
-        match &self.data {
-            Data::Wire(w) => Some(w),
-            _ => self.kept.wire.as_ref(),
+    /// those kept beside a parsed answer (rebuilt from [`Answer::raw`] when they were exactly
+    /// that record, see [`Kept`]). `None` when they are not known (an answer restored from a
+    /// snapshot, or synthesized).
+    pub fn wire(&self) -> Option<Cow<'_, WireRecords>> {
+        match (&self.data, &self.kept.wire) {
+            (Data::Wire(w), _) | (_, KeptWire::Stored(w)) => Some(Cow::Borrowed(w)),
+            (_, KeptWire::FromRaw) => self
+                .raw
+                .as_deref()
+                .and_then(|r| txt_wire(&self.name, self.ttl, r))
+                .map(Cow::Owned),
+            (_, KeptWire::Unknown) => None,
         }
+    }
+
+    /// Drops from what is kept whatever the value itself holds: TXT records that are just the
+    /// selected record, and wire records that [`txt_wire`] rebuilds byte for byte from it.
+    /// Called once the answer is complete; the answer reads the same before and after.
+    pub(crate) fn compact(mut self) -> Answer {
+        let Some(raw) = self.raw.as_deref() else {
+            return self;
+        };
+        if let KeptTxt::All(t) = &self.kept.txt
+            && t.len() == 1
+            && t[0] == raw
+        {
+            self.kept.txt = KeptTxt::Raw;
+        }
+        if let KeptWire::Stored(w) = &self.kept.wire
+            && matches!(self.kept.txt, KeptTxt::Raw)
+            && txt_wire(&self.name, self.ttl, raw).is_some_and(|r| r == *w)
+        {
+            self.kept.wire = KeptWire::FromRaw;
+        }
+        self
     }
 
     /// A negative answer synthesized from an ancestor's NXDOMAIN (RFC 8020).
@@ -324,33 +429,111 @@ impl Answer {
         !matches!(self.data, Data::None)
     }
 
-    /// Approximate memory held by this answer, for the byte-bounded cache: the structure, its
-    /// strings, the parsed data (estimated from its encoded size), the selected record's text
-    /// ([`Answer::raw`]), the kept encoding and TXT records.
+    /// The heap bytes this answer holds once hit (its encoding kept), its own allocation
+    /// (behind the cache's `Arc`) included, counted in allocator chunks ([`alloc_size`]): what the byte-bounded cache
+    /// charges for it, beside the entry's own cost (`resolve::cache`). Buffers are counted as
+    /// they are; a parsed record's small allocations (directives, URIs, tag lists) are charged
+    /// from its serialized size with the factor measured by `loadtest/memory` and the
+    /// `cache_weight` test.
     pub fn weight(&self) -> u32 {
-        let encoded = self.encoded().len();
-        let strings = |v: &[String]| v.iter().map(|s| s.len() + 24).sum::<usize>();
         let data = match &self.data {
             Data::None => 0,
-            Data::Txt(t) | Data::Names(t) => strings(t),
-            Data::Addrs(a) => a.len() * 17,
-            Data::Mx(m) => m.iter().map(|(_, s)| s.len() + 32).sum(),
-            Data::Tlsa(t) => t.iter().map(|p| p.policy.data.len() + 64).sum(),
-            Data::Wire(w) => w.bytes.len() + 32,
-            // Parsed records: their serialized size is a fair estimate of their heap use.
-            _ => encoded * 2,
+            Data::Txt(t) | Data::Names(t) => heap_strings(t),
+            Data::Addrs(a) => alloc_size(std::mem::size_of_val(a.as_slice())),
+            Data::Mx(m) => {
+                alloc_size(std::mem::size_of_val(m.as_slice()))
+                    + m.iter()
+                        .map(|(_, s)| alloc_size(s.capacity()))
+                        .sum::<usize>()
+            }
+            Data::Tlsa(t) => {
+                alloc_size(std::mem::size_of_val(t.as_slice()))
+                    + t.iter()
+                        .map(|p| alloc_size(p.policy.data.capacity()) + PARSED_EXTRA)
+                        .sum::<usize>()
+            }
+            Data::Wire(w) => alloc_size(w.bytes.len()),
+            // A DKIM key's bytes are one buffer; its tag lists are small.
+            Data::DkimKey(Found::Valid(k)) => alloc_size(k.policy.p.capacity()) + 2 * PARSED_EXTRA,
+            Data::Dmarc(_) | Data::Spf(_) | Data::DkimKey(_) | Data::Atps(_) => {
+                let serialized = postcard::experimental::serialized_size(&self.data).unwrap_or(0);
+                serialized * PARSED_FACTOR + PARSED_EXTRA
+            }
         };
-        let raw_txt = self.kept.txt.as_deref().map_or(0, strings)
-            + self.kept.wire.as_ref().map_or(0, |w| w.bytes.len() + 32);
-        let total = std::mem::size_of::<Answer>()
-            + self.name.len()
-            + raw_txt
-            + self.raw.as_ref().map_or(0, String::len)
-            + self.found_at.as_ref().map_or(0, String::len)
-            + data
-            + encoded;
+        // The encoding a hit keeps ([`Answer::encoded`]), charged whether made yet or not.
+        let encoding = alloc_size(postcard::experimental::serialized_size(self).unwrap_or(0));
+        let total = encoding
+            + alloc_size(std::mem::size_of::<Answer>() + 16)
+            + alloc_size(self.name.capacity())
+            + self
+                .found_at
+                .as_ref()
+                .map_or(0, |s| alloc_size(s.capacity()))
+            + self.raw.as_ref().map_or(0, |s| alloc_size(s.capacity()))
+            + self.kept.heap()
+            + data;
         u32::try_from(total).unwrap_or(u32::MAX)
     }
+}
+
+/// What a parsed record's heap use is charged per serialized byte, and beside it (its vectors'
+/// and strings' allocator chunks): from heaptrack on `loadtest/memory`'s fill (an SPF record
+/// with two includes: its directives and include targets ~240 bytes for ~70 serialized; a
+/// DMARC record's URI list one small buffer; see loadtest/RESULTS.md), checked by the
+/// `cache_weight` test and the run's RSS against the weighed total.
+const PARSED_FACTOR: usize = 2;
+const PARSED_EXTRA: usize = 64;
+
+/// The bytes an allocation of `n` bytes takes from the allocator (glibc's malloc: the request
+/// plus an 8-byte header, in 16-byte steps, at least 32); nothing for an empty buffer.
+pub fn alloc_size(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        ((n + 8 + 15) & !15).max(32)
+    }
+}
+
+/// Heap bytes of a list of strings: the list's buffer and each string's.
+fn heap_strings(t: &[String]) -> usize {
+    alloc_size(std::mem::size_of_val(t)) + t.iter().map(|s| alloc_size(s.capacity())).sum::<usize>()
+}
+
+/// One TXT record at `owner` in DNS wire form (owner uncompressed, class IN, `ttl`), `text`
+/// split into character-strings of 255 octets: what an upstream gives for a name publishing
+/// only that record. `None` for an owner that is no host name of 1–63-octet labels.
+pub fn txt_wire(owner: &str, ttl: u32, text: &str) -> Option<WireRecords> {
+    let text = text.as_bytes();
+    let chunks = text.len().div_ceil(255).max(1);
+    let rdlength = u16::try_from(text.len() + chunks).ok()?;
+    let mut b = Vec::with_capacity(owner.len() + 2 + 10 + usize::from(rdlength));
+    for label in owner
+        .split('.')
+        .filter(|l| !owner.is_empty() || !l.is_empty())
+    {
+        let len = u8::try_from(label.len())
+            .ok()
+            .filter(|l| (1..=63).contains(l))?;
+        b.push(len);
+        b.extend_from_slice(label.as_bytes());
+    }
+    b.push(0);
+    b.extend_from_slice(&16u16.to_be_bytes());
+    b.extend_from_slice(&1u16.to_be_bytes());
+    b.extend_from_slice(&ttl.to_be_bytes());
+    b.extend_from_slice(&rdlength.to_be_bytes());
+    if text.is_empty() {
+        b.push(0);
+    }
+    for c in text.chunks(255) {
+        b.push(c.len() as u8);
+        b.extend_from_slice(c);
+    }
+    Some(WireRecords {
+        answers: 1,
+        authorities: 0,
+        bytes: b.into_boxed_slice(),
+    })
 }
 
 /// Where an answer came from.

@@ -236,7 +236,8 @@ impl Extend<u8> for Append<'_> {
 }
 
 /// Appends the binary frame of a policy reply, `Response { id, result: Ok(Policy(PolicyAnswer {
-/// source, ttl, answer })) }`, with the answer's kept encoding spliced in ([`Answer::encoded`]):
+/// source, ttl, answer })) }`, with the answer's kept encoding spliced in ([`Answer::encoded`];
+/// a miss's answer, whose encoding is not kept, is serialized in place, the same bytes):
 /// postcard is concatenative (a struct is its fields in order, an enum its variant index then
 /// its payload), so the bytes are exactly those of [`encode_frame`] on the same response, without
 /// walking the parsed record (tested against it in `tests/proto_splice.rs`). No variant index is
@@ -247,7 +248,13 @@ pub fn encode_policy_frame(id: u64, source: Source, ttl: u32, answer: &Answer, o
         postcard::to_extend(&id, Append(&mut *out))?;
         out.extend_from_slice(policy_reply_prefix());
         postcard::to_extend(&(source, ttl), Append(&mut *out))?;
-        out.extend_from_slice(answer.encoded());
+        match (answer.encoded_if_kept(), source) {
+            (Some(kept), _) => out.extend_from_slice(kept),
+            // The first answer of a fetched entry: serialized here, nothing kept (an entry
+            // asked once holds no second copy of its record).
+            (None, Source::Miss) => postcard::to_extend(answer, Append(&mut *out)).map(drop)?,
+            (None, _) => out.extend_from_slice(answer.encoded()),
+        }
         Ok::<(), postcard::Error>(())
     });
 }

@@ -35,22 +35,18 @@ impl Answer {
             ResponseCode::ServFail => Rcode::ServFail,
             _ => Rcode::NoError,
         };
-        let mut kept = Kept {
-            wire: raw.wire,
-            ..Kept::default()
-        };
+        let mut kept = Kept::new(None, raw.wire);
         let positive = !matches!(raw.records, Records::None);
         // The selected record's text (parsing kinds only).
         let mut raw_text = None;
         let data = match (raw.records, kind) {
             // A forwarded type's records are kept as given; a negative one keeps its SOA.
-            (_, Kind::Forward(_)) => match kept.wire.take() {
-                Some(w) if positive => Data::Wire(w),
-                w => {
-                    kept.wire = w;
-                    Data::None
-                }
+            (_, Kind::Forward(_)) if positive => match kept.take_wire() {
+                Some(w) => Data::Wire(w),
+                None => Data::None,
             },
+            // A negative one keeps its SOA.
+            (_, Kind::Forward(_)) => Data::None,
             (Records::None, _) => Data::None,
             (r, Kind::Dmarc | Kind::Spf | Kind::DkimKey | Kind::Atps) => {
                 let txt = match r {
@@ -82,7 +78,7 @@ impl Answer {
                     }
                 };
                 raw_text = index.and_then(|i| txt.get(i).cloned());
-                kept.txt = Some(txt.into_boxed_slice());
+                kept = Kept::new(Some(txt), kept.take_wire());
                 data
             }
             (Records::Tlsa(t), _) => Data::Tlsa(t.iter().map(policy::tlsa::from_rdata).collect()),
@@ -104,6 +100,7 @@ impl Answer {
             raw: raw_text,
             kept,
         }
+        .compact()
     }
 }
 

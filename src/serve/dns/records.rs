@@ -70,7 +70,7 @@ impl Answered {
         let asked = asked.strip_suffix('.').unwrap_or(&asked);
         if let Some(wire) = a.wire()
             && a.name.eq_ignore_ascii_case(asked)
-            && let Some((records, authority)) = decode(wire, ttl, name, |t| {
+            && let Some((records, authority)) = decode(&wire, ttl, name, |t| {
                 dnssec_ok || t == qtype || !is_dnssec_record(t)
             })
         {

@@ -1,0 +1,168 @@
+//! The answer cache's byte bound (issue 17): filled with several times `cache.max_bytes` of
+//! real parsed answers (SPF, DMARC, 2048-bit DKIM keys, parsed by `policy` as the resolver does),
+//! its weighed total stays within the bound, and an answer is charged at least its buffers'
+//! allocator chunks (the RSS side is `loadtest/memory`'s check).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use mailpolicyd::model::answer::alloc_size;
+use mailpolicyd::model::{Answer, Data, Kind, Rcode};
+use mailpolicyd::policy;
+use mailpolicyd::resolve::DomainName;
+use mailpolicyd::resolve::cache::{Cache, CacheConfig, Entry, Key, Origin};
+
+fn dkim_text() -> String {
+    let key = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/dkim/rsa2048.spki.b64"),
+    )
+    .unwrap();
+    format!("v=DKIM1; k=rsa; p={}", key.trim())
+}
+
+/// An answer for `kind` at `name` holding `text`, parsed as the resolver parses it.
+fn answer(kind: Kind, name: &str, text: &str) -> Answer {
+    let mut a = Answer::nxdomain(kind, name, 3600);
+    a.rcode = Rcode::NoError;
+    a.raw = Some(text.to_owned());
+    let one = [text];
+    a.data = match kind {
+        Kind::Spf => Data::Spf(policy::spf::pick_txt(one).map(|p| p.result).into()),
+        Kind::Dmarc => Data::Dmarc(policy::dmarc::pick_txt(one).map(|p| p.result).into()),
+        _ => Data::DkimKey(policy::dkim::pick_txt(one).map(|p| p.result).into()),
+    };
+    a
+}
+
+fn answers(i: usize, dkim: &str) -> [(Kind, String, Answer); 3] {
+    let d = format!("d{i}.example");
+    let spf = format!("v=spf1 ip4:192.0.2.{} include:_spf.{d} -all", i % 250);
+    let dmarc = format!("v=DMARC1; p=reject; rua=mailto:dmarc@{d}");
+    [
+        (Kind::Spf, d.clone(), answer(Kind::Spf, &d, &spf)),
+        (
+            Kind::Dmarc,
+            format!("_dmarc.{d}"),
+            answer(Kind::Dmarc, &format!("_dmarc.{d}"), &dmarc),
+        ),
+        (
+            Kind::DkimKey,
+            format!("s1._domainkey.{d}"),
+            answer(Kind::DkimKey, &format!("s1._domainkey.{d}"), dkim),
+        ),
+    ]
+}
+
+#[test]
+fn a_cache_filled_past_max_bytes_keeps_its_weighed_total_within_it() {
+    let max_bytes = 1 << 20;
+    let cfg = CacheConfig {
+        max_bytes,
+        ..CacheConfig::default()
+    };
+    let cache = Cache::new(cfg.clone());
+    let dkim = dkim_text();
+    let now = Instant::now();
+    let mut charged = 0u64;
+    let mut inserted = 0u64;
+    for i in 0..2_000 {
+        for (kind, name, a) in answers(i, &dkim) {
+            assert!(a.is_positive(), "{kind:?} {name}");
+            charged += u64::from(a.weight());
+            let key = Key {
+                kind,
+                name: DomainName::host(&name).unwrap(),
+            };
+            cache.insert(
+                key,
+                Arc::new(Entry::new(Arc::new(a), now, Origin::Fetched, &cfg)),
+            );
+            inserted += 1;
+        }
+        if i % 100 == 99 {
+            cache.sync();
+            let (_, weighed) = cache.usage();
+            assert!(
+                weighed <= max_bytes,
+                "{weighed} weighed > {max_bytes} after {inserted} inserts"
+            );
+        }
+    }
+    cache.sync();
+    let (entries, weighed) = cache.usage();
+    assert!(
+        charged > 4 * max_bytes,
+        "the fill is several times the bound: {charged}"
+    );
+    assert!(weighed <= max_bytes, "{weighed} > {max_bytes}");
+    assert!(
+        weighed > max_bytes / 2,
+        "the bound is used, not emptied: {weighed}"
+    );
+    assert!(entries > 0 && entries < inserted, "{entries} of {inserted}");
+}
+
+#[test]
+fn an_answer_is_charged_at_least_its_buffers() {
+    let dkim = dkim_text();
+    for (kind, name, a) in answers(7, &dkim) {
+        let buffers = alloc_size(std::mem::size_of::<Answer>() + 16)
+            + alloc_size(a.name.capacity())
+            + a.raw.as_ref().map_or(0, |r| alloc_size(r.capacity()));
+        let key_bytes = match &a.data {
+            Data::DkimKey(f) => f.valid().map_or(0, |p| alloc_size(p.policy.p.len())),
+            _ => 0,
+        };
+        let w = a.weight() as usize;
+        assert!(
+            w >= buffers + key_bytes,
+            "{kind:?} {name}: weight {w} < buffers {}",
+            buffers + key_bytes
+        );
+        // And not wildly more (the cap is meant to be used).
+        assert!(
+            w <= 3 * (buffers + key_bytes) + 512,
+            "{kind:?} {name}: weight {w}"
+        );
+    }
+}
+
+/// The wire records a parsed answer no longer keeps are rebuilt from its selected record
+/// (`model::answer::txt_wire`): byte for byte what hickory encodes for the same TXT record (the
+/// form `resolve::upstream` keeps), for a short record, a 2048-bit DKIM key (two strings), one
+/// of exactly 255 octets, and an empty one.
+#[test]
+fn a_rebuilt_txt_record_is_what_the_upstream_encoding_is() {
+    use hickory_server::proto::rr::rdata::TXT;
+    use hickory_server::proto::rr::{Name, RData, Record};
+    use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
+    use mailpolicyd::model::answer::txt_wire;
+
+    let dkim = dkim_text();
+    let long = "a".repeat(255);
+    for (owner, text) in [
+        ("d1.example", "v=spf1 include:_spf1.prov.example -all"),
+        ("s1._domainkey.d1.example", dkim.as_str()),
+        ("_dmarc.d1.example", long.as_str()),
+        ("x.example", ""),
+    ] {
+        let chunks: Vec<&[u8]> = if text.is_empty() {
+            vec![&b""[..]]
+        } else {
+            text.as_bytes().chunks(255).collect()
+        };
+        let record = Record::from_rdata(
+            Name::from_ascii(format!("{owner}.")).unwrap(),
+            3600,
+            RData::TXT(TXT::from_bytes(chunks)),
+        );
+        let mut want = Vec::new();
+        record.emit(&mut BinEncoder::new(&mut want)).unwrap();
+        let got = txt_wire(owner, 3600, text).unwrap();
+        assert_eq!((got.answers, got.authorities), (1, 0), "{owner}");
+        assert_eq!(&got.bytes[..], &want[..], "{owner}: {text:.40}");
+    }
+    // No such owner: nothing rebuilt (the answer then keeps what the upstream gave).
+    assert!(txt_wire(&format!("{}.example", "x".repeat(64)), 1, "t").is_none());
+    assert!(txt_wire("a..example", 1, "t").is_none());
+}
