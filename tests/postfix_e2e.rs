@@ -196,6 +196,46 @@ relay unix - - n - - smtp
     }
 }
 
+impl Postfix {
+    /// A session on `port` whose message must be delivered to each of `rcpts` (local users)
+    /// with exactly one `Received-SPF:` header, of `result`; the first one's message.
+    fn delivered_with(
+        &self,
+        port: u16,
+        (helo, sender): (&str, &str),
+        rcpts: &[&str],
+        subject: &str,
+        result: &str,
+    ) -> String {
+        let s = smtp(port, helo, sender, rcpts, subject);
+        assert!(s.accepted, "{:?}", s.replies);
+        let mut first = None;
+        for rcpt in rcpts {
+            let user = rcpt.split('@').next().unwrap();
+            let m = self.delivered(user, subject);
+            let h = spf_headers(&m);
+            assert_eq!(h.len(), 1, "exactly one header: {m}");
+            assert!(
+                h[0].starts_with(&format!("Received-SPF: {result} (")),
+                "{m}"
+            );
+            first.get_or_insert(m);
+        }
+        first.unwrap()
+    }
+}
+
+/// A session whose RCPT (to root) must be refused with `code`; the reply.
+fn refused(port: u16, helo: &str, sender: &str, code: &str) -> String {
+    let s = smtp(port, helo, sender, &["root@localhost"], "refused");
+    assert!(
+        !s.accepted && s.rcpt[0].starts_with(code),
+        "{:?}",
+        s.replies
+    );
+    s.rcpt[0].clone()
+}
+
 impl Drop for Postfix {
     fn drop(&mut self) {
         let _ = Command::new(POSTFIX)
@@ -305,98 +345,71 @@ async fn postfix_asks_mailpolicyd_and_pypolicyd_spf_agrees() {
     );
     let pf = Postfix::start(&root.join("postfix"), &d.policy, &never.policy);
 
+    const TWO: &[&str] = &["root@localhost", "nobody@localhost"];
+    const ROOT: &[&str] = &["root@localhost"];
     // pass, two RCPTs: delivered to both with exactly one header naming the client.
     let before = dns.log.len();
-    let s = smtp(
+    let m = pf.delivered_with(
         pf.port,
-        GOOD_HELO,
-        "alice@pass.sender.test",
-        &["root@localhost", "nobody@localhost"],
+        (GOOD_HELO, "alice@pass.sender.test"),
+        TWO,
         "pass-1",
+        "pass",
     );
-    assert!(s.accepted, "{:?}", s.replies);
+    assert!(spf_headers(&m)[0].contains("client-ip=192.0.2.10;"), "{m}");
     let first_queries = dns.log.len() - before;
-    for user in ["root", "nobody"] {
-        let m = pf.delivered(user, "pass-1");
-        let h = spf_headers(&m);
-        assert_eq!(h.len(), 1, "exactly one header: {m}");
-        assert!(h[0].starts_with("Received-SPF: pass ("), "{m}");
-        assert!(h[0].contains("client-ip=192.0.2.10;"), "{m}");
-    }
     println!("pass, two RCPTs: delivered, one Received-SPF ({first_queries} upstream queries)");
     // The same session again: answered from the cache, 0 upstream queries, one header again.
     let before = dns.log.len();
-    let s = smtp(
+    pf.delivered_with(
         pf.port,
-        GOOD_HELO,
-        "alice@pass.sender.test",
-        &["root@localhost", "nobody@localhost"],
+        (GOOD_HELO, "alice@pass.sender.test"),
+        TWO,
         "pass-2",
+        "pass",
     );
-    assert!(s.accepted, "{:?}", s.replies);
     assert_eq!(
         dns.log.len(),
         before,
         "0 upstream queries: {:?}",
         dns.log.all()
     );
-    assert_eq!(spf_headers(&pf.delivered("root", "pass-2")).len(), 1);
     println!("the same session again: delivered, one header, 0 upstream queries");
 
     // fail: 550 5.7.23 at RCPT, with the exp= explanation.
-    let s = smtp(
-        pf.port,
-        GOOD_HELO,
-        "alice@fail.sender.test",
-        &["root@localhost"],
-        "fail",
-    );
-    assert!(s.rcpt[0].starts_with("550 5.7.23 "), "{:?}", s.rcpt);
-    assert!(s.rcpt[0].contains("192.0.2.10 is not one of fail.sender.test's mail servers"));
-    println!("fail: {}", s.rcpt[0]);
-    // softfail: delivered with its header.
-    let s = smtp(
-        pf.port,
-        GOOD_HELO,
-        "alice@soft.sender.test",
-        &["root@localhost"],
-        "soft",
-    );
-    assert!(s.accepted, "{:?}", s.replies);
-    let h = pf.delivered("root", "soft");
+    let r = refused(pf.port, GOOD_HELO, "alice@fail.sender.test", "550 5.7.23 ");
     assert!(
-        spf_headers(&h)[0].starts_with("Received-SPF: softfail ("),
-        "{h}"
+        r.contains("192.0.2.10 is not one of fail.sender.test's mail servers"),
+        "{r}"
+    );
+    println!("fail: {r}");
+    // softfail: delivered with its header.
+    pf.delivered_with(
+        pf.port,
+        (GOOD_HELO, "alice@soft.sender.test"),
+        ROOT,
+        "soft",
+        "softfail",
     );
     println!("softfail: delivered with Received-SPF: softfail");
     // An upstream SERVFAIL: 451 4.7.24.
-    let s = smtp(
+    let r = refused(
         pf.port,
         GOOD_HELO,
         "alice@broken.sender.test",
-        &["root@localhost"],
-        "sf",
+        "451 4.7.24 ",
     );
-    assert!(s.rcpt[0].starts_with("451 4.7.24 "), "{:?}", s.rcpt);
-    println!("SERVFAIL: {}", s.rcpt[0]);
+    println!("SERVFAIL: {r}");
     // The null sender with a failing HELO: 550.
-    let s = smtp(pf.port, BAD_HELO, "", &["root@localhost"], "null");
-    assert!(s.rcpt[0].starts_with("550 5.7.23 "), "{:?}", s.rcpt);
-    println!("null sender, failing HELO: {}", s.rcpt[0]);
+    let r = refused(pf.port, BAD_HELO, "", "550 5.7.23 ");
+    println!("null sender, failing HELO: {r}");
     // mail_from_reject = never: delivered with Received-SPF: fail.
-    let s = smtp(
+    pf.delivered_with(
         pf.never_port,
-        GOOD_HELO,
-        "alice@fail.sender.test",
-        &["root@localhost"],
+        (GOOD_HELO, "alice@fail.sender.test"),
+        ROOT,
         "never",
-    );
-    assert!(s.accepted, "{:?}", s.replies);
-    let m = pf.delivered("root", "never");
-    assert_eq!(spf_headers(&m).len(), 1, "{m}");
-    assert!(
-        spf_headers(&m)[0].starts_with("Received-SPF: fail ("),
-        "{m}"
+        "fail",
     );
     println!("mail_from_reject = never: delivered with Received-SPF: fail");
 
@@ -411,15 +424,13 @@ async fn postfix_asks_mailpolicyd_and_pypolicyd_spf_agrees() {
     let mut rest = Vec::new();
     let _ = std::io::Read::read_to_end(&mut garbage, &mut rest);
     assert!(rest.is_empty(), "no answer to garbage");
-    let s = smtp(
+    pf.delivered_with(
         pf.port,
-        GOOD_HELO,
-        "alice@pass.sender.test",
-        &["root@localhost"],
+        (GOOD_HELO, "alice@pass.sender.test"),
+        ROOT,
         "after",
+        "pass",
     );
-    assert!(s.accepted, "{:?}", s.replies);
-    assert_eq!(spf_headers(&pf.delivered("root", "after")).len(), 1);
     assert_eq!(d.metric("mailpolicyd_postfix_policy_malformed_total"), 1);
     assert!(d.metric("mailpolicyd_postfix_policy_requests_total{action=\"prepend\"}") >= 3);
     assert!(

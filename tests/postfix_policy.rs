@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use postfix_lab::{
-    BAD_HELO, CASES, Daemon, Expect, GOOD_HELO, ask, authority, meets, read_answer, request,
+    BAD_HELO, CASES, Daemon, Expect, GOOD_HELO, ask, authority, lab, meets, read_answer, request,
 };
 
 fn action(answer: &[String]) -> &str {
@@ -26,9 +26,7 @@ fn action(answer: &[String]) -> &str {
 /// connection), each a message of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_case_is_answered_its_action_on_one_connection() {
-    let dns = authority().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), dns.addr, &[]);
+    let (_dns, _dir, d) = lab(&[]).await;
     let mut conn = d.connect();
     for (i, case) in CASES.iter().enumerate() {
         let req = request("RCPT", case.helo, case.sender, &format!("case.{i}"));
@@ -58,9 +56,7 @@ async fn every_case_is_answered_its_action_on_one_connection() {
 /// identical session (another message) is answered from the cache: 0 upstream queries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_check_and_one_header_per_message_and_a_warm_cache() {
-    let dns = authority().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), dns.addr, &[]);
+    let (dns, _dir, d) = lab(&[]).await;
     let mut conn = d.connect();
     let req = request("RCPT", GOOD_HELO, "alice@pass.sender.test", "a1.b2.c3");
     let first = ask(&mut conn, &req).unwrap();
@@ -119,9 +115,7 @@ async fn one_check_and_one_header_per_message_and_a_warm_cache() {
 /// Only the RCPT and MAIL stages are checked; the others are DUNNO without a query.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_protocol_states_are_dunno_without_a_query() {
-    let dns = authority().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), dns.addr, &[]);
+    let (dns, _dir, d) = lab(&[]).await;
     let mut conn = d.connect();
     for state in [
         "CONNECT",
@@ -155,9 +149,7 @@ async fn other_protocol_states_are_dunno_without_a_query() {
 /// answered); a request over 100 attributes or 64 KiB closes its connection; each is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_closes_only_its_connection_and_unknown_attributes_are_ignored() {
-    let dns = authority().await;
-    let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path(), dns.addr, &[]);
+    let (_dns, _dir, d) = lab(&[]).await;
     let mut good = d.connect();
     assert!(
         ask(

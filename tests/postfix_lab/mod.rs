@@ -41,6 +41,14 @@ pub async fn authority() -> TestDns {
     dns
 }
 
+/// The authority, a temporary directory and a daemon in it with `env` (see [`Daemon::start`]).
+pub async fn lab(env: &[(&str, &str)]) -> (TestDns, tempfile::TempDir, Daemon) {
+    let dns = authority().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path(), dns.addr, env);
+    (dns, dir, d)
+}
+
 /// What a case must be answered: the class of the action, and a text the answer must hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expect {

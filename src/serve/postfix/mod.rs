@@ -139,37 +139,23 @@ pub async fn serve(
     });
     let Bound { unix, tcp } = bound;
     let mut socket_file = None;
-    let mut accepting = tokio::task::JoinSet::new();
+    let mut listeners = Vec::new();
     if let Some((l, file)) = unix {
         socket_file = Some(file);
-        let sh = shared.clone();
-        accepting.spawn(async move {
-            loop {
-                let accepted = tokio::select! {
-                    _ = sh.shutdown.cancelled() => return,
-                    a = l.accept() => a,
-                };
-                match accepted {
-                    Ok((s, _)) => sh.start(s),
-                    Err(e) => sh.accept_failed(&e).await,
-                }
-            }
-        });
+        listeners.push(Listener::Unix(l));
     }
-    if let Some(l) = tcp {
+    listeners.extend(tcp.map(Listener::Tcp));
+    let mut accepting = tokio::task::JoinSet::new();
+    for l in listeners {
         let sh = shared.clone();
         accepting.spawn(async move {
             loop {
                 let accepted = tokio::select! {
                     _ = sh.shutdown.cancelled() => return,
-                    a = l.accept() => a,
+                    a = l.accept(&sh) => a,
                 };
-                match accepted {
-                    Ok((s, _)) => {
-                        let _ = s.set_nodelay(true);
-                        sh.start(s)
-                    }
-                    Err(e) => sh.accept_failed(&e).await,
+                if let Err(e) = accepted {
+                    sh.accept_failed(&e).await;
                 }
             }
         });
@@ -184,6 +170,27 @@ pub async fn serve(
     }
     if let Some(f) = socket_file {
         f.remove();
+    }
+}
+
+/// A bound listener of either kind.
+enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// Accepts one connection and starts serving it.
+    async fn accept(&self, sh: &Arc<Shared>) -> std::io::Result<()> {
+        match self {
+            Listener::Unix(l) => sh.start(l.accept().await?.0),
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                sh.start(s)
+            }
+        }
+        Ok(())
     }
 }
 
