@@ -352,4 +352,67 @@ mod tests {
             assert_eq!(a.label(), l);
         }
     }
+
+    /// Every request of `parts` fed in order, as a connection reads them, and whether parsing
+    /// stopped on an error.
+    fn feed(parts: &[&[u8]]) -> (Vec<PolicyRequest>, bool) {
+        let mut buf = Vec::new();
+        let mut out = Vec::new();
+        for part in parts {
+            buf.extend_from_slice(part);
+            loop {
+                match split(&buf) {
+                    Ok(Some((r, used))) => {
+                        assert!(used <= MAX_REQUEST && used <= buf.len());
+                        buf.drain(..used);
+                        out.push(r);
+                    }
+                    Ok(None) => break,
+                    Err(_) => return (out, true),
+                }
+            }
+        }
+        (out, false)
+    }
+
+    const PIECES: &[&str] = &[
+        "request=smtpd_access_policy\n",
+        "protocol_state=RCPT\n",
+        "sender=a@b.test\n",
+        "a=b=c\n",
+        "\n",
+        "\r\n",
+        "=",
+        "x",
+        "\u{0}",
+        "\r",
+        "é",
+        "garbage\n",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, failure_persistence: None, ..Default::default() })]
+        /// Cutting the bytes anywhere gives the same requests as reading them whole (the
+        /// connection appends each read and splits again); no request is over its bounds.
+        #[test]
+        fn any_cut_gives_the_same_requests(
+            picks in proptest::collection::vec(0..PIECES.len() + 1, 0..300),
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..16),
+            cut in 0usize..4096,
+        ) {
+            let mut bytes = Vec::new();
+            for p in picks {
+                match PIECES.get(p) {
+                    Some(t) => bytes.extend_from_slice(t.as_bytes()),
+                    None => bytes.extend_from_slice(&noise),
+                }
+            }
+            let cut = cut.min(bytes.len());
+            let whole = feed(&[&bytes]);
+            proptest::prop_assert_eq!(&whole, &feed(&[&bytes[..cut], &bytes[cut..]]));
+            for r in &whole.0 {
+                proptest::prop_assert!(r.attributes().len() <= MAX_ATTRIBUTES);
+            }
+        }
+    }
 }
