@@ -145,6 +145,37 @@ async fn other_protocol_states_are_dunno_without_a_query() {
     assert_eq!(dns.log.len(), 0, "{:?}", dns.log.all());
 }
 
+/// A HELO that is not a domain name (an address literal, one label) gives none without a
+/// lookup: the MAIL FROM decides, and a null sender with it is not checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_helo_that_is_not_a_domain_name_is_not_looked_up() {
+    let (dns, _dir, d) = lab(&[]).await;
+    let mut conn = d.connect();
+    for (i, helo) in ["[192.0.2.10]", "localhost", "192.0.2.10"]
+        .into_iter()
+        .enumerate()
+    {
+        let fail = ask(
+            &mut conn,
+            &request("RCPT", helo, "alice@fail.sender.test", &format!("h.{i}")),
+        )
+        .unwrap();
+        assert!(
+            meets(action(&fail), Expect::Reject("identity mailfrom")),
+            "{helo}: {fail:?}"
+        );
+        let null = ask(&mut conn, &request("RCPT", helo, "", &format!("n.{i}"))).unwrap();
+        assert_eq!(action(&null), "DUNNO", "{helo}");
+    }
+    let asked: Vec<String> = dns.log.all().into_iter().map(|(n, _)| n).collect();
+    assert!(
+        asked
+            .iter()
+            .all(|n| n.starts_with("fail.sender.test") || n.starts_with("why.fail.sender.test")),
+        "{asked:?}"
+    );
+}
+
 /// Garbage closes only its own connection; an unknown attribute is ignored (the request is
 /// answered); a request over 100 attributes or 64 KiB closes its connection; each is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
