@@ -169,9 +169,10 @@ async fn a_helo_that_is_not_a_domain_name_is_not_looked_up() {
     }
     let asked: Vec<String> = dns.log.all().into_iter().map(|(n, _)| n).collect();
     assert!(
-        asked
-            .iter()
-            .all(|n| n.starts_with("fail.sender.test") || n.starts_with("why.fail.sender.test")),
+        !asked.is_empty()
+            && asked
+                .iter()
+                .all(|n| n.starts_with("fail.sender.test") || n.starts_with("why.fail.sender.test")),
         "{asked:?}"
     );
 }
