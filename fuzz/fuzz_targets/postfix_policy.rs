@@ -3,7 +3,7 @@
 //! (100 attributes, 64 KiB), and cutting the input anywhere gives the same requests as feeding
 //! it whole (the connection loop appends each read to what is left and splits again).
 use libfuzzer_sys::fuzz_target;
-use mailpolicyd::proto::postfix_policy::{self, MAX_ATTRIBUTES, MAX_REQUEST, PolicyRequest};
+use mailpolicyd::proto::postfix_policy::{self, MAX_ATTRIBUTES, PolicyRequest, RequestBuf};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
@@ -32,22 +32,15 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// Every request of `parts` fed in order, and whether parsing stopped on an error.
+/// Every request of `parts` fed in order, as a connection reads them, and whether parsing
+/// stopped on an error.
 fn requests(parts: &[&[u8]]) -> (Vec<PolicyRequest>, bool) {
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
+    let (mut rb, mut out) = (RequestBuf::default(), Vec::new());
     for part in parts {
-        buf.extend_from_slice(part);
-        loop {
-            match postfix_policy::split(&buf) {
-                Ok(Some((r, used))) => {
-                    assert!(used <= MAX_REQUEST && used <= buf.len());
-                    buf.drain(..used);
-                    out.push(r);
-                }
-                Ok(None) => break,
-                Err(_) => return (out, true),
-            }
+        let (got, err) = rb.read(part);
+        out.extend(got);
+        if err.is_some() {
+            return (out, true);
         }
     }
     (out, false)

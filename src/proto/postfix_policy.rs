@@ -122,6 +122,43 @@ pub fn split(buf: &[u8]) -> Result<Option<(PolicyRequest, usize)>, PolicyError> 
     }
 }
 
+/// The bytes a connection has read and not yet taken as requests: [`split`] over a buffer
+/// that keeps what is left of a request between reads.
+#[derive(Debug, Default)]
+pub struct RequestBuf {
+    buf: Vec<u8>,
+}
+
+impl RequestBuf {
+    /// Appends bytes read.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole request, taken out of the buffer; `Ok(None)` when more bytes are needed.
+    pub fn next_request(&mut self) -> Result<Option<PolicyRequest>, PolicyError> {
+        let Some((req, used)) = split(&self.buf)? else {
+            return Ok(None);
+        };
+        self.buf.drain(..used);
+        Ok(Some(req))
+    }
+
+    /// Feeds `bytes` and takes every whole request now there, then the error that stopped
+    /// the parsing, if any (nothing after it is a request).
+    pub fn read(&mut self, bytes: &[u8]) -> (Vec<PolicyRequest>, Option<PolicyError>) {
+        self.feed(bytes);
+        let mut out = Vec::new();
+        loop {
+            match self.next_request() {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => return (out, None),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+}
+
 fn attribute(line: &[u8], line_no: usize) -> Result<(String, String), PolicyError> {
     let text = std::str::from_utf8(line).map_err(|_| PolicyError::NotUtf8 { line: line_no })?;
     if text.chars().any(char::is_control) {
@@ -356,20 +393,12 @@ mod tests {
     /// Every request of `parts` fed in order, as a connection reads them, and whether parsing
     /// stopped on an error.
     fn feed(parts: &[&[u8]]) -> (Vec<PolicyRequest>, bool) {
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
+        let (mut rb, mut out) = (RequestBuf::default(), Vec::new());
         for part in parts {
-            buf.extend_from_slice(part);
-            loop {
-                match split(&buf) {
-                    Ok(Some((r, used))) => {
-                        assert!(used <= MAX_REQUEST && used <= buf.len());
-                        buf.drain(..used);
-                        out.push(r);
-                    }
-                    Ok(None) => break,
-                    Err(_) => return (out, true),
-                }
+            let (got, err) = rb.read(part);
+            out.extend(got);
+            if err.is_some() {
+                return (out, true);
             }
         }
         (out, false)

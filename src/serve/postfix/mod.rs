@@ -7,7 +7,7 @@
 //! last: this file accepts connections (bounded by [`PostfixConfig::max_connections`], over it
 //! closed at once), runs each as a task reading requests one after another (several per
 //! connection, an idle timeout, drain on shutdown); `proto::postfix_policy` frames (pure,
-//! incremental; a malformed request closes only its connection); [`decide`] turns one request
+//! incremental, `RequestBuf`; a malformed request closes only its connection); [`decide`] turns one request
 //! into an action over the [`Service`]'s resolver.
 
 pub mod decide;
@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use self::decide::{Decider, PolicySettings};
 use super::Service;
 use super::socket::{BindError, SocketFile, bind_owned};
-use crate::proto::postfix_policy::{self, PolicyError};
+use crate::proto::postfix_policy::{PolicyError, RequestBuf};
 
 /// The `op` label of the request metrics (`mailpolicyd_requests_total`,
 /// `mailpolicyd_request_duration_seconds`) for a policy request.
@@ -243,12 +243,11 @@ async fn connection<S>(mut stream: S, sh: &Shared)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    let mut requests = RequestBuf::default();
     let mut chunk = vec![0u8; 8192];
     let ended = loop {
-        match postfix_policy::split(&buf) {
-            Ok(Some((req, used))) => {
-                buf.drain(..used);
+        match requests.next_request() {
+            Ok(Some(req)) => {
                 let started = Instant::now();
                 let action = sh.decider.decide(&sh.service, &req).await;
                 sh.service.metrics.request(OP, "ok", started.elapsed());
@@ -268,7 +267,7 @@ where
         };
         match read {
             Ok(Ok(0)) | Ok(Err(_)) => break Ended::Closed,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Ok(n)) => requests.feed(&chunk[..n]),
             Err(_) => break Ended::Idle,
         }
     };
