@@ -3,7 +3,7 @@
 //! (100 attributes, 64 KiB), and cutting the input anywhere gives the same requests as feeding
 //! it whole (the connection loop appends each read to what is left and splits again).
 use libfuzzer_sys::fuzz_target;
-use mailpolicyd::proto::postfix_policy::{self, MAX_ATTRIBUTES, PolicyRequest, RequestBuf};
+use mailpolicyd::proto::postfix_policy::{self, MAX_ATTRIBUTES, PolicyRequest};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else {
@@ -32,16 +32,8 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// Every request of `parts` fed in order, as a connection reads them, and whether parsing
-/// stopped on an error.
+/// Every request of `parts` fed in order, and whether parsing stopped on an error.
 fn requests(parts: &[&[u8]]) -> (Vec<PolicyRequest>, bool) {
-    let (mut rb, mut out) = (RequestBuf::default(), Vec::new());
-    for part in parts {
-        let (got, err) = rb.read(part);
-        out.extend(got);
-        if err.is_some() {
-            return (out, true);
-        }
-    }
-    (out, false)
+    let (reqs, err) = postfix_policy::requests_of(parts);
+    (reqs, err.is_some())
 }

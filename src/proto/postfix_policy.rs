@@ -159,6 +159,21 @@ impl RequestBuf {
     }
 }
 
+/// Every request of `chunks` read in order on one connection, and the error that stopped the
+/// parsing, if any (how the fuzz target and the tests check that any cut of the bytes gives
+/// the same requests).
+pub fn requests_of(chunks: &[&[u8]]) -> (Vec<PolicyRequest>, Option<PolicyError>) {
+    let (mut rb, mut out) = (RequestBuf::default(), Vec::new());
+    for chunk in chunks {
+        let (got, err) = rb.read(chunk);
+        out.extend(got);
+        if err.is_some() {
+            return (out, err);
+        }
+    }
+    (out, None)
+}
+
 fn attribute(line: &[u8], line_no: usize) -> Result<(String, String), PolicyError> {
     let text = std::str::from_utf8(line).map_err(|_| PolicyError::NotUtf8 { line: line_no })?;
     if text.chars().any(char::is_control) {
@@ -390,18 +405,9 @@ mod tests {
         }
     }
 
-    /// Every request of `parts` fed in order, as a connection reads them, and whether parsing
-    /// stopped on an error.
     fn feed(parts: &[&[u8]]) -> (Vec<PolicyRequest>, bool) {
-        let (mut rb, mut out) = (RequestBuf::default(), Vec::new());
-        for part in parts {
-            let (got, err) = rb.read(part);
-            out.extend(got);
-            if err.is_some() {
-                return (out, true);
-            }
-        }
-        (out, false)
+        let (reqs, err) = requests_of(parts);
+        (reqs, err.is_some())
     }
 
     const PIECES: &[&str] = &[
