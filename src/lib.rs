@@ -6,6 +6,7 @@
 //! ```text
 //!  filter ──unix socket──▶ serve::socket ─┐   (proto::frame: the one frame codec, shared with client, CLI, load test)
 //!  filter ──DNS on lo────▶ serve::dns ────┤
+//!  Postfix ─policy lines─▶ serve::postfix ┤   (proto::postfix_policy: request lines, actions; SPF per RCPT)
 //!  operator ──HTTP───────▶ serve::admin   │   (/live, /ready, /metrics: reads counters)
 //!  cli ──▶ config ──▶ serve::daemon ──────┤   (DaemonConfig; signals, drain, snapshot)
 //!                                         ▼

@@ -118,8 +118,10 @@ pub fn load(
                 values.insert((st.section, st.key), v);
             }
             None => problems.push(format!(
-                "environment: {name}={text:?} is not a {}",
-                ty_name(st.ty)
+                "environment: {name}={text:?} is not a {} ({}.{})",
+                ty_name(st.ty),
+                st.section,
+                st.key
             )),
         }
     }

@@ -14,6 +14,8 @@ use crate::resolve::{
 };
 use crate::serve::SocketConfig;
 use crate::serve::admin::AdminConfig;
+use crate::serve::postfix::PostfixConfig;
+use crate::serve::postfix::decide::{Cidr, OnPermError, OnTempError, PolicySettings, RejectOn};
 
 pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<String>) -> Config {
     let str_ = |s: &str, k: &str| {
@@ -81,6 +83,7 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
     let admin_header_timeout = positive("admin", "header_timeout_s", 1);
     let admin_idle_timeout = positive("admin", "idle_timeout_s", 1);
     let snapshot_interval = positive("lifecycle", "snapshot_interval", 0);
+    let postfix_timeout = positive("postfix_policy", "timeout_ms", 1);
     if failure_ttl > 300 {
         problems.push(format!(
             "cache.failure_ttl_s = {failure_ttl} must be at most 300 (RFC 9520: 5 minutes)"
@@ -99,13 +102,7 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
         problems.push("cache: a minimum TTL is above its maximum".into());
     }
 
-    let mode_text = str_("socket", "mode");
-    let mode = u32::from_str_radix(mode_text.trim_start_matches("0o"), 8).unwrap_or_else(|_| {
-        problems.push(format!(
-            "socket.mode = {mode_text:?} is not an octal file mode"
-        ));
-        0o660
-    });
+    let mode = octal_mode("socket.mode", &str_("socket", "mode"), 0o660, problems);
     let ids = |k: &str, problems: &mut Vec<String>| -> Vec<u32> {
         list("socket", k)
             .iter()
@@ -225,6 +222,54 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
     } else {
         (PathBuf::from(socket_text), None)
     };
+    let postfix = PostfixConfig {
+        socket: Some(str_("postfix_policy", "socket"))
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from),
+        mode: octal_mode("postfix_policy.mode", &str_("postfix_policy", "mode"), 0o666, problems),
+        listen: addr("postfix_policy", "listen", problems),
+        policy: PolicySettings {
+            mail_from_reject: reject_on("postfix_policy.mail_from_reject", &str_("postfix_policy", "mail_from_reject"), problems),
+            helo_reject: reject_on("postfix_policy.helo_reject", &str_("postfix_policy", "helo_reject"), problems),
+            temperror: choice(
+                "postfix_policy.temperror",
+                &str_("postfix_policy", "temperror"),
+                &[("defer", OnTempError::Defer), ("dunno", OnTempError::Dunno)],
+                problems,
+            ),
+            permerror: choice(
+                "postfix_policy.permerror",
+                &str_("postfix_policy", "permerror"),
+                &[("dunno", OnPermError::Dunno), ("reject", OnPermError::Reject)],
+                problems,
+            ),
+            prepend: boolean("postfix_policy", "prepend"),
+            skip_sasl: boolean("postfix_policy", "skip_sasl"),
+            skip_networks: list("postfix_policy", "skip_networks")
+                .iter()
+                .filter_map(|x| {
+                    let text = x.as_str().unwrap_or_default();
+                    Cidr::parse(text).or_else(|| {
+                        problems.push(format!(
+                            "postfix_policy.skip_networks: {text:?} is not an address or ADDRESS/PREFIX"
+                        ));
+                        None
+                    })
+                })
+                .collect(),
+            timeout: Duration::from_millis(postfix_timeout),
+        },
+        max_connections,
+        idle_timeout: Duration::from_secs(idle_timeout),
+        drain_timeout: Duration::from_secs(drain),
+    };
+    if let Some(a) = postfix.listen
+        && !a.ip().is_loopback()
+    {
+        problems.push(format!(
+            "postfix_policy.listen = {a} is not a loopback address (127.0.0.0/8 or ::1): the policy protocol has no authentication"
+        ));
+    }
     let snapshot = Some(str_("lifecycle", "snapshot"))
         .filter(|s| !s.is_empty())
         .map(PathBuf::from);
@@ -290,6 +335,7 @@ pub(super) fn build(v: &Values, runtime_dir: Option<&str>, problems: &mut Vec<St
         },
         dns_listen,
         dns_forward: boolean("dns", "forward_other_types"),
+        postfix,
         snapshot,
         snapshot_interval: Duration::from_secs(snapshot_interval),
     };
@@ -353,4 +399,30 @@ fn choice<T: Copy>(key: &str, value: &str, options: &[(&str, T)], problems: &mut
         rest.join(", ")
     ));
     options[0].1
+}
+
+/// An octal file mode setting (`0660`, `0o660`, `666`); another text, or a mode with bits
+/// beyond 0o7777, is a problem naming `key`, and `default` stands.
+fn octal_mode(key: &str, text: &str, default: u32, problems: &mut Vec<String>) -> u32 {
+    match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+        Ok(m) if m <= 0o7777 => m,
+        _ => {
+            problems.push(format!("{key} = {text:?} is not an octal file mode"));
+            default
+        }
+    }
+}
+
+/// `mail_from_reject`, `helo_reject`: which SPF results are rejected.
+fn reject_on(key: &str, value: &str, problems: &mut Vec<String>) -> RejectOn {
+    choice(
+        key,
+        value,
+        &[
+            ("fail", RejectOn::Fail),
+            ("softfail", RejectOn::SoftFail),
+            ("never", RejectOn::Never),
+        ],
+        problems,
+    )
 }

@@ -14,6 +14,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod postfix_policy;
 
 use serde::{Deserialize, Serialize};
 

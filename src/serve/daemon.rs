@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::admin::AdminConfig;
-use super::{Service, SocketConfig, admin, dns, socket};
+use super::{Service, SocketConfig, admin, dns, postfix, socket};
 use crate::resolve::{Resolver, ResolverConfig};
 
 /// Why the daemon could not start.
@@ -22,6 +22,9 @@ pub enum DaemonError {
     /// The socket could not be bound.
     #[error("socket: {0}")]
     Socket(#[from] socket::BindError),
+    /// A Postfix policy listener could not be bound.
+    #[error("{0}")]
+    Postfix(#[from] postfix::PostfixBindError),
     /// The admin or DNS listener could not be bound.
     #[error("{what} {addr}: {source}")]
     Listen {
@@ -59,6 +62,8 @@ pub struct DaemonConfig {
     pub dns_listen: Option<SocketAddr>,
     /// Forward DNS types other than TXT/TLSA.
     pub dns_forward: bool,
+    /// The Postfix policy delegation listeners (`[postfix_policy]`), if any.
+    pub postfix: postfix::PostfixConfig,
     /// Snapshot path, if any.
     pub snapshot: Option<PathBuf>,
     /// How often the snapshot is written while running (zero: only on shutdown).
@@ -148,6 +153,28 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
             );
         }
     }
+    // The Postfix policy listeners: stopped with the socket (`shutdown`), drained, and their
+    // Unix socket removed (if still ours) before `run` returns.
+    let mut postfix_task = None;
+    if cfg.postfix.enabled() {
+        let bound = postfix::bind(&cfg.postfix).await?;
+        tracing::info!(
+            socket = cfg
+                .postfix
+                .socket
+                .as_ref()
+                .map_or_else(String::new, |p| p.display().to_string()),
+            mode = format!("{:04o}", cfg.postfix.mode),
+            listen = bound.tcp_addr().map_or_else(String::new, |a| a.to_string()),
+            "Postfix policy delegation (check_policy_service)"
+        );
+        postfix_task = Some(tokio::spawn(postfix::serve(
+            bound,
+            service.clone(),
+            cfg.postfix.clone(),
+            shutdown.clone(),
+        )));
+    }
     // Periodic snapshots, so a crash (SIGKILL, OOM) restarts from a recent one. Stopped, and
     // waited for, before the final write (which uses the same temporary file).
     let stop_snapshots = CancellationToken::new();
@@ -182,6 +209,9 @@ pub async fn run(cfg: DaemonConfig, shutdown: CancellationToken) -> Result<(), D
     service.set_ready(true);
     socket::run(listener, service.clone(), cfg.socket_cfg.clone(), shutdown).await;
     service.set_ready(false);
+    if let Some(task) = postfix_task {
+        let _ = task.await;
+    }
     tracing::info!("drained");
     stop_snapshots.cancel();
     if let Some(task) = snapshots {

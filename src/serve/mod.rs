@@ -5,12 +5,14 @@
 //!
 //! - [`socket`]: the Unix-socket server (binary and JSON framings, pipelining, limits);
 //! - [`dns`]: a DNS front-end on loopback for unmodified filters;
+//! - [`postfix`]: Postfix's SMTPD policy delegation protocol (SPF at RCPT time);
 //! - [`admin`]: `/live`, `/ready`, `/metrics`;
 //! - [`daemon`]: the whole process: configuration → resolver → snapshot → servers → signals.
 
 pub mod admin;
 pub mod daemon;
 pub mod dns;
+pub mod postfix;
 pub mod socket;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

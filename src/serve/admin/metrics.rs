@@ -37,6 +37,10 @@ pub struct Metrics {
     timed_out: Counter,
     /// Admin connections closed at once because `admin.max_connections` were open.
     pub(super) admin_rejected: Counter,
+    /// Postfix policy answers by action (`reject`, `defer`, `prepend`, `dunno`).
+    postfix_actions: Family<[(&'static str, &'static str); 1], Counter>,
+    /// Postfix policy connections closed for a malformed request.
+    postfix_malformed: Counter,
     /// Rate limits of the warnings about failed accepts, rejected connections and bad frames.
     pub(crate) accept_log: LogLimit,
     /// The admin listener's own: its failures never hide the filters' socket's.
@@ -90,6 +94,10 @@ const BAD_FRAME_REASONS: &[&str] = &[
     ErrorCode::FrameTooLarge.as_str(),
 ];
 
+/// The `action` labels of `mailpolicyd_postfix_policy_requests_total`
+/// (`proto::postfix_policy::Action::label`).
+pub const POSTFIX_ACTIONS: &[&str] = &["reject", "defer", "prepend", "dunno"];
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
@@ -109,6 +117,14 @@ impl Default for Metrics {
             rejected: Counter::default(),
             timed_out: Counter::default(),
             admin_rejected: Counter::default(),
+            postfix_actions: {
+                let f = Family::default();
+                for a in POSTFIX_ACTIONS {
+                    let _ = f.get_or_create(&[("action", *a)]);
+                }
+                f
+            },
+            postfix_malformed: Counter::default(),
             accept_log: LogLimit::default(),
             admin_accept_log: LogLimit::default(),
             reject_log: LogLimit::default(),
@@ -163,6 +179,20 @@ impl Metrics {
     /// Counts a socket connection closed by the idle timeout.
     pub(crate) fn connection_timed_out(&self) {
         self.timed_out.inc();
+    }
+    /// Counts one Postfix policy answer by its action label ([`POSTFIX_ACTIONS`]).
+    pub(crate) fn postfix_action(&self, action: &'static str) {
+        self.postfix_actions
+            .get_or_create(&[("action", action)])
+            .inc();
+    }
+    /// Counts (and logs, at most once a second) a Postfix policy connection closed for a
+    /// malformed request.
+    pub(crate) fn postfix_malformed(&self, e: &crate::proto::postfix_policy::PolicyError) {
+        self.postfix_malformed.inc();
+        if let Some(suppressed) = self.bad_log.allow() {
+            tracing::warn!(suppressed, error = %e, "postfix_policy: malformed request, connection closed");
+        }
     }
     /// Counts (and logs, at most once a second) a request rejected for its size or syntax;
     /// `code` is the error code sent (`bad_json`, `bad_frame`, `frame_too_large`).
@@ -384,7 +414,7 @@ impl EncodeMetric for AnyMetric {
 pub fn render(service: &Service) -> String {
     let mut registry = Registry::with_prefix("mailpolicyd");
     let m = &service.metrics;
-    let own: [(&str, &str, AnyMetric); 8] = [
+    let own: [(&str, &str, AnyMetric); 10] = [
         (
             "requests",
             "Requests (socket operations and DNS front-end questions) by operation and result",
@@ -419,6 +449,16 @@ pub fn render(service: &Service) -> String {
             "admin_connections_rejected",
             "Admin connections closed at once because admin.max_connections were open",
             AnyMetric(Box::new(m.admin_rejected.clone())),
+        ),
+        (
+            "postfix_policy_requests",
+            "Postfix policy delegation requests answered, by action (reject: 550, defer: 451, prepend: PREPEND Received-SPF, dunno: DUNNO)",
+            AnyMetric(Box::new(m.postfix_actions.clone())),
+        ),
+        (
+            "postfix_policy_malformed",
+            "Postfix policy connections closed for a malformed request (not name=value, over 100 attributes or 64 KiB)",
+            AnyMetric(Box::new(m.postfix_malformed.clone())),
         ),
         (
             "request_duration_seconds",
