@@ -65,11 +65,11 @@ pub async fn serve(
     forward: bool,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let udp = Arc::new(std::net::UdpSocket::bind(addr)?);
+    let (udp, tcp) = bind_pair(addr).await?;
+    let udp = Arc::new(udp);
     let bound = udp.local_addr()?;
     // The loop checks for shutdown between datagrams, at least this often.
     udp.set_read_timeout(Some(Duration::from_millis(200)))?;
-    let tcp = tokio::net::TcpListener::bind(bound).await?;
     let handler = Arc::new(Handler {
         service,
         forward,
@@ -87,6 +87,29 @@ pub async fn serve(
         let _ = server.shutdown_gracefully().await;
     });
     Ok(bound)
+}
+
+/// How often port 0 (any free port) is tried for a UDP and TCP pair before giving up.
+const PORT_PAIR_TRIES: usize = 16;
+
+/// The UDP socket and TCP listener on `addr`. Port 0 asks for any free port: the UDP socket
+/// gets one from the kernel, and the TCP listener must get the same number, which another TCP
+/// socket (an outgoing connection's ephemeral port) may hold; then a new UDP port is drawn, at
+/// most [`PORT_PAIR_TRIES`] times. A fixed port is tried once.
+async fn bind_pair(
+    addr: SocketAddr,
+) -> std::io::Result<(std::net::UdpSocket, tokio::net::TcpListener)> {
+    let tries = if addr.port() == 0 { PORT_PAIR_TRIES } else { 1 };
+    let mut last = None;
+    for _ in 0..tries {
+        let udp = std::net::UdpSocket::bind(addr)?;
+        match tokio::net::TcpListener::bind(udp.local_addr()?).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AddrInUse)))
 }
 
 /// Reads UDP questions on its own thread until `shutdown`: wire-cache hits are answered right
