@@ -116,10 +116,7 @@ pub enum Rcode {
 }
 
 /// What a name's TXT records held for one record kind.
-///
-/// The parsed record is boxed (serde reads and writes a `Box<T>` as the `T`: the wire format is
-/// the same), so every cached [`Answer`] is as small as its common fields, whatever its kind:
-/// the largest record type (DMARC's) is no longer paid by every SPF, DKIM and existence answer.
+/// The record is boxed (serde writes a `Box<T>` as the `T`): no answer pays DMARC's size inline.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Found<T, E> {
@@ -139,15 +136,13 @@ impl<T, E> Found<T, E> {
             _ => None,
         }
     }
-}
 
-impl<T, E> Found<T, E> {
     /// The allocator chunk of the boxed record (none when absent).
     fn boxed(&self) -> usize {
         match self {
             Found::Absent => 0,
-            Found::Valid(_) => alloc_size(std::mem::size_of::<Parsed<T>>()),
-            Found::Invalid(_) => alloc_size(std::mem::size_of::<Rejected<E>>()),
+            Found::Valid(_) => alloc_size(size_of::<Parsed<T>>()),
+            Found::Invalid(_) => alloc_size(size_of::<Rejected<E>>()),
         }
     }
 }
@@ -262,8 +257,7 @@ enum KeptTxt {
     Unknown,
     /// Exactly one record, the selected one: [`Answer::raw`].
     Raw,
-    /// Any other set, as given (boxed: few names publish other TXT records, and every answer
-    /// pays this enum's inline size).
+    /// Any other set, as given (boxed: rare, and every answer pays the inline size).
     All(Box<Box<[String]>>),
 }
 
@@ -286,9 +280,7 @@ impl Kept {
     pub(crate) fn new(txt: Option<Vec<String>>, wire: Option<WireRecords>) -> Kept {
         Kept {
             encoding: OnceLock::new(),
-            txt: txt.map_or(KeptTxt::Unknown, |t| {
-                KeptTxt::All(Box::new(t.into_boxed_slice()))
-            }),
+            txt: txt.map_or(KeptTxt::Unknown, |t| KeptTxt::All(Box::new(t.into()))),
             wire: wire.map_or(KeptWire::Unknown, |w| KeptWire::Stored(Box::new(w))),
         }
     }
@@ -304,13 +296,11 @@ impl Kept {
     /// Heap bytes held (allocator chunks included).
     fn heap(&self) -> usize {
         let txt = match &self.txt {
-            KeptTxt::All(t) => alloc_size(std::mem::size_of::<Box<[String]>>()) + heap_strings(t),
+            KeptTxt::All(t) => alloc_size(size_of::<Box<[String]>>()) + heap_strings(t),
             _ => 0,
         };
         let wire = match &self.wire {
-            KeptWire::Stored(w) => {
-                alloc_size(std::mem::size_of::<WireRecords>()) + alloc_size(w.bytes.len())
-            }
+            KeptWire::Stored(w) => alloc_size(size_of::<WireRecords>()) + alloc_size(w.bytes.len()),
             _ => 0,
         };
         txt + wire
@@ -457,6 +447,10 @@ impl Answer {
     /// from its serialized size with the factor measured by `loadtest/memory` and the
     /// `cache_weight` test.
     pub fn weight(&self) -> u32 {
+        let parsed = || {
+            postcard::experimental::serialized_size(&self.data).unwrap_or(0) * PARSED_FACTOR
+                + PARSED_EXTRA
+        };
         let data = match &self.data {
             Data::None => 0,
             Data::Txt(t) | Data::Names(t) => heap_strings(t),
@@ -478,17 +472,10 @@ impl Answer {
             Data::DkimKey(f @ Found::Valid(k)) => {
                 f.boxed() + alloc_size(k.policy.p.capacity()) + 2 * PARSED_EXTRA
             }
-            Data::Dmarc(_) | Data::Spf(_) | Data::DkimKey(_) | Data::Atps(_) => {
-                let boxed = match &self.data {
-                    Data::Dmarc(f) => f.boxed(),
-                    Data::Spf(f) => f.boxed(),
-                    Data::DkimKey(f) => f.boxed(),
-                    Data::Atps(f) => f.boxed(),
-                    _ => 0,
-                };
-                let serialized = postcard::experimental::serialized_size(&self.data).unwrap_or(0);
-                boxed + serialized * PARSED_FACTOR + PARSED_EXTRA
-            }
+            Data::Dmarc(f) => f.boxed() + parsed(),
+            Data::Spf(f) => f.boxed() + parsed(),
+            Data::DkimKey(f) => f.boxed() + parsed(),
+            Data::Atps(f) => f.boxed() + parsed(),
         };
         // The encoding a hit keeps ([`Answer::encoded`]), charged whether made yet or not.
         let encoding = alloc_size(postcard::experimental::serialized_size(self).unwrap_or(0));
