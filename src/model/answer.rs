@@ -116,23 +116,33 @@ pub enum Rcode {
 }
 
 /// What a name's TXT records held for one record kind.
+/// The record is boxed (serde writes a `Box<T>` as the `T`): no answer pays DMARC's size inline.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Found<T, E> {
     /// TXT records, but none of this kind: the name publishes no such policy.
     Absent,
     /// One record, parsed.
-    Valid(Parsed<T>),
+    Valid(Box<Parsed<T>>),
     /// A record (or several) that cannot be used, with why.
-    Invalid(Rejected<E>),
+    Invalid(Box<Rejected<E>>),
 }
 
 impl<T, E> Found<T, E> {
     /// The parsed record when valid.
     pub fn valid(&self) -> Option<&Parsed<T>> {
         match self {
-            Found::Valid(p) => Some(p),
+            Found::Valid(p) => Some(p.as_ref()),
             _ => None,
+        }
+    }
+
+    /// The allocator chunk of the boxed record (none when absent).
+    fn boxed(&self) -> usize {
+        match self {
+            Found::Absent => 0,
+            Found::Valid(_) => alloc_size(size_of::<Parsed<T>>()),
+            Found::Invalid(_) => alloc_size(size_of::<Rejected<E>>()),
         }
     }
 }
@@ -141,8 +151,8 @@ impl<T, E> From<Option<ParseResult<T, E>>> for Found<T, E> {
     fn from(r: Option<ParseResult<T, E>>) -> Self {
         match r {
             None => Found::Absent,
-            Some(Ok(p)) => Found::Valid(p),
-            Some(Err(e)) => Found::Invalid(e),
+            Some(Ok(p)) => Found::Valid(Box::new(p)),
+            Some(Err(e)) => Found::Invalid(Box::new(e)),
         }
     }
 }
@@ -247,8 +257,8 @@ enum KeptTxt {
     Unknown,
     /// Exactly one record, the selected one: [`Answer::raw`].
     Raw,
-    /// Any other set, as given.
-    All(Box<[String]>),
+    /// Any other set, as given (boxed: rare, and every answer pays the inline size).
+    All(Box<Box<[String]>>),
 }
 
 /// The upstream's records in wire form.
@@ -260,8 +270,8 @@ enum KeptWire {
     /// Exactly what [`txt_wire`] rebuilds from the name, the TTL and [`Answer::raw`] (checked
     /// byte for byte when the answer was made).
     FromRaw,
-    /// Kept as given.
-    Stored(WireRecords),
+    /// Kept as given (boxed, as [`KeptTxt::All`]).
+    Stored(Box<WireRecords>),
 }
 
 impl Kept {
@@ -270,15 +280,15 @@ impl Kept {
     pub(crate) fn new(txt: Option<Vec<String>>, wire: Option<WireRecords>) -> Kept {
         Kept {
             encoding: OnceLock::new(),
-            txt: txt.map_or(KeptTxt::Unknown, |t| KeptTxt::All(t.into_boxed_slice())),
-            wire: wire.map_or(KeptWire::Unknown, KeptWire::Stored),
+            txt: txt.map_or(KeptTxt::Unknown, |t| KeptTxt::All(Box::new(t.into()))),
+            wire: wire.map_or(KeptWire::Unknown, |w| KeptWire::Stored(Box::new(w))),
         }
     }
 
     /// Takes the stored wire records out (a forwarded type's are its data).
     pub(crate) fn take_wire(&mut self) -> Option<WireRecords> {
         match std::mem::take(&mut self.wire) {
-            KeptWire::Stored(w) => Some(w),
+            KeptWire::Stored(w) => Some(*w),
             _ => None,
         }
     }
@@ -286,11 +296,11 @@ impl Kept {
     /// Heap bytes held (allocator chunks included).
     fn heap(&self) -> usize {
         let txt = match &self.txt {
-            KeptTxt::All(t) => heap_strings(t),
+            KeptTxt::All(t) => alloc_size(size_of::<Box<[String]>>()) + heap_strings(t),
             _ => 0,
         };
         let wire = match &self.wire {
-            KeptWire::Stored(w) => alloc_size(w.bytes.len()),
+            KeptWire::Stored(w) => alloc_size(size_of::<WireRecords>()) + alloc_size(w.bytes.len()),
             _ => 0,
         };
         txt + wire
@@ -355,7 +365,7 @@ impl Answer {
                 match &self.kept.txt {
                     KeptTxt::Unknown => None,
                     KeptTxt::Raw => self.raw.as_ref().map(std::slice::from_ref),
-                    KeptTxt::All(t) => Some(t),
+                    KeptTxt::All(t) => Some(&t[..]),
                 }
             }
             _ => None,
@@ -368,7 +378,8 @@ impl Answer {
     /// snapshot, or synthesized).
     pub fn wire(&self) -> Option<Cow<'_, WireRecords>> {
         match (&self.data, &self.kept.wire) {
-            (Data::Wire(w), _) | (_, KeptWire::Stored(w)) => Some(Cow::Borrowed(w)),
+            (Data::Wire(w), _) => Some(Cow::Borrowed(w)),
+            (_, KeptWire::Stored(w)) => Some(Cow::Borrowed(w.as_ref())),
             (_, KeptWire::FromRaw) => self
                 .raw
                 .as_deref()
@@ -393,7 +404,7 @@ impl Answer {
         }
         if let KeptWire::Stored(w) = &self.kept.wire
             && matches!(self.kept.txt, KeptTxt::Raw)
-            && txt_wire(&self.name, self.ttl, raw).is_some_and(|r| r == *w)
+            && txt_wire(&self.name, self.ttl, raw).is_some_and(|r| r == **w)
         {
             self.kept.wire = KeptWire::FromRaw;
         }
@@ -436,6 +447,10 @@ impl Answer {
     /// from its serialized size with the factor measured by `loadtest/memory` and the
     /// `cache_weight` test.
     pub fn weight(&self) -> u32 {
+        let parsed = || {
+            postcard::experimental::serialized_size(&self.data).unwrap_or(0) * PARSED_FACTOR
+                + PARSED_EXTRA
+        };
         let data = match &self.data {
             Data::None => 0,
             Data::Txt(t) | Data::Names(t) => heap_strings(t),
@@ -454,11 +469,13 @@ impl Answer {
             }
             Data::Wire(w) => alloc_size(w.bytes.len()),
             // A DKIM key's bytes are one buffer; its tag lists are small.
-            Data::DkimKey(Found::Valid(k)) => alloc_size(k.policy.p.capacity()) + 2 * PARSED_EXTRA,
-            Data::Dmarc(_) | Data::Spf(_) | Data::DkimKey(_) | Data::Atps(_) => {
-                let serialized = postcard::experimental::serialized_size(&self.data).unwrap_or(0);
-                serialized * PARSED_FACTOR + PARSED_EXTRA
+            Data::DkimKey(f @ Found::Valid(k)) => {
+                f.boxed() + alloc_size(k.policy.p.capacity()) + 2 * PARSED_EXTRA
             }
+            Data::Dmarc(f) => f.boxed() + parsed(),
+            Data::Spf(f) => f.boxed() + parsed(),
+            Data::DkimKey(f) => f.boxed() + parsed(),
+            Data::Atps(f) => f.boxed() + parsed(),
         };
         // The encoding a hit keeps ([`Answer::encoded`]), charged whether made yet or not.
         let encoding = alloc_size(postcard::experimental::serialized_size(self).unwrap_or(0));

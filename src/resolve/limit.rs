@@ -146,9 +146,11 @@ impl Limiter {
         }
     }
 
-    /// Forgets organizations whose budget is full again (call periodically).
+    /// Forgets organizations whose budget is full again (call periodically), and gives the
+    /// key map's room back: its table would otherwise stay as large as its busiest period's.
     pub fn retain_recent(&self) {
         self.inner.retain_recent();
+        self.inner.shrink_to_fit();
     }
 
     /// How many organizations are tracked.
@@ -262,11 +264,14 @@ struct Window {
     /// the window's periods: a name whose own answer differed from the sample is never
     /// synthesized.
     seen: HashMap<u64, u64>,
-    /// This period's count of new names per answer mark, with one such answer.
-    marks: HashMap<u64, (usize, Arc<Answer>)>,
+    /// This period's count of new names per answer mark (counts only: a window holds no
+    /// answer while it gathers evidence, so answers never outlive the cache through it).
+    marks: HashMap<u64, usize>,
     /// New names this period.
     total: usize,
     marked_until: Option<Instant>,
+    /// The marked window's sample: the only answer a window holds (from the candidate that
+    /// its probe confirmed until the mark ends).
     sample: Option<Arc<Answer>>,
     /// A random-label probe is in flight since then (a probe never holds the window longer
     /// than [`PROBE_HOLD`], even if its task never reports).
@@ -382,7 +387,7 @@ impl WildcardWatch {
             .sample
             .as_ref()
             .map(|s| answer_mark(s))
-            .or_else(|| w.marks.iter().max_by_key(|(_, (n, _))| *n).map(|(m, _)| *m));
+            .or_else(|| w.marks.iter().max_by_key(|(_, n)| **n).map(|(m, _)| *m));
         let hash = name_hash(name);
         let room = if usual == Some(mark) { cap } else { cap * 2 };
         let new = match w.seen.get(&hash) {
@@ -404,22 +409,28 @@ impl WildcardWatch {
         if !new || w.marked_until.is_some() || probing {
             return Observed::Counted;
         }
-        w.marks.entry(mark).or_insert_with(|| (0, answer.clone())).0 += 1;
+        let n = {
+            let n = w.marks.entry(mark).or_insert(0);
+            *n += 1;
+            *n
+        };
         w.total += 1;
         if w.total < self.cfg.wildcard_min_names || w.refuted {
             return Observed::Counted;
         }
-        let best = w
-            .marks
-            .values()
-            .max_by_key(|(n, _)| *n)
-            .map(|(n, a)| (*n, a.clone()));
-        if let Some((n, sample)) = best
-            && sample.is_positive()
+        // The answer observed is the candidate's sample when it is the one most names gave
+        // (a tie with another mark counts: either is a sample of byte-identical records, and
+        // the probe decides). When another answer leads, the next name giving it makes the
+        // window a candidate, with the same evidence and one name more.
+        let best = w.marks.values().copied().max().unwrap_or(0);
+        if n == best
+            && answer.is_positive()
             && n as f64 >= w.total as f64 * self.cfg.wildcard_identical
         {
             w.probing = Some(now);
-            return Observed::Candidate { sample };
+            return Observed::Candidate {
+                sample: answer.clone(),
+            };
         }
         Observed::Counted
     }
@@ -495,6 +506,7 @@ impl WildcardWatch {
     /// Forgets verification budgets that are full again (call periodically).
     pub fn retain_recent(&self) {
         self.verify.retain_recent();
+        self.verify.shrink_to_fit();
     }
 }
 
@@ -569,6 +581,52 @@ mod tests {
         let dmarc = format!("_dmarc.new.{org}");
         let dmarc_at = Shaped::of(Kind::Txt, &dmarc, org).unwrap();
         assert!(watch.synthesize(&dmarc_at, &dmarc, now).is_none());
+    }
+
+    #[test]
+    fn a_window_holds_no_answer_until_marked() {
+        let cfg = LimitConfig {
+            wildcard_min_names: 10,
+            ..LimitConfig::default()
+        };
+        let watch = WildcardWatch::new(&cfg);
+        let now = Instant::now();
+        let org = "example.org";
+        let same = answer("x", Some("v=spf1 -all"), 7);
+        let mut candidate = None;
+        // Nine identical names, then one with its own record: 9 of 10 is under 95 %.
+        for i in 0..10 {
+            let name = format!("r{i}.{org}");
+            let at = Shaped::of(Kind::Txt, &name, org).unwrap();
+            let a = if i == 9 {
+                answer(&name, Some("v=spf1 +a -all"), 8)
+            } else {
+                same.clone()
+            };
+            assert!(matches!(
+                watch.observe(&at, &name, &a, now),
+                Observed::Counted
+            ));
+            // Only counts are kept: no answer outlives the caller's through the watch.
+            assert_eq!(Arc::strong_count(&a), if i == 9 { 1 } else { 2 });
+        }
+        // Enough identical names again: the answer observed becomes the candidate's sample.
+        for i in 10..200 {
+            let name = format!("r{i}.{org}");
+            let at = Shaped::of(Kind::Txt, &name, org).unwrap();
+            if let Observed::Candidate { sample } = watch.observe(&at, &name, &same, now) {
+                candidate = Some((at, sample, i));
+                break;
+            }
+        }
+        let (at, sample, i) = candidate.expect("a candidate once 95 % of the names agree");
+        assert_eq!(i, 19, "19 of 20 names identical");
+        assert!(same_answer(&sample, &same));
+        drop(sample);
+        assert_eq!(Arc::strong_count(&same), 1);
+        // Marked: the window keeps its sample (and only then).
+        assert!(watch.probed(&at.key, &same, Some(&same), now));
+        assert_eq!(Arc::strong_count(&same), 2);
     }
 
     #[test]
