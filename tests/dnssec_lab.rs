@@ -445,6 +445,24 @@ impl Daemon {
         (out.status.code(), v)
     }
 
+    /// A query that must fail DNSSEC validation: a non-zero exit and the error `dnssec_bogus`.
+    fn bogus(&self, args: &[&str]) {
+        let (code, v) = self.query(args);
+        assert_ne!(
+            code,
+            Some(0),
+            "the CLI exits non-zero on a bogus answer: {v}"
+        );
+        let err = v
+            .get("error")
+            .unwrap_or_else(|| panic!("an error, not an answer: {v}"));
+        assert_eq!(
+            find(err, "code").and_then(Value::as_str),
+            Some("dnssec_bogus"),
+            "{v}"
+        );
+    }
+
     /// A query that must succeed: its JSON.
     fn ok(&self, args: &[&str]) -> Value {
         let (code, v) = self.query(args);
@@ -614,42 +632,29 @@ fn lab_is_sound() {
 // ---------------------------------------------------------------------------------------------
 // mailpolicyd in both modes
 
-fn signed_tlsa_is_secure_with_records(mode: &str, test: &str) {
+/// The lab's TLSA record at `host`, with DNSSEC status `status`.
+fn lab_tlsa_is(mode: &str, test: &str, host: &str, status: &str) {
     let Some((_lab, d)) = lab_and_daemon(test, mode) else {
         return;
     };
-    let v = d.ok(&["tlsa", "mx.signed.test", "25"]);
-    assert_eq!(dnssec(&v), "secure", "{v}");
+    let v = d.ok(&["tlsa", host, "25"]);
+    assert_eq!(dnssec(&v), status, "{v}");
     assert_lab_tlsa(&v);
 }
 
+fn signed_tlsa_is_secure_with_records(mode: &str, test: &str) {
+    lab_tlsa_is(mode, test, "mx.signed.test", "secure");
+}
+
 fn unsigned_tlsa_is_insecure_with_records(mode: &str, test: &str) {
-    let Some((_lab, d)) = lab_and_daemon(test, mode) else {
-        return;
-    };
-    let v = d.ok(&["tlsa", "mx.unsigned.test", "25"]);
-    assert_eq!(dnssec(&v), "insecure", "{v}");
-    assert_lab_tlsa(&v);
+    lab_tlsa_is(mode, test, "mx.unsigned.test", "insecure");
 }
 
 fn broken_tlsa_is_dnssec_bogus(mode: &str, test: &str) {
     let Some((_lab, d)) = lab_and_daemon(test, mode) else {
         return;
     };
-    let (code, v) = d.query(&["tlsa", "mx.broken.test", "25"]);
-    assert_ne!(
-        code,
-        Some(0),
-        "the CLI exits non-zero on a bogus answer: {v}"
-    );
-    let err = v
-        .get("error")
-        .unwrap_or_else(|| panic!("an error, not an answer: {v}"));
-    assert_eq!(
-        find(err, "code").and_then(Value::as_str),
-        Some("dnssec_bogus"),
-        "{v}"
-    );
+    d.bogus(&["tlsa", "mx.broken.test", "25"]);
 }
 
 fn no_tlsa_in_signed_zone_is_secure_without_records(mode: &str, test: &str) {
@@ -723,15 +728,7 @@ fn dkim_keys_carry_their_dnssec_status(mode: &str, test: &str) {
         );
     }
     // A key whose signature does not verify is an error, as a validating resolver's SERVFAIL.
-    let (code, v) = d.query(&["dkim", "lab", "broken.test"]);
-    assert_ne!(code, Some(0), "{v}");
-    assert_eq!(
-        v.get("error")
-            .and_then(|e| find(e, "code"))
-            .and_then(Value::as_str),
-        Some("dnssec_bogus"),
-        "{v}"
-    );
+    d.bogus(&["dkim", "lab", "broken.test"]);
 }
 
 /// The `dig +dnssec` (DO) or plain answer of the daemon's front-end.
@@ -870,15 +867,7 @@ fn an_unreachable_anchor_leaves_dkim_indeterminate_and_tlsa_bogus() {
         assert_eq!(dnssec(&v), "indeterminate", "{zone}: {v}");
         assert!(v.to_string().contains("11qYAYKxCrfVS"), "{zone}: {v}");
     }
-    let (code, v) = d.query(&["tlsa", "mx.signed.test", "25"]);
-    assert_ne!(code, Some(0), "{v}");
-    assert_eq!(
-        v.get("error")
-            .and_then(|e| find(e, "code"))
-            .and_then(Value::as_str),
-        Some("dnssec_bogus"),
-        "{v}"
-    );
+    d.bogus(&["tlsa", "mx.signed.test", "25"]);
 }
 
 /// The trust anchor file may hold the root KSK as a DNSKEY line instead of a DS (both are

@@ -525,13 +525,17 @@ mod tests {
         Arc::new(a)
     }
 
-    #[test]
-    fn names_answered_while_probing_or_marked_are_recorded() {
-        let cfg = LimitConfig {
+    /// A watch that considers a window once 10 names were seen in it.
+    fn ten_name_watch() -> WildcardWatch {
+        WildcardWatch::new(&LimitConfig {
             wildcard_min_names: 10,
             ..LimitConfig::default()
-        };
-        let watch = WildcardWatch::new(&cfg);
+        })
+    }
+
+    #[test]
+    fn names_answered_while_probing_or_marked_are_recorded() {
+        let watch = ten_name_watch();
         let now = Instant::now();
         let org = "example.org";
         let sample = answer("x", Some("v=spf1 -all"), 7);
@@ -585,11 +589,7 @@ mod tests {
 
     #[test]
     fn a_window_holds_no_answer_until_marked() {
-        let cfg = LimitConfig {
-            wildcard_min_names: 10,
-            ..LimitConfig::default()
-        };
-        let watch = WildcardWatch::new(&cfg);
+        let watch = ten_name_watch();
         let now = Instant::now();
         let org = "example.org";
         let same = answer("x", Some("v=spf1 -all"), 7);

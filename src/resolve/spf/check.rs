@@ -70,8 +70,8 @@ fn bump(count: &mut usize, max: usize, term: &dyn std::fmt::Display, what: &str)
     Ok(())
 }
 
-/// Whether `ip` is inside `net/prefix`.
-fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+/// Whether `ip` is inside `net/prefix` (addresses of different families never are).
+pub(crate) fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
             let mask = if prefix == 0 {

@@ -12,6 +12,7 @@ mod received;
 use std::net::IpAddr;
 use std::time::Instant;
 
+pub(crate) use self::check::in_network;
 use self::check::{Eval, Stop};
 use self::received::received_spf;
 use super::Resolver;

@@ -184,89 +184,95 @@ async fn exchange(
         Ok(b) => b,
         Err(e) => return Reply::Failed(ResolveError::InvalidName(e.to_string().into())),
     };
-    let id = q.metadata.id;
-    let until = tokio::time::Instant::now() + timeout;
-    let udp = tokio::time::timeout_at(until, udp(server, &bytes, id, qname, rtype)).await;
-    match udp {
-        Err(_) => Reply::Failed(ResolveError::Timeout),
-        Ok(Err(e)) => Reply::Failed(e),
-        Ok(Ok(m)) if !m.metadata.truncation => Reply::Message(Box::new(m)),
-        Ok(Ok(_)) => {
-            let until = tokio::time::Instant::now() + timeout;
-            match tokio::time::timeout_at(until, tcp(server, &bytes, id, qname, rtype)).await {
-                Err(_) => Reply::Failed(ResolveError::Timeout),
-                Ok(Err(e)) => Reply::Failed(e),
-                Ok(Ok(m)) => Reply::Message(Box::new(m)),
-            }
-        }
+    let sent = Sent {
+        bytes: &bytes,
+        id: q.metadata.id,
+        qname,
+        rtype,
+    };
+    let reply = match within(timeout, sent.udp(server)).await {
+        Ok(m) if m.metadata.truncation => within(timeout, sent.tcp(server)).await,
+        other => other,
+    };
+    match reply {
+        Ok(m) => Reply::Message(Box::new(m)),
+        Err(e) => Reply::Failed(e),
     }
+}
+
+/// `exchange` bounded by `timeout`.
+async fn within(
+    timeout: Duration,
+    exchange: impl std::future::Future<Output = Result<Message, ResolveError>>,
+) -> Result<Message, ResolveError> {
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or(Err(ResolveError::Timeout))
 }
 
 fn net(e: std::io::Error) -> ResolveError {
     ResolveError::Network(e.to_string().into())
 }
 
-/// The response answers our question: same id, a response, the one question we asked.
-fn matches(m: &Message, id: u16, qname: &Name, rtype: RecordType) -> bool {
-    m.metadata.id == id
-        && m.metadata.message_type == hickory_resolver::proto::op::MessageType::Response
-        && m.queries.len() == 1
-        && m.queries[0].query_type == rtype
-        && super::chain::same_name(&m.queries[0].name, qname)
+/// One query as sent: its bytes, and what an answer must match.
+struct Sent<'a> {
+    bytes: &'a [u8],
+    id: u16,
+    qname: &'a Name,
+    rtype: RecordType,
 }
 
-async fn udp(
-    server: SocketAddr,
-    bytes: &[u8],
-    id: u16,
-    qname: &Name,
-    rtype: RecordType,
-) -> Result<Message, ResolveError> {
-    let bind: SocketAddr = if server.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let sock = UdpSocket::bind(bind).await.map_err(net)?;
-    sock.connect(server).await.map_err(net)?;
-    sock.send(bytes).await.map_err(net)?;
-    let mut buf = vec![0u8; 65_535];
-    for _ in 0..MAX_DATAGRAMS {
-        let n = sock.recv(&mut buf).await.map_err(net)?;
-        if let Ok(m) = Message::from_vec(&buf[..n])
-            && matches(&m, id, qname, rtype)
-        {
-            return Ok(m);
-        }
+impl Sent<'_> {
+    /// The response answers this question: same id, a response, the one question we asked.
+    fn answered_by(&self, m: &Message) -> bool {
+        m.metadata.id == self.id
+            && m.metadata.message_type == hickory_resolver::proto::op::MessageType::Response
+            && m.queries.len() == 1
+            && m.queries[0].query_type == self.rtype
+            && super::chain::same_name(&m.queries[0].name, self.qname)
     }
-    Err(ResolveError::Network("no matching UDP answer".into()))
-}
 
-async fn tcp(
-    server: SocketAddr,
-    bytes: &[u8],
-    id: u16,
-    qname: &Name,
-    rtype: RecordType,
-) -> Result<Message, ResolveError> {
-    let mut s = TcpStream::connect(server).await.map_err(net)?;
-    let len =
-        u16::try_from(bytes.len()).map_err(|_| ResolveError::Network("query too long".into()))?;
-    let mut framed = Vec::with_capacity(bytes.len() + 2);
-    framed.extend_from_slice(&len.to_be_bytes());
-    framed.extend_from_slice(bytes);
-    s.write_all(&framed).await.map_err(net)?;
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len).await.map_err(net)?;
-    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    s.read_exact(&mut buf).await.map_err(net)?;
-    let m = Message::from_vec(&buf)
-        .map_err(|e| ResolveError::Network(format!("undecodable answer: {e}").into()))?;
-    if matches(&m, id, qname, rtype) {
-        Ok(m)
-    } else {
-        Err(ResolveError::Network(
-            "TCP answer to another question".into(),
-        ))
+    async fn udp(&self, server: SocketAddr) -> Result<Message, ResolveError> {
+        let bind: SocketAddr = if server.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = UdpSocket::bind(bind).await.map_err(net)?;
+        sock.connect(server).await.map_err(net)?;
+        sock.send(self.bytes).await.map_err(net)?;
+        let mut buf = vec![0u8; 65_535];
+        for _ in 0..MAX_DATAGRAMS {
+            let n = sock.recv(&mut buf).await.map_err(net)?;
+            if let Ok(m) = Message::from_vec(&buf[..n])
+                && self.answered_by(&m)
+            {
+                return Ok(m);
+            }
+        }
+        Err(ResolveError::Network("no matching UDP answer".into()))
+    }
+
+    async fn tcp(&self, server: SocketAddr) -> Result<Message, ResolveError> {
+        let mut s = TcpStream::connect(server).await.map_err(net)?;
+        let len = u16::try_from(self.bytes.len())
+            .map_err(|_| ResolveError::Network("query too long".into()))?;
+        let mut framed = Vec::with_capacity(self.bytes.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(self.bytes);
+        s.write_all(&framed).await.map_err(net)?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).await.map_err(net)?;
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf).await.map_err(net)?;
+        let m = Message::from_vec(&buf)
+            .map_err(|e| ResolveError::Network(format!("undecodable answer: {e}").into()))?;
+        if self.answered_by(&m) {
+            Ok(m)
+        } else {
+            Err(ResolveError::Network(
+                "TCP answer to another question".into(),
+            ))
+        }
     }
 }

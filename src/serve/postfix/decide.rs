@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::model::DomainName;
 use crate::proto::postfix_policy::{Action, PolicyRequest};
-use crate::resolve::spf::{SpfCheck, SpfResult};
+use crate::resolve::spf::{SpfCheck, SpfResult, in_network};
 use crate::serve::Service;
 
 /// Which SPF results of an identity are rejected (`mail_from_reject`, `helo_reject`).
@@ -88,21 +88,7 @@ impl Cidr {
 
     /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as its IPv4 address).
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = unmapped(ip);
-        let bits = |a: IpAddr| -> u128 {
-            match a {
-                IpAddr::V4(v4) => u128::from(u32::from(v4)) << 96,
-                IpAddr::V6(v6) => u128::from(v6),
-            }
-        };
-        if ip.is_ipv4() != self.addr.is_ipv4() {
-            return false;
-        }
-        if self.prefix == 0 {
-            return true;
-        }
-        let mask = u128::MAX << (128 - u32::from(self.prefix));
-        (bits(ip) ^ bits(self.addr)) & mask == 0
+        in_network(unmapped(ip), self.addr, self.prefix)
     }
 }
 
@@ -261,23 +247,23 @@ impl Decider {
     /// A reject or defer for `c` under `reject_on` and the error settings; `None` to go on.
     fn verdict(&self, c: &SpfCheck, reject_on: RejectOn, ip: IpAddr) -> Option<Action> {
         let s = &self.settings;
-        let what = format!(
-            "SPF {} (identity {}, domain {})",
-            c.result, c.identity, c.domain
-        );
+        // The text is made only for an answer that carries it (most checks pass).
+        let text = |why: &str| {
+            format!(
+                "SPF {} (identity {}, domain {}): {why}",
+                c.result, c.identity, c.domain
+            )
+        };
         match c.result {
-            r if reject_on.rejects(r) => {
-                let why = c
-                    .explanation
-                    .clone()
-                    .unwrap_or_else(|| format!("{ip} is not a permitted sender of {}", c.domain));
-                Some(Action::Reject(format!("{what}: {why}")))
-            }
+            r if reject_on.rejects(r) => Some(Action::Reject(match &c.explanation {
+                Some(exp) => text(exp),
+                None => text(&format!("{ip} is not a permitted sender of {}", c.domain)),
+            })),
             SpfResult::TempError if s.temperror == OnTempError::Defer => {
-                Some(Action::Defer(format!("{what}: {}", problem(c))))
+                Some(Action::Defer(text(problem(c))))
             }
             SpfResult::PermError if s.permerror == OnPermError::Reject => {
-                Some(Action::RejectError(format!("{what}: {}", problem(c))))
+                Some(Action::RejectError(text(problem(c))))
             }
             _ => None,
         }
