@@ -80,7 +80,6 @@ fn a_cache_filled_past_max_bytes_keeps_its_weighed_total_within_it() {
             inserted += 1;
         }
         if i % 100 == 99 {
-            cache.sync();
             let (_, weighed) = cache.usage();
             assert!(
                 weighed <= max_bytes,
@@ -88,7 +87,6 @@ fn a_cache_filled_past_max_bytes_keeps_its_weighed_total_within_it() {
             );
         }
     }
-    cache.sync();
     let (entries, weighed) = cache.usage();
     assert!(
         charged > 4 * max_bytes,
@@ -203,5 +201,95 @@ fn the_answer_struct_stays_small() {
         size_of::<At>(),
     ] {
         assert!(found <= 16, "{found}");
+    }
+}
+
+/// An answer parsed from upstream TXT records, as the resolver makes it (its records kept, so
+/// the cache can hold it in compact form).
+fn fetched(kind: Kind, name: &str, text: &str) -> Answer {
+    use mailpolicyd::resolve::upstream::{RawAnswer, Records};
+    Answer::from_raw(
+        kind,
+        name,
+        RawAnswer {
+            found_at: Some(name.to_owned()),
+            negative_at: None,
+            rcode: hickory_server::proto::op::ResponseCode::NoError,
+            ttl: 3600,
+            dnssec: mailpolicyd::model::DnssecStatus::Indeterminate,
+            records: Records::Txt(vec![text.to_owned()]),
+            wire: mailpolicyd::model::answer::txt_wire(name, 3600, text),
+            elapsed: std::time::Duration::ZERO,
+        },
+    )
+}
+
+/// The cache keeps parsed answers of the compact kinds only on its hot list, whose answers
+/// weigh at most its share of `max_bytes` (`hot_budget`): after a fill and after every entry
+/// was asked again, the parsed answers held weigh no more than that share, the weighed total
+/// (hot list included) stays within `max_bytes`, and every answer given back, rebuilt or
+/// held, is the one first parsed.
+#[test]
+fn parsed_answers_are_held_only_within_the_hot_share() {
+    use mailpolicyd::resolve::cache::hot_budget;
+    use std::collections::HashMap;
+
+    let max_bytes = 2 << 20;
+    let cfg = CacheConfig {
+        max_bytes,
+        ..CacheConfig::default()
+    };
+    let cache = Cache::new(cfg.clone());
+    let dkim = dkim_text();
+    let now = Instant::now();
+    let mut first: HashMap<(Kind, String), Answer> = HashMap::new();
+    for i in 0..1_000 {
+        for (kind, name, a) in answers(i, &dkim) {
+            let a = fetched(kind, &name, a.raw.as_deref().unwrap());
+            first.insert((kind, name.clone()), a.clone());
+            let key = Key {
+                kind,
+                name: DomainName::host(&name).unwrap(),
+            };
+            cache.insert(
+                key,
+                Arc::new(Entry::new(Arc::new(a), now, Origin::Fetched, &cfg)),
+            );
+        }
+    }
+    let held = |cache: &Cache| -> (usize, u64) {
+        let parsed: Vec<u64> = cache
+            .entries()
+            .iter()
+            .filter(|(_, e)| e.is_parsed())
+            .map(|(k, e)| u64::from(cache.peek_answer(k, e).weight()))
+            .collect();
+        (parsed.len(), parsed.iter().sum())
+    };
+    for round in ["after the fill", "after every entry was asked again"] {
+        let (entries, weighed) = cache.usage();
+        let (parsed, parsed_bytes) = held(&cache);
+        assert!(weighed <= max_bytes, "{round}: {weighed} > {max_bytes}");
+        assert!(
+            parsed_bytes <= hot_budget(max_bytes),
+            "{round}: {parsed} parsed answers weigh {parsed_bytes} > {}",
+            hot_budget(max_bytes)
+        );
+        assert!(
+            parsed > 0 && (parsed as u64) < entries,
+            "{round}: {parsed} of {entries}"
+        );
+        for (key, entry) in cache.entries() {
+            let answer = cache.answer(&key, &entry);
+            let want = &first[&(key.kind, key.name.to_string())];
+            assert_eq!(*answer, *want, "{round}: {:?} {}", key.kind, key.name);
+            assert_eq!(
+                answer.encoded(),
+                want.encoded(),
+                "{:?} {}",
+                key.kind,
+                key.name
+            );
+        }
     }
 }

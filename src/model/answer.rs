@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{self, ParseResult, Parsed, Rejected};
 
+pub use super::alloc::alloc_size;
+use super::alloc::heap_strings;
+
 /// The kinds of question the resolver answers and caches separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -243,15 +246,15 @@ pub(crate) struct Kept {
     /// upstream gave it ([`Answer::txt`]). The parsed data keeps only the one record of its
     /// kind, and a name may publish other TXT too; the DNS front-end answers a TXT question
     /// from the same entry as the socket.
-    txt: KeptTxt,
+    pub(crate) txt: KeptTxt,
     /// The upstream's records for the DNS front-end ([`Answer::wire`]): the CNAME chain and
     /// records as given (TXT strings as published), the SOA of a negative answer.
-    wire: KeptWire,
+    pub(crate) wire: KeptWire,
 }
 
 /// The TXT records behind a parsed answer.
 #[derive(Clone, Default)]
-enum KeptTxt {
+pub(crate) enum KeptTxt {
     /// Not known (restored from a snapshot, synthesized, another kind).
     #[default]
     Unknown,
@@ -262,8 +265,8 @@ enum KeptTxt {
 }
 
 /// The upstream's records in wire form.
-#[derive(Clone, Default)]
-enum KeptWire {
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) enum KeptWire {
     /// Not known.
     #[default]
     Unknown,
@@ -282,6 +285,15 @@ impl Kept {
             encoding: OnceLock::new(),
             txt: txt.map_or(KeptTxt::Unknown, |t| KeptTxt::All(Box::new(t.into()))),
             wire: wire.map_or(KeptWire::Unknown, |w| KeptWire::Stored(Box::new(w))),
+        }
+    }
+
+    /// What is kept as given, no encoding made yet (an answer rebuilt by the cache).
+    pub(crate) fn with(txt: KeptTxt, wire: KeptWire) -> Kept {
+        Kept {
+            encoding: OnceLock::new(),
+            txt,
+            wire,
         }
     }
 
@@ -500,21 +512,6 @@ impl Answer {
 /// `cache_weight` test and the run's RSS against the weighed total.
 const PARSED_FACTOR: usize = 2;
 const PARSED_EXTRA: usize = 64;
-
-/// The bytes an allocation of `n` bytes takes from the allocator (glibc's malloc: the request
-/// plus an 8-byte header, in 16-byte steps, at least 32); nothing for an empty buffer.
-pub fn alloc_size(n: usize) -> usize {
-    if n == 0 {
-        0
-    } else {
-        ((n + 8 + 15) & !15).max(32)
-    }
-}
-
-/// Heap bytes of a list of strings: the list's buffer and each string's.
-fn heap_strings(t: &[String]) -> usize {
-    alloc_size(std::mem::size_of_val(t)) + t.iter().map(|s| alloc_size(s.capacity())).sum::<usize>()
-}
 
 /// One TXT record at `owner` in DNS wire form (owner uncompressed, class IN, `ttl`), `text`
 /// split into character-strings of 255 octets: what an upstream gives for a name publishing

@@ -3,6 +3,7 @@
 //! fields here IS the binary wire format. `model` imports nothing from `resolve` or `serve`
 //! (checked by `tests/layering.rs`); only `policy` (the parsed records) and serde.
 
+mod alloc;
 pub mod answer;
 pub mod dmarc;
 pub mod name;

@@ -53,30 +53,7 @@ impl Answer {
                     Records::Txt(t) => t,
                     _ => Vec::new(),
                 };
-                let strings = txt.iter().map(String::as_str);
-                // The parser says which record it selected; `raw` is that record's text.
-                fn found<T, E>(p: Option<policy::Picked<T, E>>) -> (Found<T, E>, Option<usize>) {
-                    let index = p.as_ref().and_then(|p| p.index);
-                    (p.map(|p| p.result).into(), index)
-                }
-                let (data, index) = match kind {
-                    Kind::Dmarc => {
-                        let (f, i) = found(policy::dmarc::pick_txt(strings));
-                        (Data::Dmarc(f), i)
-                    }
-                    Kind::Spf => {
-                        let (f, i) = found(policy::spf::pick_txt(strings));
-                        (Data::Spf(f), i)
-                    }
-                    Kind::DkimKey => {
-                        let (f, i) = found(policy::dkim::pick_txt(strings));
-                        (Data::DkimKey(f), i)
-                    }
-                    _ => {
-                        let (f, i) = found(policy::atps::pick_txt(strings));
-                        (Data::Atps(f), i)
-                    }
-                };
+                let (data, index) = parse_txt(kind, &txt);
                 raw_text = index.and_then(|i| txt.get(i).cloned());
                 kept = Kept::new(Some(txt), kept.take_wire());
                 data
@@ -104,10 +81,39 @@ impl Answer {
     }
 }
 
+/// A parsing kind's data from every TXT record at the name, and the index of the record the
+/// parser selected (the valid one, or the invalid one it rejected), if any. Pure: the cache
+/// rebuilds an answer from its records with it (`resolve::cold`).
+pub(crate) fn parse_txt(kind: Kind, txt: &[String]) -> (Data, Option<usize>) {
+    let strings = txt.iter().map(String::as_str);
+    fn found<T, E>(p: Option<policy::Picked<T, E>>) -> (Found<T, E>, Option<usize>) {
+        let index = p.as_ref().and_then(|p| p.index);
+        (p.map(|p| p.result).into(), index)
+    }
+    match kind {
+        Kind::Dmarc => {
+            let (f, i) = found(policy::dmarc::pick_txt(strings));
+            (Data::Dmarc(f), i)
+        }
+        Kind::Spf => {
+            let (f, i) = found(policy::spf::pick_txt(strings));
+            (Data::Spf(f), i)
+        }
+        Kind::DkimKey => {
+            let (f, i) = found(policy::dkim::pick_txt(strings));
+            (Data::DkimKey(f), i)
+        }
+        _ => {
+            let (f, i) = found(policy::atps::pick_txt(strings));
+            (Data::Atps(f), i)
+        }
+    }
+}
+
 /// A hash of the records, kept to 53 bits: JSON readers that hold numbers as doubles (Lua,
 /// JavaScript) or as signed 64-bit integers (rspamd's UCL parser refuses larger ones) read it
 /// exactly.
-fn fingerprint(r: &Records) -> u64 {
+pub(crate) fn fingerprint(r: &Records) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     r.hash(&mut h);
     h.finish() & FINGERPRINT_MASK

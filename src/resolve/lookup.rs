@@ -17,9 +17,9 @@ use super::{
 
 impl Lookup {
     /// An answer from a cache entry, with the freshness it has left at `now`.
-    pub(super) fn of(entry: &Entry, source: Source, now: Instant) -> Lookup {
+    pub(super) fn of(answer: Arc<Answer>, entry: &Entry, source: Source, now: Instant) -> Lookup {
         Lookup {
-            answer: entry.answer.clone(),
+            answer,
             source,
             ttl_remaining: entry.remaining_secs(now),
         }
@@ -54,7 +54,11 @@ impl Resolver {
         let key = Key { kind, name };
         let inner = &self.inner;
         match inner.cache.state(&key, now) {
-            State::Fresh { entry, prefetch } => {
+            State::Fresh {
+                entry,
+                answer,
+                prefetch,
+            } => {
                 if prefetch && entry.claim_prefetch() {
                     inner.stats.prefetch();
                     let this = self.clone();
@@ -72,13 +76,13 @@ impl Resolver {
                 } else {
                     Source::Hit
                 };
-                Ok(Lookup::of(&entry, source, now))
+                Ok(Lookup::of(answer, &entry, source, now))
             }
-            State::Stale(entry) => {
+            State::Stale { entry, answer } => {
                 let stale = || {
                     inner.stats.stale();
                     Ok(Lookup {
-                        answer: entry.answer.clone(),
+                        answer: answer.clone(),
                         source: Source::Stale,
                         ttl_remaining: 0,
                     })
@@ -89,13 +93,14 @@ impl Resolver {
                 let org = self.org_of_key(&key);
                 match tokio::time::timeout(
                     inner.cfg.cache.client_timeout,
-                    self.fetch(key, org, Some(&entry), now, Origin::Fetched),
+                    self.fetch(key.clone(), org, Some(&entry), now, Origin::Fetched),
                 )
                 .await
                 {
                     Ok(Ok(fresh)) => {
                         inner.stats.miss(kind);
-                        Ok(Lookup::of(&fresh, Source::Miss, now))
+                        let answer = inner.cache.answer(&key, &fresh);
+                        Ok(Lookup::of(answer, &fresh, Source::Miss, now))
                     }
                     _ => stale(),
                 }
@@ -124,10 +129,12 @@ impl Resolver {
         {
             return self.wildcard_answer(key, org, at, sample, now).await;
         }
-        let kind = key.kind;
-        let entry = self.fetch(key, org, None, now, Origin::Fetched).await?;
-        inner.stats.miss(kind);
-        Ok(Lookup::of(&entry, Source::Miss, now))
+        let entry = self
+            .fetch(key.clone(), org, None, now, Origin::Fetched)
+            .await?;
+        inner.stats.miss(key.kind);
+        let answer = inner.cache.answer(&key, &entry);
+        Ok(Lookup::of(answer, &entry, Source::Miss, now))
     }
 
     /// The TTL left on an NXDOMAIN cached for a proper ancestor of `name`, if any.
@@ -170,7 +177,7 @@ impl Resolver {
                 name: name.clone(),
             };
             match inner.cache.state(&key, now) {
-                State::Fresh { entry, .. } => match entry.answer.rcode {
+                State::Fresh { answer, .. } => match answer.rcode {
                     Rcode::NoError => Some(true),
                     Rcode::NxDomain => Some(false),
                     Rcode::ServFail => None,

@@ -137,7 +137,6 @@ impl Resolver {
 
     /// The counters, with cache usage.
     pub async fn stats(&self) -> StatsSnapshot {
-        self.inner.cache.sync();
         let (entries, bytes) = self.inner.cache.usage();
         self.inner.stats.snapshot(entries, bytes)
     }

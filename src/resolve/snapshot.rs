@@ -72,19 +72,29 @@ impl Resolver {
     pub async fn save_snapshot(&self, path: &Path) -> Result<usize, SnapshotError> {
         let now = Instant::now();
         let wall = SystemTime::now();
-        let entries = self.inner.cache.entries();
+        // An entry past its stale window is not served; it waits for eviction, unwritten.
+        let stale_window = self.inner.cache.config().stale_window;
+        let mut entries = self.inner.cache.entries();
+        entries.retain(|(_, e)| now < e.expires_at() + stale_window);
         let path = path.to_owned();
+        let cache = self.inner.cache.clone();
         tokio::task::spawn_blocking(move || -> Result<usize, SnapshotError> {
+            // Those in compact form are rebuilt for writing, not held.
+            let answers: Vec<_> = entries
+                .iter()
+                .map(|(k, e)| cache.peek_answer(k, e))
+                .collect();
             let refs: Vec<SnapEntryRef<'_>> = entries
                 .iter()
-                .map(|(k, e)| {
+                .zip(&answers)
+                .map(|((k, e), answer)| {
                     let age = now.saturating_duration_since(e.stored_at);
                     SnapEntryRef {
                         kind: k.kind,
                         name: &k.name,
                         stored_unix_ms: unix_ms(wall - age),
-                        ttl_ms: u64::try_from(e.ttl.as_millis()).unwrap_or(u64::MAX),
-                        answer: &e.answer,
+                        ttl_ms: u64::try_from(e.ttl().as_millis()).unwrap_or(u64::MAX),
+                        answer,
                     }
                 })
                 .collect();

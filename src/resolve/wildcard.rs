@@ -42,8 +42,9 @@ impl Resolver {
                 kind: other,
                 name: key.name.clone(),
             };
-            if let State::Fresh { entry, .. } | State::Stale(entry) = inner.cache.state(&okey, now)
-                && !limit::same_answer(&entry.answer, &sample)
+            if let State::Fresh { answer, .. } | State::Stale { answer, .. } =
+                inner.cache.state(&okey, now)
+                && !limit::same_answer(&answer, &sample)
             {
                 return None;
             }
@@ -66,16 +67,19 @@ impl Resolver {
         let kind = key.kind;
         // Over the budget or upstream failed: the mark still stands and the sample answers.
         if inner.wildcard.claim_verification(&at.key)
-            && let Ok(entry) = self.fetch(key, org, None, now, Origin::Fetched).await
+            && let Ok(entry) = self
+                .fetch(key.clone(), org, None, now, Origin::Fetched)
+                .await
         {
             inner.stats.wildcard_verified();
-            if !limit::same_answer(&entry.answer, &sample) {
+            let answer = inner.cache.answer(&key, &entry);
+            if !limit::same_answer(&answer, &sample) {
                 inner.wildcard.unmark(&at.key, now);
                 inner.stats.wildcard_unmarked();
-                tracing::warn!(org = %at.key.org, kind = kind.label(), shape = %at.key.shape, name = %entry.answer.name, "wildcard mark ended: a verified name answered differently from the sample");
+                tracing::warn!(org = %at.key.org, kind = kind.label(), shape = %at.key.shape, name = %answer.name, "wildcard mark ended: a verified name answered differently from the sample");
             }
             inner.stats.miss(kind);
-            return Ok(Lookup::of(&entry, Source::Miss, now));
+            return Ok(Lookup::of(answer, &entry, Source::Miss, now));
         }
         inner.stats.wildcard_synthesized();
         let ttl_remaining = sample.ttl;

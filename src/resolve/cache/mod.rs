@@ -1,19 +1,31 @@
-//! The answer cache: moka (its synchronous cache: a hit is a plain call, measured ~15 % more
-//! pipelined throughput than the async one), keyed by (question kind, normalized name), bounded by bytes, each
-//! entry expiring by its own TTL; concurrent misses coalesced into one upstream query; the
-//! freshness decisions (fresh, prefetch, stale, gone) made against a `now` passed in, so they
-//! are tested without sleeping.
+//! The answer cache: quick_cache's sharded synchronous cache (CLOCK-PRO eviction, a hit is a
+//! read lock and an atomic flag), keyed by (question kind, normalized name), bounded by bytes;
+//! concurrent misses coalesced into one upstream query; the freshness decisions (fresh,
+//! prefetch, stale, gone) made against a `now` passed in, so they are tested without sleeping.
 //!
-//! moka evicts an entry only once its TTL *and* the serve-stale window (RFC 8767) have passed in
-//! real time; until then the logical clock decides how the entry may be used.
+//! Why not moka (the design card's choice, used for the small bounded maps elsewhere): moka
+//! holds ~360 bytes of its own per entry (shared key, access- and write-order nodes, timer
+//! wheel, write buffers that let a fill run ahead of eviction), more than a cached SPF policy
+//! itself; quick_cache holds one slab slot and one table index (~64 bytes), evicts on the
+//! inserting thread, and so keeps the weighed total, and with it the process, under
+//! `max_bytes` (issue 17, loadtest/MEMORY.md).
+//!
+//! Entries do not expire by themselves: one past its TTL and the serve-stale window (RFC 8767)
+//! reads as absent and stays until eviction or replacement takes its slot, as in Unbound; the
+//! logical clock decides how an entry may be used.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
+
+mod cold;
+mod entry;
+
+pub use entry::{Entry, hot_budget};
+use entry::{HotList, gone};
 
 use super::answer::{Answer, Kind};
 use super::upstream::RawAnswer;
@@ -78,97 +90,27 @@ pub enum Origin {
     Restored,
 }
 
-/// One cached answer and its timing.
-#[derive(Debug)]
-pub struct Entry {
-    /// The answer.
-    pub answer: Arc<Answer>,
-    /// Logical time it was stored.
-    pub stored_at: Instant,
-    /// Effective (clamped) TTL.
-    pub ttl: Duration,
-    /// How it got here.
-    pub origin: Origin,
-    prefetch_claimed: AtomicBool,
-    last_refresh: Mutex<Option<Instant>>,
-}
-
-impl Entry {
-    /// A new entry for `answer` stored at `now`, its TTL clamped per `cfg`.
-    pub fn new(answer: Arc<Answer>, now: Instant, origin: Origin, cfg: &CacheConfig) -> Entry {
-        let (lo, hi) = if answer.is_positive() {
-            cfg.positive_ttl
-        } else {
-            cfg.negative_ttl
-        };
-        let ttl = Duration::from_secs(u64::from(answer.ttl)).clamp(lo, hi);
-        Entry {
-            answer,
-            stored_at: now,
-            ttl,
-            origin,
-            prefetch_claimed: AtomicBool::new(false),
-            last_refresh: Mutex::new(None),
-        }
-    }
-
-    /// An entry loaded from a snapshot, with the TTL it has left.
-    pub fn restored(answer: Arc<Answer>, stored_at: Instant, ttl: Duration) -> Entry {
-        Entry {
-            answer,
-            stored_at,
-            ttl,
-            origin: Origin::Restored,
-            prefetch_claimed: AtomicBool::new(false),
-            last_refresh: Mutex::new(None),
-        }
-    }
-
-    /// When the entry stops being fresh.
-    pub fn expires_at(&self) -> Instant {
-        self.stored_at + self.ttl
-    }
-
-    /// Seconds of freshness left at `now` (0 once expired).
-    pub fn remaining_secs(&self, now: Instant) -> u32 {
-        u32::try_from(self.expires_at().saturating_duration_since(now).as_secs())
-            .unwrap_or(u32::MAX)
-    }
-
-    /// Claims the one prefetch this entry may trigger.
-    pub fn claim_prefetch(&self) -> bool {
-        !self.prefetch_claimed.swap(true, Ordering::AcqRel)
-    }
-
-    /// Records a refresh attempt at `now` unless one was made less than `every` ago; returns
-    /// whether the caller may go upstream.
-    pub fn begin_refresh(&self, now: Instant, every: Duration) -> bool {
-        let mut last = self.last_refresh.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|t| now.saturating_duration_since(t) < every) {
-            return false;
-        }
-        *last = Some(now);
-        true
-    }
-}
-
 /// What the cache can do for a key at `now`.
 pub enum State {
     /// Fresh; `prefetch` says the remaining TTL is under the prefetch fraction.
     Fresh {
         /// The entry.
         entry: Arc<Entry>,
+        /// Its answer.
+        answer: Arc<Answer>,
         /// Whether to refresh it in the background.
         prefetch: bool,
     },
     /// Expired but inside the stale window.
-    Stale(Arc<Entry>),
+    Stale {
+        /// The entry.
+        entry: Arc<Entry>,
+        /// Its answer.
+        answer: Arc<Answer>,
+    },
     /// Nothing usable.
     Absent,
 }
-
-/// Reads between two housekeeping steps (moka's own threshold is 64).
-const HOUSEKEEPING_EVERY: u64 = 16;
 
 /// A task in flight, shared by everyone waiting for it.
 type InFlight<T> = Shared<BoxFuture<'static, Result<T, ResolveError>>>;
@@ -257,16 +199,27 @@ pub enum FetchOutcome {
 /// names from growing memory).
 const MAX_FAILURES: u64 = 100_000;
 
+/// The store: entries weighed by [`entry_weight`].
+type Store = quick_cache::sync::Cache<Key, Arc<Entry>, EntryWeight>;
+
+#[derive(Clone)]
+struct EntryWeight;
+
+impl quick_cache::Weighter<Key, Arc<Entry>> for EntryWeight {
+    fn weight(&self, k: &Key, v: &Arc<Entry>) -> u64 {
+        u64::from(entry_weight(k, v))
+    }
+}
+
 struct Inner {
-    store: moka::sync::Cache<Key, Arc<Entry>>,
+    store: Store,
     /// Upstream failures per (query name, type), for the failure TTL (RFC 9520 §3: the
     /// failure belongs to the query, so an SPF and a raw TXT question share it).
     failures: moka::sync::Cache<Query, Failure>,
-    /// Reads since start, to run moka's housekeeping in small steps (see [`Cache::state`]).
-    reads: AtomicU64,
     inflight: Mutex<HashMap<Key, Inflight>>,
     /// Upstream queries in flight, per (DNS type, name): one query for every kind that needs it.
     queries: Mutex<HashMap<Query, QueryInflight>>,
+    hot: HotList,
     cfg: CacheConfig,
 }
 
@@ -276,48 +229,40 @@ pub struct Cache {
     inner: Arc<Inner>,
 }
 
-/// What moka holds per entry beside the key and value themselves (its shared key, the entry's
-/// bookkeeping, its access-order, write-order and timer-wheel nodes, its hash-table bucket):
-/// measured with heaptrack on `loadtest/memory`'s fill, ~363 bytes per entry (36.3 MB for
-/// 100,000 entries; loadtest/RESULTS.md).
-const MOKA_PER_ENTRY: usize = 368;
+/// What the store holds per entry beside the key's name and the value's allocations: its slab
+/// slot (key, value, eviction state and link) and its hash-table index and control byte, the
+/// table at its largest load (7/8 of a power of two, so up to twice the entries).
+const STORE_PER_ENTRY: usize = std::mem::size_of::<Key>() + 8 + 16 + 2 * (4 + 1);
 
-/// What an entry costs the process: its answer ([`Answer::weight`]), the `Entry` allocation,
-/// the key's name and moka's own bookkeeping, in allocator chunks.
+/// Ghost slots (keys recently evicted, remembered by hash so a returning key is admitted hot)
+/// per resident entry at most, and what each costs: a slab slot and a table index.
+const GHOST_SHARE: f64 = 0.5;
+
+/// An entry's typical weight, to size the store's tables and its ghost list.
+const TYPICAL_ENTRY: u64 = 640;
+
+/// What an entry costs the process: its own form (its compact form, or its answer,
+/// [`Answer::weight`]), the `Entry` allocation, the key's name and the store's slot, in
+/// allocator chunks. A parsed answer held beside a compact form is charged to the hot list.
 fn entry_weight(k: &Key, v: &Arc<Entry>) -> u32 {
     let own = alloc_size(std::mem::size_of::<Entry>() + 16)
         + alloc_size(k.name.len() + 16)
-        + MOKA_PER_ENTRY;
-    v.answer
-        .weight()
+        + STORE_PER_ENTRY;
+    v.weight
         .saturating_add(u32::try_from(own).unwrap_or(u32::MAX))
 }
 
-struct EntryExpiry {
-    stale_window: Duration,
-}
-
-impl moka::Expiry<Key, Arc<Entry>> for EntryExpiry {
-    fn expire_after_create(
-        &self,
-        _k: &Key,
-        v: &Arc<Entry>,
-        _at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(v.ttl + self.stale_window)
-    }
-    fn expire_after_update(
-        &self,
-        _k: &Key,
-        v: &Arc<Entry>,
-        _at: std::time::Instant,
-        _left: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(v.ttl + self.stale_window)
-    }
-}
-
 impl Inner {
+    /// Stores an entry; one holding a parsed answer beside its compact form goes on the hot
+    /// list.
+    fn insert(&self, key: Key, entry: Arc<Entry>) {
+        let hot = entry.hot_weight();
+        self.store.insert(key, entry.clone());
+        if let Some(w) = hot {
+            self.hot.push(&entry, w);
+        }
+    }
+
     fn failure(&self, query: &Query, now: Instant) -> Option<ResolveError> {
         let f = self.failures.get(query)?;
         (now < f.until).then_some(f.error)
@@ -332,13 +277,21 @@ impl Inner {
 impl Cache {
     /// An empty cache.
     pub fn new(cfg: CacheConfig) -> Cache {
-        let store = moka::sync::Cache::builder()
-            .max_capacity(cfg.max_bytes)
-            .weigher(entry_weight)
-            .expire_after(EntryExpiry {
-                stale_window: cfg.stale_window,
-            })
-            .build();
+        // The hot list's answers and the ghost list's slots are paid from the same bound.
+        let hot = hot_budget(cfg.max_bytes);
+        let items = (cfg.max_bytes / TYPICAL_ENTRY).max(64);
+        let ghosts = (items as f64 * GHOST_SHARE) as u64 * STORE_PER_ENTRY as u64;
+        let store = Store::with_options(
+            quick_cache::OptionsBuilder::new()
+                .estimated_items_capacity(usize::try_from(items).unwrap_or(usize::MAX))
+                .weight_capacity(cfg.max_bytes.saturating_sub(ghosts + hot).max(1))
+                .ghost_allocation(GHOST_SHARE)
+                .build()
+                .expect("the cache's options are valid"),
+            EntryWeight,
+            Default::default(),
+            Default::default(),
+        );
         let failures = moka::sync::Cache::builder()
             .max_capacity(MAX_FAILURES)
             .time_to_live(cfg.failure_ttl)
@@ -347,9 +300,12 @@ impl Cache {
             inner: Arc::new(Inner {
                 store,
                 failures,
-                reads: AtomicU64::new(0),
                 inflight: Mutex::new(HashMap::new()),
                 queries: Mutex::new(HashMap::new()),
+                hot: HotList {
+                    budget: hot,
+                    inner: Mutex::default(),
+                },
                 cfg,
             }),
         }
@@ -362,17 +318,6 @@ impl Cache {
 
     /// Classifies the entry for `key` at `now`.
     pub fn state(&self, key: &Key, now: Instant) -> State {
-        // moka records every read and applies the records (LRU and frequency updates) on the
-        // reading thread once 64 have piled up: with a working set of thousands of entries that
-        // one batch costs ~20 µs, which a client sees as a latency spike on ~1.6 % of its hits
-        // (measured: p99 30 µs against a p50 of 10 µs). Applying them every sixteenth read
-        // costs about the same in all and keeps each step small (p99 17 µs; every eighth: 15 µs
-        // at 3 % less throughput).
-        if self.inner.reads.fetch_add(1, Ordering::Relaxed) % HOUSEKEEPING_EVERY
-            == HOUSEKEEPING_EVERY - 1
-        {
-            self.inner.store.run_pending_tasks();
-        }
         let Some(entry) = self.inner.store.get(key) else {
             return State::Absent;
         };
@@ -380,13 +325,34 @@ impl Cache {
         let expires = entry.expires_at();
         if now < expires {
             let left = expires - now;
-            let prefetch = left.as_secs_f64() < entry.ttl.as_secs_f64() * cfg.prefetch_fraction;
-            State::Fresh { entry, prefetch }
+            let prefetch = left.as_secs_f64() < entry.ttl().as_secs_f64() * cfg.prefetch_fraction;
+            let answer = self.answer(key, &entry);
+            State::Fresh {
+                entry,
+                answer,
+                prefetch,
+            }
         } else if now < expires + cfg.stale_window {
-            State::Stale(entry)
+            let answer = self.answer(key, &entry);
+            State::Stale { entry, answer }
         } else {
             State::Absent
         }
+    }
+
+    /// The answer of `entry` (cached for `key`): the one it holds, or the one rebuilt from its
+    /// compact form, which it then holds on the hot list.
+    pub fn answer(&self, key: &Key, entry: &Arc<Entry>) -> Arc<Answer> {
+        let (answer, rebuilt) = entry.parse(key, true).unwrap_or_else(|| gone(key));
+        if rebuilt {
+            self.inner.hot.push(entry, answer.weight());
+        }
+        answer
+    }
+
+    /// The answer of `entry` without holding it (snapshots: every entry once).
+    pub fn peek_answer(&self, key: &Key, entry: &Entry) -> Arc<Answer> {
+        entry.parse(key, false).unwrap_or_else(|| gone(key)).0
     }
 
     /// The upstream failure remembered for `key`'s query (name and DNS type), if it is still
@@ -441,7 +407,7 @@ impl Cache {
 
     /// Stores an entry.
     pub fn insert(&self, key: Key, entry: Arc<Entry>) {
-        self.inner.store.insert(key, entry);
+        self.inner.insert(key, entry);
     }
 
     /// Runs `fetch` for `key` unless a fetch for it is already in flight, in which case the
@@ -495,7 +461,7 @@ impl Cache {
                     |inner| &inner.inflight,
                     |inner, key, result| {
                         if let Ok(entry) = result {
-                            inner.store.insert(key.clone(), entry.clone());
+                            inner.insert(key.clone(), entry.clone());
                         }
                     },
                     "fetch task failed",
@@ -512,25 +478,17 @@ impl Cache {
         (shared.await, outcome)
     }
 
-    /// Entries and weighted bytes (moka's counts, approximate until its housekeeping runs).
+    /// Entries and weighted bytes: the store's (exact: it evicts as it inserts) and the hot
+    /// list's parsed answers.
     pub fn usage(&self) -> (u64, u64) {
         (
-            self.inner.store.entry_count(),
-            self.inner.store.weighted_size(),
+            self.inner.store.len() as u64,
+            self.inner.store.weight() + self.inner.hot.bytes(),
         )
-    }
-
-    /// Runs moka's pending housekeeping (so `usage` is exact).
-    pub fn sync(&self) {
-        self.inner.store.run_pending_tasks();
     }
 
     /// Every entry, for snapshots.
     pub fn entries(&self) -> Vec<(Key, Arc<Entry>)> {
-        self.inner
-            .store
-            .iter()
-            .map(|(k, v)| ((*k).clone(), v))
-            .collect()
+        self.inner.store.iter().collect()
     }
 }
