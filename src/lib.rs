@@ -18,7 +18,9 @@
 //!   tree walk, both)   org, wildcard                      RFC 9989 walk names
 //!        │             watch)                             and selection)
 //!        ▼
-//!  resolve::cache   moka: TTL and negative entries, prefetch, serve-stale, coalescing
+//!  resolve::cache   quick_cache, byte-bounded: negative entries, prefetch, serve-stale,
+//!        │          coalescing; parsed answers in compact form (cache::cold), held parsed
+//!        │          only on a bounded hot list (cache::entry)
 //!        │          (resolve::snapshot: persisted on shutdown, reloaded on start)
 //!        ▼
 //!  resolve::answer  upstream answer → model::Answer, parsed (calls `policy`)

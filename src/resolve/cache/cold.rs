@@ -7,10 +7,10 @@
 //! pure, so the rebuilt answer is the one first parsed; [`Cold::of`] checks that once, and an
 //! answer it cannot give back exactly is kept parsed instead.
 
-use crate::resolve::answer::{Answer, Data, Kind, Rcode, fingerprint, parse_txt};
-use crate::resolve::upstream::Records;
 use crate::model::DnssecStatus;
 use crate::model::answer::{Kept, KeptTxt, KeptWire, alloc_size};
+use crate::resolve::answer::{Answer, Data, Kind, Rcode, fingerprint, parse_txt};
+use crate::resolve::upstream::Records;
 
 /// A parsed answer's records and metadata: 32 bytes beside the record's text for the usual
 /// answer (one TXT record, found at the name asked, its wire form rebuilt from the text).

@@ -52,7 +52,9 @@ impl Entry {
 
     fn with_ttl(answer: Arc<Answer>, stored_at: Instant, ttl: Duration, origin: Origin) -> Entry {
         let cold = Cold::of(&answer).map(Box::new);
-        let weight = cold.as_ref().map_or_else(|| answer.weight(), |c| c.weight());
+        let weight = cold
+            .as_ref()
+            .map_or_else(|| answer.weight(), |c| c.weight());
         Entry {
             held: Mutex::new(Some(answer)),
             cold,
