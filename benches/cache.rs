@@ -112,16 +112,19 @@ fn cache(c: &mut Criterion) {
     // One organization per name (n<i>.test): one organization's budget would refuse most.
     let names: Vec<String> = (0..2_000).map(|i| format!("n{i}.test")).collect();
     let (cold, _cold_dns) = rt.block_on(async {
-        let zone = names.iter().enumerate().fold(
-            Zone::new("test.", 300),
-            |z, (i, _)| {
+        let zone = names
+            .iter()
+            .enumerate()
+            .fold(Zone::new("test.", 300), |z, (i, _)| {
                 z.txt(
                     &format!("n{i}"),
                     86_400,
-                    &[&format!("v=spf1 ip4:192.0.2.{} include:_spf.example.net -all", i % 250)],
+                    &[&format!(
+                        "v=spf1 ip4:192.0.2.{} include:_spf.example.net -all",
+                        i % 250
+                    )],
                 )
-            },
-        );
+            });
         let dns = TestDns::start(vec![zone]).await;
         let mut cfg = ResolverConfig::default();
         cfg.upstream.servers = vec![dns.addr];
