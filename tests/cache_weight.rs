@@ -293,3 +293,36 @@ fn parsed_answers_are_held_only_within_the_hot_share() {
         }
     }
 }
+
+/// The smallest bound the configuration accepts still caches: its ghost and hot shares are
+/// proportional, so a 4 KiB cache holds an SPF answer and a DKIM key.
+#[test]
+fn a_small_cache_still_holds_its_entries() {
+    use mailpolicyd::resolve::cache::State;
+    let cfg = CacheConfig {
+        max_bytes: 4096,
+        ..CacheConfig::default()
+    };
+    let cache = Cache::new(cfg.clone());
+    let now = Instant::now();
+    let dkim = dkim_text();
+    for (kind, name, text) in [
+        (Kind::Spf, "a.example", "v=spf1 include:_spf.a.example -all"),
+        (Kind::DkimKey, "s1._domainkey.a.example", dkim.as_str()),
+    ] {
+        let key = Key {
+            kind,
+            name: DomainName::host(name).unwrap(),
+        };
+        let a = Arc::new(fetched(kind, name, text));
+        cache.insert(
+            key.clone(),
+            Arc::new(Entry::new(a.clone(), now, Origin::Fetched, &cfg)),
+        );
+        match cache.state(&key, now) {
+            State::Fresh { answer, .. } => assert_eq!(*answer, *a, "{name}"),
+            _ => panic!("{name}: not cached in a {}-byte cache", cfg.max_bytes),
+        }
+    }
+    assert!(cache.usage().1 <= cfg.max_bytes);
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::answer::{Answer, Kind};
-use super::cache::{Entry, Key};
+use super::cache::{Cache, Entry, Key};
 use super::{DomainName, Resolver};
 
 const MAGIC: &[u8; 8] = b"MPDSNAP\0";
@@ -23,8 +23,8 @@ const MAGIC: &[u8; 8] = b"MPDSNAP\0";
 /// postcard is positional, so a format-2 file cannot be read as 3 and is refused the same way.
 const FORMAT: u32 = 3;
 
-/// What is written: the same encoding as [`SnapEntry`], borrowed from the cache's `Arc`s (no
-/// answer is copied to write a snapshot).
+/// What is written: the same encoding as [`SnapEntry`], borrowed from the cache's `Arc`s (a
+/// held answer is not copied to write a snapshot).
 #[derive(Serialize)]
 struct SnapEntryRef<'a> {
     kind: Kind,
@@ -32,6 +32,35 @@ struct SnapEntryRef<'a> {
     stored_unix_ms: u64,
     ttl_ms: u64,
     answer: &'a Answer,
+}
+
+/// Every entry to write, serialized as a sequence of [`SnapEntryRef`]: an answer held in compact
+/// form is rebuilt for its element and dropped after it, so writing a snapshot never holds
+/// every answer parsed at once.
+struct Snap<'a> {
+    cache: &'a Cache,
+    entries: &'a [(Key, Arc<Entry>)],
+    now: Instant,
+    wall: SystemTime,
+}
+
+impl Serialize for Snap<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.entries.len()))?;
+        for (k, e) in self.entries {
+            let age = self.now.saturating_duration_since(e.stored_at);
+            let answer = self.cache.peek_answer(k, e);
+            seq.serialize_element(&SnapEntryRef {
+                kind: k.kind,
+                name: &k.name,
+                stored_unix_ms: unix_ms(self.wall - age),
+                ttl_ms: u64::try_from(e.ttl().as_millis()).unwrap_or(u64::MAX),
+                answer: &answer,
+            })?;
+        }
+        seq.end()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -79,29 +108,16 @@ impl Resolver {
         let path = path.to_owned();
         let cache = self.inner.cache.clone();
         tokio::task::spawn_blocking(move || -> Result<usize, SnapshotError> {
-            // Those in compact form are rebuilt for writing, not held.
-            let answers: Vec<_> = entries
-                .iter()
-                .map(|(k, e)| cache.peek_answer(k, e))
-                .collect();
-            let refs: Vec<SnapEntryRef<'_>> = entries
-                .iter()
-                .zip(&answers)
-                .map(|((k, e), answer)| {
-                    let age = now.saturating_duration_since(e.stored_at);
-                    SnapEntryRef {
-                        kind: k.kind,
-                        name: &k.name,
-                        stored_unix_ms: unix_ms(wall - age),
-                        ttl_ms: u64::try_from(e.ttl().as_millis()).unwrap_or(u64::MAX),
-                        answer,
-                    }
-                })
-                .collect();
+            let snap = Snap {
+                cache: &cache,
+                entries: &entries,
+                now,
+                wall,
+            };
             let body =
-                postcard::to_stdvec(&refs).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+                postcard::to_stdvec(&snap).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
             write_atomic(&path, &body)?;
-            Ok(refs.len())
+            Ok(entries.len())
         })
         .await
         .map_err(|e| SnapshotError::Corrupt(e.to_string()))?

@@ -239,7 +239,7 @@ const STORE_PER_ENTRY: usize = std::mem::size_of::<Key>() + 8 + 16 + 2 * (4 + 1)
 const GHOST_SHARE: f64 = 0.5;
 
 /// An entry's typical weight, to size the store's tables and its ghost list.
-const TYPICAL_ENTRY: u64 = 640;
+const TYPICAL_ENTRY: u64 = 512;
 
 /// What an entry costs the process: its own form (its compact form, or its answer,
 /// [`Answer::weight`]), the `Entry` allocation, the key's name and the store's slot, in
@@ -279,7 +279,7 @@ impl Cache {
     pub fn new(cfg: CacheConfig) -> Cache {
         // The hot list's answers and the ghost list's slots are paid from the same bound.
         let hot = hot_budget(cfg.max_bytes);
-        let items = (cfg.max_bytes / TYPICAL_ENTRY).max(64);
+        let items = (cfg.max_bytes / TYPICAL_ENTRY).max(1);
         let ghosts = (items as f64 * GHOST_SHARE) as u64 * STORE_PER_ENTRY as u64;
         let store = Store::with_options(
             quick_cache::OptionsBuilder::new()
