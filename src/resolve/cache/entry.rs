@@ -174,19 +174,23 @@ pub(super) struct Hot {
 
 impl HotList {
     /// Puts `entry` (holding its parsed answer, which weighs `weight`) on the list, then
-    /// releases the oldest unused answers while over budget (looking at each record once).
+    /// releases the oldest unused answers while over budget (looking at each record once), and
+    /// if every record looked at was used, the oldest regardless: the list never stays over
+    /// its budget.
     pub(super) fn push(&self, entry: &Arc<Entry>, weight: u32) {
         let mut hot = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         hot.queue.push_back((Arc::downgrade(entry), weight));
         hot.bytes += u64::from(weight);
-        let mut looks = hot.queue.len();
-        while hot.bytes > self.budget && looks > 0 {
-            looks -= 1;
+        let mut second_chances = hot.queue.len();
+        while hot.bytes > self.budget {
             let Some((weak, w)) = hot.queue.pop_front() else {
                 break;
             };
             match weak.upgrade() {
-                Some(e) if e.used.swap(false, Ordering::Relaxed) => hot.queue.push_back((weak, w)),
+                Some(e) if second_chances > 0 && e.used.swap(false, Ordering::Relaxed) => {
+                    second_chances -= 1;
+                    hot.queue.push_back((weak, w));
+                }
                 Some(e) => {
                     e.release();
                     hot.bytes -= u64::from(w);
