@@ -326,3 +326,57 @@ fn a_small_cache_still_holds_its_entries() {
     }
     assert!(cache.usage().1 <= cfg.max_bytes);
 }
+
+/// An entry stored under a key other than its answer's name is kept parsed (a compact form is
+/// rebuilt with the key's name), and an entry past its TTL and stale window leaves the cache when
+/// looked at.
+#[test]
+fn entries_answer_for_their_own_key_and_leave_when_past_serving() {
+    use mailpolicyd::resolve::cache::State;
+    use std::time::Duration;
+    let cfg = CacheConfig {
+        max_bytes: 1 << 20,
+        ..CacheConfig::default()
+    };
+    let cache = Cache::new(cfg.clone());
+    let now = Instant::now();
+    let key = |name: &str| Key {
+        kind: Kind::Spf,
+        name: DomainName::host(name).unwrap(),
+    };
+    let other = Arc::new(fetched(Kind::Spf, "b.example", "v=spf1 -all"));
+    let entry = Arc::new(Entry::new(other.clone(), now, Origin::Fetched, &cfg));
+    cache.insert(key("a.example"), entry);
+    // Enough other answers to push it off the hot list were it there (~200 fit on it), and few
+    // enough for the store (~350 KB of ~850 KB) to keep it.
+    for i in 0..1_000 {
+        let name = format!("n{i}.example");
+        let a = Arc::new(fetched(
+            Kind::Spf,
+            &name,
+            &format!("v=spf1 ip4:192.0.2.{} -all", i % 250),
+        ));
+        cache.insert(
+            key(&name),
+            Arc::new(Entry::new(a, now, Origin::Fetched, &cfg)),
+        );
+    }
+    match cache.state(&key("a.example"), now) {
+        State::Fresh { entry, answer, .. } => {
+            assert!(entry.is_parsed());
+            assert_eq!(*answer, *other);
+        }
+        _ => panic!("not cached"),
+    }
+    let (before, _) = cache.usage();
+    let past = now + cfg.positive_ttl.1 + cfg.stale_window + Duration::from_secs(1);
+    assert!(matches!(
+        cache.state(&key("a.example"), past),
+        State::Absent
+    ));
+    assert_eq!(
+        cache.usage().0,
+        before - 1,
+        "the entry past serving left the cache"
+    );
+}

@@ -5,7 +5,7 @@
 /// The bytes an allocation of `n` bytes takes from the allocator: the daemon's is mimalloc
 /// (`main.rs`), whose size classes step by 8 bytes up to 64, then four per power of two (80, 96,
 /// 112, 128, 160, ...), with no header; nothing for an empty buffer.
-pub fn alloc_size(n: usize) -> usize {
+pub const fn alloc_size(n: usize) -> usize {
     if n <= 64 {
         return (n + 7) & !7;
     }

@@ -176,7 +176,7 @@ impl Resolver {
                 kind,
                 name: name.clone(),
             };
-            match inner.cache.state(&key, now) {
+            match inner.cache.peek_state(&key, now) {
                 State::Fresh { answer, .. } => match answer.rcode {
                     Rcode::NoError => Some(true),
                     Rcode::NxDomain => Some(false),

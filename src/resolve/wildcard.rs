@@ -43,7 +43,7 @@ impl Resolver {
                 name: key.name.clone(),
             };
             if let State::Fresh { answer, .. } | State::Stale { answer, .. } =
-                inner.cache.state(&okey, now)
+                inner.cache.peek_state(&okey, now)
                 && !limit::same_answer(&answer, &sample)
             {
                 return None;

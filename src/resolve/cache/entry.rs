@@ -72,20 +72,21 @@ impl Entry {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The parsed answer if it is held (marked used for the hot list).
-    fn held(&self) -> Option<Arc<Answer>> {
+    /// The parsed answer if it is held; `used` marks it used for the hot list.
+    fn held(&self, used: bool) -> Option<Arc<Answer>> {
         let a = self.lock().clone()?;
-        if self.cold.is_some() && !self.used.load(Ordering::Relaxed) {
+        if used && self.cold.is_some() && !self.used.load(Ordering::Relaxed) {
             self.used.store(true, Ordering::Relaxed);
         }
         Some(a)
     }
 
-    /// The parsed answer, from the compact form when not held; `hold` keeps one rebuilt, and
-    /// the flag says this call did (it then goes on the hot list). An entry without a compact
-    /// form always holds its answer.
+    /// The parsed answer, from the compact form when not held. `hold`: a use (a held answer is
+    /// marked used, a rebuilt one kept, and the flag says this call kept it: it then goes on
+    /// the hot list); otherwise a look (snapshots, existence checks) that changes nothing. An
+    /// entry without a compact form always holds its answer.
     pub(super) fn parse(&self, key: &Key, hold: bool) -> Option<(Arc<Answer>, bool)> {
-        if let Some(a) = self.held() {
+        if let Some(a) = self.held(hold) {
             return Some((a, false));
         }
         let answer = Arc::new(self.cold.as_deref()?.expand(key.kind, &key.name));
@@ -107,6 +108,26 @@ impl Entry {
     pub(super) fn hot_weight(&self) -> Option<u32> {
         self.cold.as_ref()?;
         self.lock().as_ref().map(|a| a.weight())
+    }
+
+    /// Whether the compact form (if any) stands for `key`'s answer: rebuilt with the key's kind
+    /// and name, it must be the answer held now.
+    pub(super) fn answers_for(&self, key: &Key) -> bool {
+        self.cold.is_none()
+            || self
+                .lock()
+                .as_ref()
+                .is_some_and(|a| a.kind == key.kind && a.name == key.name.as_str())
+    }
+
+    /// The same entry (timing, origin) with its answer parsed and no compact form.
+    pub(super) fn parsed_only(&self) -> Option<Entry> {
+        let answer = self.lock().clone()?;
+        let weight = answer.weight();
+        let mut e = Entry::with_ttl(answer, self.stored_at, self.ttl(), self.origin);
+        e.cold = None;
+        e.weight = weight;
+        Some(e)
     }
 
     /// Drops the parsed answer of an entry in compact form.
@@ -144,12 +165,14 @@ impl Entry {
 
     /// Records a refresh attempt at `now` unless one was made less than `every` ago; returns
     /// whether the caller may go upstream (one caller wins a race for the same attempt).
+    /// The offset is kept modulo 2^32 ms (~49.7 days) and compared with wrapping arithmetic: an
+    /// attempt more than 49.7 days after the last one may wait one `every` more.
     pub fn begin_refresh(&self, now: Instant, every: Duration) -> bool {
-        let at = u32::try_from(now.saturating_duration_since(self.stored_at).as_millis())
-            .unwrap_or(u32::MAX - 1)
-            + 1;
+        let ms = now.saturating_duration_since(self.stored_at).as_millis();
+        // 0 means "none yet".
+        let at = ((ms % (1u128 << 32)) as u32).max(1);
         let last = self.last_refresh.load(Ordering::Acquire);
-        if last != 0 && Duration::from_millis(u64::from(at.saturating_sub(last))) < every {
+        if last != 0 && Duration::from_millis(u64::from(at.wrapping_sub(last))) < every {
             return false;
         }
         self.last_refresh
@@ -179,6 +202,9 @@ impl HotList {
     /// its budget.
     pub(super) fn push(&self, entry: &Arc<Entry>, weight: u32) {
         let mut hot = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // The record itself, and the entry's allocation its `Weak` keeps should the store drop
+        // the entry before the record is reached, are charged with the answer.
+        let weight = weight.saturating_add(HOT_RECORD);
         hot.queue.push_back((Arc::downgrade(entry), weight));
         hot.bytes += u64::from(weight);
         let mut second_chances = hot.queue.len();
@@ -205,6 +231,11 @@ impl HotList {
     }
 }
 
+/// A hot-list record's own cost: its slot in the queue and the entry allocation it can keep.
+const HOT_RECORD: u32 = (std::mem::size_of::<(Weak<Entry>, u32)>()
+    + crate::model::answer::alloc_size(std::mem::size_of::<Entry>() + 16))
+    as u32;
+
 /// What an entry with neither a held answer nor a compact form answers, which no entry is
 /// (one without a compact form holds its answer from creation, [`Entry::release`] skips it):
 /// a server failure, never served as data.
@@ -218,4 +249,28 @@ pub(super) fn gone(key: &Key) -> (Arc<Answer>, bool) {
 /// ~50,000 parsed policies; the long tail waits in compact form).
 pub fn hot_budget(max_bytes: u64) -> u64 {
     (max_bytes / 8).min(32 << 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::answer::Kind;
+
+    #[test]
+    fn refresh_attempts_are_spaced_past_the_offsets_range() {
+        let t0 = Instant::now();
+        let e = Entry::restored(
+            Arc::new(Answer::nxdomain(Kind::Spf, "a.example", 60)),
+            t0,
+            Duration::from_secs(60),
+        );
+        let every = Duration::from_secs(30);
+        // Beyond 2^32 ms (~49.7 days) after the entry was stored, as well as before.
+        for start in [Duration::from_secs(90), Duration::from_secs(50 * 86_400)] {
+            assert!(e.begin_refresh(t0 + start, every), "{start:?}");
+            assert!(!e.begin_refresh(t0 + start + Duration::from_secs(1), every));
+            assert!(!e.begin_refresh(t0 + start + Duration::from_secs(29), every));
+            assert!(e.begin_refresh(t0 + start + Duration::from_secs(31), every));
+        }
+    }
 }

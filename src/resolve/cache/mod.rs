@@ -256,6 +256,12 @@ impl Inner {
     /// Stores an entry; one holding a parsed answer beside its compact form goes on the hot
     /// list.
     fn insert(&self, key: Key, entry: Arc<Entry>) {
+        // A compact form is rebuilt with the key's kind and name: an answer stored under
+        // another key (no caller does) is kept parsed instead.
+        let entry = match entry.answers_for(&key) {
+            true => entry,
+            false => entry.parsed_only().map_or(entry, Arc::new),
+        };
         let hot = entry.hot_weight();
         self.store.insert(key, entry.clone());
         if let Some(w) = hot {
@@ -316,26 +322,43 @@ impl Cache {
         &self.inner.cfg
     }
 
-    /// Classifies the entry for `key` at `now`.
+    /// Classifies the entry for `key` at `now`, for a use of its answer (a released answer is
+    /// rebuilt and held again).
     pub fn state(&self, key: &Key, now: Instant) -> State {
+        self.classify(key, now, true)
+    }
+
+    /// Classifies the entry for `key` at `now` for a look only (an existence check, the
+    /// wildcard watch's comparison): a released answer is rebuilt for the caller and not held.
+    pub fn peek_state(&self, key: &Key, now: Instant) -> State {
+        self.classify(key, now, false)
+    }
+
+    fn classify(&self, key: &Key, now: Instant, hold: bool) -> State {
         let Some(entry) = self.inner.store.get(key) else {
             return State::Absent;
         };
         let cfg = &self.inner.cfg;
         let expires = entry.expires_at();
+        let answer = |entry: &Arc<Entry>| match hold {
+            true => self.answer(key, entry),
+            false => self.peek_answer(key, entry),
+        };
         if now < expires {
             let left = expires - now;
             let prefetch = left.as_secs_f64() < entry.ttl().as_secs_f64() * cfg.prefetch_fraction;
-            let answer = self.answer(key, &entry);
+            let answer = answer(&entry);
             State::Fresh {
                 entry,
                 answer,
                 prefetch,
             }
         } else if now < expires + cfg.stale_window {
-            let answer = self.answer(key, &entry);
+            let answer = answer(&entry);
             State::Stale { entry, answer }
         } else {
+            // Past serving: its slot goes now rather than at eviction (unless replaced since).
+            self.inner.store.remove_if(key, |e| Arc::ptr_eq(e, &entry));
             State::Absent
         }
     }
@@ -350,7 +373,7 @@ impl Cache {
         answer
     }
 
-    /// The answer of `entry` without holding it (snapshots: every entry once).
+    /// The answer of `entry` without holding it or marking it used (snapshots, looks).
     pub fn peek_answer(&self, key: &Key, entry: &Entry) -> Arc<Answer> {
         entry.parse(key, false).unwrap_or_else(|| gone(key)).0
     }
