@@ -101,7 +101,7 @@ impl Resolver {
     pub async fn save_snapshot(&self, path: &Path) -> Result<usize, SnapshotError> {
         let now = Instant::now();
         let wall = SystemTime::now();
-        // An entry past its stale window is not served; it waits for eviction, unwritten.
+        // An entry past its stale window is not served; it is not written.
         let stale_window = self.inner.cache.config().stale_window;
         let mut entries = self.inner.cache.entries();
         entries.retain(|(_, e)| now < e.expires_at() + stale_window);

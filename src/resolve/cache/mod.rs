@@ -11,8 +11,8 @@
 //! `max_bytes` (issue 17, loadtest/MEMORY.md).
 //!
 //! Entries do not expire by themselves: one past its TTL and the serve-stale window (RFC 8767)
-//! reads as absent and stays until eviction or replacement takes its slot, as in Unbound; the
-//! logical clock decides how an entry may be used.
+//! reads as absent and leaves the store when next looked at, unless eviction or replacement
+//! took its slot first; the logical clock decides how an entry may be used.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
