@@ -53,14 +53,32 @@ fn answers(i: usize, dkim: &str) -> [(Kind, String, Answer); 3] {
     ]
 }
 
-#[test]
-fn a_cache_filled_past_max_bytes_keeps_its_weighed_total_within_it() {
-    let max_bytes = 1 << 20;
+/// A cache bounded at `max_bytes`, its other settings the defaults.
+fn cache_of(max_bytes: u64) -> (Cache, CacheConfig) {
     let cfg = CacheConfig {
         max_bytes,
         ..CacheConfig::default()
     };
-    let cache = Cache::new(cfg.clone());
+    (Cache::new(cfg.clone()), cfg)
+}
+
+/// The key of `kind` at `name`.
+fn key(kind: Kind, name: &str) -> Key {
+    Key {
+        kind,
+        name: DomainName::host(name).unwrap(),
+    }
+}
+
+/// Stores `answer` under `key`, fetched at `now`.
+fn put(cache: &Cache, cfg: &CacheConfig, key: Key, answer: Arc<Answer>, now: Instant) {
+    cache.insert(key, Arc::new(Entry::new(answer, now, Origin::Fetched, cfg)));
+}
+
+#[test]
+fn a_cache_filled_past_max_bytes_keeps_its_weighed_total_within_it() {
+    let max_bytes = 1 << 20;
+    let (cache, cfg) = cache_of(max_bytes);
     let dkim = dkim_text();
     let now = Instant::now();
     let mut charged = 0u64;
@@ -69,14 +87,7 @@ fn a_cache_filled_past_max_bytes_keeps_its_weighed_total_within_it() {
         for (kind, name, a) in answers(i, &dkim) {
             assert!(a.is_positive(), "{kind:?} {name}");
             charged += u64::from(a.weight());
-            let key = Key {
-                kind,
-                name: DomainName::host(&name).unwrap(),
-            };
-            cache.insert(
-                key,
-                Arc::new(Entry::new(Arc::new(a), now, Origin::Fetched, &cfg)),
-            );
+            put(&cache, &cfg, key(kind, &name), Arc::new(a), now);
             inserted += 1;
         }
         if i % 100 == 99 {
@@ -235,11 +246,7 @@ fn parsed_answers_are_held_only_within_the_hot_share() {
     use std::collections::HashMap;
 
     let max_bytes = 2 << 20;
-    let cfg = CacheConfig {
-        max_bytes,
-        ..CacheConfig::default()
-    };
-    let cache = Cache::new(cfg.clone());
+    let (cache, cfg) = cache_of(max_bytes);
     let dkim = dkim_text();
     let now = Instant::now();
     let mut first: HashMap<(Kind, String), Answer> = HashMap::new();
@@ -247,14 +254,7 @@ fn parsed_answers_are_held_only_within_the_hot_share() {
         for (kind, name, a) in answers(i, &dkim) {
             let a = fetched(kind, &name, a.raw.as_deref().unwrap());
             first.insert((kind, name.clone()), a.clone());
-            let key = Key {
-                kind,
-                name: DomainName::host(&name).unwrap(),
-            };
-            cache.insert(
-                key,
-                Arc::new(Entry::new(Arc::new(a), now, Origin::Fetched, &cfg)),
-            );
+            put(&cache, &cfg, key(kind, &name), Arc::new(a), now);
         }
     }
     let held = |cache: &Cache| -> (usize, u64) {
@@ -299,27 +299,16 @@ fn parsed_answers_are_held_only_within_the_hot_share() {
 #[test]
 fn a_small_cache_still_holds_its_entries() {
     use mailpolicyd::resolve::cache::State;
-    let cfg = CacheConfig {
-        max_bytes: 4096,
-        ..CacheConfig::default()
-    };
-    let cache = Cache::new(cfg.clone());
+    let (cache, cfg) = cache_of(4096);
     let now = Instant::now();
     let dkim = dkim_text();
     for (kind, name, text) in [
         (Kind::Spf, "a.example", "v=spf1 include:_spf.a.example -all"),
         (Kind::DkimKey, "s1._domainkey.a.example", dkim.as_str()),
     ] {
-        let key = Key {
-            kind,
-            name: DomainName::host(name).unwrap(),
-        };
         let a = Arc::new(fetched(kind, name, text));
-        cache.insert(
-            key.clone(),
-            Arc::new(Entry::new(a.clone(), now, Origin::Fetched, &cfg)),
-        );
-        match cache.state(&key, now) {
+        put(&cache, &cfg, key(kind, name), a.clone(), now);
+        match cache.state(&key(kind, name), now) {
             State::Fresh { answer, .. } => assert_eq!(*answer, *a, "{name}"),
             _ => panic!("{name}: not cached in a {}-byte cache", cfg.max_bytes),
         }
@@ -334,19 +323,11 @@ fn a_small_cache_still_holds_its_entries() {
 fn entries_answer_for_their_own_key_and_leave_when_past_serving() {
     use mailpolicyd::resolve::cache::State;
     use std::time::Duration;
-    let cfg = CacheConfig {
-        max_bytes: 1 << 20,
-        ..CacheConfig::default()
-    };
-    let cache = Cache::new(cfg.clone());
+    let (cache, cfg) = cache_of(1 << 20);
     let now = Instant::now();
-    let key = |name: &str| Key {
-        kind: Kind::Spf,
-        name: DomainName::host(name).unwrap(),
-    };
+    let spf = |name: &str| key(Kind::Spf, name);
     let other = Arc::new(fetched(Kind::Spf, "b.example", "v=spf1 -all"));
-    let entry = Arc::new(Entry::new(other.clone(), now, Origin::Fetched, &cfg));
-    cache.insert(key("a.example"), entry);
+    put(&cache, &cfg, spf("a.example"), other.clone(), now);
     // Enough other answers to push it off the hot list were it there (~200 fit on it), and few
     // enough for the store (~350 KB of ~850 KB) to keep it.
     for i in 0..1_000 {
@@ -356,12 +337,9 @@ fn entries_answer_for_their_own_key_and_leave_when_past_serving() {
             &name,
             &format!("v=spf1 ip4:192.0.2.{} -all", i % 250),
         ));
-        cache.insert(
-            key(&name),
-            Arc::new(Entry::new(a, now, Origin::Fetched, &cfg)),
-        );
+        put(&cache, &cfg, spf(&name), a, now);
     }
-    match cache.state(&key("a.example"), now) {
+    match cache.state(&spf("a.example"), now) {
         State::Fresh { entry, answer, .. } => {
             assert!(entry.is_parsed());
             assert_eq!(*answer, *other);
@@ -371,7 +349,7 @@ fn entries_answer_for_their_own_key_and_leave_when_past_serving() {
     let (before, _) = cache.usage();
     let past = now + cfg.positive_ttl.1 + cfg.stale_window + Duration::from_secs(1);
     assert!(matches!(
-        cache.state(&key("a.example"), past),
+        cache.state(&spf("a.example"), past),
         State::Absent
     ));
     assert_eq!(

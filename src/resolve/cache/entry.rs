@@ -52,6 +52,17 @@ impl Entry {
 
     fn with_ttl(answer: Arc<Answer>, stored_at: Instant, ttl: Duration, origin: Origin) -> Entry {
         let cold = Cold::of(&answer).map(Box::new);
+        Entry::with_form(answer, cold, stored_at, ttl, origin)
+    }
+
+    /// The entry holding `answer`, in compact form `cold` if given.
+    fn with_form(
+        answer: Arc<Answer>,
+        cold: Option<Box<Cold>>,
+        stored_at: Instant,
+        ttl: Duration,
+        origin: Origin,
+    ) -> Entry {
         let weight = cold
             .as_ref()
             .map_or_else(|| answer.weight(), |c| c.weight());
@@ -123,11 +134,13 @@ impl Entry {
     /// The same entry (timing, origin) with its answer parsed and no compact form.
     pub(super) fn parsed_only(&self) -> Option<Entry> {
         let answer = self.lock().clone()?;
-        let weight = answer.weight();
-        let mut e = Entry::with_ttl(answer, self.stored_at, self.ttl(), self.origin);
-        e.cold = None;
-        e.weight = weight;
-        Some(e)
+        Some(Entry::with_form(
+            answer,
+            None,
+            self.stored_at,
+            self.ttl(),
+            self.origin,
+        ))
     }
 
     /// Drops the parsed answer of an entry in compact form.
